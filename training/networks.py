@@ -1,0 +1,96 @@
+"""Network builders: pure functions from a spec to a compiled Keras network."""
+
+from __future__ import annotations
+
+import keras
+
+from training.labels import TargetEncoding, target_encoding
+from training.spec import ExperimentSpec, Network, Optimizer
+
+# Keras defaults, written out so that a stored experiment records the rate it really used.
+DEFAULT_LEARNING_RATES: dict[Optimizer, float] = {
+    Optimizer.SGD: 0.01,
+    Optimizer.SGD_NESTEROV: 0.01,
+    Optimizer.ADAGRAD: 0.001,
+    Optimizer.RMSPROP: 0.001,
+    Optimizer.ADADELTA: 0.001,
+    Optimizer.ADAM: 0.001,
+}
+
+
+def learning_rate_of(spec: ExperimentSpec) -> float:
+    """The learning rate the spec asks for, or the optimizer's Keras default."""
+    return (
+        spec.learning_rate
+        if spec.learning_rate is not None
+        else DEFAULT_LEARNING_RATES[spec.optimizer]
+    )
+
+
+def build_optimizer(spec: ExperimentSpec) -> keras.optimizers.Optimizer:
+    """A fresh Keras optimizer for `spec`."""
+    rate = learning_rate_of(spec)
+    match spec.optimizer:
+        case Optimizer.SGD:
+            return keras.optimizers.SGD(learning_rate=rate)
+        case Optimizer.SGD_NESTEROV:
+            return keras.optimizers.SGD(learning_rate=rate, momentum=0.9, nesterov=True)
+        case Optimizer.ADAGRAD:
+            return keras.optimizers.Adagrad(learning_rate=rate)
+        case Optimizer.RMSPROP:
+            return keras.optimizers.RMSprop(learning_rate=rate)
+        case Optimizer.ADADELTA:
+            return keras.optimizers.Adadelta(learning_rate=rate)
+        case Optimizer.ADAM:
+            return keras.optimizers.Adam(learning_rate=rate)
+
+
+def accuracy_metric(spec: ExperimentSpec) -> keras.metrics.Metric:
+    """Accuracy that fits the head: binary at 0.5 for one unit, argmax for several."""
+    match target_encoding(spec):
+        case TargetEncoding.BINARY:
+            return keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.5)
+        case TargetEncoding.SPARSE:
+            return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        case TargetEncoding.ONE_HOT:
+            return keras.metrics.CategoricalAccuracy(name="accuracy")
+
+
+def _mlp(inputs: keras.KerasTensor) -> keras.KerasTensor:
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Dense(512, activation="relu")(x)
+    return keras.layers.Dense(128, activation="relu")(x)
+
+
+def _convnet(inputs: keras.KerasTensor) -> keras.KerasTensor:
+    x = inputs
+    for filters in (32, 64, 128, 128):
+        x = keras.layers.Conv2D(filters, 3, activation="relu")(x)
+        x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Flatten()(x)
+    return keras.layers.Dense(512, activation="relu")(x)
+
+
+def build_network(spec: ExperimentSpec) -> keras.Model:
+    """The uncompiled network for `spec`; it takes raw 0..255 pixels and rescales them itself."""
+    head = spec.resolved_head
+    inputs = keras.Input(shape=spec.info.input_shape, name="image")
+    # Rescaling inside the network means prediction needs no separate scaling step to match training.
+    x = keras.layers.Rescaling(1.0 / 255)(inputs)
+    body = _mlp if spec.resolved_network is Network.MLP else _convnet
+    x = body(x)
+    # float32 output keeps losses stable when the body runs in mixed precision.
+    outputs = keras.layers.Dense(
+        head.units, activation=str(head.activation), dtype="float32", name="head"
+    )(x)
+    return keras.Model(inputs, outputs, name=f"{spec.dataset}_{spec.resolved_network}")
+
+
+def compile_network(network: keras.Model, spec: ExperimentSpec) -> keras.Model:
+    """Compile `network` with the spec's optimizer, loss and head-appropriate accuracy."""
+    network.compile(
+        optimizer=build_optimizer(spec),
+        loss=str(spec.resolved_loss),
+        metrics=[accuracy_metric(spec)],
+    )
+    return network

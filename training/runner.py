@@ -1,0 +1,119 @@
+"""Fit a network for a spec, keep the best checkpoint by validation accuracy, evaluate it on the test split."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from training.data import load_splits
+from training.evaluation import Evaluation, evaluate_network
+from training.networks import build_network, compile_network
+from training.spec import ExperimentSpec
+
+CHECKPOINT_NAME = "best_model.h5"
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int  # 1-based, as people count epochs
+    loss: float
+    accuracy: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RunResult:
+    epochs: list[EpochResult]
+    cancelled: bool
+    best_epoch: int | None
+    checkpoint: Path | None
+    evaluation: Evaluation | None
+
+
+def _finite(value: Any) -> float:
+    number = float(value)
+    return number if math.isfinite(number) else float("nan")
+
+
+class _EpochReporter(keras.callbacks.Callback):
+    """Reports every finished epoch, saves the best checkpoint, and stops when asked to."""
+
+    def __init__(
+        self,
+        checkpoint: Path,
+        on_epoch_end: Callable[[EpochResult], None],
+        should_stop: Callable[[], bool],
+    ) -> None:
+        super().__init__()
+        self.checkpoint = checkpoint
+        self.on_epoch_end_callback = on_epoch_end
+        self.should_stop = should_stop
+        self.results: list[EpochResult] = []
+        self.best_epoch: int | None = None
+        self.best_val_accuracy = -math.inf
+        self.cancelled = False
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        result = EpochResult(
+            epoch=epoch + 1,
+            loss=_finite(logs["loss"]),
+            accuracy=_finite(logs["accuracy"]),
+            val_loss=_finite(logs["val_loss"]),
+            val_accuracy=_finite(logs["val_accuracy"]),
+            seconds=time.perf_counter() - self._started,
+        )
+        # Strictly better only, so ties keep the earlier (cheaper) epoch; a NaN never counts as better.
+        if self.best_epoch is None or result.val_accuracy > self.best_val_accuracy:
+            self.best_epoch, self.best_val_accuracy = result.epoch, result.val_accuracy
+            # No optimizer state: the file is for inference, and it is a third of the size.
+            self.model.save(self.checkpoint, include_optimizer=False)
+        self.results.append(result)
+        self.on_epoch_end_callback(result)
+        if self.should_stop():
+            self.cancelled = True
+            self.model.stop_training = True
+
+
+def run_experiment(
+    spec: ExperimentSpec,
+    data_dir: Path,
+    workdir: Path,
+    on_epoch_end: Callable[[EpochResult], None] = lambda result: None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> RunResult:
+    """Train `spec` to completion (or until `should_stop`), then evaluate the best checkpoint on the test split."""
+    keras.utils.set_random_seed(spec.seed)
+    splits = load_splits(spec, data_dir)
+    network = compile_network(build_network(spec), spec)
+    reporter = _EpochReporter(workdir / CHECKPOINT_NAME, on_epoch_end, should_stop)
+    network.fit(
+        splits.train,
+        validation_data=splits.validation,
+        epochs=spec.epochs,
+        callbacks=[reporter],
+        verbose=0,
+    )
+    if reporter.cancelled:
+        return RunResult(reporter.results, True, reporter.best_epoch, None, None)
+    best = compile_network(
+        keras.models.load_model(reporter.checkpoint, compile=False), spec
+    )
+    evaluation = evaluate_network(
+        best, splits.test, splits.test_labels, list(spec.info.class_names)
+    )
+    return RunResult(
+        reporter.results, False, reporter.best_epoch, reporter.checkpoint, evaluation
+    )

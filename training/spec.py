@@ -1,0 +1,231 @@
+"""The experiment spec: the one vocabulary that the API, the database and the worker share.
+
+Enum values are Keras identifiers where Keras has one. Validation lives here, on the spec itself,
+so the API answers 422 with the reason and the worker re-validates what it reads back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_EPOCHS = 1000
+MAX_BATCH_SIZE = 8192
+
+
+class Dataset(StrEnum):
+    MNIST = "mnist"
+    FASHION_MNIST = "fashion_mnist"
+    CATS_VS_DOGS = "cats_vs_dogs"
+
+
+class Network(StrEnum):
+    MLP = "mlp"
+    CONVNET = "convnet"
+
+
+class Optimizer(StrEnum):
+    SGD = "sgd"
+    SGD_NESTEROV = "sgd_nesterov"
+    ADAGRAD = "adagrad"
+    RMSPROP = "rmsprop"
+    ADADELTA = "adadelta"
+    ADAM = "adam"
+
+
+class Activation(StrEnum):
+    SIGMOID = "sigmoid"
+    SOFTMAX = "softmax"
+    RELU = "relu"
+    LINEAR = "linear"
+
+
+class Loss(StrEnum):
+    BINARY_CROSSENTROPY = "binary_crossentropy"
+    CATEGORICAL_CROSSENTROPY = "categorical_crossentropy"
+    SPARSE_CATEGORICAL_CROSSENTROPY = "sparse_categorical_crossentropy"
+    MSE = "mse"
+
+
+class Status(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the rest of the service needs to know about a dataset without loading it."""
+
+    name: Dataset
+    class_names: tuple[str, ...]
+    input_shape: tuple[int, ...]
+    default_network: Network
+    test_split: str
+    description: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def is_binary(self) -> bool:
+        return self.num_classes == 2
+
+    @property
+    def is_grayscale(self) -> bool:
+        return len(self.input_shape) == 2
+
+
+DATASETS: dict[Dataset, DatasetInfo] = {
+    Dataset.MNIST: DatasetInfo(
+        Dataset.MNIST,
+        tuple(str(d) for d in range(10)),
+        (28, 28),
+        Network.MLP,
+        "test (10,000 images)",
+        "Handwritten digits, 28x28 grayscale, 60,000 train + 10,000 test.",
+    ),
+    Dataset.FASHION_MNIST: DatasetInfo(
+        Dataset.FASHION_MNIST,
+        (
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+        (28, 28),
+        Network.MLP,
+        "test (10,000 images)",
+        "Zalando clothing images, 28x28 grayscale, 60,000 train + 10,000 test.",
+    ),
+    Dataset.CATS_VS_DOGS: DatasetInfo(
+        Dataset.CATS_VS_DOGS,
+        ("cat", "dog"),
+        (150, 150, 3),
+        Network.CONVNET,
+        "validation (1,000 images)",
+        "cats_and_dogs_filtered: 2,000 train + 1,000 validation JPEGs, resized to 150x150 RGB.",
+    ),
+}
+
+
+class Head(BaseModel):
+    """The output layer: how many units and which activation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    units: int = Field(
+        ge=1, le=1000, description="1 for a binary score, or one unit per class."
+    )
+    activation: Activation
+
+
+class ExperimentSpec(BaseModel):
+    """Everything needed to train and evaluate one network, and nothing else."""
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+    name: str | None = Field(default=None, max_length=200)
+    dataset: Dataset
+    network: Network | None = Field(
+        default=None,
+        description="Default: mlp for 28x28 sets, convnet for cats_vs_dogs.",
+    )
+    optimizer: Optimizer = Optimizer.ADAM
+    learning_rate: float | None = Field(
+        default=None, description="Default: the Keras default of the optimizer."
+    )
+    head: Head | None = Field(
+        default=None, description="Default: softmax over the dataset's classes."
+    )
+    loss: Loss | None = Field(
+        default=None,
+        description="Default: binary_crossentropy for a 1-unit head, sparse_categorical_crossentropy otherwise.",
+    )
+    epochs: int = Field(default=5, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(default=32, ge=1, le=MAX_BATCH_SIZE)
+    train_size: int | None = Field(
+        default=None, ge=1, description="Use only the first N training examples."
+    )
+    validation_split: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Hold out this fraction of the training data; absent: validate on the test split.",
+    )
+    seed: int = Field(default=42, ge=0, le=2**31 - 1)
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _positive_finite_learning_rate(cls, value: float | None) -> float | None:
+        if value is not None and (not math.isfinite(value) or value <= 0):
+            raise ValueError(
+                "learning_rate must be a finite number > 0 (e.g. 0.001), or omitted for the default"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_defaults_and_check(self) -> ExperimentSpec:
+        info = DATASETS[self.dataset]
+        if self.network is None:
+            self.network = info.default_network
+        if self.network is Network.CONVNET and info.is_grayscale:
+            raise ValueError(
+                f"network 'convnet' needs 150x150 RGB images; {self.dataset} is 28x28 grayscale: use network 'mlp'"
+            )
+        if self.head is None:
+            self.head = Head(units=info.num_classes, activation=Activation.SOFTMAX)
+        allowed_units = {1, info.num_classes} if info.is_binary else {info.num_classes}
+        if self.head.units not in allowed_units:
+            choices = " or ".join(str(u) for u in sorted(allowed_units))
+            raise ValueError(
+                f"head.units must be {choices} for {self.dataset} (it has {info.num_classes} classes)"
+            )
+        if self.loss is None:
+            self.loss = (
+                Loss.BINARY_CROSSENTROPY
+                if self.head.units == 1
+                else Loss.SPARSE_CATEGORICAL_CROSSENTROPY
+            )
+        if self.loss is Loss.SPARSE_CATEGORICAL_CROSSENTROPY and self.head.units == 1:
+            raise ValueError(
+                "loss 'sparse_categorical_crossentropy' needs one unit per class; with head.units 1 "
+                "use 'binary_crossentropy' or 'mse'"
+            )
+        return self
+
+    @property
+    def info(self) -> DatasetInfo:
+        return DATASETS[self.dataset]
+
+    @property
+    def resolved_head(self) -> Head:
+        """The head after defaults were applied (never None once validated)."""
+        assert self.head is not None
+        return self.head
+
+    @property
+    def resolved_loss(self) -> Loss:
+        assert self.loss is not None
+        return self.loss
+
+    @property
+    def resolved_network(self) -> Network:
+        assert self.network is not None
+        return self.network
