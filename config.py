@@ -32,18 +32,10 @@ class Settings(BaseSettings):
         default="",
         description="Celery broker URL; default: embedded Redis on a unix socket in the state folder.",
     )
-    data_dir: Path = Field(
-        default=Path("data"), description="Folder the dataset loaders read first."
-    )
-    default_queue: str = Field(
-        default="training", description="Queue an experiment goes to."
-    )
-    task_time_limit_s: int = Field(
-        default=6 * 3600, gt=0, description="Hard limit on one training job."
-    )
-    predictor_cache_size: int = Field(
-        default=4, ge=1, description="Trained networks the API keeps loaded."
-    )
+    data_dir: Path = Field(default=Path("data"), description="Folder the dataset loaders read first.")
+    default_queue: str = Field(default="training", description="Queue an experiment goes to.")
+    task_time_limit_s: int = Field(default=6 * 3600, gt=0, description="Hard limit on one training job.")
+    predictor_cache_size: int = Field(default=4, ge=1, description="Trained networks the API keeps loaded.")
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:

@@ -13,22 +13,14 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from training.datafiles import CATS_VS_DOGS_CLASS_DIRS, has_image_folder_layout, local_path
+from training.errors import DatasetUnavailable
 from training.images import decode_rgb
 from training.labels import encode_labels, target_encoding
 from training.spec import Dataset, ExperimentSpec
 
-CATS_VS_DOGS_URL = (
-    "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
-)
-CATS_VS_DOGS_CLASS_DIRS = (
-    "cats",
-    "dogs",
-)  # alphabetical: cat = 0, dog = 1, as Keras' directory loader does
+CATS_VS_DOGS_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-class DatasetUnavailable(RuntimeError):
-    """The data is neither in the data folder nor downloadable; the message says where to put it."""
 
 
 @dataclass(frozen=True)
@@ -55,29 +47,19 @@ class LabelledData:
         return LabelledData(self.inputs[index], self.labels[index])
 
 
-def _npz_name(dataset: Dataset) -> str:
-    return f"{dataset.value}.npz"
-
-
 def load_arrays(dataset: Dataset, data_dir: Path) -> tuple[LabelledData, LabelledData]:
     """Train and test arrays of a 28x28 dataset, from `<data_dir>/<dataset>.npz` or a Keras download."""
-    local = data_dir / _npz_name(dataset)
+    local = local_path(dataset, data_dir)
     if local.is_file():
         with np.load(local) as f:
-            return LabelledData(f["x_train"], f["y_train"]), LabelledData(
-                f["x_test"], f["y_test"]
-            )
-    loader = (
-        tf.keras.datasets.mnist
-        if dataset is Dataset.MNIST
-        else tf.keras.datasets.fashion_mnist
-    )
+            return LabelledData(f["x_train"], f["y_train"]), LabelledData(f["x_test"], f["y_test"])
+    loader = tf.keras.datasets.mnist if dataset is Dataset.MNIST else tf.keras.datasets.fashion_mnist
     try:
         (x_train, y_train), (x_test, y_test) = loader.load_data()
     except Exception as exc:
         raise DatasetUnavailable(
             f"{dataset} is not at {local} and could not be downloaded ({type(exc).__name__}: {exc}). "
-            f"Put {_npz_name(dataset)} (keys x_train, y_train, x_test, y_test, as keras.datasets writes them) "
+            f"Put {local.name} (keys x_train, y_train, x_test, y_test, as keras.datasets writes them) "
             "in the data folder, or set EPOCHAL_DATA_DIR to the folder that holds it."
         ) from exc
     return LabelledData(x_train, y_train), LabelledData(x_test, y_test)
@@ -87,40 +69,24 @@ def _image_folder_split(root: Path) -> LabelledData:
     paths: list[str] = []
     labels: list[int] = []
     for label, class_dir in enumerate(CATS_VS_DOGS_CLASS_DIRS):
-        files = sorted(
-            p
-            for p in (root / class_dir).iterdir()
-            if p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        files = sorted(p for p in (root / class_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         paths.extend(str(p) for p in files)
         labels.extend([label] * len(files))
     return LabelledData(np.array(paths), np.array(labels, dtype="int64"))
 
 
-def _has_cats_vs_dogs_layout(root: Path) -> bool:
-    return all(
-        (root / split / cls).is_dir()
-        for split in ("train", "validation")
-        for cls in CATS_VS_DOGS_CLASS_DIRS
-    )
-
-
 def _download_cats_vs_dogs() -> Path:
-    extracted = Path(
-        tf.keras.utils.get_file(
-            "cats_and_dogs_filtered.zip", origin=CATS_VS_DOGS_URL, extract=True
-        )
-    )
+    extracted = Path(tf.keras.utils.get_file("cats_and_dogs_filtered.zip", origin=CATS_VS_DOGS_URL, extract=True))
     for candidate in [extracted, *extracted.rglob("*")]:
-        if candidate.is_dir() and _has_cats_vs_dogs_layout(candidate):
+        if candidate.is_dir() and has_image_folder_layout(candidate):
             return candidate
     raise FileNotFoundError(f"no train/validation folders under {extracted}")
 
 
 def load_image_folders(data_dir: Path) -> tuple[LabelledData, LabelledData]:
     """Train and validation file lists of cats vs dogs, from `<data_dir>/cats_vs_dogs` or a Keras download."""
-    root = data_dir / Dataset.CATS_VS_DOGS.value
-    if not _has_cats_vs_dogs_layout(root):
+    root = local_path(Dataset.CATS_VS_DOGS, data_dir)
+    if not has_image_folder_layout(root):
         try:
             root = _download_cats_vs_dogs()
         except Exception as exc:
@@ -139,9 +105,7 @@ def load_raw(dataset: Dataset, data_dir: Path) -> tuple[LabelledData, LabelledDa
     return load_arrays(dataset, data_dir)
 
 
-def split_training(
-    train: LabelledData, spec: ExperimentSpec
-) -> tuple[LabelledData, LabelledData | None]:
+def split_training(train: LabelledData, spec: ExperimentSpec) -> tuple[LabelledData, LabelledData | None]:
     """Shuffle with the spec's seed, cap at train_size, and hold out validation_split if asked."""
     order = np.random.default_rng(spec.seed).permutation(len(train))
     if spec.train_size is not None:
@@ -150,15 +114,11 @@ def split_training(
         return train.take(order), None
     held_out = max(1, round(len(order) * spec.validation_split))
     if held_out >= len(order):
-        raise ValueError(
-            f"validation_split {spec.validation_split} leaves no training data out of {len(order)}"
-        )
+        raise ValueError(f"validation_split {spec.validation_split} leaves no training data out of {len(order)}")
     return train.take(order[:-held_out]), train.take(order[-held_out:])
 
 
-def _pipeline(
-    data: LabelledData, spec: ExperimentSpec, *, shuffle: bool, image_files: bool
-) -> tf.data.Dataset:
+def _pipeline(data: LabelledData, spec: ExperimentSpec, *, shuffle: bool, image_files: bool) -> tf.data.Dataset:
     targets = encode_labels(data.labels, target_encoding(spec), spec.info.num_classes)
     ds = tf.data.Dataset.from_tensor_slices((data.inputs, targets))
     if shuffle:
@@ -180,11 +140,7 @@ def load_splits(spec: ExperimentSpec, data_dir: Path) -> Splits:
     train, held_out = split_training(train_raw, spec)
     files = spec.dataset is Dataset.CATS_VS_DOGS
     test = _pipeline(test_raw, spec, shuffle=False, image_files=files)
-    validation = (
-        test
-        if held_out is None
-        else _pipeline(held_out, spec, shuffle=False, image_files=files)
-    )
+    validation = test if held_out is None else _pipeline(held_out, spec, shuffle=False, image_files=files)
     return Splits(
         train=_pipeline(train, spec, shuffle=True, image_files=files),
         validation=validation,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -11,15 +10,7 @@ import tensorflow as tf
 from sklearn.metrics import classification_report, confusion_matrix
 
 from training.labels import predicted_classes
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    test_loss: float
-    test_accuracy: float
-    labels: list[str]
-    confusion_matrix: list[list[int]]
-    classification_report: dict[str, Any]
+from training.results import EvaluationResult
 
 
 def summarize_predictions(
@@ -44,13 +35,13 @@ def evaluate_network(
     test: tf.data.Dataset,
     test_labels: np.ndarray,
     class_names: list[str],
-) -> Evaluation:
+) -> EvaluationResult:
     """Evaluate `network` on the batched `test` pipeline whose integer labels are `test_labels`."""
     results = network.evaluate(test, verbose=0, return_dict=True)
     outputs = network.predict(test, verbose=0)
     predicted = predicted_classes(outputs)
     matrix, report = summarize_predictions(test_labels, predicted, class_names)
-    return Evaluation(
+    return EvaluationResult(
         test_loss=float(results["loss"]),
         test_accuracy=float(results["accuracy"]),
         labels=list(class_names),

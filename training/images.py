@@ -8,15 +8,12 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
+from training.errors import InvalidImage
 from training.spec import DatasetInfo
 
 ACCEPTED_FORMATS = ("PNG", "JPEG")
 # A light border means a dark digit on paper; MNIST digits are light on black, so such images are inverted.
 LIGHT_BACKGROUND_THRESHOLD = 127
-
-
-class InvalidImage(ValueError):
-    """The upload is not an image this service can read; the message says why."""
 
 
 def decode_rgb(encoded: tf.Tensor, size: tuple[int, ...]) -> tf.Tensor:
@@ -29,15 +26,14 @@ def decode_rgb(encoded: tf.Tensor, size: tuple[int, ...]) -> tf.Tensor:
 
 def _open_checked(data: bytes) -> Image.Image:
     if not data:
-        raise InvalidImage(
-            "the uploaded file is empty; send a PNG or JPEG image in the multipart field 'file'"
-        )
+        raise InvalidImage("the uploaded file is empty; send a PNG or JPEG image in the multipart field 'file'")
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(
-            f"the uploaded file is not a readable PNG or JPEG image ({exc})"
+            "the uploaded file is not a readable PNG or JPEG image; send the image file itself in the multipart "
+            "field 'file'"
         ) from exc
     if image.format not in ACCEPTED_FORMATS:
         raise InvalidImage(f"images must be PNG or JPEG; this file is {image.format}")

@@ -24,9 +24,7 @@ def target_encoding(spec: ExperimentSpec) -> TargetEncoding:
     return TargetEncoding.ONE_HOT
 
 
-def encode_labels(
-    labels: np.ndarray, encoding: TargetEncoding, num_classes: int
-) -> np.ndarray:
+def encode_labels(labels: np.ndarray, encoding: TargetEncoding, num_classes: int) -> np.ndarray:
     """Turn integer class labels into the targets the network is trained against."""
     labels = np.asarray(labels).astype("int64").reshape(-1)
     if encoding is TargetEncoding.BINARY:

@@ -20,11 +20,7 @@ DEFAULT_LEARNING_RATES: dict[Optimizer, float] = {
 
 def learning_rate_of(spec: ExperimentSpec) -> float:
     """The learning rate the spec asks for, or the optimizer's Keras default."""
-    return (
-        spec.learning_rate
-        if spec.learning_rate is not None
-        else DEFAULT_LEARNING_RATES[spec.optimizer]
-    )
+    return spec.learning_rate if spec.learning_rate is not None else DEFAULT_LEARNING_RATES[spec.optimizer]
 
 
 def build_optimizer(spec: ExperimentSpec) -> keras.optimizers.Optimizer:
@@ -80,9 +76,7 @@ def build_network(spec: ExperimentSpec) -> keras.Model:
     body = _mlp if spec.resolved_network is Network.MLP else _convnet
     x = body(x)
     # float32 output keeps losses stable when the body runs in mixed precision.
-    outputs = keras.layers.Dense(
-        head.units, activation=str(head.activation), dtype="float32", name="head"
-    )(x)
+    outputs = keras.layers.Dense(head.units, activation=str(head.activation), dtype="float32", name="head")(x)
     return keras.Model(inputs, outputs, name=f"{spec.dataset}_{spec.resolved_network}")
 
 

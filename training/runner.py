@@ -5,37 +5,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
 
 from training.data import load_splits
-from training.evaluation import Evaluation, evaluate_network
+from training.evaluation import evaluate_network
 from training.networks import build_network, compile_network
+from training.results import CHECKPOINT_NAME, EpochResult, RunResult
 from training.spec import ExperimentSpec
-
-CHECKPOINT_NAME = "best_model.h5"
-
-
-@dataclass(frozen=True)
-class EpochResult:
-    epoch: int  # 1-based, as people count epochs
-    loss: float
-    accuracy: float
-    val_loss: float
-    val_accuracy: float
-    seconds: float
-
-
-@dataclass(frozen=True)
-class RunResult:
-    epochs: list[EpochResult]
-    cancelled: bool
-    best_epoch: int | None
-    checkpoint: Path | None
-    evaluation: Evaluation | None
 
 
 def _finite(value: Any) -> float:
@@ -108,12 +87,6 @@ def run_experiment(
     )
     if reporter.cancelled:
         return RunResult(reporter.results, True, reporter.best_epoch, None, None)
-    best = compile_network(
-        keras.models.load_model(reporter.checkpoint, compile=False), spec
-    )
-    evaluation = evaluate_network(
-        best, splits.test, splits.test_labels, list(spec.info.class_names)
-    )
-    return RunResult(
-        reporter.results, False, reporter.best_epoch, reporter.checkpoint, evaluation
-    )
+    best = compile_network(keras.models.load_model(reporter.checkpoint, compile=False), spec)
+    evaluation = evaluate_network(best, splits.test, splits.test_labels, list(spec.info.class_names))
+    return RunResult(reporter.results, False, reporter.best_epoch, reporter.checkpoint, evaluation)

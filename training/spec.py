@@ -130,9 +130,7 @@ class Head(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    units: int = Field(
-        ge=1, le=1000, description="1 for a binary score, or one unit per class."
-    )
+    units: int = Field(ge=1, le=1000, description="1 for a binary score, or one unit per class.")
     activation: Activation
 
 
@@ -148,21 +146,15 @@ class ExperimentSpec(BaseModel):
         description="Default: mlp for 28x28 sets, convnet for cats_vs_dogs.",
     )
     optimizer: Optimizer = Optimizer.ADAM
-    learning_rate: float | None = Field(
-        default=None, description="Default: the Keras default of the optimizer."
-    )
-    head: Head | None = Field(
-        default=None, description="Default: softmax over the dataset's classes."
-    )
+    learning_rate: float | None = Field(default=None, description="Default: the Keras default of the optimizer.")
+    head: Head | None = Field(default=None, description="Default: softmax over the dataset's classes.")
     loss: Loss | None = Field(
         default=None,
         description="Default: binary_crossentropy for a 1-unit head, sparse_categorical_crossentropy otherwise.",
     )
     epochs: int = Field(default=5, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(default=32, ge=1, le=MAX_BATCH_SIZE)
-    train_size: int | None = Field(
-        default=None, ge=1, description="Use only the first N training examples."
-    )
+    train_size: int | None = Field(default=None, ge=1, description="Use only the first N training examples.")
     validation_split: float | None = Field(
         default=None,
         gt=0,
@@ -170,14 +162,16 @@ class ExperimentSpec(BaseModel):
         description="Hold out this fraction of the training data; absent: validate on the test split.",
     )
     seed: int = Field(default=42, ge=0, le=2**31 - 1)
+    mixed_precision: bool = Field(
+        default=False,
+        description="Train in float16 on a GPU; ignored, with a recorded warning, on a CPU.",
+    )
 
     @field_validator("learning_rate")
     @classmethod
     def _positive_finite_learning_rate(cls, value: float | None) -> float | None:
         if value is not None and (not math.isfinite(value) or value <= 0):
-            raise ValueError(
-                "learning_rate must be a finite number > 0 (e.g. 0.001), or omitted for the default"
-            )
+            raise ValueError("learning_rate must be a finite number > 0 (e.g. 0.001), or omitted for the default")
         return value
 
     @model_validator(mode="after")
@@ -194,15 +188,9 @@ class ExperimentSpec(BaseModel):
         allowed_units = {1, info.num_classes} if info.is_binary else {info.num_classes}
         if self.head.units not in allowed_units:
             choices = " or ".join(str(u) for u in sorted(allowed_units))
-            raise ValueError(
-                f"head.units must be {choices} for {self.dataset} (it has {info.num_classes} classes)"
-            )
+            raise ValueError(f"head.units must be {choices} for {self.dataset} (it has {info.num_classes} classes)")
         if self.loss is None:
-            self.loss = (
-                Loss.BINARY_CROSSENTROPY
-                if self.head.units == 1
-                else Loss.SPARSE_CATEGORICAL_CROSSENTROPY
-            )
+            self.loss = Loss.BINARY_CROSSENTROPY if self.head.units == 1 else Loss.SPARSE_CATEGORICAL_CROSSENTROPY
         if self.loss is Loss.SPARSE_CATEGORICAL_CROSSENTROPY and self.head.units == 1:
             raise ValueError(
                 "loss 'sparse_categorical_crossentropy' needs one unit per class; with head.units 1 "

@@ -1,0 +1,25 @@
+"""The FastAPI app: `uvicorn api.main:app`. Interactive API reference at /docs."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.routers import datasets, experiments, health, predictions
+
+DESCRIPTION = """
+Epochal trains Keras networks as queued jobs. POST an experiment, follow its status, read its
+per-epoch metrics, test evaluation and confusion matrix, download `best_model.h5`, and POST an
+image for a prediction.
+"""
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="Epochal", version="0.1.0", description=DESCRIPTION)
+    install_error_handlers(app)
+    for module in (experiments, predictions, datasets, health):
+        app.include_router(module.router)
+    return app
+
+
+app = create_app()

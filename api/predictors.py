@@ -1,0 +1,61 @@
+"""A small cache of loaded networks, so a prediction does not reload the checkpoint from the database."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from config import get_settings
+from models import Artifact, Experiment
+from training.results import CHECKPOINT_NAME
+from training.spec import DATASETS
+
+if TYPE_CHECKING:
+    from training.prediction import Predictor
+
+
+class PredictorCache:
+    """Least-recently-used networks keyed by checkpoint sha256, so a new checkpoint is never served stale."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, Predictor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, experiment: Experiment, artifact: Artifact) -> Predictor:
+        with self._lock:
+            if artifact.sha256 in self._items:
+                self._items.move_to_end(artifact.sha256)
+                return self._items[artifact.sha256]
+        predictor = self._load(experiment, artifact)
+        with self._lock:
+            self._items[artifact.sha256] = predictor
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return predictor
+
+    @staticmethod
+    def _load(experiment: Experiment, artifact: Artifact) -> Predictor:
+        # Imported on first use: TensorFlow takes seconds to import, and most requests never need it.
+        from training.prediction import Predictor
+
+        with tempfile.TemporaryDirectory(prefix="epochal-predictor-") as folder:
+            path = Path(folder) / CHECKPOINT_NAME
+            path.write_bytes(artifact.content)
+            return Predictor.from_file(path, DATASETS[experiment.dataset], experiment.head_activation)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+_cache: PredictorCache | None = None
+
+
+def get_predictor_cache() -> PredictorCache:
+    global _cache
+    if _cache is None:
+        _cache = PredictorCache(get_settings().predictor_cache_size)
+    return _cache

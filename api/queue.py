@@ -1,0 +1,50 @@
+"""Enqueue jobs by task name. The API never imports the worker's code, only the name of its task."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery
+
+from config import TRAIN_TASK_NAME, get_settings
+
+# Fail in seconds, not minutes, when the broker is down: the caller is an HTTP request.
+PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+
+
+class BrokerUnavailable(RuntimeError):
+    pass
+
+
+@lru_cache
+def get_celery_client() -> Celery:
+    settings = get_settings()
+    client = Celery("epochal-api", broker=settings.broker_url)
+    client.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        broker_connection_timeout=3,
+        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_s},
+    )
+    return client
+
+
+def enqueue_training(experiment_id: int, queue: str) -> None:
+    """Put one experiment on `queue`; raise `BrokerUnavailable` if the broker cannot take it."""
+    try:
+        get_celery_client().send_task(
+            TRAIN_TASK_NAME, args=[experiment_id], queue=queue, retry=True, retry_policy=PUBLISH_RETRY_POLICY
+        )
+    except Exception as exc:
+        raise BrokerUnavailable(f"the broker at {get_settings().broker_url} did not take the job ({exc})") from exc
+
+
+def broker_reachable() -> tuple[bool, str]:
+    """Whether the broker answers, and what went wrong if not."""
+    try:
+        with get_celery_client().connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=3)
+        return True, "ok"
+    except Exception as exc:
+        return False, f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,172 @@
+"""Request and response bodies. Requests reuse the training spec, so the vocabulary is defined once."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models import Experiment
+from training.spec import Dataset, ExperimentSpec, Head, Loss, Network, Optimizer, Status
+
+
+class ExperimentCreate(ExperimentSpec):
+    """An experiment to train: the spec, plus where to run it."""
+
+    queue: str | None = Field(
+        default=None,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Celery queue to run on (e.g. 'gpu'); default: the server's EPOCHAL_DEFAULT_QUEUE.",
+    )
+
+
+class ExperimentSummary(BaseModel):
+    epochs_done: int
+    best_epoch: int | None
+    best_val_accuracy: float | None
+    test_loss: float | None
+    test_accuracy: float | None
+
+
+class ExperimentRead(BaseModel):
+    id: int
+    name: str | None
+    status: Status
+    dataset: Dataset
+    network: Network
+    optimizer: Optimizer
+    learning_rate: float | None
+    head: Head
+    loss: Loss
+    epochs: int
+    batch_size: int
+    train_size: int | None
+    validation_split: float | None
+    seed: int
+    mixed_precision: bool
+    queue: str
+    sweep_id: int | None
+    cancel_requested: bool
+    error: str | None
+    warnings: list[str]
+    worker: str | None = Field(description="The Celery worker that ran the job.")
+    device: str | None = Field(description="The device it trained on: a GPU's name, or CPU.")
+    summary: ExperimentSummary
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, row: Experiment) -> ExperimentRead:
+        evaluation = row.evaluation
+        return cls(
+            id=row.id,
+            name=row.name,
+            status=row.status,
+            dataset=row.dataset,
+            network=row.network,
+            optimizer=row.optimizer,
+            learning_rate=row.learning_rate,
+            head=Head(units=row.head_units, activation=row.head_activation),
+            loss=row.loss,
+            epochs=row.epochs,
+            batch_size=row.batch_size,
+            train_size=row.train_size,
+            validation_split=row.validation_split,
+            seed=row.seed,
+            mixed_precision=row.mixed_precision,
+            queue=row.queue,
+            sweep_id=row.sweep_id,
+            cancel_requested=row.cancel_requested,
+            error=row.error,
+            warnings=list(row.warnings or []),
+            worker=row.worker,
+            device=row.device,
+            summary=ExperimentSummary(
+                epochs_done=row.epochs_done,  # type: ignore[attr-defined]
+                best_epoch=row.best_epoch,
+                best_val_accuracy=row.best_val_accuracy,
+                test_loss=evaluation.test_loss if evaluation else None,
+                test_accuracy=evaluation.test_accuracy if evaluation else None,
+            ),
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+        )
+
+
+class ExperimentPage(BaseModel):
+    items: list[ExperimentRead]
+    total: int
+    limit: int
+    offset: int
+
+
+class EpochMetricRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    epoch: int
+    loss: float | None
+    accuracy: float | None
+    val_loss: float | None
+    val_accuracy: float | None
+    seconds: float
+
+
+class ConfusionMatrixRead(BaseModel):
+    labels: list[str]
+    matrix: list[list[int]] = Field(description="Rows are true classes, columns predicted classes.")
+
+
+class EvaluationRead(BaseModel):
+    experiment_id: int
+    test_loss: float
+    test_accuracy: float
+    confusion_matrix: ConfusionMatrixRead
+    classification_report: dict[str, Any] = Field(
+        description="sklearn's report: precision, recall, f1-score and support per class; accuracy; "
+        "macro avg and weighted avg."
+    )
+
+
+class ArtifactRead(BaseModel):
+    name: str
+    media_type: str
+    size: int
+    sha256: str
+    url: str
+    created_at: datetime
+
+
+class PredictionRead(BaseModel):
+    experiment_id: int
+    label: str
+    class_index: int
+    probabilities: dict[str, float] | None = Field(
+        description="Per-class probabilities; null for relu/linear heads, whose outputs are raw scores."
+    )
+    outputs: list[float] = Field(description="The network's raw output units.")
+
+
+class DatasetRead(BaseModel):
+    name: Dataset
+    description: str
+    class_names: list[str]
+    input_shape: list[int]
+    default_network: Network
+    test_split: str
+    in_data_dir: bool = Field(description="Whether the files are in the server's data folder (else downloaded).")
+    best_experiment_id: int | None = Field(description="The succeeded experiment that dataset predictions use.")
+
+
+class DependencyState(BaseModel):
+    ok: bool
+    detail: str
+
+
+class HealthRead(BaseModel):
+    status: str = Field(description="'ok' when every dependency answers, 'degraded' otherwise.")
+    database: DependencyState
+    broker: DependencyState

@@ -1,0 +1,19 @@
+"""Queries that more than one caller needs."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.tables import Experiment
+from training.spec import Dataset, Status
+
+
+def best_experiment(session: Session, dataset: Dataset) -> Experiment | None:
+    """The succeeded experiment on `dataset` with the highest validation accuracy (newest on a tie)."""
+    return session.scalars(
+        select(Experiment)
+        .where(Experiment.dataset == dataset, Experiment.status == Status.SUCCEEDED)
+        .order_by(Experiment.best_val_accuracy.desc(), Experiment.id.desc())
+        .limit(1)
+    ).first()

@@ -1,0 +1,46 @@
+"""Conversions between the experiment spec and its row, so both stay in one vocabulary."""
+
+from __future__ import annotations
+
+from models.tables import Experiment
+from training.spec import ExperimentSpec, Head
+
+
+def experiment_from_spec(spec: ExperimentSpec) -> Experiment:
+    """A new queued experiment row holding every field of a validated spec."""
+    head = spec.resolved_head
+    return Experiment(
+        name=spec.name,
+        dataset=spec.dataset,
+        network=spec.resolved_network,
+        optimizer=spec.optimizer,
+        learning_rate=spec.learning_rate,
+        head_units=head.units,
+        head_activation=head.activation,
+        loss=spec.resolved_loss,
+        epochs=spec.epochs,
+        batch_size=spec.batch_size,
+        train_size=spec.train_size,
+        validation_split=spec.validation_split,
+        seed=spec.seed,
+        mixed_precision=spec.mixed_precision,
+    )
+
+
+def spec_of(experiment: Experiment) -> ExperimentSpec:
+    """The spec stored in `experiment`, validated again (a row may predate a rule)."""
+    return ExperimentSpec(
+        name=experiment.name,
+        dataset=experiment.dataset,
+        network=experiment.network,
+        optimizer=experiment.optimizer,
+        learning_rate=experiment.learning_rate,
+        head=Head(units=experiment.head_units, activation=experiment.head_activation),
+        loss=experiment.loss,
+        epochs=experiment.epochs,
+        batch_size=experiment.batch_size,
+        train_size=experiment.train_size,
+        validation_split=experiment.validation_split,
+        seed=experiment.seed,
+        mixed_precision=experiment.mixed_precision,
+    )

@@ -1,0 +1,150 @@
+"""The database tables. "models" means tables here; a Keras model is a "network"."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    select,
+)
+from sqlalchemy.orm import Mapped, column_property, deferred, mapped_column, relationship
+
+from models.base import Base, utcnow
+from training.spec import Activation, Dataset, Loss, Network, Optimizer, Status
+
+
+def _enum(enum_type: type[Any]) -> Enum:
+    # Stored as the enum's values (Keras identifiers), as plain strings: adding a value needs no ALTER TYPE.
+    return Enum(
+        enum_type,
+        values_callable=lambda members: [m.value for m in members],
+        native_enum=False,
+        create_constraint=False,
+        length=40,
+    )
+
+
+class Experiment(Base):
+    __tablename__ = "experiment"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    # The spec, one column per field, so experiments can be filtered and compared in SQL.
+    dataset: Mapped[Dataset] = mapped_column(_enum(Dataset), index=True)
+    network: Mapped[Network] = mapped_column(_enum(Network))
+    optimizer: Mapped[Optimizer] = mapped_column(_enum(Optimizer))
+    learning_rate: Mapped[float | None] = mapped_column(Float)
+    head_units: Mapped[int] = mapped_column(Integer)
+    head_activation: Mapped[Activation] = mapped_column(_enum(Activation))
+    loss: Mapped[Loss] = mapped_column(_enum(Loss))
+    epochs: Mapped[int] = mapped_column(Integer)
+    batch_size: Mapped[int] = mapped_column(Integer)
+    train_size: Mapped[int | None] = mapped_column(Integer)
+    validation_split: Mapped[float | None] = mapped_column(Float)
+    seed: Mapped[int] = mapped_column(Integer)
+    mixed_precision: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The job.
+    sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweep.id", ondelete="SET NULL"), index=True)
+    queue: Mapped[str] = mapped_column(String(100))
+    status: Mapped[Status] = mapped_column(_enum(Status), index=True, default=Status.QUEUED)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    # Things the run did differently from what was asked, e.g. mixed precision ignored on a CPU.
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    device: Mapped[str | None] = mapped_column(String(200))
+    best_epoch: Mapped[int | None] = mapped_column(Integer)
+    best_val_accuracy: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    metrics: Mapped[list[EpochMetric]] = relationship(
+        back_populates="experiment",
+        order_by="EpochMetric.epoch",
+        cascade="all, delete-orphan",
+    )
+    evaluation: Mapped[Evaluation | None] = relationship(back_populates="experiment", cascade="all, delete-orphan")
+    artifacts: Mapped[list[Artifact]] = relationship(back_populates="experiment", cascade="all, delete-orphan")
+    sweep: Mapped[Sweep | None] = relationship(back_populates="experiments")
+
+
+class Sweep(Base):
+    """A grid of experiments created together from one base spec, to be compared."""
+
+    __tablename__ = "sweep"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    base: Mapped[dict[str, Any]] = mapped_column(JSON)
+    grid: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    experiments: Mapped[list[Experiment]] = relationship(back_populates="sweep", order_by="Experiment.id")
+
+
+class EpochMetric(Base):
+    __tablename__ = "epoch_metric"
+    # One row per (experiment, epoch): a redelivered job can never duplicate history.
+    __table_args__ = (UniqueConstraint("experiment_id", "epoch"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiment.id", ondelete="CASCADE"), index=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    loss: Mapped[float] = mapped_column(Float)
+    accuracy: Mapped[float] = mapped_column(Float)
+    val_loss: Mapped[float] = mapped_column(Float)
+    val_accuracy: Mapped[float] = mapped_column(Float)
+    seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    experiment: Mapped[Experiment] = relationship(back_populates="metrics")
+
+
+class Evaluation(Base):
+    __tablename__ = "evaluation"
+
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiment.id", ondelete="CASCADE"), primary_key=True)
+    test_loss: Mapped[float] = mapped_column(Float)
+    test_accuracy: Mapped[float] = mapped_column(Float)
+    labels: Mapped[list[str]] = mapped_column(JSON)
+    confusion_matrix: Mapped[list[list[int]]] = mapped_column(JSON)
+    classification_report: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    experiment: Mapped[Experiment] = relationship(back_populates="evaluation")
+
+
+class Artifact(Base):
+    __tablename__ = "artifact"
+    __table_args__ = (UniqueConstraint("experiment_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiment.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    media_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    # Deferred: listing artifacts must not pull megabytes of weights.
+    content: Mapped[bytes] = deferred(mapped_column(LargeBinary, nullable=False))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    experiment: Mapped[Experiment] = relationship(back_populates="artifacts")
+
+
+# Epochs finished so far, derived from the rows themselves so it can never disagree with them.
+Experiment.epochs_done = column_property(  # type: ignore[attr-defined]
+    select(func.count(EpochMetric.id)).where(EpochMetric.experiment_id == Experiment.id).scalar_subquery()
+)
