@@ -83,6 +83,7 @@ def run_experiment(
         validation_data=splits.validation,
         epochs=spec.epochs,
         callbacks=[reporter],
+        shuffle=False,  # the pipeline already reshuffles each epoch with the spec's seed
         verbose=0,
     )
     if reporter.cancelled:

@@ -1,0 +1,136 @@
+"""Helpers the tests share: database setup, and the service's real processes for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import delete, text
+
+from epochal.commands import api_command, worker_command
+from models import Base
+from models.db import get_engine, make_engine
+
+ROOT = Path(__file__).resolve().parent.parent
+FINISHED = {"succeeded", "failed", "cancelled"}
+
+
+def alembic_config(url: str) -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = url
+    config.attributes["configure_logger"] = False
+    return config
+
+
+def migrate_to_head(url: str) -> None:
+    command.upgrade(alembic_config(url), "head")
+
+
+def reset_database(url: str) -> None:
+    """Drop everything in a server database, so a run never depends on what the last one left."""
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("DROP SCHEMA public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+        else:
+            Base.metadata.drop_all(connection)
+            connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    engine.dispose()
+
+
+def empty_all_tables() -> None:
+    with get_engine().begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(delete(table))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Service:
+    """The API and its workers as real processes, started with the same commands as production."""
+
+    workdir: Path
+    queue: str
+    env: dict[str, str] = field(default_factory=dict)
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    base_url: str = ""
+
+    def _spawn(self, name: str, command_line: list[str]) -> None:
+        log = (self.workdir / f"{name}.log").open("wb")
+        process = subprocess.Popen(command_line, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append((name, process))
+
+    def start_worker(self, name: str) -> None:
+        self._spawn(name, worker_command(self.queue, hostname=f"{name}@%h"))
+
+    def start_api(self) -> None:
+        port = free_port()
+        self.base_url = f"http://127.0.0.1:{port}"
+        self._spawn("api", api_command("127.0.0.1", port))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the API did not become healthy:\n{self.logs()}")
+
+    def wait_for_workers(self, count: int, timeout_s: float = 60) -> None:
+        """Block until `count` workers answer a ping, so a submitted job is not waiting on a cold start."""
+        from worker.celery_app import app
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            replies = app.control.ping(timeout=1.0) or []
+            if len(replies) >= count:
+                return
+        raise RuntimeError(f"only some of {count} workers started:\n{self.logs()}")
+
+    def logs(self, tail: int = 4000) -> str:
+        return "\n".join(
+            f"--- {name} ---\n{(self.workdir / f'{name}.log').read_text(errors='replace')[-tail:]}"
+            for name, _ in self.processes
+        )
+
+    def stop(self) -> None:
+        for _, process in self.processes:
+            process.terminate()
+        for _, process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def service_env(queue: str) -> dict[str, str]:
+    return {**os.environ, "EPOCHAL_DEFAULT_QUEUE": queue}
+
+
+def wait_until_finished(
+    client: httpx.Client, experiment_ids: list[int], timeout_s: float, service: Service
+) -> list[dict[str, Any]]:
+    """Poll until every experiment finished; fail with the worker logs if one does not in time."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        bodies = [client.get(f"/experiments/{i}").json() for i in experiment_ids]
+        if all(b["status"] in FINISHED for b in bodies):
+            return bodies
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not finished in {timeout_s}s: {[b['status'] for b in bodies]}\n{service.logs()}")
+        time.sleep(0.5)
