@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -24,6 +25,18 @@ def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+def _json_safe(value: Any) -> Any:
+    # Python's JSON parser accepts the NaN and Infinity literals, but a JSON response cannot carry them:
+    # an error echoing such an input would answer 500 instead of 422. Echo them as text instead.
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _validation_message(errors: list[dict[str, Any]]) -> str:
     return "; ".join(
         f"{_field_path(e.get('loc', ()))}: {str(e.get('msg', '')).removeprefix('Value error, ')}" for e in errors
@@ -37,7 +50,7 @@ async def _validation_handler(_request: Request, exc: Exception) -> JSONResponse
     for error in errors:
         error.pop("url", None)
         error.pop("ctx", None)
-    body = {"message": _validation_message(errors), "detail": jsonable_encoder(errors)}
+    body = {"message": _validation_message(errors), "detail": _json_safe(jsonable_encoder(errors))}
     return JSONResponse(status_code=422, content=body)
 
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from models import Experiment
 from training.spec import Dataset, ExperimentSpec, Head, Loss, Network, Optimizer, Status
+
+
+def _as_utc(value: datetime) -> datetime:
+    # Times are stored in UTC, but SQLite hands them back without a zone: say so, as PostgreSQL does.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class ExperimentCreate(ExperimentSpec):
@@ -54,9 +62,9 @@ class ExperimentRead(BaseModel):
     worker: str | None = Field(description="The Celery worker that ran the job.")
     device: str | None = Field(description="The device it trained on: a GPU's name, or CPU.")
     summary: ExperimentSummary
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
 
     @classmethod
     def of(cls, row: Experiment) -> ExperimentRead:
@@ -137,7 +145,7 @@ class ArtifactRead(BaseModel):
     size: int
     sha256: str
     url: str
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class PredictionRead(BaseModel):

@@ -144,8 +144,8 @@ def trace_single_neuron(
             # reported below as TraceDiverged for every value alike.
             loss = error * error
             grad_y_hat = 2.0 * error
-            # sigmoid(z) * sigmoid(-z) is y_hat (1 - y_hat), but 1 - y_hat loses digits (down to 0)
-            # when y_hat rounds toward 1; sigmoid(-z) computes that factor directly.
+            # sigmoid'(z) is y_hat (1 - y_hat), but 1 - y_hat keeps few of its digits once y_hat rounds near 1
+            # (about 5 at z = 26, none past z = 37); sigmoid(-z) is that factor to full precision.
             dy_hat_dz = y_hat * sigmoid(-z)
             grad_z = grad_y_hat * dy_hat_dz
             grad_w0, grad_w1, grad_b = grad_z * example.x0, grad_z * example.x1, grad_z

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 
 from fastapi import APIRouter, Body
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from training.backprop import WORKED_EXAMPLE, Example, NeuronStep, NeuronWeights, TraceDiverged, trace_single_neuron
 
@@ -15,21 +14,10 @@ router = APIRouter(prefix="/backprop", tags=["backprop"])
 
 MAX_EXAMPLES = 1000
 MAX_EPOCHS = 1000
-MAX_STEPS = 100_000
-# Each step carries y_hat on every example, so the response grows with steps x examples: cap that too.
+# Together these keep the largest answer near 25 MB and a second of work: each step carries y_hat on
+# every example, so the response grows with steps x examples, not only with steps.
+MAX_STEPS = 20_000
 MAX_OUTPUT_VALUES = 1_000_000
-
-
-def _non_finite_as_text(value: object) -> object:
-    # Python's JSON parser accepts the NaN and Infinity literals, and the app's 422 handler cannot put a
-    # non-finite float back into JSON as the error's input (it would answer 500). As text, the value is
-    # still rejected (allow_inf_nan=False), and the error echoes it as a string.
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
-
-
-FiniteFloat = Annotated[float, BeforeValidator(_non_finite_as_text)]
 
 
 class NeuronExampleRequest(BaseModel):
@@ -37,9 +25,9 @@ class NeuronExampleRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    x0: FiniteFloat
-    x1: FiniteFloat
-    y: FiniteFloat = Field(description="The target; the loss is (y_hat - y)^2.")
+    x0: float
+    x1: float
+    y: float = Field(description="The target; the loss is (y_hat - y)^2.")
 
 
 def _worked_examples() -> list[NeuronExampleRequest]:
@@ -51,10 +39,10 @@ class SingleNeuronRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    w0: FiniteFloat = Field(default=WORKED_EXAMPLE.weights.w0, description="Initial weight on x0.")
-    w1: FiniteFloat = Field(default=WORKED_EXAMPLE.weights.w1, description="Initial weight on x1.")
-    b: FiniteFloat = Field(default=WORKED_EXAMPLE.weights.b, description="Initial bias.")
-    learning_rate: FiniteFloat = Field(default=WORKED_EXAMPLE.learning_rate, gt=0, description="The SGD step size alpha.")
+    w0: float = Field(default=WORKED_EXAMPLE.weights.w0, description="Initial weight on x0.")
+    w1: float = Field(default=WORKED_EXAMPLE.weights.w1, description="Initial weight on x1.")
+    b: float = Field(default=WORKED_EXAMPLE.weights.b, description="Initial bias.")
+    learning_rate: float = Field(default=WORKED_EXAMPLE.learning_rate, gt=0, description="The SGD step size alpha.")
     examples: list[NeuronExampleRequest] = Field(
         default_factory=_worked_examples,
         min_length=1,
@@ -106,12 +94,12 @@ class NeuronStepRead(BaseModel):
     loss: float = Field(description="(y_hat - y)^2.")
     grad_y_hat: float = Field(description="dL/dy_hat = 2 (y_hat - y).")
     dy_hat_dz: float = Field(
-        description="dy_hat/dz = y_hat (1 - y_hat), computed as y_hat * sigmoid(-z) to keep its digits when y_hat ~ 1."
+        description="dy_hat/dz = y_hat (1 - y_hat), computed as y_hat * sigmoid(-z) to keep every digit when y_hat ~ 1."
     )
     grad_z: float = Field(description="dL/dz = dL/dy_hat * dy_hat/dz.")
-    grad_w0: FiniteFloat = Field(description="dL/dw0 = dL/dz * x0.")
-    grad_w1: FiniteFloat = Field(description="dL/dw1 = dL/dz * x1.")
-    grad_b: FiniteFloat = Field(description="dL/db = dL/dz.")
+    grad_w0: float = Field(description="dL/dw0 = dL/dz * x0.")
+    grad_w1: float = Field(description="dL/dw1 = dL/dz * x1.")
+    grad_b: float = Field(description="dL/db = dL/dz.")
     weights_before: NeuronWeightsRead
     weights_after: NeuronWeightsRead = Field(description="weights_before - learning_rate * gradient.")
     outputs_after: list[float] = Field(description="y_hat on every example, in order, with weights_after.")
