@@ -16,7 +16,7 @@ from types import FrameType
 
 from config import get_settings
 from epochal.broker import answers, socket_path_of, start_embedded_broker
-from epochal.commands import api_command, migrate_command, worker_command
+from epochal.commands import api_argv, migrate_argv, with_this_python, worker_argv
 
 
 def serve(host: str, port: int) -> int:
@@ -29,14 +29,14 @@ def serve(host: str, port: int) -> int:
         "EPOCHAL_BROKER_URL": settings.broker_url,
         "EPOCHAL_DATA_DIR": str(settings.data_dir.resolve()),
     }
-    subprocess.run(migrate_command(), env=env, check=True)
+    subprocess.run(with_this_python(migrate_argv()), env=env, check=True)
     children: list[subprocess.Popen[bytes]] = []
     socket_path = socket_path_of(settings.broker_url)
     if socket_path is not None and not answers(socket_path):
         children.append(start_embedded_broker(socket_path))
         print(f"epochal: embedded broker on {socket_path}", flush=True)
-    children.append(subprocess.Popen(worker_command(settings.default_queue), env=env))
-    children.append(subprocess.Popen(api_command(host, port), env=env))
+    children.append(subprocess.Popen(with_this_python(worker_argv(settings.default_queue)), env=env))
+    children.append(subprocess.Popen(with_this_python(api_argv(host, port)), env=env))
     print(
         f"epochal: API on http://{host}:{port} (reference: http://{host}:{port}/docs), "
         f"database {settings.database_url}, data folder {settings.data_dir.resolve()}",

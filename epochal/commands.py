@@ -1,7 +1,8 @@
 """The exact commands that start each part of the service.
 
-The launcher, the tests, the Dockerfile and docker-compose.yml all use these, so there is one way to
-start anything.
+`scripts/serve`, the tests, the Dockerfile and docker-compose.yml all use these argument lists, so
+there is one way to start anything. Each is a console script that is also runnable as
+`python -m <name>`, which is how local runs call them (no reliance on PATH).
 """
 
 from __future__ import annotations
@@ -12,21 +13,26 @@ API_APP = "api.main:app"
 CELERY_APP = "worker.celery_app"
 
 
-def api_command(host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", API_APP, "--host", host, "--port", str(port)]
+def api_argv(host: str, port: int) -> list[str]:
+    return ["uvicorn", API_APP, "--host", host, "--port", str(port)]
 
 
-def worker_command(queues: str, concurrency: int = 1, hostname: str | None = None) -> list[str]:
-    command = [
-        sys.executable, "-m", "celery", "-A", CELERY_APP, "worker",
-        "--queues", queues,
-        "--concurrency", str(concurrency),
-        "--loglevel", "INFO",
-    ]  # fmt: skip
+def worker_argv(queues: str, concurrency: int = 1, hostname: str | None = None) -> list[str]:
+    argv = ["celery", "-A", CELERY_APP, "worker", "--queues", queues, "--concurrency", str(concurrency)]
+    argv += ["--loglevel", "INFO"]
     if hostname:
-        command += ["--hostname", hostname]
-    return command
+        argv += ["--hostname", hostname]
+    return argv
 
 
-def migrate_command() -> list[str]:
-    return [sys.executable, "-m", "alembic", "upgrade", "head"]
+def flower_argv(port: int) -> list[str]:
+    return ["celery", "-A", CELERY_APP, "flower", f"--port={port}"]
+
+
+def migrate_argv() -> list[str]:
+    return ["alembic", "upgrade", "head"]
+
+
+def with_this_python(argv: list[str]) -> list[str]:
+    """Run a console script through the current interpreter, so the active venv is always the one used."""
+    return [sys.executable, "-m", *argv]

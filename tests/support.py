@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import delete, text
 
-from epochal.commands import api_command, worker_command
+from epochal.commands import api_argv, with_this_python, worker_argv
 from models import Base
 from models.db import get_engine, make_engine
 
@@ -75,12 +75,12 @@ class Service:
         self.processes.append((name, process))
 
     def start_worker(self, name: str) -> None:
-        self._spawn(name, worker_command(self.queue, hostname=f"{name}@%h"))
+        self._spawn(name, with_this_python(worker_argv(self.queue, hostname=f"{name}@%h")))
 
     def start_api(self) -> None:
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
-        self._spawn("api", api_command("127.0.0.1", port))
+        self._spawn("api", with_this_python(api_argv("127.0.0.1", port)))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
