@@ -8,9 +8,10 @@ fork-safe), so each job's child process imports it inside the task.
 
 from __future__ import annotations
 
-from celery import Celery
+from celery import Celery, signals
 
 from config import get_settings
+from worker.lifecycle import exit_unless_dependencies_answer, pin_child_to_one_gpu
 
 settings = get_settings()
 
@@ -35,3 +36,6 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
+
+signals.worker_init.connect(exit_unless_dependencies_answer)
+signals.worker_process_init.connect(pin_child_to_one_gpu)

@@ -28,6 +28,7 @@ def train_experiment(self: Task, experiment_id: int) -> str:
     if spec is None:
         log.info("experiment %s is not queued any more; nothing to do", experiment_id)
         return "skipped"
+    log.info("experiment %s claimed by %s", experiment_id, self.request.hostname)
     try:
         # TensorFlow is imported here, in the job's own child process, never in the prefork parent.
         from training.device import setup_device

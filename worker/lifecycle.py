@@ -1,0 +1,63 @@
+"""Worker start-up: check the dependencies before taking jobs, and give each child process one GPU."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import text
+
+from config import get_settings
+from models.db import get_engine
+
+log = logging.getLogger(__name__)
+
+
+def check_dependencies(app: Celery) -> list[str]:
+    """What is wrong with the database and broker settings, as messages naming each variable; empty if fine."""
+    settings = get_settings()
+    problems = []
+    try:
+        with get_engine().connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        problems.append(f"EPOCHAL_DATABASE_URL: cannot reach {settings.database_url} ({type(exc).__name__}: {exc})")
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.5, timeout=3)
+    except Exception as exc:
+        problems.append(f"EPOCHAL_BROKER_URL: cannot reach {settings.broker_url} ({type(exc).__name__}: {exc})")
+    return problems
+
+
+def exit_unless_dependencies_answer(sender: Any = None, **_kwargs: Any) -> None:
+    """Exit with a clear message instead of hanging while the database or broker is unreachable."""
+    app = sender.app if sender is not None else None
+    if app is None:
+        return
+    problems = check_dependencies(app)
+    if problems:
+        for problem in problems:
+            log.critical(problem)
+        print("epochal worker: cannot start:\n  " + "\n  ".join(problems), file=sys.stderr, flush=True)
+        # os._exit: Celery would otherwise catch SystemExit here and keep retrying the broker forever.
+        os._exit(1)
+    get_engine().dispose()  # children must open their own connections, never share the parent's
+
+
+def gpu_for_child(index: int, gpus: list[str]) -> str | None:
+    """The GPU id child number `index` gets: round-robin over `gpus`, None when no list is set."""
+    return gpus[index % len(gpus)] if gpus else None
+
+
+def pin_child_to_one_gpu(**_kwargs: Any) -> None:
+    """Show a prefork child exactly one GPU from EPOCHAL_WORKER_GPUS, chosen by its process index."""
+    from billiard.process import current_process
+
+    gpu = gpu_for_child(getattr(current_process(), "index", 0) or 0, get_settings().gpu_ids)
+    if gpu is not None:
+        # Set before the task imports TensorFlow, which reads it once at start-up.
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
