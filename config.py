@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-
 from urllib.parse import urlparse
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -79,7 +78,6 @@ class Settings(BaseSettings):
     def broker_visibility_timeout_s(self) -> int:
         """Redis redelivers an unacknowledged job after this long: it must outlast the longest job."""
         return self.task_time_limit_s + 3600
-
 
     @property
     def gpu_ids(self) -> list[str]:

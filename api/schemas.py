@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from models import Experiment
 from training.spec import Dataset, ExperimentSpec, Head, Loss, Network, Optimizer, Status
@@ -130,8 +130,8 @@ class ConfusionMatrixRead(BaseModel):
 
 class EvaluationRead(BaseModel):
     experiment_id: int
-    test_loss: float
-    test_accuracy: float
+    test_loss: float | None
+    test_accuracy: float | None
     confusion_matrix: ConfusionMatrixRead
     classification_report: dict[str, Any] = Field(
         description="sklearn's report: precision, recall, f1-score and support per class; accuracy; "
@@ -178,3 +178,74 @@ class HealthRead(BaseModel):
     status: str = Field(description="'ok' when every dependency answers, 'degraded' otherwise.")
     database: DependencyState
     broker: DependencyState
+
+
+class SweepCreate(BaseModel):
+    """A base spec and a grid: one experiment per combination of the grid's axes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=200)
+    base: dict[str, Any] = Field(
+        description="Spec fields shared by every experiment (as in POST /experiments).",
+        examples=[{"dataset": "mnist", "epochs": 10, "batch_size": 128}],
+    )
+    grid: dict[str, list[Any]] = Field(
+        description="Axes to combine. A spec field with a list of values (e.g. {'optimizer': ['adam', 'sgd']}), "
+        "or 'variants': a list of partial specs taken together (e.g. [{'head': {...}, 'loss': 'mse'}]).",
+        examples=[{"optimizer": ["sgd_nesterov", "adagrad", "rmsprop", "adadelta", "adam"]}],
+    )
+
+    @field_validator("grid")
+    @classmethod
+    def _known_axes(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        if not grid:
+            raise ValueError("the grid is empty; give at least one axis, e.g. {'optimizer': ['adam', 'sgd']}")
+        allowed = set(ExperimentCreate.model_fields) - {"name"}
+        for key, values in grid.items():
+            if key != "variants" and key not in allowed:
+                raise ValueError(f"grid.{key} is not a spec field; use one of {sorted(allowed)} or 'variants'")
+            if not values:
+                raise ValueError(f"grid.{key} is empty; list at least one value")
+            if key == "variants":
+                for index, entry in enumerate(values):
+                    if not isinstance(entry, dict) or not entry:
+                        raise ValueError(f"grid.variants[{index}] must be a non-empty object of spec fields")
+        return grid
+
+
+class ComparisonRow(BaseModel):
+    """One experiment of a sweep, summarized for ranking."""
+
+    rank: int | None = Field(description="1 = best validation accuracy; null until the experiment has epochs.")
+    experiment_id: int
+    label: str | None = Field(description="What differs from the base spec.")
+    status: Status
+    optimizer: Optimizer
+    learning_rate: float | None
+    head: Head
+    loss: Loss
+    best_epoch: int | None
+    best_accuracy: float | None
+    best_loss: float | None
+    best_val_accuracy: float | None
+    best_val_loss: float | None
+    final_accuracy: float | None
+    final_loss: float | None
+    final_val_accuracy: float | None
+    final_val_loss: float | None
+    test_accuracy: float | None
+    test_loss: float | None
+    training_seconds: float = Field(description="Sum of the epochs' wall-clock seconds.")
+
+
+class SweepRead(BaseModel):
+    id: int
+    name: str | None
+    base: dict[str, Any]
+    grid: dict[str, list[Any]]
+    created_at: UtcDatetime
+    status_counts: dict[str, int]
+    finished: bool
+    experiments: list[ExperimentRead]
+    comparison: list[ComparisonRow]

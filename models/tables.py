@@ -104,10 +104,10 @@ class EpochMetric(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     experiment_id: Mapped[int] = mapped_column(ForeignKey("experiment.id", ondelete="CASCADE"), index=True)
     epoch: Mapped[int] = mapped_column(Integer)
-    loss: Mapped[float] = mapped_column(Float)
-    accuracy: Mapped[float] = mapped_column(Float)
-    val_loss: Mapped[float] = mapped_column(Float)
-    val_accuracy: Mapped[float] = mapped_column(Float)
+    loss: Mapped[float | None] = mapped_column(Float)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    val_loss: Mapped[float | None] = mapped_column(Float)
+    val_accuracy: Mapped[float | None] = mapped_column(Float)
     seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -118,8 +118,8 @@ class Evaluation(Base):
     __tablename__ = "evaluation"
 
     experiment_id: Mapped[int] = mapped_column(ForeignKey("experiment.id", ondelete="CASCADE"), primary_key=True)
-    test_loss: Mapped[float] = mapped_column(Float)
-    test_accuracy: Mapped[float] = mapped_column(Float)
+    test_loss: Mapped[float | None] = mapped_column(Float)
+    test_accuracy: Mapped[float | None] = mapped_column(Float)
     labels: Mapped[list[str]] = mapped_column(JSON)
     confusion_matrix: Mapped[list[list[int]]] = mapped_column(JSON)
     classification_report: Mapped[dict[str, Any]] = mapped_column(JSON)

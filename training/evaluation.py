@@ -10,7 +10,7 @@ import tensorflow as tf
 from sklearn.metrics import classification_report, confusion_matrix
 
 from training.labels import predicted_classes
-from training.results import EvaluationResult
+from training.results import EvaluationResult, finite_or_none
 
 
 def summarize_predictions(
@@ -42,8 +42,8 @@ def evaluate_network(
     predicted = predicted_classes(outputs)
     matrix, report = summarize_predictions(test_labels, predicted, class_names)
     return EvaluationResult(
-        test_loss=float(results["loss"]),
-        test_accuracy=float(results["accuracy"]),
+        test_loss=finite_or_none(results["loss"]),
+        test_accuracy=finite_or_none(results["accuracy"]),
         labels=list(class_names),
         confusion_matrix=matrix,
         classification_report=report,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,20 +10,27 @@ from typing import Any
 CHECKPOINT_NAME = "best_model.h5"
 
 
+def finite_or_none(value: Any) -> float | None:
+    """A metric as a float, or None where training diverged (NaN or infinity)."""
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
 @dataclass(frozen=True)
 class EpochResult:
     epoch: int  # 1-based, as people count epochs
-    loss: float
-    accuracy: float
-    val_loss: float
-    val_accuracy: float
+    # None where training diverged (NaN or infinity): JSON and SQL both carry it as null.
+    loss: float | None
+    accuracy: float | None
+    val_loss: float | None
+    val_accuracy: float | None
     seconds: float
 
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    test_loss: float
-    test_accuracy: float
+    test_loss: float | None
+    test_accuracy: float | None
     labels: list[str]
     confusion_matrix: list[list[int]]
     classification_report: dict[str, Any]

@@ -13,13 +13,8 @@ import keras
 from training.data import load_splits
 from training.evaluation import evaluate_network
 from training.networks import build_network, compile_network
-from training.results import CHECKPOINT_NAME, EpochResult, RunResult
+from training.results import CHECKPOINT_NAME, EpochResult, RunResult, finite_or_none
 from training.spec import ExperimentSpec
-
-
-def _finite(value: Any) -> float:
-    number = float(value)
-    return number if math.isfinite(number) else float("nan")
 
 
 class _EpochReporter(keras.callbacks.Callback):
@@ -48,15 +43,16 @@ class _EpochReporter(keras.callbacks.Callback):
         logs = logs or {}
         result = EpochResult(
             epoch=epoch + 1,
-            loss=_finite(logs["loss"]),
-            accuracy=_finite(logs["accuracy"]),
-            val_loss=_finite(logs["val_loss"]),
-            val_accuracy=_finite(logs["val_accuracy"]),
+            loss=finite_or_none(logs["loss"]),
+            accuracy=finite_or_none(logs["accuracy"]),
+            val_loss=finite_or_none(logs["val_loss"]),
+            val_accuracy=finite_or_none(logs["val_accuracy"]),
             seconds=time.perf_counter() - self._started,
         )
-        # Strictly better only, so ties keep the earlier (cheaper) epoch; a NaN never counts as better.
-        if self.best_epoch is None or result.val_accuracy > self.best_val_accuracy:
-            self.best_epoch, self.best_val_accuracy = result.epoch, result.val_accuracy
+        # Strictly better only, so ties keep the earlier (cheaper) epoch; a diverged epoch never counts as better.
+        val_accuracy = -math.inf if result.val_accuracy is None else result.val_accuracy
+        if self.best_epoch is None or val_accuracy > self.best_val_accuracy:
+            self.best_epoch, self.best_val_accuracy = result.epoch, val_accuracy
             # No optimizer state: the file is for inference, and it is a third of the size.
             self.model.save(self.checkpoint, include_optimizer=False)
         self.results.append(result)

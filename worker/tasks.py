@@ -51,7 +51,7 @@ def train_experiment(self: Task, experiment_id: int) -> str:
             jobs.finish_succeeded(
                 experiment_id,
                 result.best_epoch,
-                result.best_val_accuracy or 0.0,
+                result.best_val_accuracy,
                 result.evaluation,
                 result.checkpoint,
             )

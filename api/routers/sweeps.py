@@ -1,0 +1,124 @@
+"""Sweeps: one base spec and a grid, one experiment per combination, compared in one table."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Response, status
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from api.deps import SessionDep, SettingsDep
+from api.errors import not_found
+from api.routers.experiments import submit
+from api.schemas import ExperimentCreate, ExperimentRead, SweepCreate, SweepRead
+from api.sweep_table import comparison_rows
+from models import Experiment, Sweep
+from models.specs import experiment_from_spec
+
+router = APIRouter(prefix="/sweeps", tags=["sweeps"])
+
+VARIANTS = "variants"  # grid key whose entries are partial specs, e.g. {"head": ..., "loss": ...} pairs
+MAX_EXPERIMENTS = 100
+
+
+def get_sweep(session: Session, sweep_id: int) -> Sweep:
+    """The sweep with its experiments (and their metrics and evaluations) loaded, or a 404."""
+    sweep = session.get(
+        Sweep,
+        sweep_id,
+        options=[
+            selectinload(Sweep.experiments).selectinload(Experiment.metrics),
+            selectinload(Sweep.experiments).selectinload(Experiment.evaluation),
+        ],
+    )
+    if sweep is None:
+        raise not_found(f"sweep {sweep_id} does not exist; GET /sweeps lists the ones that do")
+    return sweep
+
+
+def _axis_entries(key: str, values: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(label, spec overrides) for each value of one grid axis."""
+    if key == VARIANTS:
+        return [(", ".join(f"{k}={_short(v)}" for k, v in entry.items()), entry) for entry in values]
+    return [(f"{key}={_short(value)}", {key: value}) for value in values]
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict):
+        return " ".join(str(v) for v in value.values())
+    return str(value)
+
+
+def expand_grid(body: SweepCreate) -> list[ExperimentCreate]:
+    """Every combination of the grid applied to the base spec, validated; 422 naming the first bad entry."""
+    keys = list(body.grid)
+    axes = [list(enumerate(_axis_entries(key, values))) for key, values in body.grid.items()]
+    combinations = list(itertools.product(*axes))
+    if len(combinations) > MAX_EXPERIMENTS:
+        raise HTTPException(
+            status_code=422,
+            detail=f"grid: {len(combinations)} combinations is more than {MAX_EXPERIMENTS}; split the sweep",
+        )
+    expanded = []
+    for combination in combinations:
+        spec: dict[str, Any] = dict(body.base)
+        for _index, (_label, overrides) in combination:
+            spec.update(overrides)
+        label = "; ".join(label for _index, (label, _overrides) in combination)
+        try:
+            expanded.append(ExperimentCreate.model_validate({**spec, "name": label}))
+        except ValidationError as exc:
+            where = ", ".join(f"grid.{key}[{index}]" for key, (index, _entry) in zip(keys, combination, strict=True))
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {str(e['msg']).removeprefix('Value error, ')}"
+                for e in exc.errors()
+            )
+            raise HTTPException(status_code=422, detail=f"{where} ({label}) cannot run: {problems}") from None
+    return expanded
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=SweepRead)
+def create_sweep(body: SweepCreate, session: SessionDep, settings: SettingsDep, response: Response) -> SweepRead:
+    """Create and queue one experiment per grid combination; nothing is created if any combination is invalid."""
+    expanded = expand_grid(body)
+    sweep = Sweep(name=body.name, base=body.base, grid=body.grid)
+    experiments = []
+    for spec in expanded:
+        experiment = experiment_from_spec(spec)
+        experiment.queue = spec.queue or settings.default_queue
+        experiment.sweep = sweep
+        experiments.append(experiment)
+    session.add(sweep)
+    submit(session, experiments)
+    response.headers["Location"] = f"/sweeps/{sweep.id}"
+    return read_sweep(sweep.id, session)
+
+
+@router.get("", response_model=list[SweepRead])
+def list_sweeps(session: SessionDep) -> list[SweepRead]:
+    """All sweeps, newest first."""
+    ids = session.scalars(select(Sweep.id).order_by(Sweep.id.desc())).all()
+    return [read_sweep(sweep_id, session) for sweep_id in ids]
+
+
+@router.get("/{sweep_id}", response_model=SweepRead)
+def read_sweep(sweep_id: int, session: SessionDep) -> SweepRead:
+    """Each experiment's status, and a comparison table ranked by best validation accuracy."""
+    sweep = get_sweep(session, sweep_id)
+    counts: dict[str, int] = {}
+    for experiment in sweep.experiments:
+        counts[experiment.status.value] = counts.get(experiment.status.value, 0) + 1
+    return SweepRead(
+        id=sweep.id,
+        name=sweep.name,
+        base=sweep.base,
+        grid=sweep.grid,
+        created_at=sweep.created_at,
+        status_counts=counts,
+        finished=all(e.status.finished for e in sweep.experiments),
+        experiments=[ExperimentRead.of(e) for e in sweep.experiments],
+        comparison=comparison_rows(sweep.experiments),
+    )
