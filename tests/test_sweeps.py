@@ -1,0 +1,137 @@
+"""Sweeps over HTTP: grid expansion, refusal of bad grids with nothing created, the ranked comparison."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from training.results import EpochResult, EvaluationResult
+from worker import jobs
+
+OPTIMIZERS = ["sgd_nesterov", "adagrad", "rmsprop", "adadelta", "adam"]
+HOMEWORK_VARIANTS = [
+    {"head": {"units": 1, "activation": "sigmoid"}, "loss": "binary_crossentropy"},
+    {"head": {"units": 1, "activation": "sigmoid"}, "loss": "mse"},
+    {"head": {"units": 2, "activation": "softmax"}, "loss": "categorical_crossentropy"},
+    {"head": {"units": 2, "activation": "softmax"}, "loss": "mse"},
+    {"head": {"units": 1, "activation": "relu"}, "loss": "mse"},
+]
+
+
+def create(client: TestClient, body: dict[str, Any]) -> dict[str, Any]:
+    response = client.post("/sweeps", json=body)
+    assert response.status_code == 202, response.text
+    assert response.headers["location"] == f"/sweeps/{response.json()['id']}"
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def experiment_count(client: TestClient) -> int:
+    return int(client.get("/experiments").json()["total"])
+
+
+def test_an_optimizer_grid_creates_one_queued_experiment_each(client: TestClient) -> None:
+    sweep = create(
+        client, {"name": "optimizers", "base": {"dataset": "mnist", "epochs": 3}, "grid": {"optimizer": OPTIMIZERS}}
+    )
+    assert [e["optimizer"] for e in sweep["experiments"]] == OPTIMIZERS
+    assert [e["name"] for e in sweep["experiments"]] == [f"optimizer={o}" for o in OPTIMIZERS]
+    assert {e["status"] for e in sweep["experiments"]} == {"queued"}
+    assert {e["sweep_id"] for e in sweep["experiments"]} == {sweep["id"]}
+    assert all(e["epochs"] == 3 for e in sweep["experiments"])
+    assert sweep["status_counts"] == {"queued": 5}
+    assert sweep["finished"] is False
+    assert client.get("/experiments", params={"sweep_id": sweep["id"]}).json()["total"] == 5
+
+
+def test_head_and_loss_variants_cross_learning_rates(client: TestClient) -> None:
+    sweep = create(
+        client,
+        {
+            "base": {"dataset": "cats_vs_dogs"},
+            "grid": {"variants": HOMEWORK_VARIANTS, "learning_rate": [0.001, 0.0001]},
+        },
+    )
+    experiments = sweep["experiments"]
+    assert len(experiments) == 10
+    pairs = {(e["head"]["units"], e["head"]["activation"], e["loss"], e["learning_rate"]) for e in experiments}
+    assert (1, "relu", "mse", 0.0001) in pairs
+    assert (2, "softmax", "categorical_crossentropy", 0.001) in pairs
+    assert len(pairs) == 10
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"base": {"dataset": "mnist"}, "grid": {"optimizer": ["adam", "sgd", "lbfgs"]}}, "grid.optimizer[2]"),
+        (
+            {
+                "base": {"dataset": "mnist"},
+                "grid": {"variants": [{"loss": "mse"}, {"head": {"units": 3, "activation": "softmax"}}]},
+            },
+            "grid.variants[1]",
+        ),
+        ({"base": {"dataset": "mnist"}, "grid": {"colour": ["red"]}}, "grid.colour is not a spec field"),
+        ({"base": {"dataset": "mnist"}, "grid": {"optimizer": []}}, "grid.optimizer is empty"),
+        ({"base": {"dataset": "mnist"}, "grid": {}}, "the grid is empty"),
+        ({"base": {"dataset": "mnist"}, "grid": {"seed": list(range(101))}}, "more than 100"),
+        ({"base": {}, "grid": {"optimizer": ["adam"]}}, "dataset"),
+    ],
+)
+def test_an_invalid_grid_is_refused_naming_the_entry_and_creates_nothing(
+    client: TestClient, body: dict[str, Any], words: str
+) -> None:
+    response = client.post("/sweeps", json=body)
+    assert response.status_code == 422
+    assert words in str(response.json())
+    assert experiment_count(client) == 0
+    assert client.get("/sweeps").json() == []
+
+
+def finish(experiment_id: int, val_accuracies: list[float], test_accuracy: float, tmp_path: Path) -> None:
+    assert jobs.claim(experiment_id, "w@h") is not None
+    for epoch, val_accuracy in enumerate(val_accuracies, start=1):
+        jobs.record_epoch(
+            experiment_id,
+            EpochResult(epoch, 1.0 / epoch, val_accuracy - 0.01, 1.2 / epoch, val_accuracy, seconds=1.5),
+        )
+    best = max(range(len(val_accuracies)), key=lambda i: val_accuracies[i])
+    checkpoint = tmp_path / f"{experiment_id}.h5"
+    checkpoint.write_bytes(b"weights")
+    evaluation = EvaluationResult(0.3, test_accuracy, ["0", "1"], [[1, 0], [0, 1]], {"accuracy": test_accuracy})
+    jobs.finish_succeeded(experiment_id, best + 1, val_accuracies[best], evaluation, checkpoint)
+
+
+def test_the_comparison_ranks_by_best_validation_accuracy(client: TestClient, tmp_path: Path) -> None:
+    sweep = create(
+        client, {"base": {"dataset": "mnist", "epochs": 3}, "grid": {"optimizer": ["sgd", "adam", "rmsprop"]}}
+    )
+    sgd, adam, rmsprop = (e["id"] for e in sweep["experiments"])
+    finish(sgd, [0.5, 0.6, 0.55], 0.6, tmp_path)
+    finish(adam, [0.8, 0.9, 0.85], 0.9, tmp_path)
+    jobs.claim(rmsprop, "w@h")  # still running, no epochs yet
+
+    table = client.get(f"/sweeps/{sweep['id']}").json()["comparison"]
+    assert [row["experiment_id"] for row in table] == [adam, sgd, rmsprop]
+    assert [row["rank"] for row in table] == [1, 2, None]
+    best = table[0]
+    assert (best["label"], best["optimizer"], best["best_epoch"]) == ("optimizer=adam", "adam", 2)
+    assert best["best_val_accuracy"] == pytest.approx(0.9)
+    assert best["final_val_accuracy"] == pytest.approx(0.85)
+    assert best["best_accuracy"] == pytest.approx(0.89)
+    assert best["final_loss"] == pytest.approx(1.0 / 3)
+    assert best["best_val_loss"] == pytest.approx(0.4)
+    assert best["test_accuracy"] == pytest.approx(0.9)
+    assert best["training_seconds"] == pytest.approx(4.5)
+    assert table[2]["status"] == "running"
+    assert table[2]["best_val_accuracy"] is None
+    assert client.get(f"/sweeps/{sweep['id']}").json()["status_counts"] == {"succeeded": 2, "running": 1}
+
+
+def test_unknown_sweep_is_404(client: TestClient) -> None:
+    response = client.get("/sweeps/999")
+    assert response.status_code == 404
+    assert "sweep 999 does not exist" in response.json()["detail"]
