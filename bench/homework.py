@@ -1,0 +1,294 @@
+"""Reproduce the course homework with a running Epochal service, over HTTP only.
+
+    python bench/homework.py --url http://127.0.0.1:8000            # full data, writes docs/results/
+    python bench/homework.py --url http://127.0.0.1:8000 --quick    # small slices: a smoke test
+
+It submits two sweeps, (a) optimizers on MNIST with the mlp network and (b) the five output
+head/loss configurations on cats vs dogs with the convnet, waits for them with progress output, and
+writes `homework.md` with both ranked tables, the best MNIST network's test evaluation, and the
+plots as PNG files beside it. `--resume A,B` reports on existing sweeps instead of submitting new ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+OPTIMIZERS = ["sgd_nesterov", "adagrad", "rmsprop", "adadelta", "adam"]
+HEAD_LOSS_VARIANTS = [
+    {"head": {"units": 1, "activation": "sigmoid"}, "loss": "binary_crossentropy"},
+    {"head": {"units": 1, "activation": "sigmoid"}, "loss": "mse"},
+    {"head": {"units": 2, "activation": "softmax"}, "loss": "categorical_crossentropy"},
+    {"head": {"units": 2, "activation": "softmax"}, "loss": "mse"},
+    {"head": {"units": 1, "activation": "relu"}, "loss": "mse"},
+]
+SWEEP_METRICS = ["val_accuracy", "accuracy", "val_loss", "loss"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    mnist_epochs: int
+    mnist_batch_size: int
+    cats_epochs: int
+    cats_batch_size: int
+    cats_learning_rate: float
+    mnist_train_size: int | None
+    cats_train_size: int | None
+
+    def mnist_sweep(self) -> dict[str, Any]:
+        base: dict[str, Any] = {
+            "dataset": "mnist",
+            "network": "mlp",
+            "loss": "sparse_categorical_crossentropy",
+            "epochs": self.mnist_epochs,
+            "batch_size": self.mnist_batch_size,
+        }
+        if self.mnist_train_size:
+            base["train_size"] = self.mnist_train_size
+        return {"name": "homework 1: optimizers on MNIST", "base": base, "grid": {"optimizer": OPTIMIZERS}}
+
+    def cats_sweep(self) -> dict[str, Any]:
+        base: dict[str, Any] = {
+            "dataset": "cats_vs_dogs",
+            "network": "convnet",
+            "optimizer": "rmsprop",
+            "learning_rate": self.cats_learning_rate,
+            "epochs": self.cats_epochs,
+            "batch_size": self.cats_batch_size,
+        }
+        if self.cats_train_size:
+            base["train_size"] = self.cats_train_size
+        return {
+            "name": "homework 2: output head and loss on cats vs dogs",
+            "base": base,
+            "grid": {"variants": HEAD_LOSS_VARIANTS},
+        }
+
+
+def plan_from(args: argparse.Namespace) -> Plan:
+    if args.quick:
+        return Plan(1, 64, 1, 16, args.cats_learning_rate, mnist_train_size=300, cats_train_size=32)
+    return Plan(
+        args.mnist_epochs,
+        args.mnist_batch_size,
+        args.cats_epochs,
+        args.cats_batch_size,
+        args.cats_learning_rate,
+        None,
+        None,
+    )
+
+
+def expect(response: httpx.Response, status: int = 200) -> Any:
+    if response.status_code != status:
+        raise SystemExit(f"{response.request.method} {response.request.url} -> {response.status_code}: {response.text}")
+    return response.json()
+
+
+def wait_for(http: httpx.Client, sweep_ids: list[int], poll_s: float, timeout_s: float) -> list[dict[str, Any]]:
+    """Poll the sweeps, printing progress, until every experiment finished."""
+    started = time.monotonic()
+    last_line = ""
+    while True:
+        sweeps = [expect(http.get(f"/sweeps/{i}")) for i in sweep_ids]
+        parts = []
+        for sweep in sweeps:
+            experiments = sweep["experiments"]
+            done = sum(e["status"] in ("succeeded", "failed", "cancelled") for e in experiments)
+            running = [e for e in experiments if e["status"] == "running"]
+            now = ", ".join(f"{e['name']} epoch {e['summary']['epochs_done']}/{e['epochs']}" for e in running)
+            parts.append(f"sweep {sweep['id']}: {done}/{len(experiments)} finished" + (f" ({now})" if now else ""))
+        line = f"[{time.monotonic() - started:6.0f}s] " + "; ".join(parts)
+        if line.split("] ", 1)[1] != last_line.split("] ", 1)[-1]:
+            print(line, flush=True)
+            last_line = line
+        if all(s["finished"] for s in sweeps):
+            return sweeps
+        if time.monotonic() - started > timeout_s:
+            raise SystemExit(f"sweeps {sweep_ids} did not finish in {timeout_s:.0f}s")
+        time.sleep(poll_s)
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def ranked_table(sweep: dict[str, Any]) -> str:
+    header = (
+        "| rank | configuration | status | best epoch | best val acc | final val acc | best train acc | "
+        "final train acc | final val loss | final train loss | test acc | time (s) |"
+    )
+    lines = [header, "|" + " --- |" * 12]
+    for row in sweep["comparison"]:
+        lines.append(
+            f"| {fmt(row['rank'])} | {row['label']} | {row['status']} | {fmt(row['best_epoch'])} | "
+            f"{fmt(row['best_val_accuracy'])} | {fmt(row['final_val_accuracy'])} | {fmt(row['best_accuracy'])} | "
+            f"{fmt(row['final_accuracy'])} | {fmt(row['final_val_loss'])} | {fmt(row['final_loss'])} | "
+            f"{fmt(row['test_accuracy'])} | {row['training_seconds']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def matrix_table(labels: list[str], matrix: list[list[int]]) -> str:
+    lines = ["| true \\ predicted | " + " | ".join(labels) + " |", "|" + " --- |" * (len(labels) + 1)]
+    lines += [
+        f"| **{label}** | " + " | ".join(str(v) for v in row) + " |" for label, row in zip(labels, matrix, strict=True)
+    ]
+    return "\n".join(lines)
+
+
+def report_table(report: dict[str, Any], labels: list[str]) -> str:
+    lines = ["| class | precision | recall | f1-score | support |", "| --- | --- | --- | --- | --- |"]
+    for key in [*labels, "macro avg", "weighted avg"]:
+        r = report[key]
+        lines.append(
+            f"| {key} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1-score']:.4f} | {int(r['support'])} |"
+        )
+    lines.append(f"| accuracy | | | {report['accuracy']:.4f} | {int(report['macro avg']['support'])} |")
+    return "\n".join(lines)
+
+
+def save(http: httpx.Client, path: str, target: Path) -> str:
+    response = http.get(path)
+    if response.status_code != 200:
+        raise SystemExit(f"GET {path} -> {response.status_code}: {response.text}")
+    target.write_bytes(response.content)
+    return target.name
+
+
+def write_report(
+    http: httpx.Client, mnist: dict[str, Any], cats: dict[str, Any], plan: Plan, out: Path, quick: bool
+) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    best_row = next((r for r in mnist["comparison"] if r["rank"] == 1), None)
+    if best_row is None:
+        raise SystemExit("no MNIST experiment finished with validation results; see GET /sweeps/{id}")
+    best_id = best_row["experiment_id"]
+    evaluation = expect(http.get(f"/experiments/{best_id}/evaluation"))
+    labels = evaluation["confusion_matrix"]["labels"]
+    images = {
+        f"mnist_{m}": save(http, f"/sweeps/{mnist['id']}/plots/{m}.png", out / f"mnist_{m}.png") for m in SWEEP_METRICS
+    }
+    images |= {
+        f"cats_{m}": save(http, f"/sweeps/{cats['id']}/plots/{m}.png", out / f"cats_vs_dogs_{m}.png")
+        for m in SWEEP_METRICS
+    }
+    images["best_history"] = save(http, f"/experiments/{best_id}/plots/history.png", out / "mnist_best_history.png")
+    images["best_matrix"] = save(
+        http, f"/experiments/{best_id}/plots/confusion-matrix.png", out / "mnist_best_confusion_matrix.png"
+    )
+    devices = sorted({str(e["device"]) for s in (mnist, cats) for e in s["experiments"]})
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    text = f"""# The homework, run by Epochal
+
+{"**Quick mode: small slices of the data, a smoke test, not results.**" if quick else ""}
+
+- Date: {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+- Command: `{command}` against a service started with `scripts/serve`
+- Client machine: {platform.platform()}, {platform.machine()}, Python {platform.python_version()}
+- Trained on: {", ".join(devices)} (as reported by the workers)
+- MNIST: {plan.mnist_epochs} epochs, batch {plan.mnist_batch_size}, \
+train size {plan.mnist_train_size or "60,000 (all)"}, validated and tested on the 10,000 test images, mlp 784-512-128-10.
+- Cats vs dogs: {plan.cats_epochs} epochs, batch {plan.cats_batch_size}, rmsprop at {plan.cats_learning_rate}, \
+train size {plan.cats_train_size or "2,000 (all)"}, validated and tested on the 1,000 validation images, \
+convnet on 150x150 RGB.
+
+## 1. Optimizers on MNIST (sweep {mnist["id"]})
+
+Ranked by best validation accuracy. The best epoch's checkpoint is what was evaluated.
+
+{ranked_table(mnist)}
+
+![validation accuracy per optimizer]({images["mnist_val_accuracy"]})
+![training accuracy per optimizer]({images["mnist_accuracy"]})
+![validation loss per optimizer]({images["mnist_val_loss"]})
+![training loss per optimizer]({images["mnist_loss"]})
+
+### The best network: {best_row["label"]} (experiment {best_id})
+
+`best_model.h5` (epoch {best_row["best_epoch"]}) reloaded and evaluated on the test set:
+test loss **{fmt(evaluation["test_loss"])}**, test accuracy **{fmt(evaluation["test_accuracy"])}**.
+
+![history of the best network]({images["best_history"]})
+
+Confusion matrix (rows: true digit, columns: predicted digit):
+
+{matrix_table(labels, evaluation["confusion_matrix"]["matrix"])}
+
+![confusion matrix]({images["best_matrix"]})
+
+Classification report:
+
+{report_table(evaluation["classification_report"], labels)}
+
+## 2. Output head and loss on cats vs dogs (sweep {cats["id"]})
+
+Compared by accuracy: loss values of different losses are not comparable. Some configurations are
+bad on purpose (a relu unit under mse, a softmax pair under mse); they are run and reported, not refused.
+
+{ranked_table(cats)}
+
+![validation accuracy per head and loss]({images["cats_val_accuracy"]})
+![training accuracy per head and loss]({images["cats_accuracy"]})
+![validation loss per head and loss]({images["cats_val_loss"]})
+![training loss per head and loss]({images["cats_loss"]})
+
+## TensorBoard
+
+Every run on its own and all runs of a sweep together:
+
+```sh
+curl -o mnist.tar.gz {http.base_url}/sweeps/{mnist["id"]}/tensorboard && mkdir -p tb && tar -xzf mnist.tar.gz -C tb
+tensorboard --logdir tb
+```
+"""
+    report = out / "homework.md"
+    report.write_text(text)
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    parser.add_argument("--quick", action="store_true", help="small slices and one epoch: a smoke test")
+    parser.add_argument("--mnist-epochs", type=int, default=10)
+    parser.add_argument("--mnist-batch-size", type=int, default=128)
+    parser.add_argument("--cats-epochs", type=int, default=12)
+    parser.add_argument("--cats-batch-size", type=int, default=20)
+    parser.add_argument("--cats-learning-rate", type=float, default=1e-4)
+    parser.add_argument("--resume", help="report on existing sweeps MNIST_ID,CATS_ID instead of submitting")
+    parser.add_argument("--poll", type=float, default=5.0, help="seconds between progress checks")
+    parser.add_argument("--timeout", type=float, default=3 * 3600)
+    args = parser.parse_args()
+    plan = plan_from(args)
+    with httpx.Client(base_url=args.url, timeout=120) as http:
+        expect(http.get("/health"))
+        if args.resume:
+            ids = [int(i) for i in args.resume.split(",")]
+        else:
+            ids = [
+                expect(http.post("/sweeps", json=body), 202)["id"] for body in (plan.mnist_sweep(), plan.cats_sweep())
+            ]
+            print(f"submitted sweeps {ids[0]} (MNIST optimizers) and {ids[1]} (cats vs dogs heads)", flush=True)
+        mnist, cats = wait_for(http, ids, args.poll, args.timeout)
+        report = write_report(http, mnist, cats, plan, args.out, args.quick)
+    print(f"wrote {report}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
