@@ -201,7 +201,8 @@ def write_report(
 - Client machine: {platform.platform()}, {platform.machine()}, Python {platform.python_version()}
 - Trained on: {", ".join(devices)} (as reported by the workers)
 - MNIST: {plan.mnist_epochs} epochs, batch {plan.mnist_batch_size}, \
-train size {plan.mnist_train_size or "60,000 (all)"}, validated and tested on the 10,000 test images, mlp 784-512-128-10.
+train size {plan.mnist_train_size or "60,000 (all)"}, validated and tested on the 10,000 test images, \
+mlp 784-512-128-10.
 - Cats vs dogs: {plan.cats_epochs} epochs, batch {plan.cats_batch_size}, rmsprop at {plan.cats_learning_rate}, \
 train size {plan.cats_train_size or "2,000 (all)"}, validated and tested on the 1,000 validation images, \
 convnet on 150x150 RGB.
