@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # The Celery task name is the contract between the API (which enqueues by name) and the worker.
 TRAIN_TASK_NAME = "epochal.train_experiment"
 ENV_PREFIX = "EPOCHAL_"
-DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
+DATABASE_SCHEMES = ("sqlite", "postgresql+psycopg")  # plain postgresql:// means psycopg2, not installed
 BROKER_SCHEMES = ("redis", "rediss", "redis+socket")
 
 

@@ -1,0 +1,65 @@
+"""The homework script's quick mode, end to end against a real worker and the API over HTTP."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.support import ROOT, Service, service_env
+
+pytestmark = pytest.mark.e2e
+
+QUEUE = "e2e-homework"
+
+
+@pytest.fixture(scope="module")
+def service(migrated_database: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    running = Service(tmp_path_factory.mktemp("homework"), QUEUE, service_env(QUEUE))
+    try:
+        running.start_worker("worker")
+        running.start_api()
+        running.wait_for_workers(1)
+        yield running
+    finally:
+        running.stop()
+
+
+def table_rows(markdown: str, heading: str) -> list[str]:
+    section = markdown.split(heading, 1)[1]
+    table = section.split("| rank |", 1)[1].split("\n\n", 1)[0]
+    return [line for line in table.splitlines()[2:] if line.startswith("|")]
+
+
+def test_quick_mode_reproduces_both_comparisons(service: Service, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    result = subprocess.run(
+        [sys.executable, "bench/homework.py", "--quick", "--url", service.base_url, "--out", str(out), "--poll", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr + service.logs()
+    assert "finished" in result.stdout  # progress was printed while waiting
+    report = (out / "homework.md").read_text()
+    mnist_rows = table_rows(report, "## 1. Optimizers on MNIST")
+    cats_rows = table_rows(report, "## 2. Output head and loss on cats vs dogs")
+    assert len(mnist_rows) == 5 and len(cats_rows) == 5
+    for optimizer in ("sgd_nesterov", "adagrad", "rmsprop", "adadelta", "adam"):
+        assert any(f"optimizer={optimizer}" in row for row in mnist_rows)
+    assert any("loss=mse" in row and "relu" in row for row in cats_rows)
+    assert all("| succeeded |" in row for row in mnist_rows + cats_rows), report
+    assert re.search(r"test accuracy \*\*0\.\d{4}\*\*", report)
+    assert "| macro avg |" in report and "| weighted avg |" in report
+    images = re.findall(r"\]\(([^)]+\.png)\)", report)
+    assert len(images) == 10
+    for name in images:
+        with Image.open(out / name) as image:
+            assert image.format == "PNG"
+            assert image.width > 300 and image.height > 200
