@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -22,25 +23,46 @@ from training.spec import ExperimentSpec, Status
 
 H5_MEDIA_TYPE = "application/x-hdf5"
 
+log = logging.getLogger(__name__)
 
-def claim(experiment_id: int, worker: str) -> ExperimentSpec | None:
-    """Mark a queued experiment running and return its spec; None if it is not queued (a redelivery, a cancel)."""
+
+def claim(experiment_id: int, worker: str, *, redelivered: bool = False) -> ExperimentSpec | None:
+    """Mark the experiment running and return its spec, or None when this delivery must do nothing.
+
+    A queued experiment is claimed. A running one is taken over only by a redelivered message: the
+    broker redelivers when the worker running it was lost (killed, out of memory), and the task time
+    limit is shorter than the visibility timeout, so a healthy run is never redelivered. Any other
+    second delivery, or a job cancelled while queued, does nothing.
+    """
     with session_scope() as session:
         claimed = session.execute(
             update(Experiment)
             .where(Experiment.id == experiment_id, Experiment.status == Status.QUEUED)
             .values(status=Status.RUNNING, worker=worker, started_at=utcnow())
         ).rowcount
+        if not claimed and redelivered:
+            claimed = session.execute(
+                update(Experiment)
+                .where(Experiment.id == experiment_id, Experiment.status == Status.RUNNING)
+                .values(worker=worker, started_at=utcnow())
+            ).rowcount
+            if claimed:
+                # Start the history afresh: the lost attempt's epochs would mix with this one's.
+                session.execute(delete(EpochMetric).where(EpochMetric.experiment_id == experiment_id))
+                restarted = session.get_one(Experiment, experiment_id)
+                restarted.warnings = [*restarted.warnings, f"the worker running it was lost; restarted on {worker}"]
+                log.warning("experiment %s: its worker was lost; restarting it on %s", experiment_id, worker)
         if not claimed:
             return None
         return spec_of(session.get_one(Experiment, experiment_id))
 
 
 def record_device(experiment_id: int, device: str, warnings: list[str]) -> None:
+    """Record where the job trains, adding any warnings about what the device changed."""
     with session_scope() as session:
-        session.execute(
-            update(Experiment).where(Experiment.id == experiment_id).values(device=device, warnings=warnings)
-        )
+        experiment = session.get_one(Experiment, experiment_id)
+        experiment.device = device
+        experiment.warnings = [*experiment.warnings, *warnings]
 
 
 def _insert_ignoring_duplicates(session: Session, values: dict[str, object]) -> None:

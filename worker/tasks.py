@@ -24,7 +24,8 @@ def _error_text(exc: BaseException) -> str:
 @app.task(name=TRAIN_TASK_NAME, bind=True)
 def train_experiment(self: Task, experiment_id: int) -> str:
     """Train experiment `experiment_id` if it is still queued; return its final status."""
-    spec = jobs.claim(experiment_id, worker=self.request.hostname or "unknown")
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    spec = jobs.claim(experiment_id, worker=self.request.hostname or "unknown", redelivered=redelivered)
     if spec is None:
         log.info("experiment %s is not queued any more; nothing to do", experiment_id)
         return "skipped"
