@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routers import backprop, datasets, experiments, health, predictions, sweeps
+from api.routers import backprop, datasets, experiments, health, predictions, reports, sweeps
 
 DESCRIPTION = """
 Epochal trains Keras networks as queued jobs. POST an experiment, follow its status, read its
@@ -17,7 +17,7 @@ image for a prediction.
 def create_app() -> FastAPI:
     app = FastAPI(title="Epochal", version="0.1.0", description=DESCRIPTION)
     install_error_handlers(app)
-    for module in (experiments, sweeps, predictions, datasets, backprop, health):
+    for module in (experiments, sweeps, reports, predictions, datasets, backprop, health):
         app.include_router(module.router)
     return app
 

@@ -55,9 +55,7 @@ def history_png(
     """Loss and accuracy per epoch, train and validation, side by side; None values are gaps."""
     figure = Figure(figsize=(11, 4.2), layout="tight")
     figure.suptitle(title)
-    for axes, (panel, ylabel, train_key, validation_key) in zip(
-        figure.subplots(1, 2), HISTORY_PANELS, strict=True
-    ):
+    for axes, (panel, ylabel, train_key, validation_key) in zip(figure.subplots(1, 2), HISTORY_PANELS, strict=True):
         drawn = False
         for key, label, color in ((train_key, "train", TRAIN_COLOR), (validation_key, "validation", VALIDATION_COLOR)):
             values = list(series.get(key, []))
@@ -123,8 +121,7 @@ def _colors(count: int) -> list[str | tuple[float, float, float, float]]:
 
 def sweep_metric_png(curves: Mapping[str, Sequence[tuple[int, float | None]]], metric: str, title: str) -> bytes:
     """One curve of `metric` per experiment, labelled by what differs; None values are gaps."""
-    many = len(curves) > 8
-    figure = Figure(figsize=(12 if many else 9, 5), layout="tight")
+    figure = Figure(figsize=(12, 5), layout="tight")
     axes = figure.subplots()
     axes.set_title(title)
     axes.set_xlabel("epoch")
@@ -140,11 +137,8 @@ def sweep_metric_png(curves: Mapping[str, Sequence[tuple[int, float | None]]], m
         axes.plot(epochs, values, marker="o", markersize=3.5, color=color, label=label)
         drawn += 1
     if drawn:
-        if many:
-            # Outside the axes: a long list of labels would cover the curves.
-            axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-        else:
-            axes.legend(fontsize=9)
+        # Outside the axes: a sweep's labels are long, and inside they would cover the curves.
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9 if drawn <= 12 else 8, frameon=False)
     if not any(_has_values([value for _epoch, value in points]) for points in curves.values()):
         _note(axes, f"no {metric} values yet")
     return _png(figure)

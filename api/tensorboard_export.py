@@ -83,9 +83,7 @@ def _split_events(epochs: Sequence[EpochScalars], split: str) -> list[event_pb2.
     for epoch in sorted(epochs, key=lambda e: e.epoch):
         # A diverged value is left out (a gap), as the API reports it as null rather than as a number.
         values = [
-            _scalar_value(tag, value)
-            for tag, field in TAGS[split]
-            if (value := getattr(epoch, field)) is not None
+            _scalar_value(tag, value) for tag, field in TAGS[split] if (value := getattr(epoch, field)) is not None
         ]
         if values:
             events.append(

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from models import Artifact, EpochMetric, Evaluation, Experiment
 from models.base import utcnow
-from models.db import session_scope
+from models.db import rows_changed, session_scope
 from models.specs import spec_of
 from training.results import CHECKPOINT_NAME, EpochResult, EvaluationResult
 from training.spec import ExperimentSpec, Status
@@ -35,17 +35,19 @@ def claim(experiment_id: int, worker: str, *, redelivered: bool = False) -> Expe
     second delivery, or a job cancelled while queued, does nothing.
     """
     with session_scope() as session:
-        claimed = session.execute(
+        claimed = rows_changed(
+            session,
             update(Experiment)
             .where(Experiment.id == experiment_id, Experiment.status == Status.QUEUED)
-            .values(status=Status.RUNNING, worker=worker, started_at=utcnow())
-        ).rowcount
+            .values(status=Status.RUNNING, worker=worker, started_at=utcnow()),
+        )
         if not claimed and redelivered:
-            claimed = session.execute(
+            claimed = rows_changed(
+                session,
                 update(Experiment)
                 .where(Experiment.id == experiment_id, Experiment.status == Status.RUNNING)
-                .values(worker=worker, started_at=utcnow())
-            ).rowcount
+                .values(worker=worker, started_at=utcnow()),
+            )
             if claimed:
                 # Start the history afresh: the lost attempt's epochs would mix with this one's.
                 session.execute(delete(EpochMetric).where(EpochMetric.experiment_id == experiment_id))
@@ -106,7 +108,7 @@ def _finish(session: Session, experiment_id: int, status: Status, **values: obje
 def finish_succeeded(
     experiment_id: int,
     best_epoch: int,
-    best_val_accuracy: float,
+    best_val_accuracy: float | None,
     evaluation: EvaluationResult,
     checkpoint: Path,
 ) -> None:

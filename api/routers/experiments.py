@@ -22,6 +22,7 @@ from api.schemas import (
 )
 from models import Artifact, Evaluation, Experiment
 from models.base import utcnow
+from models.db import rows_changed
 from models.specs import experiment_from_spec
 from training.spec import Dataset, Optimizer, Status
 
@@ -192,18 +193,20 @@ def cancel_experiment(experiment_id: int, session: SessionDep) -> ExperimentRead
     """A queued job never starts; a running one stops at the end of its current epoch."""
     get_experiment(session, experiment_id)
     # Conditional updates, so a worker claiming or finishing the job at the same moment cannot be overwritten.
-    never_started = session.execute(
+    never_started = rows_changed(
+        session,
         update(Experiment)
         .where(Experiment.id == experiment_id, Experiment.status == Status.QUEUED)
-        .values(status=Status.CANCELLED, cancel_requested=True, finished_at=utcnow())
-    ).rowcount
+        .values(status=Status.CANCELLED, cancel_requested=True, finished_at=utcnow()),
+    )
     flagged_running = 0
     if not never_started:
-        flagged_running = session.execute(
+        flagged_running = rows_changed(
+            session,
             update(Experiment)
             .where(Experiment.id == experiment_id, Experiment.status == Status.RUNNING)
-            .values(cancel_requested=True)
-        ).rowcount
+            .values(cancel_requested=True),
+        )
     session.commit()
     session.expire_all()
     experiment = get_experiment(session, experiment_id)
