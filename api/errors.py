@@ -37,10 +37,14 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _readable(error: dict[str, Any]) -> str:
+    if error.get("type") == "extra_forbidden":
+        return "unknown field; remove it (the accepted fields are listed at /docs)"
+    return str(error.get("msg", "")).removeprefix("Value error, ")
+
+
 def _validation_message(errors: list[dict[str, Any]]) -> str:
-    return "; ".join(
-        f"{_field_path(e.get('loc', ()))}: {str(e.get('msg', '')).removeprefix('Value error, ')}" for e in errors
-    )
+    return "; ".join(f"{_field_path(e.get('loc', ()))}: {_readable(e)}" for e in errors)
 
 
 async def _validation_handler(_request: Request, exc: Exception) -> JSONResponse:
