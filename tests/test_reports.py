@@ -150,7 +150,7 @@ def assert_logdir_matches(client: TestClient, run_dir: Path, experiment_id: int)
 
 def test_history_png_with_gaps() -> None:
     epochs = [1, 2, 3, 4, 5]
-    series = {
+    series: dict[str, list[float | None]] = {
         "loss": [1.0, None, 0.5, None, 0.3],  # epoch 3 stands alone between two gaps
         "accuracy": [0.5, 0.6, None, 0.8, 0.85],
         "val_loss": [1.2, 0.9, 0.7, 0.6, None],
