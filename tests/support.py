@@ -6,6 +6,8 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +122,20 @@ class Service:
 
 def service_env(queue: str) -> dict[str, str]:
     return {**os.environ, "EPOCHAL_DEFAULT_QUEUE": queue}
+
+
+@contextmanager
+def running_service(workdir: Path, queue: str, workers: Sequence[str]) -> Iterator[Service]:
+    """The API and one worker process per name in `workers`, all on `queue`; stopped on exit."""
+    service = Service(workdir, queue, service_env(queue))
+    try:
+        for name in workers:
+            service.start_worker(name)
+        service.start_api()
+        service.wait_for_workers(len(workers))
+        yield service
+    finally:
+        service.stop()
 
 
 def wait_until_finished(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.support import Service, service_env, wait_until_finished
+from tests.support import Service, running_service, wait_until_finished
 from training.images import preprocess_image
 from training.spec import DATASETS, Dataset
 
@@ -26,14 +26,8 @@ def service(migrated_database: str, broker_url: str, tmp_path_factory: pytest.Te
     from tests.support import empty_all_tables
 
     empty_all_tables()
-    running = Service(tmp_path_factory.mktemp("service"), QUEUE, service_env(QUEUE))
-    try:
-        running.start_worker("worker1")
-        running.start_api()
-        running.wait_for_workers(1)
+    with running_service(tmp_path_factory.mktemp("service"), QUEUE, ["worker1"]) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.support import ROOT, Service, service_env
+from tests.support import ROOT, Service, running_service
 
 pytestmark = pytest.mark.e2e
 
@@ -20,14 +20,8 @@ QUEUE = "e2e-homework"
 
 @pytest.fixture(scope="module")
 def service(migrated_database: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    running = Service(tmp_path_factory.mktemp("homework"), QUEUE, service_env(QUEUE))
-    try:
-        running.start_worker("worker")
-        running.start_api()
-        running.wait_for_workers(1)
+    with running_service(tmp_path_factory.mktemp("homework"), QUEUE, ["worker"]) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def table_rows(markdown: str, heading: str) -> list[str]:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from config import TRAIN_TASK_NAME
-from tests.support import Service, service_env, wait_until_finished
+from tests.support import Service, running_service, wait_until_finished
 
 pytestmark = pytest.mark.e2e
 
@@ -25,15 +25,8 @@ EPOCHS = 2
 
 @pytest.fixture(scope="module")
 def two_workers(migrated_database: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    running = Service(tmp_path_factory.mktemp("many"), QUEUE, service_env(QUEUE))
-    try:
-        for name in WORKERS:
-            running.start_worker(name)
-        running.start_api()
-        running.wait_for_workers(len(WORKERS))
+    with running_service(tmp_path_factory.mktemp("many"), QUEUE, WORKERS) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def claims_in(service: Service, worker: str) -> list[int]:
