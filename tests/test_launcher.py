@@ -1,0 +1,54 @@
+"""`python -m epochal serve`, what scripts/serve runs: every process on embedded defaults, then a clean stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import ROOT, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def test_serve_starts_everything_on_embedded_defaults_and_stops_cleanly(tmp_path: Path, data_dir: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPOCHAL_")}
+    env |= {"EPOCHAL_STATE_DIR": str(tmp_path / "state"), "EPOCHAL_DATA_DIR": str(data_dir)}
+    log = (tmp_path / "serve.log").open("wb")
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "epochal", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        health = None
+        while health is None or health.status_code != 200:
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text(errors="replace")
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+            except httpx.TransportError:
+                time.sleep(0.3)
+        assert health.json()["broker"]["ok"] is True
+        assert (tmp_path / "state" / "epochal.db").is_file(), "the SQLite database lives in the state folder"
+        assert (tmp_path / "state" / "broker.sock").exists(), "the embedded broker listens on its socket"
+        created = httpx.post(f"http://127.0.0.1:{port}/experiments", json={"dataset": "mnist", "epochs": 1}, timeout=10)
+        assert created.status_code == 202
+        assert f"API on http://127.0.0.1:{port}" in (tmp_path / "serve.log").read_text(errors="replace")
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        returncode = serve.wait(timeout=60)
+    assert returncode == 0
+    # Every child went with it: nothing of this process group is left running.
+    with pytest.raises(ProcessLookupError):
+        os.killpg(serve.pid, 0)
