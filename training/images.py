@@ -18,7 +18,8 @@ LIGHT_BACKGROUND_THRESHOLD = 127
 
 def decode_rgb(encoded: tf.Tensor, size: tuple[int, ...]) -> tf.Tensor:
     """Decode a PNG/JPEG byte string to float32 RGB pixels in 0..255, resized to `size`."""
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    # uint8 whatever the file's depth: a 16-bit PNG is scaled down to 0..255 like every training image.
+    image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
     image = tf.image.resize(image, size)
     image.set_shape((*size, 3))
     return image
@@ -54,4 +55,10 @@ def preprocess_image(data: bytes, info: DatasetInfo) -> np.ndarray:
     image = _open_checked(data)
     if info.is_grayscale:
         return _grayscale_digit(image, info.input_shape)[np.newaxis]
-    return decode_rgb(tf.constant(data), info.input_shape[:2]).numpy()[np.newaxis]
+    try:
+        return decode_rgb(tf.constant(data), info.input_shape[:2]).numpy()[np.newaxis]
+    except tf.errors.InvalidArgumentError as exc:
+        # Pillow read it, TensorFlow cannot (e.g. a CMYK JPEG): still the upload's fault, not the server's.
+        raise InvalidImage(
+            f"this image cannot be decoded as RGB ({exc.message}); save it as an RGB PNG or JPEG"
+        ) from exc
