@@ -169,9 +169,31 @@ def save(http: httpx.Client, path: str, target: Path) -> str:
     return target.name
 
 
+def without_resume(argv: list[str]) -> list[str]:
+    """The command line that submits the sweeps: argv without a `--resume` option."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--resume":
+            skip = True
+        elif not arg.startswith("--resume="):
+            kept.append(arg)
+    return kept
+
+
 def write_report(
-    http: httpx.Client, mnist: dict[str, Any], cats: dict[str, Any], plan: Plan, out: Path, quick: bool
+    http: httpx.Client,
+    mnist: dict[str, Any],
+    cats: dict[str, Any],
+    plan: Plan,
+    out: Path,
+    *,
+    quick: bool,
+    resumed: bool,
 ) -> Path:
+    """Write homework.md and its PNGs into `out` from two finished sweeps."""
     out.mkdir(parents=True, exist_ok=True)
     best_row = next((r for r in mnist["comparison"] if r["rank"] == 1), None)
     if best_row is None:
@@ -191,13 +213,16 @@ def write_report(
         http, f"/experiments/{best_id}/plots/confusion-matrix.png", out / "mnist_best_confusion_matrix.png"
     )
     devices = sorted({str(e["device"]) for s in (mnist, cats) for e in s["experiments"]})
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    command = "python " + " ".join(shlex.quote(a) for a in without_resume(sys.argv))
+    resumed_note = (
+        f" (this report was written from its sweeps with `--resume {mnist['id']},{cats['id']}`)" if resumed else ""
+    )
     text = f"""# The homework, run by Epochal
 
 {"**Quick mode: small slices of the data, a smoke test, not results.**" if quick else ""}
 
 - Date: {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
-- Command: `{command}` against a service started with `scripts/serve`
+- Command: `{command}` against a service started with `scripts/serve`{resumed_note}
 - Client machine: {platform.platform()}, {platform.machine()}, Python {platform.python_version()}
 - Trained on: {", ".join(devices)} (as reported by the workers)
 - MNIST: {plan.mnist_epochs} epochs, batch {plan.mnist_batch_size}, \
@@ -286,7 +311,7 @@ def main() -> int:
             ]
             print(f"submitted sweeps {ids[0]} (MNIST optimizers) and {ids[1]} (cats vs dogs heads)", flush=True)
         mnist, cats = wait_for(http, ids, args.poll, args.timeout)
-        report = write_report(http, mnist, cats, plan, args.out, args.quick)
+        report = write_report(http, mnist, cats, plan, args.out, quick=args.quick, resumed=bool(args.resume))
     print(f"wrote {report}", flush=True)
     return 0
 
