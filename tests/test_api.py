@@ -793,3 +793,34 @@ def test_openapi_document_has_the_contract(client: TestClient) -> None:
     schemas = response.json()["components"]["schemas"]
     assert set(schemas["Dataset"]["enum"]) == set(_values(Dataset))
     assert "queue" in schemas["ExperimentCreate"]["properties"]
+
+
+# --- a broker that does not answer ------------------------------------------------------------------
+
+
+@pytest.fixture
+def broker_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the API's Celery client at a port where nothing listens: a real refused connection."""
+    from celery import Celery
+
+    import api.queue
+
+    dead = Celery("epochal-api-dead", broker="redis://127.0.0.1:1/0")
+    dead.conf.broker_connection_timeout = 1
+    monkeypatch.setattr(api.queue, "get_celery_client", lambda: dead)
+
+
+def test_a_submission_the_broker_refuses_is_503_and_stored_as_failed(client: TestClient, broker_down: None) -> None:
+    response = client.post("/experiments", json={"dataset": "mnist"})
+    assert response.status_code == 503
+    assert "EPOCHAL_BROKER_URL" in response.json()["detail"]
+    stored = client.get("/experiments").json()["items"]
+    assert [e["status"] for e in stored] == ["failed"]
+    assert "could not be queued" in stored[0]["error"]
+
+
+def test_a_sweep_the_broker_refuses_leaves_no_experiment_queued(client: TestClient, broker_down: None) -> None:
+    response = client.post("/sweeps", json={"base": {"dataset": "mnist"}, "grid": {"optimizer": ["adam", "sgd"]}})
+    assert response.status_code == 503
+    assert {e["status"] for e in client.get("/experiments").json()["items"]} == {"failed"}
+    assert client.get("/health").status_code == 503

@@ -37,18 +37,24 @@ def get_experiment(session: Session, experiment_id: int) -> Experiment:
 
 
 def submit(session: Session, experiments: list[Experiment]) -> None:
-    """Commit queued rows, then enqueue each; a row the broker refuses ends failed with the reason."""
+    """Commit queued rows, then enqueue each; if the broker refuses, every row not yet queued ends failed."""
     session.add_all(experiments)
     # Commit before enqueueing: a worker must never receive an id that is not in the database yet.
     session.commit()
-    for experiment in experiments:
+    for position, experiment in enumerate(experiments):
         try:
             enqueue_training(experiment.id, experiment.queue)
         except BrokerUnavailable as exc:
-            experiment.status, experiment.error, experiment.finished_at = Status.FAILED, str(exc), utcnow()
+            # Failed with the reason, not left queued forever: nothing will ever deliver these.
+            stranded = experiments[position:]
+            for row in stranded:
+                row.status, row.error, row.finished_at = Status.FAILED, f"could not be queued: {exc}", utcnow()
             session.commit()
+            ids = ", ".join(str(row.id) for row in stranded)
             raise HTTPException(
-                status_code=503, detail=f"experiment {experiment.id} was stored but could not be queued: {exc}"
+                status_code=503,
+                detail=f"experiments {ids} were stored as failed because they could not be queued: {exc}; "
+                "check EPOCHAL_BROKER_URL and GET /health, then submit again",
             ) from exc
 
 
