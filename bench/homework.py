@@ -12,6 +12,7 @@ plots as PNG files beside it. `--resume A,B` reports on existing sweeps instead 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shlex
 import sys
@@ -223,7 +224,8 @@ def write_report(
 
 - Date: {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
 - Command: `{command}` against a service started with `scripts/serve`{resumed_note}
-- Client machine: {platform.platform()}, {platform.machine()}, Python {platform.python_version()}
+- Client machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPU cores, \
+Python {platform.python_version()}
 - Trained on: {", ".join(devices)} (as reported by the workers)
 - MNIST: {plan.mnist_epochs} epochs, batch {plan.mnist_batch_size}, \
 train size {plan.mnist_train_size or "60,000 (all)"}, validated and tested on the 10,000 test images, \
