@@ -124,3 +124,14 @@ def test_mixed_precision_on_a_cpu_is_ignored_with_a_warning() -> None:
         assert keras.mixed_precision.global_policy().name == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_a_worker_uses_the_configured_or_inherited_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker import lifecycle
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert lifecycle.worker_gpu_ids() == ["2", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert lifecycle.worker_gpu_ids() == [], "an empty CUDA_VISIBLE_DEVICES hides every GPU"
+    monkeypatch.setattr(lifecycle, "get_settings", lambda: Settings(worker_gpus="1"))
+    assert lifecycle.worker_gpu_ids() == ["1"], "EPOCHAL_WORKER_GPUS wins over the environment"

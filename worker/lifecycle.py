@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 from typing import Any
 
@@ -53,11 +54,35 @@ def gpu_for_child(index: int, gpus: list[str]) -> str | None:
     return gpus[index % len(gpus)] if gpus else None
 
 
+def worker_gpu_ids() -> list[str]:
+    """The GPUs this worker may use: EPOCHAL_WORKER_GPUS, else CUDA_VISIBLE_DEVICES, else what nvidia-smi lists.
+
+    Asking nvidia-smi instead of TensorFlow keeps TensorFlow out of the process until a job runs.
+    """
+    configured = get_settings().gpu_ids
+    if configured:
+        return configured
+    inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if inherited is not None:
+        return [gpu.strip() for gpu in inherited.split(",") if gpu.strip()]
+    try:
+        listed = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []  # no NVIDIA driver: a CPU worker
+    return [line.strip() for line in listed.stdout.splitlines() if line.strip()]
+
+
 def pin_child_to_one_gpu(**_kwargs: Any) -> None:
-    """Show a prefork child exactly one GPU from EPOCHAL_WORKER_GPUS, chosen by its process index."""
+    """Show a prefork child exactly one of the worker's GPUs, chosen round-robin by its process index."""
     from billiard.process import current_process
 
-    gpu = gpu_for_child(getattr(current_process(), "index", 0) or 0, get_settings().gpu_ids)
+    gpu = gpu_for_child(getattr(current_process(), "index", 0) or 0, worker_gpu_ids())
     if gpu is not None:
         # Set before the task imports TensorFlow, which reads it once at start-up.
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
