@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -83,9 +82,9 @@ def test_a_redelivered_job_does_nothing(two_workers: Service) -> None:
 
 
 def worker_children(service: Service, worker: str) -> list[int]:
-    process = dict(service.processes)[worker]
-    found = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True)
-    return [int(pid) for pid in found.stdout.split()]
+    import psutil
+
+    return [child.pid for child in psutil.Process(dict(service.processes)[worker].pid).children()]
 
 
 def test_a_job_whose_worker_child_is_killed_is_restarted_and_completes(two_workers: Service) -> None:
