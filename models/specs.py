@@ -14,7 +14,7 @@ def experiment_from_spec(spec: ExperimentSpec) -> Experiment:
         dataset=spec.dataset,
         network=spec.resolved_network,
         optimizer=spec.optimizer,
-        learning_rate=spec.learning_rate,
+        learning_rate=spec.resolved_learning_rate,
         head_units=head.units,
         head_activation=head.activation,
         loss=spec.resolved_loss,

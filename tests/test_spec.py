@@ -128,3 +128,19 @@ def test_mlp_is_the_homework_network() -> None:
     assert [layer.units for layer in dense] == [512, 128, 10]
     assert [layer.get_config()["activation"] for layer in dense] == ["relu", "relu", "softmax"]
     assert network.input_shape == (None, 28, 28)
+
+
+def test_the_default_learning_rate_is_the_optimizers_keras_default() -> None:
+    import keras
+
+    from training.networks import build_optimizer
+
+    for optimizer in ("sgd", "sgd_nesterov", "adagrad", "rmsprop", "adadelta", "adam"):
+        chosen = spec(optimizer=optimizer)
+        assert chosen.learning_rate is None
+        built = build_optimizer(chosen)
+        keras_default = type(built)().learning_rate
+        assert float(built.learning_rate) == pytest.approx(float(keras_default))
+        assert chosen.resolved_learning_rate == pytest.approx(float(keras_default))
+    assert spec(optimizer="adam", learning_rate=0.5).resolved_learning_rate == 0.5
+    assert isinstance(build_optimizer(spec(optimizer="sgd_nesterov")), keras.optimizers.SGD)

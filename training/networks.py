@@ -7,25 +7,10 @@ import keras
 from training.labels import TargetEncoding, target_encoding
 from training.spec import ExperimentSpec, Network, Optimizer
 
-# Keras defaults, written out so that a stored experiment records the rate it really used.
-DEFAULT_LEARNING_RATES: dict[Optimizer, float] = {
-    Optimizer.SGD: 0.01,
-    Optimizer.SGD_NESTEROV: 0.01,
-    Optimizer.ADAGRAD: 0.001,
-    Optimizer.RMSPROP: 0.001,
-    Optimizer.ADADELTA: 0.001,
-    Optimizer.ADAM: 0.001,
-}
-
-
-def learning_rate_of(spec: ExperimentSpec) -> float:
-    """The learning rate the spec asks for, or the optimizer's Keras default."""
-    return spec.learning_rate if spec.learning_rate is not None else DEFAULT_LEARNING_RATES[spec.optimizer]
-
 
 def build_optimizer(spec: ExperimentSpec) -> keras.optimizers.Optimizer:
     """A fresh Keras optimizer for `spec`."""
-    rate = learning_rate_of(spec)
+    rate = spec.resolved_learning_rate
     match spec.optimizer:
         case Optimizer.SGD:
             return keras.optimizers.SGD(learning_rate=rate)

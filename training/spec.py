@@ -36,6 +36,17 @@ class Optimizer(StrEnum):
     ADAM = "adam"
 
 
+# Keras' defaults, written out so that a stored experiment records the rate it really used.
+DEFAULT_LEARNING_RATES: dict[Optimizer, float] = {
+    Optimizer.SGD: 0.01,
+    Optimizer.SGD_NESTEROV: 0.01,
+    Optimizer.ADAGRAD: 0.001,
+    Optimizer.RMSPROP: 0.001,
+    Optimizer.ADADELTA: 0.001,
+    Optimizer.ADAM: 0.001,
+}
+
+
 class Activation(StrEnum):
     SIGMOID = "sigmoid"
     SOFTMAX = "softmax"
@@ -212,6 +223,11 @@ class ExperimentSpec(BaseModel):
     def resolved_loss(self) -> Loss:
         assert self.loss is not None
         return self.loss
+
+    @property
+    def resolved_learning_rate(self) -> float:
+        """The learning rate asked for, or the optimizer's Keras default."""
+        return self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATES[self.optimizer]
 
     @property
     def resolved_network(self) -> Network:
