@@ -824,3 +824,44 @@ def test_a_sweep_the_broker_refuses_leaves_no_experiment_queued(client: TestClie
     assert response.status_code == 503
     assert {e["status"] for e in client.get("/experiments").json()["items"]} == {"failed"}
     assert client.get("/health").status_code == 503
+
+
+# --- retry --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("state", [Status.FAILED, Status.CANCELLED])
+def test_retry_requeues_a_failed_or_cancelled_experiment_from_scratch(
+    client: TestClient, tmp_path: Path, state: Status
+) -> None:
+    experiment_id = put_in_state(client, tmp_path, Status.QUEUED)
+    if state is Status.FAILED:
+        jobs.claim(experiment_id, WORKER_NAME)
+        jobs.record_epoch(experiment_id, epoch_result(1))
+        jobs.finish_failed(experiment_id, "DatasetUnavailable: put mnist.npz in the data folder")
+    else:
+        client.post(f"/experiments/{experiment_id}/cancel")
+    queued_before = len(broker_queue("api-tests"))
+
+    response = client.post(f"/experiments/{experiment_id}/retry")
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert (body["status"], body["error"], body["cancel_requested"], body["worker"]) == ("queued", None, False, None)
+    assert body["summary"]["epochs_done"] == 0
+    assert client.get(f"/experiments/{experiment_id}/metrics").json() == []
+    queue = broker_queue("api-tests")
+    assert len(queue) == queued_before + 1
+    assert task_args(queue[0]) == [experiment_id]
+    assert jobs.claim(experiment_id, WORKER_NAME) is not None, "the retried job can be claimed again"
+
+
+@pytest.mark.parametrize("state", [Status.QUEUED, Status.RUNNING, Status.SUCCEEDED])
+def test_only_failed_or_cancelled_experiments_can_be_retried(client: TestClient, tmp_path: Path, state: Status) -> None:
+    experiment_id = put_in_state(client, tmp_path, state)
+    response = client.post(f"/experiments/{experiment_id}/retry")
+    assert response.status_code == 409
+    assert f"is {state}" in response.json()["detail"]
+    assert read(client, experiment_id)["status"] == state
+
+
+def test_retrying_a_missing_experiment_is_404(client: TestClient) -> None:
+    assert client.post("/experiments/12345/retry").status_code == 404

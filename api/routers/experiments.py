@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from api.deps import SessionDep, SettingsDep
@@ -20,7 +20,7 @@ from api.schemas import (
     ExperimentPage,
     ExperimentRead,
 )
-from models import Artifact, Evaluation, Experiment
+from models import Artifact, EpochMetric, Evaluation, Experiment
 from models.base import utcnow
 from models.db import rows_changed
 from models.specs import experiment_from_spec
@@ -219,3 +219,40 @@ def cancel_experiment(experiment_id: int, session: SessionDep) -> ExperimentRead
     if not (never_started or flagged_running):
         raise conflict(f"experiment {experiment_id} already finished ({experiment.status}); there is nothing to cancel")
     return ExperimentRead.of(experiment)
+
+
+@router.post("/{experiment_id}/retry", status_code=status.HTTP_202_ACCEPTED, response_model=ExperimentRead)
+def retry_experiment(experiment_id: int, session: SessionDep) -> ExperimentRead:
+    """Queue a failed or cancelled experiment again, from scratch: its old epochs and results are dropped."""
+    get_experiment(session, experiment_id)
+    # Conditional, so a retry cannot race a worker that is still finishing the job.
+    reopened = rows_changed(
+        session,
+        update(Experiment)
+        .where(Experiment.id == experiment_id, Experiment.status.in_([Status.FAILED, Status.CANCELLED]))
+        .values(
+            status=Status.QUEUED,
+            cancel_requested=False,
+            error=None,
+            warnings=[],
+            worker=None,
+            device=None,
+            best_epoch=None,
+            best_val_accuracy=None,
+            started_at=None,
+            finished_at=None,
+        ),
+    )
+    if not reopened:
+        session.rollback()
+        experiment = get_experiment(session, experiment_id)
+        raise conflict(
+            f"experiment {experiment_id} is {experiment.status}; only failed or cancelled experiments can be retried"
+        )
+    for table in (EpochMetric, Evaluation, Artifact):
+        session.execute(delete(table).where(table.experiment_id == experiment_id))
+    session.commit()
+    session.expire_all()
+    experiment = get_experiment(session, experiment_id)
+    submit(session, [experiment])
+    return ExperimentRead.of(get_experiment(session, experiment_id))
