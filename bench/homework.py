@@ -170,6 +170,14 @@ def save(http: httpx.Client, path: str, target: Path) -> str:
     return target.name
 
 
+def wall_time(*sweeps: dict[str, Any]) -> float:
+    """Seconds from the first experiment's creation to the last one's end, read from the service."""
+    experiments = [e for sweep in sweeps for e in sweep["experiments"]]
+    started = min(datetime.fromisoformat(e["created_at"]) for e in experiments)
+    finished = max(datetime.fromisoformat(e["finished_at"]) for e in experiments if e["finished_at"])
+    return (finished - started).total_seconds()
+
+
 def without_resume(argv: list[str]) -> list[str]:
     """The command line that submits the sweeps: argv without a `--resume` option."""
     kept: list[str] = []
@@ -218,15 +226,15 @@ def write_report(
     resumed_note = (
         f" (this report was written from its sweeps with `--resume {mnist['id']},{cats['id']}`)" if resumed else ""
     )
+    quick_note = "\n**Quick mode: small slices of the data, a smoke test, not results.**\n" if quick else ""
     text = f"""# The homework, run by Epochal
-
-{"**Quick mode: small slices of the data, a smoke test, not results.**" if quick else ""}
-
+{quick_note}
 - Date: {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
 - Command: `{command}` against a service started with `scripts/serve`{resumed_note}
 - Client machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPU cores, \
 Python {platform.python_version()}
-- Trained on: {", ".join(devices)} (as reported by the workers)
+- Trained on: {", ".join(devices)} (as reported by the workers), one worker, one job at a time
+- Wall time from submitting the sweeps to the last result: {wall_time(mnist, cats) / 60:.1f} minutes
 - MNIST: {plan.mnist_epochs} epochs, batch {plan.mnist_batch_size}, \
 train size {plan.mnist_train_size or "60,000 (all)"}, validated and tested on the 10,000 test images, \
 mlp 784-512-128-10.
