@@ -19,10 +19,10 @@ def conflict(why: str) -> HTTPException:
     return HTTPException(status_code=409, detail=why)
 
 
-def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
-    # ("body", "head", "units") reads better as "head.units"; the body itself is just "body".
+def _field_path(loc: tuple[Any, ...] | list[Any], whole: str) -> str:
+    # ("body", "head", "units") reads better as "head.units"; an error about the whole object is named `whole`.
     parts = [str(p) for p in loc if p != "body"]
-    return ".".join(parts) or "body"
+    return ".".join(parts) or whole
 
 
 def _json_safe(value: Any) -> Any:
@@ -43,8 +43,9 @@ def _readable(error: dict[str, Any]) -> str:
     return str(error.get("msg", "")).removeprefix("Value error, ")
 
 
-def _validation_message(errors: list[dict[str, Any]]) -> str:
-    return "; ".join(f"{_field_path(e.get('loc', ()))}: {_readable(e)}" for e in errors)
+def describe_validation_errors(errors: list[Any], whole: str = "body") -> str:
+    """One sentence naming each bad field (or `whole`, for the object itself) and what is wrong with it."""
+    return "; ".join(f"{_field_path(e.get('loc', ()), whole)}: {_readable(e)}" for e in errors)
 
 
 async def _validation_handler(_request: Request, exc: Exception) -> JSONResponse:
@@ -54,7 +55,7 @@ async def _validation_handler(_request: Request, exc: Exception) -> JSONResponse
     for error in errors:
         error.pop("url", None)
         error.pop("ctx", None)
-    body = {"message": _validation_message(errors), "detail": _json_safe(jsonable_encoder(errors))}
+    body = {"message": describe_validation_errors(errors), "detail": _json_safe(jsonable_encoder(errors))}
     return JSONResponse(status_code=422, content=body)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from api.deps import SessionDep, SettingsDep
-from api.errors import not_found
+from api.errors import describe_validation_errors, not_found
 from api.routers.experiments import submit
 from api.schemas import ExperimentCreate, ExperimentRead, SweepCreate, SweepRead
 from api.sweep_table import comparison_rows
@@ -72,10 +72,7 @@ def expand_grid(body: SweepCreate) -> list[ExperimentCreate]:
             expanded.append(ExperimentCreate.model_validate({**spec, "name": label}))
         except ValidationError as exc:
             where = ", ".join(f"grid.{key}[{index}]" for key, (index, _entry) in zip(keys, combination, strict=True))
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {str(e['msg']).removeprefix('Value error, ')}"
-                for e in exc.errors()
-            )
+            problems = describe_validation_errors(list(exc.errors()), whole="spec")
             raise HTTPException(status_code=422, detail=f"{where} ({label}) cannot run: {problems}") from None
     return expanded
 
