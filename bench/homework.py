@@ -162,6 +162,34 @@ def report_table(report: dict[str, Any], labels: list[str]) -> str:
     return "\n".join(lines)
 
 
+def backprop_section(http: httpx.Client) -> str:
+    """The worked single-neuron example, every step as the service computes it (float64, shown to 17 digits)."""
+    trace = expect(http.post("/backprop/single-neuron"))
+    given = trace["inputs"]
+    examples = ", ".join(f"({e['x0']:g}, {e['x1']:g}, {e['y']:g})" for e in given["examples"])
+    lines = [
+        f"Start w0 = {given['w0']:g}, w1 = {given['w1']:g}, b = {given['b']:g}; "
+        f"learning rate {given['learning_rate']:g}; examples (x0, x1, y) = {examples}; "
+        f"{given['epochs']} epochs; L = (y_hat - y)^2, one example per step.",
+        "",
+        "| epoch | step | (x0, x1, y) | z | y_hat | loss | dL/dw0 | dL/dw1 | dL/db | w0, w1, b after |",
+        "|" + " --- |" * 10,
+    ]
+    for step in trace["steps"]:
+        after = step["weights_after"]
+        cells = [
+            str(step["epoch"]),
+            str(step["step"]),
+            f"({step['x0']:g}, {step['x1']:g}, {step['y']:g})",
+            *(f"{step[key]:.17g}" for key in ("z", "y_hat", "loss", "grad_w0", "grad_w1", "grad_b")),
+            f"{after['w0']:.17g}, {after['w1']:.17g}, {after['b']:.17g}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    final = trace["final_weights"]
+    lines += ["", f"Final weights: w0 = {final['w0']:.17g}, w1 = {final['w1']:.17g}, b = {final['b']:.17g}."]
+    return "\n".join(lines)
+
+
 def save(http: httpx.Client, path: str, target: Path) -> str:
     response = http.get(path)
     if response.status_code != 200:
@@ -281,6 +309,13 @@ bad on purpose (a relu unit under mse, a softmax pair under mse); they are run a
 ![training accuracy per head and loss]({images["cats_accuracy"]})
 ![validation loss per head and loss]({images["cats_val_loss"]})
 ![training loss per head and loss]({images["cats_loss"]})
+
+## 3. Backpropagation by hand for one sigmoid neuron
+
+From `POST /backprop/single-neuron` with no body (the tests check every step against
+`tf.GradientTape`).
+
+{backprop_section(http)}
 
 ## TensorBoard
 

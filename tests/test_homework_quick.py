@@ -51,6 +51,7 @@ def test_quick_mode_reproduces_both_comparisons(service: Service, tmp_path: Path
     assert all("| succeeded |" in row for row in mnist_rows + cats_rows), report
     assert re.search(r"test accuracy \*\*0\.\d{4}\*\*", report)
     assert "| macro avg |" in report and "| weighted avg |" in report
+    assert "## 3. Backpropagation by hand" in report and "| 2 | 4 | (1, -2, 0) |" in report
     images = re.findall(r"\]\(([^)]+\.png)\)", report)
     assert len(images) == 10
     for name in images:
