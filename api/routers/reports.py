@@ -18,7 +18,7 @@ from api.errors import not_found
 from api.routers.experiments import get_evaluation, get_experiment
 from api.routers.sweeps import get_sweep
 from api.tensorboard_export import EpochScalars, Run, logdir_tarball, run_name
-from models import EpochMetric, Experiment
+from models import EpochMetric, Experiment, Sweep
 from training.spec import DATASETS
 
 router = APIRouter(tags=["reports"])
@@ -86,6 +86,14 @@ def _tarball(content: bytes, filename: str) -> Response:
     )
 
 
+def _started_experiments(sweep: Sweep) -> list[Experiment]:
+    """The sweep's experiments that have at least one epoch; 404 when none has, as there is nothing to draw."""
+    started = [e for e in sweep.experiments if e.metrics]
+    if not started:
+        raise not_found(f"sweep {sweep.id} has no finished epochs yet; its reports are available once one is recorded")
+    return started
+
+
 TENSORBOARD_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {GZIP: {}},
@@ -139,9 +147,7 @@ def plot_confusion_matrix(experiment_id: int, session: SessionDep) -> Response:
 def plot_sweep_metric(sweep_id: int, metric: SweepMetric, session: SessionDep) -> Response:
     """One metric per epoch for every experiment of a sweep, labelled by what differs; 404 until any has an epoch."""
     sweep = get_sweep(session, sweep_id)
-    started = [e for e in sweep.experiments if e.metrics]
-    if not started:
-        raise not_found(f"sweep {sweep_id} has no finished epochs yet; its plots are drawn once an epoch is recorded")
+    started = _started_experiments(sweep)
     curves = {
         f"exp {e.id}: {e.name}" if e.name else f"exp {e.id}": [(m.epoch, getattr(m, metric.value)) for m in e.metrics]
         for e in started
@@ -163,9 +169,7 @@ def download_experiment_tensorboard(experiment_id: int, session: SessionDep) -> 
 def download_sweep_tensorboard(sweep_id: int, session: SessionDep) -> Response:
     """Every experiment of a sweep with epochs as one run each, in one logdir (.tar.gz), to compare in TensorBoard."""
     sweep = get_sweep(session, sweep_id)
-    started = [e for e in sweep.experiments if e.metrics]
-    if not started:
-        raise not_found(f"sweep {sweep_id} has no finished epochs yet; there is nothing to export")
+    started = _started_experiments(sweep)
     # Zero-padded ids, so the runs sort by id in a file listing as well as in TensorBoard.
     width = len(str(max(e.id for e in started)))
     return _tarball(logdir_tarball([_run(e, width) for e in started]), f"sweep-{sweep_id}-tensorboard.tar.gz")
