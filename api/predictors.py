@@ -47,9 +47,6 @@ class PredictorCache:
             path.write_bytes(artifact.content)
             return Predictor.from_file(path, DATASETS[experiment.dataset], experiment.head_activation)
 
-    def __len__(self) -> int:
-        return len(self._items)
-
 
 _cache: PredictorCache | None = None
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from models import Experiment
+from models.specs import head_of
 from training.spec import Dataset, ExperimentSpec, Head, Loss, Network, Optimizer, Status
 
 
@@ -77,7 +78,7 @@ class ExperimentRead(BaseModel):
             network=row.network,
             optimizer=row.optimizer,
             learning_rate=row.learning_rate,
-            head=Head(units=row.head_units, activation=row.head_activation),
+            head=head_of(row),
             loss=row.loss,
             epochs=row.epochs,
             batch_size=row.batch_size,

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from api.schemas import ComparisonRow
 from models import Experiment
-from training.spec import Head
+from models.specs import head_of
 
 
 def _extreme(values: list[float | None], pick: Callable[[list[float]], float]) -> float | None:
@@ -30,7 +30,7 @@ def _row(experiment: Experiment) -> ComparisonRow:
         status=experiment.status,
         optimizer=experiment.optimizer,
         learning_rate=experiment.learning_rate,
-        head=Head(units=experiment.head_units, activation=experiment.head_activation),
+        head=head_of(experiment),
         loss=experiment.loss,
         best_epoch=best.epoch if best else None,
         best_accuracy=_extreme([m.accuracy for m in metrics], max),

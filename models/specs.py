@@ -27,6 +27,11 @@ def experiment_from_spec(spec: ExperimentSpec) -> Experiment:
     )
 
 
+def head_of(experiment: Experiment) -> Head:
+    """The output head stored in `experiment`'s two head columns."""
+    return Head(units=experiment.head_units, activation=experiment.head_activation)
+
+
 def spec_of(experiment: Experiment) -> ExperimentSpec:
     """The spec stored in `experiment`, validated again (a row may predate a rule)."""
     return ExperimentSpec(
@@ -35,7 +40,7 @@ def spec_of(experiment: Experiment) -> ExperimentSpec:
         network=experiment.network,
         optimizer=experiment.optimizer,
         learning_rate=experiment.learning_rate,
-        head=Head(units=experiment.head_units, activation=experiment.head_activation),
+        head=head_of(experiment),
         loss=experiment.loss,
         epochs=experiment.epochs,
         batch_size=experiment.batch_size,

@@ -63,11 +63,6 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def real_data() -> bool:
-    return REAL_DATA_DIR is not None
-
-
-@pytest.fixture(scope="session")
 def broker_url() -> Iterator[str]:
     """A real Redis broker: the one configured, emptied first, or an embedded one for this session."""
     from epochal.broker import socket_path_of, start_embedded_broker
