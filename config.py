@@ -7,11 +7,14 @@ Redis broker on a unix socket, both under the state folder (``var/``). Real depl
 
 from __future__ import annotations
 
+import logging
+import re
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import Any
+from urllib.parse import unquote, urlparse
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The Celery task name is the contract between the API (which enqueues by name) and the worker.
@@ -45,6 +48,20 @@ class Settings(BaseSettings):
     task_time_limit_s: int = Field(default=6 * 3600, gt=0, description="Hard limit on one training job.")
     predictor_cache_size: int = Field(default=4, ge=1, description="Trained networks the API keeps loaded.")
 
+    # Hostile-input caps: a request, an image or a sweep bigger than these is refused with a 4xx, never served.
+    max_body_bytes: int = Field(
+        default=25 * 2**20, ge=1024, description="Largest request body; a bigger one is refused (413) as it streams."
+    )
+    max_json_bytes: int = Field(default=2**20, ge=1024, description="Largest application/json request body.")
+    max_image_pixels: int = Field(
+        default=40_000_000, ge=1, description="Largest uploaded image (width x height), read from its header."
+    )
+    max_sweep_size: int = Field(default=100, ge=1, description="Most experiments one sweep may create.")
+    flower_basic_auth: SecretStr = Field(
+        default=SecretStr(""),
+        description="'user:password' that Flower requires (HTTP basic auth); Flower refuses to start without it.",
+    )
+
     worker_gpus: str = Field(
         default="",
         pattern=r"^[0-9]*(,[0-9]+)*$",
@@ -55,14 +72,22 @@ class Settings(BaseSettings):
     @classmethod
     def _supported_database(cls, value: str) -> str:
         if value and urlparse(value).scheme not in DATABASE_SCHEMES:
-            raise ValueError(f"use a sqlite:/// or postgresql+psycopg:// URL, not {value!r}")
+            raise ValueError(f"use a sqlite:/// or postgresql+psycopg:// URL, not {redact_url(value)!r}")
         return value
 
     @field_validator("broker_url")
     @classmethod
     def _supported_broker(cls, value: str) -> str:
         if value and urlparse(value).scheme not in BROKER_SCHEMES:
-            raise ValueError(f"use a redis://host:6379/0 (or redis+socket:///path) URL, not {value!r}")
+            raise ValueError(f"use a redis://host:6379/0 (or redis+socket:///path) URL, not {redact_url(value)!r}")
+        return value
+
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _user_and_password(cls, value: SecretStr) -> SecretStr:
+        user, colon, password = value.get_secret_value().partition(":")
+        if value.get_secret_value() and not (user and colon and password):
+            raise ValueError("use 'user:password', both parts non-empty")
         return value
 
     @model_validator(mode="after")
@@ -83,6 +108,14 @@ class Settings(BaseSettings):
     def gpu_ids(self) -> list[str]:
         return [gpu for gpu in self.worker_gpus.split(",") if gpu]
 
+    @property
+    def secrets(self) -> list[str]:
+        """Every password these settings hold, as configured and percent-decoded, longest first."""
+        found = {_url_password(self.database_url), _url_password(self.broker_url)}
+        found.add(self.flower_basic_auth.get_secret_value().partition(":")[2])
+        found |= {unquote(secret) for secret in found}
+        return sorted((secret for secret in found if secret), key=len, reverse=True)
+
 
 def _describe(error: ValidationError) -> str:
     lines = []
@@ -100,3 +133,72 @@ def get_settings() -> Settings:
         return Settings()
     except ValidationError as error:
         raise SettingsError(f"invalid settings: {_describe(error)}") from None
+
+
+# --- keeping secrets out of output ----------------------------------------------------------------------
+
+REDACTED = "***"
+# scheme://user:password@host: any URL with a password, configured or not (e.g. inside a driver's error text).
+_URL_WITH_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][\w+.-]*://[^:/@\s]*:)(?P<password>[^\s/]+)(?P<at>@)")
+
+
+def _url_password(url: str) -> str:
+    userinfo, at, _host = urlparse(url).netloc.rpartition("@")
+    return userinfo.partition(":")[2] if at else ""
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password, if any, replaced by ***: redis://:***@host:6379/0, postgresql+psycopg://u:***@h/db."""
+    return _URL_WITH_PASSWORD.sub(lambda m: f"{m['head']}{REDACTED}{m['at']}", url)
+
+
+def redact_secrets(text: str) -> str:
+    """`text` (an exception message, a log line) with every configured password and URL password replaced by ***."""
+    try:
+        secrets = get_settings().secrets
+    except SettingsError:
+        secrets = []  # no usable settings: no configured password to look for, only the URL pattern below
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return redact_url(text)
+
+
+class RedactSecrets(logging.Filter):
+    """Rewrites a log record's message and traceback with `redact_secrets`; never drops a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True  # a malformed record is the logging module's to report, not ours
+        redacted = redact_secrets(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            # Formatters reuse exc_text when it is set, so the traceback they print is the redacted one.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_secrets(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_secrets(record.stack_info)
+        return True
+
+
+def install_log_redaction() -> None:
+    """Redact every log record this process creates, whichever handler (uvicorn's, Celery's) later prints it.
+
+    A filter on a logger misses records propagated from child loggers, and a filter on a handler misses
+    handlers configured afterwards; the record factory sees every record, so the filter runs there.
+    """
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "redacts_secrets", False):
+        return
+    redactor = RedactSecrets()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        redactor.filter(record)
+        return record
+
+    factory.redacts_secrets = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)

@@ -6,7 +6,7 @@ from functools import lru_cache
 
 from celery import Celery
 
-from config import TRAIN_TASK_NAME, get_settings
+from config import TRAIN_TASK_NAME, get_settings, redact_secrets, redact_url
 
 # Fail in seconds, not minutes, when the broker is down: the caller is an HTTP request.
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
@@ -37,7 +37,9 @@ def enqueue_training(experiment_id: int, queue: str) -> None:
             TRAIN_TASK_NAME, args=[experiment_id], queue=queue, retry=True, retry_policy=PUBLISH_RETRY_POLICY
         )
     except Exception as exc:
-        raise BrokerUnavailable(f"the broker at {get_settings().broker_url} did not take the job ({exc})") from exc
+        # Stored in experiment.error and returned in the 503 body: never with the broker's password.
+        where = redact_url(get_settings().broker_url)
+        raise BrokerUnavailable(f"the broker at {where} did not take the job ({redact_secrets(str(exc))})") from exc
 
 
 def broker_reachable() -> tuple[bool, str]:
@@ -47,4 +49,4 @@ def broker_reachable() -> tuple[bool, str]:
             connection.ensure_connection(max_retries=1, timeout=3)
         return True, "ok"
     except Exception as exc:
-        return False, f"{type(exc).__name__}: {exc}"
+        return False, redact_secrets(f"{type(exc).__name__}: {exc}")

@@ -14,7 +14,7 @@ import sys
 import time
 from types import FrameType
 
-from config import get_settings
+from config import get_settings, redact_url
 from epochal.broker import answers, socket_path_of, start_embedded_broker
 from epochal.commands import api_argv, migrate_argv, with_this_python, worker_argv
 
@@ -39,7 +39,7 @@ def serve(host: str, port: int) -> int:
     children.append(subprocess.Popen(with_this_python(api_argv(host, port)), env=env))
     print(
         f"epochal: API on http://{host}:{port} (reference: http://{host}:{port}/docs), "
-        f"database {settings.database_url}, data folder {settings.data_dir.resolve()}",
+        f"database {redact_url(settings.database_url)}, data folder {settings.data_dir.resolve()}",
         flush=True,
     )
 

@@ -11,10 +11,12 @@ from typing import Any
 from celery import Celery
 from sqlalchemy import text
 
-from config import get_settings
+from config import get_settings, install_log_redaction, redact_secrets, redact_url
 from models.db import get_engine
 
 log = logging.getLogger(__name__)
+# Loaded by the worker's Celery app: every record the worker (and Flower) logs from here on is redacted.
+install_log_redaction()
 
 
 def check_dependencies(app: Celery) -> list[str]:
@@ -25,12 +27,14 @@ def check_dependencies(app: Celery) -> list[str]:
         with get_engine().connect() as connection:
             connection.execute(text("SELECT 1"))
     except Exception as exc:
-        problems.append(f"EPOCHAL_DATABASE_URL: cannot reach {settings.database_url} ({type(exc).__name__}: {exc})")
+        problem = f"cannot reach {redact_url(settings.database_url)} ({type(exc).__name__}: {exc})"
+        problems.append(f"EPOCHAL_DATABASE_URL: {redact_secrets(problem)}")
     try:
         with app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.5, timeout=3)
     except Exception as exc:
-        problems.append(f"EPOCHAL_BROKER_URL: cannot reach {settings.broker_url} ({type(exc).__name__}: {exc})")
+        problem = f"cannot reach {redact_url(settings.broker_url)} ({type(exc).__name__}: {exc})"
+        problems.append(f"EPOCHAL_BROKER_URL: {redact_secrets(problem)}")
     return problems
 
 

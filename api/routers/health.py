@@ -8,6 +8,7 @@ from sqlalchemy import text
 from api.deps import SessionDep
 from api.queue import broker_reachable
 from api.schemas import DependencyState, HealthRead
+from config import redact_secrets
 
 router = APIRouter(tags=["health"])
 
@@ -19,7 +20,8 @@ def health(session: SessionDep, response: Response) -> HealthRead:
         session.execute(text("SELECT 1"))
         database = DependencyState(ok=True, detail="ok")
     except Exception as exc:
-        database = DependencyState(ok=False, detail=f"{type(exc).__name__}: {exc}")
+        # Driver errors can quote the URL, password included.
+        database = DependencyState(ok=False, detail=redact_secrets(f"{type(exc).__name__}: {exc}"))
     broker_ok, broker_detail = broker_reachable()
     broker = DependencyState(ok=broker_ok, detail=broker_detail)
     healthy = database.ok and broker.ok
