@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from fastapi import HTTPException
 
 from config import get_settings
 from models import Artifact, Experiment
@@ -15,6 +18,16 @@ from training.spec import DATASETS
 
 if TYPE_CHECKING:
     from training.prediction import Predictor
+
+
+class CheckpointCorrupt(HTTPException):
+    """The stored checkpoint does not match the sha256 recorded when it was written: it is never loaded."""
+
+    def __init__(self, experiment_id: int) -> None:
+        super().__init__(
+            status_code=409,
+            detail=f"checkpoint of experiment {experiment_id} failed its integrity check; retry the experiment",
+        )
 
 
 class PredictorCache:
@@ -39,6 +52,9 @@ class PredictorCache:
 
     @staticmethod
     def _load(experiment: Experiment, artifact: Artifact) -> Predictor:
+        # Loading runs Keras' HDF5 reader on the bytes: only ever on the exact bytes the worker wrote.
+        if hashlib.sha256(artifact.content).hexdigest() != artifact.sha256:
+            raise CheckpointCorrupt(experiment.id)
         # Imported on first use: TensorFlow takes seconds to import, and most requests never need it.
         from training.prediction import Predictor
 

@@ -181,6 +181,12 @@ class HealthRead(BaseModel):
     broker: DependencyState
 
 
+# Caps checked before a grid is looked at further: more axes than spec fields, or an axis longer than any
+# sweep may be (EPOCHAL_MAX_SWEEP_SIZE is far below this), can only be a mistake or an attack.
+MAX_GRID_AXES = 16
+MAX_AXIS_VALUES = 1000
+
+
 class SweepCreate(BaseModel):
     """A base spec and a grid: one experiment per combination of the grid's axes."""
 
@@ -202,6 +208,11 @@ class SweepCreate(BaseModel):
     def _known_axes(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
         if not grid:
             raise ValueError("the grid is empty; give at least one axis, e.g. {'optimizer': ['adam', 'sgd']}")
+        if len(grid) > MAX_GRID_AXES:
+            raise ValueError(f"the grid has {len(grid)} axes; at most {MAX_GRID_AXES}")
+        for key, values in grid.items():
+            if len(values) > MAX_AXIS_VALUES:
+                raise ValueError(f"grid.{key} has {len(values)} values; at most {MAX_AXIS_VALUES} per axis")
         allowed = set(ExperimentCreate.model_fields) - {"name"}
         for key, values in grid.items():
             if key != "variants" and key not in allowed:

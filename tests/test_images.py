@@ -60,9 +60,10 @@ def test_a_16_bit_png_is_scaled_like_an_8_bit_one() -> None:
     ("data", "words"),
     [
         (b"", "empty"),
-        (b"%PDF-1.4 not an image", "not a readable PNG or JPEG"),
+        (b"%PDF-1.4 not an image", "this file is PDF"),
+        (b"plain text, not an image", "not a readable PNG or JPEG"),
         (encode(Image.new("RGB", (8, 8)), "GIF"), "this file is GIF"),
-        (encode(Image.new("RGB", (64, 64)), "JPEG")[:200], "not a readable PNG or JPEG"),
+        (encode(Image.new("RGB", (64, 64)), "JPEG")[:200], "truncated or corrupt"),
     ],
 )
 def test_what_is_not_a_png_or_jpeg_is_refused_with_a_reason(data: bytes, words: str) -> None:

@@ -77,7 +77,9 @@ def test_head_and_loss_variants_cross_learning_rates(client: TestClient) -> None
         ({"base": {"dataset": "mnist"}, "grid": {"colour": ["red"]}}, "grid.colour is not a spec field"),
         ({"base": {"dataset": "mnist"}, "grid": {"optimizer": []}}, "grid.optimizer is empty"),
         ({"base": {"dataset": "mnist"}, "grid": {}}, "the grid is empty"),
-        ({"base": {"dataset": "mnist"}, "grid": {"seed": list(range(101))}}, "more than 100"),
+        ({"base": {"dataset": "mnist"}, "grid": {"seed": list(range(101))}}, "101 = 101 combinations"),
+        ({"base": {"dataset": "mnist"}, "grid": {"seed": list(range(1001))}}, "at most 1000 per axis"),
+        ({"base": {"dataset": "mnist"}, "grid": {f"x{i}": [1] for i in range(17)}}, "17 axes; at most 16"),
         ({"base": {}, "grid": {"optimizer": ["adam"]}}, "dataset"),
     ],
 )
@@ -135,3 +137,28 @@ def test_unknown_sweep_is_404(client: TestClient) -> None:
     response = client.get("/sweeps/999")
     assert response.status_code == 404
     assert "sweep 999 does not exist" in response.json()["detail"]
+
+
+def test_a_huge_grid_is_refused_from_its_axis_lengths_before_anything_is_expanded(client: TestClient) -> None:
+    # 20^8 = 25.6 billion combinations: expanding them first would never answer. Counted, it is refused at once.
+    axes = ["seed", "epochs", "batch_size", "learning_rate", "train_size", "validation_split", "optimizer", "loss"]
+    body = {"base": {"dataset": "mnist"}, "grid": {axis: list(range(1, 21)) for axis in axes}}
+    response = client.post("/sweeps", json=body)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert f"{' x '.join(['20'] * 8)} = {20**8} combinations" in detail
+    assert "limit of 100 experiments per sweep (EPOCHAL_MAX_SWEEP_SIZE)" in detail
+    assert experiment_count(client) == 0
+    assert client.get("/sweeps").json() == []
+
+
+def test_the_sweep_size_cap_is_a_setting(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from config import get_settings
+
+    monkeypatch.setattr(get_settings(), "max_sweep_size", 4)
+    refused = client.post("/sweeps", json={"base": {"dataset": "mnist"}, "grid": {"seed": [1, 2, 3, 4, 5]}})
+    assert refused.status_code == 422
+    assert "limit of 4 experiments" in refused.json()["detail"]
+    assert experiment_count(client) == 0
+    create(client, {"base": {"dataset": "mnist"}, "grid": {"seed": [1, 2, 3, 4]}})
+    assert experiment_count(client) == 4

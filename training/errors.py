@@ -6,4 +6,8 @@ class DatasetUnavailable(RuntimeError):
 
 
 class InvalidImage(ValueError):
-    """The upload is not an image this service can read; the message says why."""
+    """The upload is not an image this service can read; the message says why (HTTP 415)."""
+
+
+class ImageTooLarge(ValueError):
+    """The upload declares more pixels than the service decodes; the message says the limit (HTTP 413)."""

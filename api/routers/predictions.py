@@ -15,7 +15,7 @@ from api.routers.experiments import get_artifact, get_experiment
 from api.schemas import PredictionRead
 from models import Experiment
 from models.queries import best_experiment
-from training.errors import InvalidImage
+from training.errors import ImageTooLarge, InvalidImage
 from training.results import CHECKPOINT_NAME
 from training.spec import Dataset, Status
 
@@ -36,6 +36,8 @@ def _predict(session: Session, experiment: Experiment, file: UploadFile) -> Pred
         prediction = predictor.predict_image(data)
     except InvalidImage as exc:
         raise HTTPException(status_code=415, detail=str(exc)) from exc
+    except ImageTooLarge as exc:
+        raise HTTPException(status_code=413, detail=str(exc)) from exc
     return PredictionRead(
         experiment_id=experiment.id,
         label=prediction.label,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Response, status
@@ -15,13 +16,13 @@ from api.errors import describe_validation_errors, not_found
 from api.routers.experiments import submit
 from api.schemas import ExperimentCreate, ExperimentRead, SweepCreate, SweepRead
 from api.sweep_table import comparison_rows
+from config import get_settings
 from models import Experiment, Sweep
 from models.specs import experiment_from_spec
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
 VARIANTS = "variants"  # grid key whose entries are partial specs, e.g. {"head": ..., "loss": ...} pairs
-MAX_EXPERIMENTS = 100
 
 
 def get_sweep(session: Session, sweep_id: int) -> Sweep:
@@ -54,14 +55,18 @@ def _short(value: Any) -> str:
 
 def expand_grid(body: SweepCreate) -> list[ExperimentCreate]:
     """Every combination of the grid applied to the base spec, validated; 422 naming the first bad entry."""
+    # Counted from the axis lengths before anything is expanded: a grid of many long axes costs nothing to refuse.
+    lengths = [len(values) for values in body.grid.values()]
+    size, limit = math.prod(lengths), get_settings().max_sweep_size
+    if size > limit:
+        raise HTTPException(
+            status_code=422,
+            detail=f"grid: {' x '.join(map(str, lengths))} = {size} combinations is more than the limit of {limit} "
+            "experiments per sweep (EPOCHAL_MAX_SWEEP_SIZE); split the sweep",
+        )
     keys = list(body.grid)
     axes = [list(enumerate(_axis_entries(key, values))) for key, values in body.grid.items()]
     combinations = list(itertools.product(*axes))
-    if len(combinations) > MAX_EXPERIMENTS:
-        raise HTTPException(
-            status_code=422,
-            detail=f"grid: {len(combinations)} combinations is more than {MAX_EXPERIMENTS}; split the sweep",
-        )
     expanded = []
     for combination in combinations:
         spec: dict[str, Any] = dict(body.base)
