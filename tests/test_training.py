@@ -26,7 +26,7 @@ def spec(**fields: Any) -> ExperimentSpec:
 @pytest.fixture(scope="module")
 def mnist_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, list[EpochResult]]:
     seen: list[EpochResult] = []
-    result = run_experiment(spec(), data_dir, tmp_path_factory.mktemp("run"), on_epoch_end=seen.append)
+    result = run_experiment(spec(), data_dir, tmp_path_factory.mktemp("run"), on_epoch_end=lambda epoch, _point: seen.append(epoch))
     return result, seen
 
 
@@ -92,7 +92,7 @@ def test_cats_vs_dogs_one_sigmoid_unit_streams_images_and_evaluates(data_dir: Pa
 
 def test_should_stop_cancels_after_the_current_epoch(data_dir: Path, tmp_path: Path) -> None:
     seen: list[EpochResult] = []
-    result = run_experiment(spec(epochs=5), data_dir, tmp_path, on_epoch_end=seen.append, should_stop=lambda: True)
+    result = run_experiment(spec(epochs=5), data_dir, tmp_path, on_epoch_end=lambda epoch, _point: seen.append(epoch), should_stop=lambda: True)
     assert result.cancelled
     assert [e.epoch for e in seen] == [1]
     assert result.evaluation is None
@@ -116,7 +116,7 @@ def test_pipelines_carry_targets_encoded_for_the_head(
     data_dir: Path, fields: dict[str, Any], encoded: tuple[int | None, ...]
 ) -> None:
     splits = load_splits(spec(batch_size=4, train_size=8, **fields), data_dir)
-    assert tuple(splits.train.element_spec[1].shape) == encoded
+    assert tuple(splits.train.epochs(0, 1).element_spec[1].shape) == encoded
 
 
 def test_missing_data_offline_says_where_to_put_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

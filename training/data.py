@@ -7,6 +7,7 @@ disk; the 28x28 sets are small enough to sit in memory as uint8.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 @dataclass(frozen=True)
 class Splits:
-    train: tf.data.Dataset
+    train: TrainingData
     validation: tf.data.Dataset
     test: tf.data.Dataset
     test_labels: np.ndarray
@@ -118,20 +119,55 @@ def split_training(train: LabelledData, spec: ExperimentSpec) -> tuple[LabelledD
     return train.take(order[:-held_out]), train.take(order[-held_out:])
 
 
-def _pipeline(data: LabelledData, spec: ExperimentSpec, *, shuffle: bool, image_files: bool) -> tf.data.Dataset:
-    targets = encode_labels(data.labels, target_encoding(spec), spec.info.num_classes)
-    ds = tf.data.Dataset.from_tensor_slices((data.inputs, targets))
-    if shuffle:
-        ds = ds.shuffle(len(data), seed=spec.seed, reshuffle_each_iteration=True)
+def _targets(data: LabelledData, spec: ExperimentSpec) -> np.ndarray:
+    return encode_labels(data.labels, target_encoding(spec), spec.info.num_classes)
+
+
+def _decode_files(ds: tf.data.Dataset, spec: ExperimentSpec) -> tf.data.Dataset:
+    size = spec.info.input_shape[:2]
+    return ds.map(lambda path, y: (decode_rgb(tf.io.read_file(path), size), y), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _evaluation_pipeline(data: LabelledData, spec: ExperimentSpec, *, image_files: bool) -> tf.data.Dataset:
+    ds = tf.data.Dataset.from_tensor_slices((data.inputs, _targets(data, spec)))
     if image_files:
-        size = spec.info.input_shape[:2]
-        ds = ds.map(
-            lambda path, y: (decode_rgb(tf.io.read_file(path), size), y),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    else:
-        ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
-    return ds.batch(spec.batch_size).prefetch(tf.data.AUTOTUNE)
+        return _decode_files(ds, spec).batch(spec.batch_size).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(spec.batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y)).prefetch(tf.data.AUTOTUNE)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The training split, whose batches for each epoch are a function of (seed, epoch) alone.
+
+    A resumed run therefore sees exactly the batches an uninterrupted one would have, which Keras'
+    own reshuffling (a function of how many epochs this process has iterated) cannot give.
+    """
+
+    data: LabelledData
+    spec: ExperimentSpec
+    image_files: bool
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.data) / self.spec.batch_size)
+
+    def epochs(self, first: int, end: int) -> tf.data.Dataset:
+        """Batches of epochs `first` to `end - 1` (0-based) in one stream; pass `steps_per_epoch` to fit."""
+        inputs, targets = tf.constant(self.data.inputs), tf.constant(_targets(self.data, self.spec))
+        count, seed, batch_size = len(self.data), self.spec.seed, self.spec.batch_size
+
+        def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(count, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+            )
+            # Whole batches are gathered at once: far cheaper than a per-example pipeline for in-memory arrays.
+            batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+            if self.image_files:
+                pairs = batches.map(lambda i: (tf.gather(inputs, i), tf.gather(targets, i))).unbatch()
+                return _decode_files(pairs, self.spec).batch(batch_size)
+            return batches.map(lambda i: (tf.cast(tf.gather(inputs, i), tf.float32), tf.gather(targets, i)))
+
+        return tf.data.Dataset.range(first, end).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
 
 
 def load_splits(spec: ExperimentSpec, data_dir: Path) -> Splits:
@@ -139,10 +175,10 @@ def load_splits(spec: ExperimentSpec, data_dir: Path) -> Splits:
     train_raw, test_raw = load_raw(spec.dataset, data_dir)
     train, held_out = split_training(train_raw, spec)
     files = spec.dataset is Dataset.CATS_VS_DOGS
-    test = _pipeline(test_raw, spec, shuffle=False, image_files=files)
-    validation = test if held_out is None else _pipeline(held_out, spec, shuffle=False, image_files=files)
+    test = _evaluation_pipeline(test_raw, spec, image_files=files)
+    validation = test if held_out is None else _evaluation_pipeline(held_out, spec, image_files=files)
     return Splits(
-        train=_pipeline(train, spec, shuffle=True, image_files=files),
+        train=TrainingData(train, spec, files),
         validation=validation,
         test=test,
         test_labels=np.asarray(test_raw.labels, dtype="int64"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +37,22 @@ class EvaluationResult:
     classification_report: dict[str, Any]
 
 
+class StopReason(StrEnum):
+    """Why a run ended before its last epoch."""
+
+    CANCELLED = "cancelled"  # the user asked; the run stopped at an epoch end
+    INTERRUPTED = "interrupted"  # the process is shutting down; the unfinished epoch was dropped
+
+
 @dataclass(frozen=True)
 class RunResult:
-    epochs: list[EpochResult]
-    cancelled: bool
+    epochs: list[EpochResult]  # the epochs this run trained (after a resume, only the new ones)
+    stopped: StopReason | None
     best_epoch: int | None
+    best_val_accuracy: float | None
     checkpoint: Path | None
     evaluation: EvaluationResult | None
 
     @property
-    def best_val_accuracy(self) -> float | None:
-        return next((e.val_accuracy for e in self.epochs if e.epoch == self.best_epoch), None)
+    def cancelled(self) -> bool:
+        return self.stopped is StopReason.CANCELLED

@@ -1,4 +1,8 @@
-"""Fit a network for a spec, keep the best checkpoint by validation accuracy, evaluate it on the test split."""
+"""Fit a network for a spec, keep the best checkpoint by validation accuracy, evaluate it on the test split.
+
+A run can start from a `ResumePoint` (the state after some finished epoch) and reports one after every
+epoch it finishes, so a job interrupted at any moment continues where it was instead of starting over.
+"""
 
 from __future__ import annotations
 
@@ -13,33 +17,52 @@ import keras
 from training.data import load_splits
 from training.evaluation import evaluate_network
 from training.networks import build_network, compile_network
-from training.results import CHECKPOINT_NAME, EpochResult, RunResult, finite_or_none
+from training.results import CHECKPOINT_NAME, EpochResult, RunResult, StopReason, finite_or_none
+from training.resume import ResumePoint, capture_state, restore_state
 from training.spec import ExperimentSpec
+
+EpochCallback = Callable[[EpochResult, ResumePoint], None]
 
 
 class _EpochReporter(keras.callbacks.Callback):
-    """Reports every finished epoch, saves the best checkpoint, and stops when asked to."""
+    """Reports every finished epoch with its resume point, keeps the best checkpoint, and stops when asked to."""
 
     def __init__(
         self,
         checkpoint: Path,
-        on_epoch_end: Callable[[EpochResult], None],
+        on_epoch_end: EpochCallback,
         should_stop: Callable[[], bool],
+        interrupted: Callable[[], bool],
     ) -> None:
         super().__init__()
         self.checkpoint = checkpoint
         self.on_epoch_end_callback = on_epoch_end
         self.should_stop = should_stop
+        self.interrupted = interrupted
         self.results: list[EpochResult] = []
         self.best_epoch: int | None = None
         self.best_val_accuracy = -math.inf
-        self.cancelled = False
+        self.stopped: StopReason | None = None
         self._started = 0.0
+
+    def resume_from(self, point: ResumePoint, best_checkpoint: bytes | None) -> None:
+        self.best_epoch = point.best_epoch
+        self.best_val_accuracy = -math.inf if point.best_val_accuracy is None else point.best_val_accuracy
+        if best_checkpoint is not None:
+            self.checkpoint.write_bytes(best_checkpoint)
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._started = time.perf_counter()
 
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        # Checked per batch so a shutdown never waits for a long epoch; the partial epoch is dropped below.
+        if self.interrupted():
+            self.stopped = StopReason.INTERRUPTED
+            self.model.stop_training = True
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.stopped is StopReason.INTERRUPTED:
+            return  # Keras ends a stopped epoch as if it were complete: it is not, so it is not reported
         logs = logs or {}
         result = EpochResult(
             epoch=epoch + 1,
@@ -51,14 +74,23 @@ class _EpochReporter(keras.callbacks.Callback):
         )
         # Strictly better only, so ties keep the earlier (cheaper) epoch; a diverged epoch never counts as better.
         val_accuracy = -math.inf if result.val_accuracy is None else result.val_accuracy
+        best_checkpoint = None
         if self.best_epoch is None or val_accuracy > self.best_val_accuracy:
             self.best_epoch, self.best_val_accuracy = result.epoch, val_accuracy
             # No optimizer state: the file is for inference, and it is a third of the size.
             self.model.save(self.checkpoint, include_optimizer=False)
+            best_checkpoint = self.checkpoint.read_bytes()
+        point = ResumePoint(
+            epoch=result.epoch,
+            state=capture_state(self.model),
+            best_epoch=self.best_epoch,
+            best_val_accuracy=finite_or_none(self.best_val_accuracy),
+            best_checkpoint=best_checkpoint,
+        )
         self.results.append(result)
-        self.on_epoch_end_callback(result)
+        self.on_epoch_end_callback(result, point)
         if self.should_stop():
-            self.cancelled = True
+            self.stopped = StopReason.CANCELLED
             self.model.stop_training = True
 
 
@@ -66,24 +98,46 @@ def run_experiment(
     spec: ExperimentSpec,
     data_dir: Path,
     workdir: Path,
-    on_epoch_end: Callable[[EpochResult], None] = lambda result: None,
+    on_epoch_end: EpochCallback = lambda result, point: None,
     should_stop: Callable[[], bool] = lambda: False,
+    *,
+    interrupted: Callable[[], bool] = lambda: False,
+    resume: ResumePoint | None = None,
 ) -> RunResult:
-    """Train `spec` to completion (or until `should_stop`), then evaluate the best checkpoint on the test split."""
+    """Train `spec` to completion (or until stopped), then evaluate the best checkpoint on the test split.
+
+    `resume` continues after its epoch with its weights, optimizer state and best checkpoint; the data
+    order depends on (seed, epoch) only, so the batches are those an uninterrupted run would see.
+    `should_stop` is read at each epoch end (cancel); `interrupted` after each batch (shutdown).
+    """
     keras.utils.set_random_seed(spec.seed)
+    if spec.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     splits = load_splits(spec, data_dir)
+    workdir.mkdir(parents=True, exist_ok=True)
     network = compile_network(build_network(spec), spec)
-    reporter = _EpochReporter(workdir / CHECKPOINT_NAME, on_epoch_end, should_stop)
-    network.fit(
-        splits.train,
-        validation_data=splits.validation,
-        epochs=spec.epochs,
-        callbacks=[reporter],
-        shuffle=False,  # the pipeline already reshuffles each epoch with the spec's seed
-        verbose=0,
-    )
-    if reporter.cancelled:
-        return RunResult(reporter.results, True, reporter.best_epoch, None, None)
+    reporter = _EpochReporter(workdir / CHECKPOINT_NAME, on_epoch_end, should_stop, interrupted)
+    first_epoch = 0
+    if resume is not None:
+        restore_state(network, resume.state)
+        reporter.resume_from(resume, resume.best_checkpoint)
+        first_epoch = resume.epoch
+    if first_epoch < spec.epochs:
+        network.fit(
+            splits.train.epochs(first_epoch, spec.epochs),
+            steps_per_epoch=splits.train.steps_per_epoch,
+            initial_epoch=first_epoch,
+            epochs=spec.epochs,
+            validation_data=splits.validation,
+            callbacks=[reporter],
+            shuffle=False,  # the order is the pipeline's own: a function of (seed, epoch)
+            verbose=0,
+        )
+    best_val_accuracy = finite_or_none(reporter.best_val_accuracy)
+    if reporter.stopped is not None:
+        return RunResult(reporter.results, reporter.stopped, reporter.best_epoch, best_val_accuracy, None, None)
     best = compile_network(keras.models.load_model(reporter.checkpoint, compile=False), spec)
     evaluation = evaluate_network(best, splits.test, splits.test_labels, list(spec.info.class_names))
-    return RunResult(reporter.results, False, reporter.best_epoch, reporter.checkpoint, evaluation)
+    return RunResult(reporter.results, None, reporter.best_epoch, best_val_accuracy, reporter.checkpoint, evaluation)

@@ -177,6 +177,10 @@ class ExperimentSpec(BaseModel):
         default=False,
         description="Train in float16 on a GPU; ignored, with a recorded warning, on a CPU.",
     )
+    deterministic: bool = Field(
+        default=False,
+        description="Deterministic ops: the same spec gives the same history, even across a resume (slower).",
+    )
 
     @field_validator("learning_rate")
     @classmethod
