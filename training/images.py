@@ -60,13 +60,17 @@ def sniff_format(data: bytes) -> str | None:
     return next((name for magic, name in SIGNATURES if data.startswith(magic)), None)
 
 
-def _check_pixels(width: int, height: int) -> None:
+def _too_large(what: str) -> ImageTooLarge:
     limit = get_settings().max_image_pixels
-    if width * height > limit:
-        raise ImageTooLarge(
-            f"images may have at most {limit:,} pixels ({limit / 1e6:g} megapixels); this one is {width} x {height} "
-            f"= {width * height:,}; send a smaller image (the network sees it at a few hundred pixels a side anyway)"
-        )
+    return ImageTooLarge(
+        f"images may have at most {limit:,} pixels ({limit / 1e6:g} megapixels); {what}; send a smaller image "
+        "(the network sees it at a few hundred pixels a side anyway)"
+    )
+
+
+def _check_pixels(width: int, height: int) -> None:
+    if width * height > get_settings().max_image_pixels:
+        raise _too_large(f"this one is {width} x {height} = {width * height:,}")
 
 
 def open_checked(data: bytes) -> Image.Image:
@@ -84,7 +88,7 @@ def open_checked(data: bytes) -> Image.Image:
                 raise InvalidImage(f"images must be PNG or JPEG; this file is {sent}; convert it") from exc
             raise InvalidImage(f"the uploaded file is not a readable PNG or JPEG image; {ACCEPTED_MESSAGE}") from exc
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageTooLarge(f"the image is too large to decode safely ({exc}); send a smaller image") from exc
+            raise _too_large(f"this one is too large to decode safely ({exc})") from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise InvalidImage(f"the PNG or JPEG image is truncated or corrupt ({exc}); {ACCEPTED_MESSAGE}") from exc
         # The header alone gives the size: refuse before a single pixel is decompressed.
@@ -92,7 +96,7 @@ def open_checked(data: bytes) -> Image.Image:
         try:
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageTooLarge(f"the image is too large to decode safely ({exc}); send a smaller image") from exc
+            raise _too_large(f"this one is too large to decode safely ({exc})") from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             # Truncated or corrupt data: Pillow refuses to guess the missing pixels (LOAD_TRUNCATED_IMAGES is off).
             raise InvalidImage(
