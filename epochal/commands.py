@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 
+from config import MAINTENANCE_QUEUE
+
 API_APP = "api.main:app"
 CELERY_APP = "worker.celery_app"
 
@@ -20,6 +22,15 @@ def api_argv(host: str, port: int) -> list[str]:
 def worker_argv(queues: str, concurrency: int = 1, hostname: str | None = None) -> list[str]:
     argv = ["celery", "-A", CELERY_APP, "worker", "--queues", queues, "--concurrency", str(concurrency)]
     argv += ["--loglevel", "INFO"]
+    if hostname:
+        argv += ["--hostname", hostname]
+    return argv
+
+
+def reaper_argv(schedule_file: str, hostname: str | None = None) -> list[str]:
+    """A small worker that runs Celery beat and serves only the maintenance queue: the reaper's passes."""
+    argv = ["celery", "-A", CELERY_APP, "worker", "--beat", "--schedule", schedule_file]
+    argv += ["--queues", MAINTENANCE_QUEUE, "--concurrency", "1", "--loglevel", "INFO"]
     if hostname:
         argv += ["--hostname", hostname]
     return argv

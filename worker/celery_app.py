@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from celery import Celery, signals
 
-from config import get_settings
+from config import MAINTENANCE_QUEUE, REAP_TASK_NAME, get_settings
 from worker.lifecycle import exit_unless_dependencies_answer, pin_child_to_one_gpu
+from worker.shutdown import install_child_handler, tell_children_to_stop
 
 settings = get_settings()
 
@@ -26,16 +27,33 @@ app.conf.update(
     # One job per child process, fetched one at a time: a long job never holds another hostage.
     worker_prefetch_multiplier=1,
     worker_max_tasks_per_child=1,
-    # Acknowledge after the job, and requeue it if the child dies (OOM kill, power loss).
+    # Acknowledge after the job, and requeue it if the child dies (OOM kill, power loss). A redelivered
+    # message only ever claims a *queued* job: who runs a job is decided by the attempt fence and the
+    # lease in the database (worker/jobs.py, worker/reaper.py), never by the broker's delivery flags.
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     task_time_limit=settings.task_time_limit_s,
-    task_soft_time_limit=settings.task_time_limit_s - 60,
+    task_soft_time_limit=settings.task_soft_time_limit_s,
+    # On Redis, a lost broker connection requeues every unacked message while its task may still run:
+    # cancel such tasks instead of letting two copies train. Correctness does not depend on it (fencing).
+    worker_cancel_long_running_tasks_on_connection_loss=True,
     # Redis redelivers unacknowledged messages after this; it must outlast the longest job.
     broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_s},
+    # The reaper (worker/reaper.py): a pass every EPOCHAL_REAPER_INTERVAL_S on a queue of its own, each
+    # message dropped if not run within an interval, so a stopped reaper never finds a backlog of passes.
+    task_routes={REAP_TASK_NAME: {"queue": MAINTENANCE_QUEUE}},
+    beat_schedule={
+        "reap": {
+            "task": REAP_TASK_NAME,
+            "schedule": settings.reaper_interval_s,
+            "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.reaper_interval_s},
+        }
+    },
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
 
 signals.worker_init.connect(exit_unless_dependencies_answer)
 signals.worker_process_init.connect(pin_child_to_one_gpu)
+signals.worker_process_init.connect(install_child_handler)
+signals.worker_shutting_down.connect(tell_children_to_stop)

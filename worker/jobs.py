@@ -1,6 +1,10 @@
-"""The job's life in the database: claim, per-epoch rows, cancellation flag, and the final state.
+"""The job's life in the database: claim an attempt, per-epoch rows with resume state, and the final state.
 
-Each function is one short transaction; none is ever held open across training.
+Every write an attempt makes is fenced: it is conditional on the experiment still being `running`
+under this attempt's number, in the same transaction. An attempt that the reaper presumed dead (its
+lease expired) and replaced can therefore never write again, whatever it still believes; the write
+raises `Superseded` and the attempt stops. Each function is one short transaction; none is ever held
+open across training.
 """
 
 from __future__ import annotations
@@ -8,88 +12,224 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, delete, func, insert, select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, undefer
 
-from models import Artifact, EpochMetric, Evaluation, Experiment
+from config import get_settings
+from models import Artifact, Attempt, EpochMetric, Evaluation, Experiment, ResumeState
+from models.attempts import Outcome, end_attempt
 from models.base import utcnow
 from models.db import rows_changed, session_scope
 from models.specs import spec_of
 from training.results import CHECKPOINT_NAME, EpochResult, EvaluationResult
+from training.resume import ResumePoint
 from training.spec import ExperimentSpec, Status
 
 H5_MEDIA_TYPE = "application/x-hdf5"
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
-def claim(experiment_id: int, worker: str, *, redelivered: bool = False) -> ExperimentSpec | None:
-    """Mark the experiment running and return its spec, or None when this delivery must do nothing.
+class Superseded(RuntimeError):
+    """This attempt is no longer the job's current one (presumed dead and replaced, or ended): write nothing."""
 
-    A queued experiment is claimed. A running one is taken over only by a redelivered message: the
-    broker redelivers when the worker running it was lost (killed, out of memory), and the task time
-    limit is shorter than the visibility timeout, so a healthy run is never redelivered. Any other
-    second delivery, or a job cancelled while queued, does nothing.
+
+@dataclasses.dataclass(frozen=True)
+class ClaimedJob:
+    """One attempt at one experiment: the fencing token (`attempt`) goes with every write."""
+
+    experiment_id: int
+    attempt: int
+    queue: str
+    spec: ExperimentSpec
+    resume: ResumePoint | None
+
+
+def lease_deadline() -> datetime:
+    return utcnow() + timedelta(seconds=get_settings().lease_s)
+
+
+def _current(job: ClaimedJob) -> tuple[ColumnElement[bool], ...]:
+    return (
+        Experiment.id == job.experiment_id,
+        Experiment.attempt == job.attempt,
+        Experiment.status == Status.RUNNING,
+    )
+
+
+def with_db_retry(write: Callable[[], T], what: str) -> T:
+    """Run `write`, retrying with backoff while the database is unreachable (a restart), up to EPOCHAL_DB_RETRY_S.
+
+    Safe because each write is one fenced transaction: a retry after a lost commit either finds its
+    own work done (and is refused by the fence or the epoch's unique key) or does it once.
+    """
+    deadline = time.monotonic() + get_settings().db_retry_s
+    delay = 0.5
+    while True:
+        try:
+            return write()
+        except DBAPIError as exc:
+            if not (exc.connection_invalidated or _is_outage(exc)) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unavailable while %s (%s); retrying in %.1f s", what, type(exc.orig).__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10)
+
+
+def _is_outage(exc: DBAPIError) -> bool:
+    # OperationalError covers refused connections and server restarts on both PostgreSQL and SQLite's
+    # "database is locked"; a constraint violation (IntegrityError) is never an outage.
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+def _load_resume(session: Session, experiment_id: int) -> ResumePoint | None:
+    row = session.scalars(
+        select(ResumeState)
+        .where(ResumeState.experiment_id == experiment_id)
+        .options(undefer(ResumeState.state), undefer(ResumeState.best_checkpoint))
+    ).first()
+    if row is None:
+        return None
+    if hashlib.sha256(row.state).hexdigest() != row.state_sha256:
+        raise ValueError(f"the resume state of experiment {experiment_id} is corrupt (sha256 mismatch)")
+    return ResumePoint(row.epoch, row.state, row.best_epoch, row.best_val_accuracy, row.best_checkpoint)
+
+
+def claim(experiment_id: int, worker: str, pid: int | None = None) -> ClaimedJob | None:
+    """Start a new attempt at a queued experiment and return it, or None when this delivery must do nothing.
+
+    Only a `queued` experiment is claimed: a duplicate message (a republish, or Redis redelivering a
+    message whose job is still running elsewhere), a running, finished or cancelled job does nothing.
+    A job that was running before continues after its last finished epoch (its resume state).
     """
     with session_scope() as session:
         claimed = rows_changed(
             session,
             update(Experiment)
             .where(Experiment.id == experiment_id, Experiment.status == Status.QUEUED)
-            .values(status=Status.RUNNING, worker=worker, started_at=utcnow()),
+            .values(
+                status=Status.RUNNING,
+                attempt=Experiment.attempt + 1,
+                worker=worker,
+                started_at=func.coalesce(Experiment.started_at, utcnow()),
+                lease_expires_at=lease_deadline(),
+                next_publish_at=None,
+            ),
         )
-        if not claimed and redelivered:
-            claimed = rows_changed(
-                session,
-                update(Experiment)
-                .where(Experiment.id == experiment_id, Experiment.status == Status.RUNNING)
-                .values(worker=worker, started_at=utcnow()),
-            )
-            if claimed:
-                # Start the history afresh: the lost attempt's epochs would mix with this one's.
-                session.execute(delete(EpochMetric).where(EpochMetric.experiment_id == experiment_id))
-                restarted = session.get_one(Experiment, experiment_id)
-                restarted.warnings = [*restarted.warnings, f"the worker running it was lost; restarted on {worker}"]
-                log.warning("experiment %s: its worker was lost; restarting it on %s", experiment_id, worker)
         if not claimed:
             return None
-        return spec_of(session.get_one(Experiment, experiment_id))
-
-
-def record_device(experiment_id: int, device: str, warnings: list[str]) -> None:
-    """Record where the job trains, adding any warnings about what the device changed."""
-    with session_scope() as session:
         experiment = session.get_one(Experiment, experiment_id)
-        experiment.device = device
-        experiment.warnings = [*experiment.warnings, *warnings]
-
-
-def _insert_ignoring_duplicates(session: Session, values: dict[str, object]) -> None:
-    # (experiment, epoch) is unique: a redelivered job that reaches an epoch again writes nothing.
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    session.execute(insert(EpochMetric).values(**values).on_conflict_do_nothing())
-
-
-def record_epoch(experiment_id: int, result: EpochResult) -> None:
-    """Write one finished epoch's metrics."""
-    with session_scope() as session:
-        _insert_ignoring_duplicates(
-            session,
-            {
-                "experiment_id": experiment_id,
-                "epoch": result.epoch,
-                "loss": result.loss,
-                "accuracy": result.accuracy,
-                "val_loss": result.val_loss,
-                "val_accuracy": result.val_accuracy,
-                "seconds": result.seconds,
-                "created_at": utcnow(),
-            },
+        resume = _load_resume(session, experiment_id)
+        done = 0 if resume is None else resume.epoch
+        # Rows past the resume point cannot exist (both are written in one transaction), but a row from a
+        # database that predates resume states could: a fresh start must never mix with it.
+        session.execute(delete(EpochMetric).where(EpochMetric.experiment_id == experiment_id, EpochMetric.epoch > done))
+        session.add(
+            Attempt(
+                experiment_id=experiment_id, number=experiment.attempt, worker=worker, pid=pid, resumed_from_epoch=done
+            )
         )
+        if done:
+            log.info("experiment %s: attempt %s resumes after epoch %s", experiment_id, experiment.attempt, done)
+        return ClaimedJob(experiment_id, experiment.attempt, experiment.queue, spec_of(experiment), resume)
+
+
+def renew_lease(job: ClaimedJob) -> bool:
+    """Extend this attempt's lease; False when it is no longer the current attempt (stop, write nothing)."""
+    with session_scope() as session:
+        return bool(
+            rows_changed(session, update(Experiment).where(*_current(job)).values(lease_expires_at=lease_deadline()))
+        )
+
+
+def record_device(job: ClaimedJob, device: str, warnings: list[str]) -> None:
+    """Record where the job trains, adding any warnings about what the device changed."""
+
+    def write() -> None:
+        with session_scope() as session:
+            experiment = session.get_one(Experiment, job.experiment_id)
+            if experiment.attempt != job.attempt or experiment.status is not Status.RUNNING:
+                raise Superseded(f"experiment {job.experiment_id}: attempt {job.attempt} was superseded")
+            experiment.device = device
+            new = [w for w in warnings if w not in experiment.warnings]  # a resumed attempt repeats them
+            experiment.warnings = [*experiment.warnings, *new]
+
+    with_db_retry(write, "recording the device")
+
+
+def _fence(session: Session, job: ClaimedJob, **values: object) -> None:
+    if not rows_changed(session, update(Experiment).where(*_current(job)).values(**values)):
+        raise Superseded(f"experiment {job.experiment_id}: attempt {job.attempt} is no longer current")
+
+
+def record_epoch(job: ClaimedJob, result: EpochResult, point: ResumePoint | None = None) -> None:
+    """Write one finished epoch's metrics and (with `point`) its resume state, in one fenced transaction."""
+
+    def write() -> None:
+        with session_scope() as session:
+            _fence(session, job, lease_expires_at=lease_deadline())
+            if _already_written(session, job, result.epoch):
+                return  # a retry after a commit whose answer was lost in a database restart
+            # A plain insert: (experiment, epoch) is unique, so an epoch trained twice is an error, never a copy.
+            session.execute(
+                insert(EpochMetric).values(
+                    experiment_id=job.experiment_id,
+                    epoch=result.epoch,
+                    loss=result.loss,
+                    accuracy=result.accuracy,
+                    val_loss=result.val_loss,
+                    val_accuracy=result.val_accuracy,
+                    seconds=result.seconds,
+                    attempt=job.attempt,
+                    created_at=utcnow(),
+                )
+            )
+            if point is not None:
+                _store_resume_point(session, job, point)
+
+    with_db_retry(write, f"recording epoch {result.epoch}")
+
+
+def _already_written(session: Session, job: ClaimedJob, epoch: int) -> bool:
+    return (
+        session.scalar(
+            select(EpochMetric.id).where(
+                EpochMetric.experiment_id == job.experiment_id,
+                EpochMetric.epoch == epoch,
+                EpochMetric.attempt == job.attempt,
+            )
+        )
+        is not None
+    )
+
+
+def _store_resume_point(session: Session, job: ClaimedJob, point: ResumePoint) -> None:
+    values: dict[str, object] = {
+        "epoch": point.epoch,
+        "attempt": job.attempt,
+        "state": point.state,
+        "state_sha256": point.sha256,
+        "best_epoch": point.best_epoch,
+        "best_val_accuracy": point.best_val_accuracy,
+        "updated_at": utcnow(),
+    }
+    if point.best_checkpoint is not None:  # unchanged otherwise: no need to rewrite megabytes
+        values["best_checkpoint"] = point.best_checkpoint
+    changed = rows_changed(
+        session, update(ResumeState).where(ResumeState.experiment_id == job.experiment_id).values(**values)
+    )
+    if not changed:
+        session.execute(insert(ResumeState).values(experiment_id=job.experiment_id, **values))
 
 
 def cancel_requested(experiment_id: int) -> bool:
@@ -97,55 +237,101 @@ def cancel_requested(experiment_id: int) -> bool:
         return bool(session.scalar(select(Experiment.cancel_requested).where(Experiment.id == experiment_id)))
 
 
-def _finish(session: Session, experiment_id: int, status: Status, **values: object) -> None:
-    session.execute(
-        update(Experiment)
-        .where(Experiment.id == experiment_id, Experiment.status == Status.RUNNING)
-        .values(status=status, finished_at=utcnow(), **values)
-    )
+def _finish(
+    session: Session, job: ClaimedJob, status: Status, outcome: str, cause: str | None, **values: object
+) -> None:
+    _fence(session, job, status=status, finished_at=utcnow(), lease_expires_at=None, **values)
+    end_attempt(session, job.experiment_id, job.attempt, outcome, cause)
+    # The job is over: its resume state would only be dead weight (a retry starts from scratch).
+    session.execute(delete(ResumeState).where(ResumeState.experiment_id == job.experiment_id))
 
 
 def finish_succeeded(
-    experiment_id: int,
+    job: ClaimedJob,
     best_epoch: int,
     best_val_accuracy: float | None,
     evaluation: EvaluationResult,
     checkpoint: Path,
 ) -> None:
-    """Store the evaluation, the checkpoint and the final status in one transaction: all or nothing."""
+    """Store the evaluation, the checkpoint and the final status in one fenced transaction: all or nothing."""
     content = checkpoint.read_bytes()
-    with session_scope() as session:
-        session.add(Evaluation(experiment_id=experiment_id, **dataclasses.asdict(evaluation)))
-        session.add(
-            Artifact(
-                experiment_id=experiment_id,
-                name=CHECKPOINT_NAME,
-                media_type=H5_MEDIA_TYPE,
-                size=len(content),
-                sha256=hashlib.sha256(content).hexdigest(),
-                content=content,
+
+    def write() -> None:
+        with session_scope() as session:
+            _finish(
+                session,
+                job,
+                Status.SUCCEEDED,
+                Outcome.SUCCEEDED,
+                None,
+                best_epoch=best_epoch,
+                best_val_accuracy=best_val_accuracy,
             )
-        )
-        _finish(
-            session,
-            experiment_id,
-            Status.SUCCEEDED,
-            best_epoch=best_epoch,
-            best_val_accuracy=best_val_accuracy,
-        )
+            session.add(Evaluation(experiment_id=job.experiment_id, **dataclasses.asdict(evaluation)))
+            session.add(
+                Artifact(
+                    experiment_id=job.experiment_id,
+                    name=CHECKPOINT_NAME,
+                    media_type=H5_MEDIA_TYPE,
+                    size=len(content),
+                    sha256=hashlib.sha256(content).hexdigest(),
+                    content=content,
+                )
+            )
+
+    with_db_retry(write, "storing the results")
 
 
-def finish_cancelled(experiment_id: int, best_epoch: int | None, best_val_accuracy: float | None) -> None:
+def finish_cancelled(job: ClaimedJob, best_epoch: int | None, best_val_accuracy: float | None) -> None:
+    def write() -> None:
+        with session_scope() as session:
+            _finish(
+                session,
+                job,
+                Status.CANCELLED,
+                Outcome.CANCELLED,
+                "cancelled by request",
+                best_epoch=best_epoch,
+                best_val_accuracy=best_val_accuracy,
+            )
+
+    with_db_retry(write, "recording the cancellation")
+
+
+def finish_failed(job: ClaimedJob, error: str, outcome: str = Outcome.FAILED) -> None:
+    first_line = error.split("\n", 1)[0]
+
+    def write() -> None:
+        with session_scope() as session:
+            _finish(session, job, Status.FAILED, outcome, first_line, error=error)
+
+    with_db_retry(write, "recording the failure")
+
+
+def give_back(job: ClaimedJob, cause: str) -> None:
+    """Put a running job back in the queue (its worker is stopping); the next attempt resumes it."""
+
+    def write() -> None:
+        with session_scope() as session:
+            # next_publish_at now: if the caller's own publish fails, the reaper publishes it at its next pass.
+            _fence(
+                session,
+                job,
+                status=Status.QUEUED,
+                lease_expires_at=None,
+                next_publish_at=utcnow(),
+                publish_count=0,
+            )
+            end_attempt(session, job.experiment_id, job.attempt, Outcome.INTERRUPTED, cause)
+
+    with_db_retry(write, "giving the job back")
+
+
+def mark_published(experiment_id: int) -> None:
+    """A queued job's message is on the broker: the reaper republishes it only if nobody claims it in time."""
     with session_scope() as session:
-        _finish(
-            session,
-            experiment_id,
-            Status.CANCELLED,
-            best_epoch=best_epoch,
-            best_val_accuracy=best_val_accuracy,
+        session.execute(
+            update(Experiment)
+            .where(Experiment.id == experiment_id, Experiment.status == Status.QUEUED)
+            .values(next_publish_at=utcnow() + timedelta(seconds=get_settings().republish_after_s))
         )
-
-
-def finish_failed(experiment_id: int, error: str) -> None:
-    with session_scope() as session:
-        _finish(session, experiment_id, Status.FAILED, error=error)

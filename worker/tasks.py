@@ -1,17 +1,23 @@
-"""Thin Celery tasks: claim the job, call `training`, persist what it returns."""
+"""Thin Celery tasks: claim an attempt, call `training`, persist what it returns; and the reaper's pass."""
 
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import traceback
 from pathlib import Path
 
+from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task
 
-from config import TRAIN_TASK_NAME, get_settings
-from worker import jobs
+from config import REAP_TASK_NAME, TRAIN_TASK_NAME, get_settings
+from models.attempts import Outcome
+from training.results import StopReason
+from worker import jobs, reaper
 from worker.celery_app import app
+from worker.heartbeat import Heartbeat
+from worker.shutdown import stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -21,43 +27,82 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
 
 
+def publish_training(experiment_id: int, queue: str) -> None:
+    train_experiment.apply_async(args=[experiment_id], queue=queue)
+
+
 @app.task(name=TRAIN_TASK_NAME, bind=True)
 def train_experiment(self: Task, experiment_id: int) -> str:
-    """Train experiment `experiment_id` if it is still queued; return its final status."""
-    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    spec = jobs.claim(experiment_id, worker=self.request.hostname or "unknown", redelivered=redelivered)
-    if spec is None:
+    """Train experiment `experiment_id` if it is queued; return how this attempt ended."""
+    job = jobs.claim(experiment_id, worker=self.request.hostname or "unknown", pid=os.getpid())
+    if job is None:
         log.info("experiment %s is not queued any more; nothing to do", experiment_id)
         return "skipped"
-    log.info("experiment %s claimed by %s", experiment_id, self.request.hostname)
+    log.info("experiment %s claimed by %s (attempt %s)", experiment_id, self.request.hostname, job.attempt)
+    settings = get_settings()
     try:
-        # TensorFlow is imported here, in the job's own child process, never in the prefork parent.
-        from training.device import setup_device
-        from training.runner import run_experiment
-
-        device = setup_device(spec.mixed_precision)
-        jobs.record_device(experiment_id, device.name, device.warnings)
-        with tempfile.TemporaryDirectory(prefix=f"epochal-{experiment_id}-") as workdir:
-            result = run_experiment(
-                spec,
-                get_settings().data_dir,
-                Path(workdir),
-                on_epoch_end=lambda epoch: jobs.record_epoch(experiment_id, epoch),
-                should_stop=lambda: jobs.cancel_requested(experiment_id),
-            )
-            if result.cancelled:
-                jobs.finish_cancelled(experiment_id, result.best_epoch, result.best_val_accuracy)
-                return "cancelled"
-            assert result.evaluation is not None and result.checkpoint is not None and result.best_epoch is not None
-            jobs.finish_succeeded(
-                experiment_id,
-                result.best_epoch,
-                result.best_val_accuracy,
-                result.evaluation,
-                result.checkpoint,
-            )
-            return "succeeded"
+        with Heartbeat(job, settings.heartbeat_s) as heartbeat:
+            return _train(job, heartbeat)
+    except jobs.Superseded as exc:
+        log.warning("experiment %s: %s; this attempt stops without writing", experiment_id, exc)
+        return "superseded"
+    except SoftTimeLimitExceeded:
+        limit = f"{settings.task_time_limit_s:g} s"
+        message = f"TimeLimitExceeded: training ran past the time limit of {limit} (EPOCHAL_TASK_TIME_LIMIT_S)"
+        _fail(job, message, Outcome.TIMED_OUT)
+        return "failed"
     except Exception as exc:
         log.exception("experiment %s failed", experiment_id)
-        jobs.finish_failed(experiment_id, _error_text(exc))
+        _fail(job, _error_text(exc), Outcome.FAILED)
         return "failed"
+
+
+def _fail(job: jobs.ClaimedJob, error: str, outcome: str) -> None:
+    try:
+        jobs.finish_failed(job, error, outcome)
+    except jobs.Superseded:
+        log.warning(
+            "experiment %s: attempt %s was superseded; its failure is not recorded", job.experiment_id, job.attempt
+        )
+
+
+def _train(job: jobs.ClaimedJob, heartbeat: Heartbeat) -> str:
+    # TensorFlow is imported here, in the job's own child process, never in the prefork parent.
+    from training.device import setup_device
+    from training.runner import run_experiment
+
+    device = setup_device(job.spec.mixed_precision)
+    jobs.record_device(job, device.name, device.warnings)
+    with tempfile.TemporaryDirectory(prefix=f"epochal-{job.experiment_id}-") as workdir:
+        result = run_experiment(
+            job.spec,
+            get_settings().data_dir,
+            Path(workdir),
+            on_epoch_end=lambda epoch, point: jobs.record_epoch(job, epoch, point),
+            should_stop=lambda: jobs.cancel_requested(job.experiment_id),
+            interrupted=lambda: stop_requested.is_set() or heartbeat.lost.is_set(),
+            resume=job.resume,
+        )
+        if heartbeat.lost.is_set():
+            raise jobs.Superseded(f"experiment {job.experiment_id}: attempt {job.attempt} lost its lease")
+        if result.stopped is StopReason.INTERRUPTED:
+            jobs.give_back(job, "its worker was shutting down; the next attempt resumes after the last finished epoch")
+            try:
+                publish_training(job.experiment_id, job.queue)
+                jobs.mark_published(job.experiment_id)
+            except Exception as exc:  # the reaper publishes it at its next pass
+                log.warning("experiment %s: given back but not published (%s)", job.experiment_id, exc)
+            return "interrupted"
+        if result.stopped is StopReason.CANCELLED:
+            jobs.finish_cancelled(job, result.best_epoch, result.best_val_accuracy)
+            return "cancelled"
+        assert result.evaluation is not None and result.checkpoint is not None and result.best_epoch is not None
+        jobs.finish_succeeded(job, result.best_epoch, result.best_val_accuracy, result.evaluation, result.checkpoint)
+        return "succeeded"
+
+
+@app.task(name=REAP_TASK_NAME, ignore_result=True)
+def reap() -> dict[str, list[int]]:
+    """One reaper pass (see worker/reaper.py); scheduled by Celery beat."""
+    report = reaper.reap(publish_training)
+    return {"requeued": report.requeued, "failed": report.failed, "cancelled": report.cancelled}

@@ -1,0 +1,161 @@
+"""The reaper: every job that was accepted ends, even when the process running it vanished.
+
+Run periodically (Celery beat, `EPOCHAL_REAPER_INTERVAL_S`), from any number of processes at once:
+every change is a conditional update, so two reapers never act twice on the same attempt.
+
+1. A `running` job whose lease expired lost its attempt (no heartbeat: killed, hung, cut off). It is
+   cancelled if a cancel was asked for, failed if the attempt ran past the time limit or if
+   `EPOCHAL_MAX_ATTEMPTS` attempts were lost, and otherwise queued again for a new attempt that
+   resumes after its last finished epoch.
+2. A `queued` job nobody claimed in time (the API died before publishing, the broker lost the
+   message) is published again, backing off; a duplicate message is harmless because claims are.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+
+from config import get_settings
+from models import Attempt, Experiment
+from models.attempts import Outcome, attempt_story, end_attempt
+from models.base import utcnow
+from models.db import rows_changed, session_scope
+from training.spec import Status
+
+log = logging.getLogger(__name__)
+
+MAX_REPUBLISH_BACKOFF_S = 3600.0
+
+Publish = Callable[[int, str], None]
+
+
+@dataclass
+class ReapReport:
+    requeued: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    cancelled: list[int] = field(default_factory=list)
+    published: list[int] = field(default_factory=list)
+
+
+def _as_utc(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes for timezone-aware columns; they were written in UTC.
+    from datetime import UTC
+
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _decide(experiment: Experiment, attempt: Attempt | None, now: datetime) -> tuple[Status, str, str]:
+    """What becomes of a job whose attempt was lost: (new status, the attempt's outcome, the reason)."""
+    settings = get_settings()
+    lease_expired = _as_utc(experiment.lease_expires_at) if experiment.lease_expires_at else now
+    silent_since = (lease_expired - timedelta(seconds=settings.lease_s)).isoformat(timespec="seconds")
+    cause = f"no heartbeat from {experiment.worker} since {silent_since} (lease of {settings.lease_s:g} s expired)"
+    if experiment.cancel_requested:
+        return Status.CANCELLED, Outcome.LOST, cause
+    started = _as_utc(attempt.started_at) if attempt is not None else None
+    if started is not None and (now - started).total_seconds() > settings.task_time_limit_s:
+        return (
+            Status.FAILED,
+            Outcome.TIMED_OUT,
+            f"the attempt ran past the time limit of {settings.task_time_limit_s:g} s (EPOCHAL_TASK_TIME_LIMIT_S)",
+        )
+    if experiment.lost_attempts + 1 >= settings.max_attempts:
+        return Status.FAILED, Outcome.LOST, cause
+    return Status.QUEUED, Outcome.LOST, cause
+
+
+def _reap_expired(experiment_id: int, now: datetime, report: ReapReport) -> None:
+    settings = get_settings()
+    with session_scope() as session:
+        experiment = session.get(Experiment, experiment_id)
+        if experiment is None or experiment.status is not Status.RUNNING:
+            return
+        attempt = session.scalars(
+            select(Attempt).where(Attempt.experiment_id == experiment_id, Attempt.number == experiment.attempt)
+        ).first()
+        status, outcome, cause = _decide(experiment, attempt, now)
+        values: dict[str, object] = {"status": status, "lease_expires_at": None}
+        if outcome == Outcome.LOST:
+            values["lost_attempts"] = experiment.lost_attempts + 1
+        if status is Status.QUEUED:
+            values |= {"next_publish_at": now, "publish_count": 0}
+        else:
+            values["finished_at"] = now
+        # Conditional on the very attempt and lease we looked at: a heartbeat or another reaper in between wins.
+        changed = rows_changed(
+            session,
+            update(Experiment)
+            .where(
+                Experiment.id == experiment_id,
+                Experiment.status == Status.RUNNING,
+                Experiment.attempt == experiment.attempt,
+                Experiment.lease_expires_at < now,
+            )
+            .values(**values)
+            # No in-Python evaluation against the loaded row: SQLite hands its times back without a zone.
+            .execution_options(synchronize_session=False),
+        )
+        if not changed:
+            return
+        end_attempt(session, experiment_id, experiment.attempt, outcome, cause)
+        session.flush()
+        session.refresh(experiment)
+        if status is Status.FAILED:
+            story = attempt_story(list(experiment.attempts))
+            headline = (
+                f"TimeLimitExceeded: {cause}"
+                if outcome == Outcome.TIMED_OUT
+                else f"AttemptsExhausted: {experiment.lost_attempts} attempts were lost "
+                f"(EPOCHAL_MAX_ATTEMPTS={settings.max_attempts}); the job may kill its worker (out of memory?)"
+            )
+            experiment.error = f"{headline}\n\n{story}"
+            report.failed.append(experiment_id)
+        elif status is Status.CANCELLED:
+            report.cancelled.append(experiment_id)
+        else:
+            report.requeued.append(experiment_id)
+    log.warning("experiment %s: attempt lost (%s); now %s", experiment_id, cause, status)
+
+
+def _republish_due(now: datetime, publish: Publish, report: ReapReport) -> None:
+    settings = get_settings()
+    with session_scope() as session:
+        due = session.execute(
+            select(Experiment.id, Experiment.queue, Experiment.publish_count, Experiment.next_publish_at).where(
+                Experiment.status == Status.QUEUED, Experiment.next_publish_at <= now
+            )
+        ).all()
+    for experiment_id, queue, count, planned in due:
+        try:
+            publish(experiment_id, queue)
+        except Exception as exc:
+            log.warning("experiment %s: could not publish (%s); next pass tries again", experiment_id, exc)
+            return  # the broker is down: the rest would fail the same way
+        # Doubling: a job that waits behind hours of others collects a handful of duplicates, not thousands.
+        backoff = min(settings.republish_after_s * 2 ** (count + 1), MAX_REPUBLISH_BACKOFF_S)
+        with session_scope() as session:
+            session.execute(
+                update(Experiment)
+                .where(Experiment.id == experiment_id, Experiment.next_publish_at == planned)
+                .values(next_publish_at=now + timedelta(seconds=backoff), publish_count=count + 1)
+            )
+        report.published.append(experiment_id)
+
+
+def reap(publish: Publish, now: datetime | None = None) -> ReapReport:
+    """One pass: settle every running job with an expired lease, then publish every queued job that is due."""
+    now = now or utcnow()
+    report = ReapReport()
+    with session_scope() as session:
+        expired = session.scalars(
+            select(Experiment.id).where(Experiment.status == Status.RUNNING, Experiment.lease_expires_at < now)
+        ).all()
+    for experiment_id in expired:
+        _reap_expired(experiment_id, now, report)
+    _republish_due(now, publish, report)
+    return report
