@@ -62,6 +62,15 @@ class Settings(BaseSettings):
         description="'user:password' that Flower requires (HTTP basic auth); Flower refuses to start without it.",
     )
 
+    # Per-user quotas; a user row may override each (NULL there means these apply). Over one: 429.
+    max_active_jobs: int = Field(
+        default=100, ge=1, description="Experiments one user may have queued or running at once."
+    )
+    max_sweep_experiments: int = Field(default=50, ge=1, description="Most experiments in one sweep of one user.")
+    predictions_per_second: int = Field(
+        default=20, ge=1, description="Prediction requests one user may make per second (per API process)."
+    )
+
     worker_gpus: str = Field(
         default="",
         pattern=r"^[0-9]*(,[0-9]+)*$",

@@ -9,6 +9,34 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+
+class ErrorRead(BaseModel):
+    """Every error the API answers: `detail` says what is wrong and how to fix it."""
+
+    detail: str | list[dict[str, Any]] = Field(
+        description="What went wrong and what to do; for a 422, FastAPI's list of bad fields."
+    )
+    message: str | None = Field(default=None, description="For a 422: one readable sentence naming each bad field.")
+
+
+ERROR_DESCRIPTIONS = {
+    401: "No valid API key: send `Authorization: Bearer <key>`.",
+    403: "The key is valid, but this needs an admin.",
+    404: "No such resource, or it belongs to another user (the two are not told apart).",
+    409: "The resource is in a state that does not allow this.",
+    413: "The request body is too large.",
+    415: "The upload is not an image the service can read.",
+    422: "The request is invalid; `message` names each bad field.",
+    429: "A quota or rate limit was reached; `Retry-After` says when to try again.",
+    503: "The broker did not accept the job.",
+}
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route can answer, all in the one ErrorRead schema."""
+    return {code: {"model": ErrorRead, "description": ERROR_DESCRIPTIONS[code]} for code in codes}
 
 
 def not_found(what: str) -> HTTPException:

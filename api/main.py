@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from api.errors import install_error_handlers
+from api.auth import current_user
+from api.errors import install_error_handlers, responses
 from api.limits import BodySizeLimit
-from api.routers import backprop, datasets, experiments, health, predictions, reports, sweeps
+from api.routers import backprop, datasets, experiments, health, predictions, reports, sweeps, users
 from config import get_settings, install_log_redaction
 
 DESCRIPTION = """
 Epochal trains Keras networks as queued jobs. POST an experiment, follow its status, read its
 per-epoch metrics, test evaluation and confusion matrix, download `best_model.h5`, and POST an
 image for a prediction.
+
+Every route but /health and this reference needs an API key: `Authorization: Bearer <key>`. The
+first admin's key is written to `var/api-key` when the service first starts; admins create users and
+keys at /users.
 """
 
 
@@ -22,8 +27,10 @@ def create_app() -> FastAPI:
     app = FastAPI(title="Epochal", version="0.1.0", description=DESCRIPTION)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_json_bytes=settings.max_json_bytes)
-    for module in (experiments, sweeps, reports, predictions, datasets, backprop, health):
-        app.include_router(module.router)
+    # One dependency guards every router but health's: a route added to any of them needs a key.
+    for module in (experiments, sweeps, reports, predictions, datasets, backprop, users):
+        app.include_router(module.router, dependencies=[Depends(current_user)], responses=responses(401))
+    app.include_router(health.router)
     return app
 
 

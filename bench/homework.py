@@ -7,6 +7,9 @@ It submits two sweeps, (a) optimizers on MNIST with the mlp network and (b) the 
 head/loss configurations on cats vs dogs with the convnet, waits for them with progress output, and
 writes `homework.md` with both ranked tables, the best MNIST network's test evaluation, and the
 plots as PNG files beside it. `--resume A,B` reports on existing sweeps instead of submitting new ones.
+
+The API key comes from `--key`, else EPOCHAL_API_KEY, else the file api-key in the state folder
+(EPOCHAL_STATE_DIR, `var/` by default), where `scripts/serve` writes the first admin's key.
 """
 
 from __future__ import annotations
@@ -331,6 +334,14 @@ tensorboard --logdir tb
     return report
 
 
+def default_key() -> str | None:
+    """EPOCHAL_API_KEY, else the key the service's first start wrote to <EPOCHAL_STATE_DIR>/api-key."""
+    if os.environ.get("EPOCHAL_API_KEY"):
+        return os.environ["EPOCHAL_API_KEY"]
+    key_file = Path(os.environ.get("EPOCHAL_STATE_DIR", "var")) / "api-key"
+    return key_file.read_text().strip() if key_file.is_file() else None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
@@ -344,9 +355,13 @@ def main() -> int:
     parser.add_argument("--resume", help="report on existing sweeps MNIST_ID,CATS_ID instead of submitting")
     parser.add_argument("--poll", type=float, default=5.0, help="seconds between progress checks")
     parser.add_argument("--timeout", type=float, default=3 * 3600)
+    parser.add_argument("--key", default=default_key(), help="API key; default: EPOCHAL_API_KEY or var/api-key")
     args = parser.parse_args()
+    if not args.key:
+        parser.error("no API key: pass --key, set EPOCHAL_API_KEY, or run where var/api-key is (scripts/serve made it)")
     plan = plan_from(args)
-    with httpx.Client(base_url=args.url, timeout=120) as http:
+    headers = {"Authorization": f"Bearer {args.key}"}
+    with httpx.Client(base_url=args.url, timeout=120, headers=headers) as http:
         expect(http.get("/health"))
         if args.resume:
             ids = [int(i) for i in args.resume.split(",")]

@@ -15,6 +15,7 @@ import time
 from types import FrameType
 
 from config import get_settings, redact_url
+from epochal.accounts_cli import add_commands, ensure_first_key
 from epochal.broker import answers, socket_path_of, start_embedded_broker
 from epochal.commands import api_argv, migrate_argv, with_this_python, worker_argv
 
@@ -30,6 +31,8 @@ def serve(host: str, port: int) -> int:
         "EPOCHAL_DATA_DIR": str(settings.data_dir.resolve()),
     }
     subprocess.run(with_this_python(migrate_argv()), env=env, check=True)
+    # Secure by default: no request is served without a key, so the first start makes the first one.
+    ensure_first_key(settings)
     children: list[subprocess.Popen[bytes]] = []
     socket_path = socket_path_of(settings.broker_url)
     if socket_path is not None and not answers(socket_path):
@@ -71,8 +74,11 @@ def main() -> int:
     serve_parser = commands.add_parser("serve", help="run broker, worker and API on this machine")
     serve_parser.add_argument("--host", default="127.0.0.1")
     serve_parser.add_argument("--port", type=int, default=8000)
+    add_commands(commands)
     args = parser.parse_args()
-    return serve(args.host, args.port)
+    if args.command == "serve":
+        return serve(args.host, args.port)
+    return int(args.run(args))
 
 
 if __name__ == "__main__":

@@ -2,5 +2,6 @@
 
 from models.base import Base
 from models.tables import Artifact, EpochMetric, Evaluation, Experiment, Sweep
+from models.users import ApiKey, User
 
-__all__ = ["Artifact", "Base", "EpochMetric", "Evaluation", "Experiment", "Sweep"]
+__all__ = ["ApiKey", "Artifact", "Base", "EpochMetric", "Evaluation", "Experiment", "Sweep", "User"]

@@ -9,11 +9,17 @@ from models.tables import Experiment
 from training.spec import Dataset, Status
 
 
-def best_experiment(session: Session, dataset: Dataset) -> Experiment | None:
-    """The succeeded experiment on `dataset` with the highest validation accuracy (newest on a tie)."""
+def best_experiment(session: Session, dataset: Dataset, owner_id: int | None = None) -> Experiment | None:
+    """The succeeded experiment on `dataset` with the highest validation accuracy (newest on a tie).
+
+    With `owner_id`, only that user's experiments compete.
+    """
+    conditions = [Experiment.dataset == dataset, Experiment.status == Status.SUCCEEDED]
+    if owner_id is not None:
+        conditions.append(Experiment.owner_id == owner_id)
     return session.scalars(
         select(Experiment)
-        .where(Experiment.dataset == dataset, Experiment.status == Status.SUCCEEDED)
+        .where(*conditions)
         .order_by(Experiment.best_val_accuracy.desc(), Experiment.id.desc())
         .limit(1)
     ).first()

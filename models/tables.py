@@ -58,6 +58,8 @@ class Experiment(Base):
     mixed_precision: Mapped[bool] = mapped_column(Boolean, default=False)
     # The job.
     sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweep.id", ondelete="SET NULL"), index=True)
+    # Who submitted it: only they (and admins) can see it or act on it. See api/access.py.
+    owner_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
     queue: Mapped[str] = mapped_column(String(100))
     status: Mapped[Status] = mapped_column(_enum(Status), index=True, default=Status.QUEUED)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -91,6 +93,7 @@ class Sweep(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     base: Mapped[dict[str, Any]] = mapped_column(JSON)
     grid: Mapped[dict[str, Any]] = mapped_column(JSON)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     experiments: Mapped[list[Experiment]] = relationship(back_populates="sweep", order_by="Experiment.id")

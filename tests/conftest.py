@@ -104,7 +104,31 @@ def db(migrated_database: str) -> str:
 
 @pytest.fixture
 def client(db: str, broker_url: str) -> Iterator[object]:
-    """The API in-process, on the real database and broker."""
+    """The API in-process, on the real database and broker, calling with an admin's key."""
+    from fastapi.testclient import TestClient
+
+    from api.main import app
+    from tests.support import ADMIN, bearer, new_key
+
+    with TestClient(app, headers=bearer(new_key(ADMIN, admin=True))) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def other_client(client: object) -> Iterator[object]:
+    """The same API, calling with the key of a second user who is not an admin."""
+    from fastapi.testclient import TestClient
+
+    from api.main import app
+    from tests.support import OTHER, bearer, new_key
+
+    with TestClient(app, headers=bearer(new_key(OTHER))) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def anonymous_client(client: object) -> Iterator[object]:
+    """The same API, calling with no key at all."""
     from fastapi.testclient import TestClient
 
     from api.main import app

@@ -16,13 +16,39 @@ import httpx
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import delete, text
+from sqlalchemy.orm import Session
 
+from config import get_settings
 from epochal.commands import api_argv, with_this_python, worker_argv
 from models import Base
-from models.db import get_engine, make_engine
+from models.accounts import key_for
+from models.db import get_engine, make_engine, session_scope
 
 ROOT = Path(__file__).resolve().parent.parent
 FINISHED = {"succeeded", "failed", "cancelled"}
+ADMIN = "admin"  # the admin every test client calls as
+OTHER = "someone-else"  # a second user, not an admin, for ownership tests
+
+
+def new_key(name: str, *, admin: bool = False, database_url: str | None = None) -> str:
+    """A new API key for user `name`, created (admin or not) if missing: what `python -m epochal keys create` does.
+
+    In the test database unless `database_url` names another one.
+    """
+    if database_url is None or database_url == get_settings().database_url:
+        with session_scope() as session:
+            return key_for(session, name, admin=admin).token
+    engine = make_engine(database_url)
+    try:
+        with Session(engine) as session, session.begin():
+            return key_for(session, name, admin=admin).token
+    finally:
+        engine.dispose()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
 
 
 def alembic_config(url: str) -> Config:
@@ -70,6 +96,12 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
     processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     base_url: str = ""
+    api_key: str = ""  # an admin's key, made when the API starts; http() sends it
+
+    def http(self, timeout: float = 60, key: str | None = None) -> httpx.Client:
+        """An HTTP client for the running API that authenticates with `key` (default: the admin key)."""
+        return httpx.Client(base_url=self.base_url, timeout=timeout, headers=bearer(key or self.api_key))
+
 
     def _spawn(self, name: str, command_line: list[str]) -> None:
         log = (self.workdir / f"{name}.log").open("wb")
@@ -80,6 +112,8 @@ class Service:
         self._spawn(name, with_this_python(worker_argv(self.queue, hostname=f"{name}@%h")))
 
     def start_api(self) -> None:
+        if not self.api_key:
+            self.api_key = new_key(ADMIN, admin=True, database_url=self.env.get("EPOCHAL_DATABASE_URL"))
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
         self._spawn("api", with_this_python(api_argv("127.0.0.1", port)))

@@ -12,7 +12,6 @@ import pytest
 import tensorflow as tf
 from fastapi.testclient import TestClient
 
-import api.main
 from api.routers.backprop import MAX_EPOCHS, MAX_OUTPUT_VALUES, MAX_STEPS
 from training.backprop import (
     WORKED_EXAMPLE,
@@ -239,11 +238,6 @@ def test_overflow_raises_trace_diverged_naming_the_step() -> None:
 # --- the endpoint --------------------------------------------------------------------------------------
 
 URL = "/backprop/single-neuron"
-
-
-@pytest.fixture(scope="module")
-def client() -> TestClient:
-    return TestClient(api.main.app)
 
 
 def step_json(step: NeuronStep) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def service(migrated_database: str, broker_url: str, tmp_path_factory: pytest.Te
 
 @pytest.fixture(scope="module")
 def http(service: Service) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=service.base_url, timeout=60) as client:
+    with service.http() as client:
         yield client
 
 

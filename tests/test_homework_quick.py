@@ -32,8 +32,9 @@ def table_rows(markdown: str, heading: str) -> list[str]:
 
 def test_quick_mode_reproduces_both_comparisons(service: Service, tmp_path: Path) -> None:
     out = tmp_path / "results"
+    argv = ["--quick", "--url", service.base_url, "--out", str(out), "--poll", "1", "--key", service.api_key]
     result = subprocess.run(
-        [sys.executable, "bench/homework.py", "--quick", "--url", service.base_url, "--out", str(out), "--poll", "1"],
+        [sys.executable, "bench/homework.py", *argv],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -42,7 +43,17 @@ def test_serve_starts_everything_on_embedded_defaults_and_stops_cleanly(tmp_path
         assert health.json()["broker"]["ok"] is True
         assert (tmp_path / "state" / "epochal.db").is_file(), "the SQLite database lives in the state folder"
         assert (tmp_path / "state" / "broker.sock").exists(), "the embedded broker listens on its socket"
-        created = httpx.post(f"http://127.0.0.1:{port}/experiments", json={"dataset": "mnist", "epochs": 1}, timeout=10)
+        # Secure by default: the first start made an admin key, printed it and left it for the owner alone.
+        key_file = tmp_path / "state" / "api-key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        key = key_file.read_text().strip()
+        assert key.startswith("epk_") and key in (tmp_path / "serve.log").read_text(errors="replace")
+        spec = {"dataset": "mnist", "epochs": 1}
+        anonymous = httpx.post(f"http://127.0.0.1:{port}/experiments", json=spec, timeout=10)
+        assert anonymous.status_code == 401
+        created = httpx.post(
+            f"http://127.0.0.1:{port}/experiments", json=spec, headers={"Authorization": f"Bearer {key}"}, timeout=10
+        )
         assert created.status_code == 202
         assert f"API on http://127.0.0.1:{port}" in (tmp_path / "serve.log").read_text(errors="replace")
     finally:

@@ -8,7 +8,6 @@ import signal
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from config import TRAIN_TASK_NAME
@@ -39,7 +38,7 @@ def skips_in(service: Service) -> list[int]:
 
 
 def test_each_job_runs_on_exactly_one_worker(two_workers: Service) -> None:
-    with httpx.Client(base_url=two_workers.base_url, timeout=60) as http:
+    with two_workers.http() as http:
         body = {"dataset": "mnist", "epochs": EPOCHS, "batch_size": 64, "train_size": 300}
         ids = [http.post("/experiments", json={**body, "seed": seed}).json()["id"] for seed in range(JOBS)]
         finished = wait_until_finished(http, ids, timeout_s=600, service=two_workers)
@@ -59,7 +58,7 @@ def test_each_job_runs_on_exactly_one_worker(two_workers: Service) -> None:
 def test_a_redelivered_job_does_nothing(two_workers: Service) -> None:
     from api.queue import get_celery_client
 
-    with httpx.Client(base_url=two_workers.base_url, timeout=60) as http:
+    with two_workers.http() as http:
         body = {"dataset": "mnist", "epochs": 1, "batch_size": 64, "train_size": 200}
         experiment_id = http.post("/experiments", json=body).json()["id"]
         before = wait_until_finished(http, [experiment_id], timeout_s=300, service=two_workers)[0]
@@ -88,7 +87,7 @@ def worker_children(service: Service, worker: str) -> list[int]:
 
 
 def test_a_job_whose_worker_child_is_killed_is_restarted_and_completes(two_workers: Service) -> None:
-    with httpx.Client(base_url=two_workers.base_url, timeout=60) as http:
+    with two_workers.http() as http:
         body = {"dataset": "mnist", "epochs": 4, "batch_size": 32, "train_size": 3000}
         experiment_id = http.post("/experiments", json=body).json()["id"]
         deadline = time.monotonic() + 120

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,48 @@ def test_constraint_names_follow_the_naming_convention(empty_database: str) -> N
     foreign_keys = {fk["name"] for fk in inspector.get_foreign_keys("artifact")}
     assert foreign_keys == {"fk_artifact_experiment_id_experiment"}
     assert inspector.get_pk_constraint("experiment")["name"] in ("pk_experiment", None)  # SQLite does not name PKs
+
+
+EXPERIMENT_AT_0002 = """
+INSERT INTO experiment (id, dataset, network, optimizer, head_units, head_activation, loss, epochs, batch_size,
+    seed, mixed_precision, sweep_id, queue, status, cancel_requested, warnings, created_at)
+VALUES (1, 'mnist', 'mlp', 'adam', 10, 'softmax', 'sparse_categorical_crossentropy', 2, 32, 42, false, 1, 'training',
+    'succeeded', false, '[]', CURRENT_TIMESTAMP)
+"""
+
+
+def test_work_from_before_users_belongs_to_the_first_admin(empty_database: str) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0002")
+    engine = make_engine(empty_database)
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO sweep (id, base, grid, created_at) VALUES (1, '{}', '{}', CURRENT_TIMESTAMP)")
+        )
+        connection.execute(text(EXPERIMENT_AT_0002))
+        connection.execute(
+            text("INSERT INTO epoch_metric (experiment_id, epoch, seconds, created_at) VALUES (1, 1, 1.5, :now)"),
+            {"now": datetime.now(UTC)},
+        )
+    engine.dispose()
+    command.upgrade(config, "head")
+    engine = make_engine(empty_database)
+    with engine.connect() as connection:
+        admins = connection.execute(text('SELECT id, name FROM "user" WHERE admin')).all()
+        assert [name for _id, name in admins] == ["admin"]
+        admin_id = admins[0][0]
+        assert connection.execute(text("SELECT owner_id FROM experiment")).scalars().all() == [admin_id]
+        assert connection.execute(text("SELECT owner_id FROM sweep")).scalars().all() == [admin_id]
+        # Nothing hanging off the experiment was lost when its table was rebuilt.
+        assert connection.execute(text("SELECT count(*) FROM epoch_metric")).scalar() == 1
+        assert connection.execute(text("SELECT count(*) FROM api_key")).scalar() == 0
+    engine.dispose()
+    assert schema_drift(empty_database) == []
+
+
+def test_an_empty_database_gets_no_user_from_the_migration(empty_database: str) -> None:
+    command.upgrade(alembic_config(empty_database), "head")
+    engine = make_engine(empty_database)
+    with engine.connect() as connection:
+        assert connection.execute(text('SELECT count(*) FROM "user"')).scalar() == 0
+    engine.dispose()

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from api.errors import responses
 from training.backprop import WORKED_EXAMPLE, Example, NeuronStep, NeuronWeights, TraceDiverged, trace_single_neuron
 
 router = APIRouter(prefix="/backprop", tags=["backprop"])
@@ -134,7 +135,7 @@ class SingleNeuronRead(BaseModel):
     final_weights: NeuronWeightsRead
 
 
-@router.post("/single-neuron", response_model=SingleNeuronRead)
+@router.post("/single-neuron", response_model=SingleNeuronRead, responses=responses(413, 422))
 def trace_single_neuron_sgd(body: Annotated[SingleNeuronRequest | None, Body()] = None) -> SingleNeuronRead:
     """Train z = w0*x0 + w1*x1 + b, y_hat = sigmoid(z), L = (y_hat - y)^2 by SGD and return every step.
 

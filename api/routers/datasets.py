@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from api.access import best_visible_experiment
+from api.auth import CurrentUser
 from api.deps import SessionDep, SettingsDep
 from api.schemas import DatasetRead
-from models.queries import best_experiment
 from training.datafiles import in_data_dir
 from training.spec import DATASETS
 
@@ -14,11 +15,11 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 
 @router.get("", response_model=list[DatasetRead])
-def list_datasets(session: SessionDep, settings: SettingsDep) -> list[DatasetRead]:
-    """Each dataset: classes, input shape, default network, whether its files are local, its best experiment."""
+def list_datasets(session: SessionDep, settings: SettingsDep, user: CurrentUser) -> list[DatasetRead]:
+    """Each dataset: classes, input shape, default network, whether its files are local, your best experiment."""
     result = []
     for info in DATASETS.values():
-        best = best_experiment(session, info.name)
+        best = best_visible_experiment(session, user, info.name)
         result.append(
             DatasetRead(
                 name=info.name,

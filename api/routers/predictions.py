@@ -8,13 +8,14 @@ from fastapi import APIRouter, HTTPException, UploadFile
 from fastapi.params import File
 from sqlalchemy.orm import Session
 
-from api.deps import SessionDep
-from api.errors import conflict, not_found
+from api.access import ExperimentId, best_visible_experiment, visible_artifact, visible_experiment
+from api.auth import CurrentUser
+from api.deps import SessionDep, SettingsDep
+from api.errors import conflict, not_found, responses
 from api.predictors import get_predictor_cache
-from api.routers.experiments import get_artifact, get_experiment
+from api.quotas import check_prediction_rate
 from api.schemas import PredictionRead
-from models import Experiment
-from models.queries import best_experiment
+from models import Experiment, User
 from training.errors import ImageTooLarge, InvalidImage
 from training.results import CHECKPOINT_NAME
 from training.spec import Dataset, Status
@@ -23,15 +24,16 @@ router = APIRouter(tags=["predictions"])
 
 ImageUpload = Annotated[UploadFile, File(description="A PNG or JPEG image.")]
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
+PREDICTION_ERRORS = responses(404, 409, 413, 415, 422, 429)
 
 
-def _predict(session: Session, experiment: Experiment, file: UploadFile) -> PredictionRead:
+def _predict(session: Session, user: User, experiment: Experiment, file: UploadFile) -> PredictionRead:
     if experiment.status is not Status.SUCCEEDED:
         raise conflict(f"experiment {experiment.id} is {experiment.status}; predictions need a succeeded experiment")
     data = file.file.read(MAX_IMAGE_BYTES + 1)
     if len(data) > MAX_IMAGE_BYTES:
         raise HTTPException(status_code=413, detail=f"images must be at most {MAX_IMAGE_BYTES // 2**20} MiB")
-    predictor = get_predictor_cache().get(experiment, get_artifact(session, experiment.id, CHECKPOINT_NAME))
+    predictor = get_predictor_cache().get(experiment, visible_artifact(session, user, experiment.id, CHECKPOINT_NAME))
     try:
         prediction = predictor.predict_image(data)
     except InvalidImage as exc:
@@ -47,19 +49,25 @@ def _predict(session: Session, experiment: Experiment, file: UploadFile) -> Pred
     )
 
 
-@router.post("/experiments/{experiment_id}/predictions", response_model=PredictionRead)
-def predict_with_experiment(experiment_id: int, file: ImageUpload, session: SessionDep) -> PredictionRead:
+@router.post("/experiments/{experiment_id}/predictions", response_model=PredictionRead, responses=PREDICTION_ERRORS)
+def predict_with_experiment(
+    experiment_id: ExperimentId, file: ImageUpload, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> PredictionRead:
     """Classify one image with this experiment's best checkpoint."""
-    return _predict(session, get_experiment(session, experiment_id), file)
+    check_prediction_rate(settings, user)
+    return _predict(session, user, visible_experiment(session, user, experiment_id), file)
 
 
-@router.post("/datasets/{dataset}/predictions", response_model=PredictionRead)
-def predict_with_best(dataset: Dataset, file: ImageUpload, session: SessionDep) -> PredictionRead:
-    """Classify one image with the best succeeded experiment on `dataset` (by validation accuracy)."""
-    experiment = best_experiment(session, dataset)
+@router.post("/datasets/{dataset}/predictions", response_model=PredictionRead, responses=PREDICTION_ERRORS)
+def predict_with_best(
+    dataset: Dataset, file: ImageUpload, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> PredictionRead:
+    """Classify one image with your best succeeded experiment on `dataset` (by validation accuracy)."""
+    check_prediction_rate(settings, user)
+    experiment = best_visible_experiment(session, user, dataset)
     if experiment is None:
         raise not_found(
             f"no succeeded experiment on {dataset} yet; POST /experiments with dataset {dataset!s} and wait "
             "for it to succeed"
         )
-    return _predict(session, experiment, file)
+    return _predict(session, user, experiment, file)

@@ -13,10 +13,10 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from api import plots
+from api.access import ExperimentId, SweepId, visible_evaluation, visible_experiment, visible_sweep
+from api.auth import CurrentUser
 from api.deps import SessionDep
-from api.errors import not_found
-from api.routers.experiments import get_evaluation, get_experiment
-from api.routers.sweeps import get_sweep
+from api.errors import ERROR_DESCRIPTIONS, ErrorRead, not_found, responses
 from api.tensorboard_export import EpochScalars, Run, logdir_tarball, run_name
 from models import EpochMetric, Experiment, Sweep
 from training.spec import DATASETS
@@ -37,7 +37,11 @@ class SweepMetric(StrEnum):
 
 
 def _png_responses(description: str, missing: str) -> dict[int | str, dict[str, Any]]:
-    return {200: {"content": {PNG: {}}, "description": description}, 404: {"description": missing}}
+    return {
+        200: {"content": {PNG: {}}, "description": description},
+        **responses(422),
+        404: {"model": ErrorRead, "description": f"{ERROR_DESCRIPTIONS[404]} {missing}"},
+    }
 
 
 def _png(content: bytes, filename: str) -> Response:
@@ -99,7 +103,8 @@ TENSORBOARD_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {GZIP: {}},
         "description": "A logdir as .tar.gz: `mkdir tb && tar -xzf tb.tar.gz -C tb && tensorboard --logdir tb`.",
     },
-    404: {"description": "No such experiment or sweep, or no finished epochs yet."},
+    **responses(422),
+    404: {"model": ErrorRead, "description": f"{ERROR_DESCRIPTIONS[404]} Or no finished epochs yet."},
 }
 
 
@@ -108,9 +113,9 @@ TENSORBOARD_RESPONSES: dict[int | str, dict[str, Any]] = {
     response_class=Response,
     responses=_png_responses("Loss and accuracy per epoch, train and validation.", "No finished epochs yet."),
 )
-def plot_history(experiment_id: int, session: SessionDep) -> Response:
+def plot_history(experiment_id: ExperimentId, session: SessionDep, user: CurrentUser) -> Response:
     """Loss and accuracy per epoch as a PNG; 404 until the first epoch is recorded. Diverged values are gaps."""
-    experiment = get_experiment(session, experiment_id)
+    experiment = visible_experiment(session, user, experiment_id)
     metrics = _require_epochs(experiment)
     series = {
         "loss": [m.loss for m in metrics],
@@ -127,9 +132,9 @@ def plot_history(experiment_id: int, session: SessionDep) -> Response:
     response_class=Response,
     responses=_png_responses("The test confusion matrix as a heatmap.", "No evaluation (not succeeded)."),
 )
-def plot_confusion_matrix(experiment_id: int, session: SessionDep) -> Response:
+def plot_confusion_matrix(experiment_id: ExperimentId, session: SessionDep, user: CurrentUser) -> Response:
     """The confusion matrix as a PNG heatmap: true classes down, predicted across; 404 until it succeeded."""
-    evaluation = get_evaluation(session, experiment_id)
+    evaluation = visible_evaluation(session, user, experiment_id)
     experiment = evaluation.experiment
     accuracy = f", accuracy {evaluation.test_accuracy:.4f}" if evaluation.test_accuracy is not None else ""
     title = f"{_describe(experiment)}\nconfusion matrix on {DATASETS[experiment.dataset].test_split}{accuracy}"
@@ -144,9 +149,9 @@ def plot_confusion_matrix(experiment_id: int, session: SessionDep) -> Response:
     response_class=Response,
     responses=_png_responses("One curve per experiment of the sweep.", "No finished epochs in the sweep yet."),
 )
-def plot_sweep_metric(sweep_id: int, metric: SweepMetric, session: SessionDep) -> Response:
+def plot_sweep_metric(sweep_id: SweepId, metric: SweepMetric, session: SessionDep, user: CurrentUser) -> Response:
     """One metric per epoch for every experiment of a sweep, labelled by what differs; 404 until any has an epoch."""
-    sweep = get_sweep(session, sweep_id)
+    sweep = visible_sweep(session, user, sweep_id)
     started = _started_experiments(sweep)
     curves = {
         f"exp {e.id}: {e.name}" if e.name else f"exp {e.id}": [(m.epoch, getattr(m, metric.value)) for m in e.metrics]
@@ -158,17 +163,17 @@ def plot_sweep_metric(sweep_id: int, metric: SweepMetric, session: SessionDep) -
 
 
 @router.get("/experiments/{experiment_id}/tensorboard", response_class=Response, responses=TENSORBOARD_RESPONSES)
-def download_experiment_tensorboard(experiment_id: int, session: SessionDep) -> Response:
+def download_experiment_tensorboard(experiment_id: ExperimentId, session: SessionDep, user: CurrentUser) -> Response:
     """The history as a TensorBoard logdir (.tar.gz): one run, train and validation; 404 until an epoch is recorded."""
-    experiment = get_experiment(session, experiment_id)
+    experiment = visible_experiment(session, user, experiment_id)
     _require_epochs(experiment)
     return _tarball(logdir_tarball([_run(experiment)]), f"experiment-{experiment_id}-tensorboard.tar.gz")
 
 
 @router.get("/sweeps/{sweep_id}/tensorboard", response_class=Response, responses=TENSORBOARD_RESPONSES)
-def download_sweep_tensorboard(sweep_id: int, session: SessionDep) -> Response:
+def download_sweep_tensorboard(sweep_id: SweepId, session: SessionDep, user: CurrentUser) -> Response:
     """Every experiment of a sweep with epochs as one run each, in one logdir (.tar.gz), to compare in TensorBoard."""
-    sweep = get_sweep(session, sweep_id)
+    sweep = visible_sweep(session, user, sweep_id)
     started = _started_experiments(sweep)
     # Zero-padded ids, so the runs sort by id in a file listing as well as in TensorBoard.
     width = len(str(max(e.id for e in started)))

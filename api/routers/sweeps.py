@@ -9,35 +9,23 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Response, status
 from pydantic import ValidationError
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
+from api.access import SweepId, owned, visible_sweep
+from api.auth import CurrentUser
 from api.deps import SessionDep, SettingsDep
-from api.errors import describe_validation_errors, not_found
-from api.routers.experiments import submit
+from api.errors import describe_validation_errors, responses
+from api.quotas import check_active_jobs, check_sweep_size
 from api.schemas import ExperimentCreate, ExperimentRead, SweepCreate, SweepRead
+from api.submission import submit
 from api.sweep_table import comparison_rows
 from config import get_settings
-from models import Experiment, Sweep
+from models import Sweep, User
 from models.specs import experiment_from_spec
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
 VARIANTS = "variants"  # grid key whose entries are partial specs, e.g. {"head": ..., "loss": ...} pairs
-
-
-def get_sweep(session: Session, sweep_id: int) -> Sweep:
-    """The sweep with its experiments (and their metrics and evaluations) loaded, or a 404."""
-    sweep = session.get(
-        Sweep,
-        sweep_id,
-        options=[
-            selectinload(Sweep.experiments).selectinload(Experiment.metrics),
-            selectinload(Sweep.experiments).selectinload(Experiment.evaluation),
-        ],
-    )
-    if sweep is None:
-        raise not_found(f"sweep {sweep_id} does not exist; GET /sweeps lists the ones that do")
-    return sweep
 
 
 def _axis_entries(key: str, values: list[Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -82,34 +70,46 @@ def expand_grid(body: SweepCreate) -> list[ExperimentCreate]:
     return expanded
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=SweepRead)
-def create_sweep(body: SweepCreate, session: SessionDep, settings: SettingsDep, response: Response) -> SweepRead:
+@router.post(
+    "", status_code=status.HTTP_202_ACCEPTED, response_model=SweepRead, responses=responses(413, 422, 429, 503)
+)
+def create_sweep(
+    body: SweepCreate, session: SessionDep, settings: SettingsDep, user: CurrentUser, response: Response
+) -> SweepRead:
     """Create and queue one experiment per grid combination; nothing is created if any combination is invalid."""
     expanded = expand_grid(body)
-    sweep = Sweep(name=body.name, base=body.base, grid=body.grid)
+    check_sweep_size(settings, user, len(expanded))
+    check_active_jobs(session, settings, user, adding=len(expanded))
+    # The sweep and every experiment it creates belong to the caller.
+    sweep = Sweep(name=body.name, base=body.base, grid=body.grid, owner_id=user.id)
     experiments = []
     for spec in expanded:
         experiment = experiment_from_spec(spec)
         experiment.queue = spec.queue or settings.default_queue
         experiment.sweep = sweep
+        experiment.owner_id = user.id
         experiments.append(experiment)
     session.add(sweep)
     submit(session, experiments)
     response.headers["Location"] = f"/sweeps/{sweep.id}"
-    return read_sweep(sweep.id, session)
+    return _sweep_read(session, user, sweep.id)
 
 
 @router.get("", response_model=list[SweepRead])
-def list_sweeps(session: SessionDep) -> list[SweepRead]:
-    """All sweeps, newest first."""
-    ids = session.scalars(select(Sweep.id).order_by(Sweep.id.desc())).all()
-    return [read_sweep(sweep_id, session) for sweep_id in ids]
+def list_sweeps(session: SessionDep, user: CurrentUser) -> list[SweepRead]:
+    """Your sweeps (an admin: everyone's), newest first."""
+    ids = session.scalars(owned(select(Sweep.id), user, Sweep).order_by(Sweep.id.desc())).all()
+    return [_sweep_read(session, user, sweep_id) for sweep_id in ids]
 
 
-@router.get("/{sweep_id}", response_model=SweepRead)
-def read_sweep(sweep_id: int, session: SessionDep) -> SweepRead:
+@router.get("/{sweep_id}", response_model=SweepRead, responses=responses(404, 422))
+def read_sweep(sweep_id: SweepId, session: SessionDep, user: CurrentUser) -> SweepRead:
     """Each experiment's status, and a comparison table ranked by best validation accuracy."""
-    sweep = get_sweep(session, sweep_id)
+    return _sweep_read(session, user, sweep_id)
+
+
+def _sweep_read(session: Session, user: User, sweep_id: int) -> SweepRead:
+    sweep = visible_sweep(session, user, sweep_id)
     counts: dict[str, int] = {}
     for experiment in sweep.experiments:
         counts[experiment.status.value] = counts.get(experiment.status.value, 0) + 1

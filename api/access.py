@@ -1,0 +1,98 @@
+"""Who may see what, in one place: a user sees their own experiments and sweeps, an admin sees all.
+
+Every router finds experiments and sweeps through these functions. Another user's resource is a 404
+with the same words as a missing one, so ids reveal nothing about other people's work.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Path
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm.interfaces import LoaderOption
+
+from api.errors import not_found
+from models import Artifact, Evaluation, Experiment, Sweep
+from models.queries import best_experiment
+from models.users import User
+from training.spec import Dataset
+
+MAX_ID = 2**63 - 1  # the largest id any supported database stores; a larger one cannot exist
+S = TypeVar("S", bound=Select[Any])
+
+# Unbounded on purpose: an id out of range is a resource that does not exist (404), checked in the lookup,
+# not a malformed request (422), and it must never reach the database, which overflows on it.
+ExperimentId = Annotated[int, Path(description="An experiment id (yours, unless you are an admin).")]
+SweepId = Annotated[int, Path(description="A sweep id (yours, unless you are an admin).")]
+
+
+def owner_filter(user: User) -> int | None:
+    """The owner id a user's queries are limited to; None for an admin, who sees everything."""
+    return None if user.admin else user.id
+
+
+def owned(statement: S, user: User, entity: type[Experiment] | type[Sweep]) -> S:
+    """`statement` limited to rows of `entity` the user may see."""
+    owner_id = owner_filter(user)
+    return statement if owner_id is None else statement.where(entity.owner_id == owner_id)
+
+
+def _visible(session: Session, user: User, entity: type[Any], ident: int, options: list[LoaderOption]) -> Any:
+    if not 1 <= ident <= MAX_ID:
+        return None
+    row = session.get(entity, ident, options=options)
+    if row is None or (not user.admin and row.owner_id != user.id):
+        return None
+    return row
+
+
+def visible_experiment(session: Session, user: User, experiment_id: int) -> Experiment:
+    """The experiment, if the user may see it; otherwise the same 404 as for one that does not exist."""
+    experiment = _visible(session, user, Experiment, experiment_id, [selectinload(Experiment.evaluation)])
+    if experiment is None:
+        raise not_found(f"experiment {experiment_id} does not exist; GET /experiments lists the ones that do")
+    assert isinstance(experiment, Experiment)
+    return experiment
+
+
+def visible_evaluation(session: Session, user: User, experiment_id: int) -> Evaluation:
+    experiment = visible_experiment(session, user, experiment_id)
+    if experiment.evaluation is None:
+        raise not_found(
+            f"experiment {experiment_id} has no evaluation: it is {experiment.status}, "
+            "and the evaluation is stored when training succeeds"
+        )
+    return experiment.evaluation
+
+
+def visible_artifact(session: Session, user: User, experiment_id: int, name: str) -> Artifact:
+    experiment = visible_experiment(session, user, experiment_id)
+    artifact = session.scalars(
+        select(Artifact).where(Artifact.experiment_id == experiment_id, Artifact.name == name)
+    ).first()
+    if artifact is None:
+        raise not_found(
+            f"experiment {experiment_id} has no artifact {name!r} (it is {experiment.status}); "
+            f"GET /experiments/{experiment_id}/artifacts lists what it has"
+        )
+    return artifact
+
+
+def visible_sweep(session: Session, user: User, sweep_id: int) -> Sweep:
+    """The sweep with its experiments (and their metrics and evaluations) loaded, if the user may see it; or 404."""
+    options: list[LoaderOption] = [
+        selectinload(Sweep.experiments).selectinload(Experiment.metrics),
+        selectinload(Sweep.experiments).selectinload(Experiment.evaluation),
+    ]
+    sweep = _visible(session, user, Sweep, sweep_id, options)
+    if sweep is None:
+        raise not_found(f"sweep {sweep_id} does not exist; GET /sweeps lists the ones that do")
+    assert isinstance(sweep, Sweep)
+    return sweep
+
+
+def best_visible_experiment(session: Session, user: User, dataset: Dataset) -> Experiment | None:
+    """The best succeeded experiment on `dataset` among those the user may see."""
+    return best_experiment(session, dataset, owner_id=owner_filter(user))

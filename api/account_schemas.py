@@ -1,0 +1,84 @@
+"""Request and response bodies for users and API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.users import ApiKey, User
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$"
+
+
+class QuotaOverrides(BaseModel):
+    """Per-user limits; null means the service-wide setting applies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_active_jobs: int | None = Field(default=None, ge=1, le=1_000_000, description="EPOCHAL_MAX_ACTIVE_JOBS")
+    max_sweep_experiments: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="EPOCHAL_MAX_SWEEP_EXPERIMENTS"
+    )
+    predictions_per_second: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="EPOCHAL_PREDICTIONS_PER_SECOND"
+    )
+
+
+class UserCreate(QuotaOverrides):
+    name: str = Field(pattern=NAME_PATTERN, description="Unique; letters, digits, and . _ @ -")
+    admin: bool = False
+
+
+class KeyRead(BaseModel):
+    """A key as stored: never the key itself, only its first characters, to recognise it."""
+
+    id: int
+    user_id: int
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyRead:
+        return cls(
+            id=key.id,
+            user_id=key.user_id,
+            prefix=key.prefix,
+            created_at=key.created_at,
+            last_used_at=key.last_used_at,
+            revoked_at=key.revoked_at,
+        )
+
+
+class KeyCreated(KeyRead):
+    api_key: str = Field(description="The key itself. Shown this once only: store it now.")
+
+
+class UserRead(BaseModel):
+    id: int
+    name: str
+    admin: bool
+    max_active_jobs: int | None
+    max_sweep_experiments: int | None
+    predictions_per_second: int | None
+    created_at: datetime
+    keys: list[KeyRead]
+
+    @classmethod
+    def of(cls, user: User) -> UserRead:
+        return cls(
+            id=user.id,
+            name=user.name,
+            admin=user.admin,
+            max_active_jobs=user.max_active_jobs,
+            max_sweep_experiments=user.max_sweep_experiments,
+            predictions_per_second=user.predictions_per_second,
+            created_at=user.created_at,
+            keys=[KeyRead.of(k) for k in user.keys],
+        )
+
+
+class UserCreated(UserRead):
+    api_key: str = Field(description="The user's first key. Shown this once only: give it to them now.")

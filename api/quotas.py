@@ -1,0 +1,75 @@
+"""Per-user quotas and rate limits: active jobs, experiments per sweep, predictions per second.
+
+Each limit is a setting (EPOCHAL_MAX_ACTIVE_JOBS, EPOCHAL_MAX_SWEEP_EXPERIMENTS,
+EPOCHAL_PREDICTIONS_PER_SECOND) that a user row may override. Over a limit: 429 with Retry-After and
+a message naming the limit and its setting.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from fastapi import HTTPException
+from limits import RateLimitItemPerSecond
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from config import Settings
+from models import Experiment
+from models.users import User
+from training.spec import Status
+
+ACTIVE = (Status.QUEUED, Status.RUNNING)
+# A job takes minutes: asking again sooner than this only costs a request.
+ACTIVE_JOBS_RETRY_AFTER_S = 60
+
+# In memory, per API process: with N API processes a user gets up to N times the rate. Good enough to stop
+# one client from monopolising the predictor; a shared limit would need a shared store (e.g. Redis).
+_limiter = MovingWindowRateLimiter(MemoryStorage())
+
+
+def too_many(detail: str, retry_after_s: int) -> HTTPException:
+    return HTTPException(status_code=429, detail=detail, headers={"Retry-After": str(max(1, retry_after_s))})
+
+
+def check_active_jobs(session: Session, settings: Settings, user: User, adding: int) -> None:
+    """429 if queueing `adding` more experiments would take the user over their active-jobs limit."""
+    limit = user.max_active_jobs or settings.max_active_jobs
+    active = session.scalar(
+        select(func.count(Experiment.id)).where(Experiment.owner_id == user.id, Experiment.status.in_(ACTIVE))
+    )
+    active = active or 0
+    if active + adding > limit:
+        raise too_many(
+            f"quota: {active} of your experiments are queued or running and this would add {adding}; the limit "
+            f"is {limit} active jobs per user (EPOCHAL_MAX_ACTIVE_JOBS, or the user's max_active_jobs). "
+            "Wait for some to finish, or cancel some",
+            ACTIVE_JOBS_RETRY_AFTER_S,
+        )
+
+
+def check_sweep_size(settings: Settings, user: User, experiments: int) -> None:
+    """429 if one sweep of the user would create more experiments than their per-sweep limit."""
+    limit = user.max_sweep_experiments or settings.max_sweep_experiments
+    if experiments > limit:
+        raise too_many(
+            f"quota: this sweep has {experiments} experiments and the limit is {limit} per sweep "
+            "(EPOCHAL_MAX_SWEEP_EXPERIMENTS, or the user's max_sweep_experiments); split the sweep",
+            ACTIVE_JOBS_RETRY_AFTER_S,
+        )
+
+
+def check_prediction_rate(settings: Settings, user: User) -> None:
+    """Count one prediction request; 429 if the user is over their predictions per second."""
+    per_second = user.predictions_per_second or settings.predictions_per_second
+    item = RateLimitItemPerSecond(per_second)
+    if not _limiter.hit(item, "predictions", str(user.id)):
+        reset_at = _limiter.get_window_stats(item, "predictions", str(user.id)).reset_time
+        raise too_many(
+            f"rate limit: at most {per_second} prediction requests per second per user "
+            "(EPOCHAL_PREDICTIONS_PER_SECOND, or the user's predictions_per_second)",
+            math.ceil(reset_at - time.time()),
+        )

@@ -1,0 +1,253 @@
+"""Ownership: a user sees and acts on their own work only; another user's is a 404 like a missing one.
+
+The route-table walks fail when a new route forgets the check: every route with an experiment or
+sweep id must answer 404 to another user, and every route but the public ones must answer 401 without
+a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from PIL import Image
+from sqlalchemy import select
+
+from api.main import app
+from models import Artifact, EpochMetric, Evaluation, Experiment
+from models.db import session_scope
+from training.results import CHECKPOINT_NAME
+from training.spec import DATASETS, Dataset, Status
+
+PUBLIC = {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+SAMPLE_VALUES = {
+    "name": CHECKPOINT_NAME,
+    "metric": "val_accuracy",
+    "dataset": "mnist",
+    "user_id": "1",
+    "key_id": "1",
+}
+
+
+def png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (28, 28), color=128).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def finish(experiment_id: int, epochs: int = 2, val_accuracy: float = 0.9) -> None:
+    """Give a queued experiment epochs, an evaluation and a checkpoint, as a finished run leaves them."""
+    labels = list(DATASETS[Dataset.MNIST].class_names)
+    content = b"not a network; nothing here loads it"
+    with session_scope() as session:
+        experiment = session.get(Experiment, experiment_id)
+        assert experiment is not None
+        for epoch in range(1, epochs + 1):
+            session.add(
+                EpochMetric(
+                    experiment_id=experiment_id,
+                    epoch=epoch,
+                    loss=1.0 / epoch,
+                    accuracy=0.5,
+                    val_loss=1.0,
+                    val_accuracy=val_accuracy,
+                    seconds=1.0,
+                )
+            )
+        session.add(
+            Evaluation(
+                experiment_id=experiment_id,
+                test_loss=0.5,
+                test_accuracy=0.8,
+                labels=labels,
+                confusion_matrix=[[1 if i == j else 0 for j in range(10)] for i in range(10)],
+                classification_report={"accuracy": 0.8},
+            )
+        )
+        session.add(
+            Artifact(
+                experiment_id=experiment_id,
+                name=CHECKPOINT_NAME,
+                media_type="application/x-hdf5",
+                size=len(content),
+                sha256=hashlib.sha256(content).hexdigest(),
+                content=content,
+            )
+        )
+        experiment.status = Status.SUCCEEDED
+        experiment.best_epoch, experiment.best_val_accuracy = epochs, val_accuracy
+
+
+def submit(client: TestClient, **fields: Any) -> int:
+    response = client.post("/experiments", json={"dataset": "mnist", "epochs": 2, **fields})
+    assert response.status_code == 202, response.text
+    return int(response.json()["id"])
+
+
+def create_sweep(client: TestClient) -> dict[str, Any]:
+    body = {"base": {"dataset": "mnist", "epochs": 2}, "grid": {"optimizer": ["adam", "sgd"]}}
+    response = client.post("/sweeps", json=body)
+    assert response.status_code == 202, response.text
+    sweep: dict[str, Any] = response.json()
+    return sweep
+
+
+@pytest.fixture
+def admins_work(client: TestClient) -> dict[str, int]:
+    """A succeeded experiment with everything a report needs, and a sweep with epochs, both the admin's."""
+    experiment_id = submit(client)
+    finish(experiment_id)
+    sweep = create_sweep(client)
+    for row in sweep["experiments"]:
+        finish(row["id"])
+    return {"experiment_id": experiment_id, "sweep_id": sweep["id"]}
+
+
+def api_routes(table: list[Any]) -> list[APIRoute]:
+    """Every APIRoute of a route table, including those of included routers."""
+    found = []
+    for route in table:
+        if isinstance(route, APIRoute):
+            found.append(route)
+        elif hasattr(route, "original_router"):  # FastAPI keeps an included router as one entry
+            found += api_routes(route.original_router.routes)
+    return found
+
+
+def routes() -> list[tuple[str, str, APIRoute]]:
+    return sorted(
+        ((method, route.path, route) for route in api_routes(app.routes) for method in route.methods),
+        key=lambda item: (item[1], item[0]),
+    )
+
+
+def test_the_walk_sees_every_operation_of_the_openapi_document() -> None:
+    documented = {(m.upper(), p) for p, ops in app.openapi()["paths"].items() for m in ops}
+    walked = {(m, p) for m, p, _route in routes()}
+    assert documented <= walked
+
+
+def fill(path: str, values: dict[str, Any]) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: str(values.get(m.group(1), SAMPLE_VALUES.get(m.group(1), "1"))), path)
+
+
+def call(client: TestClient, method: str, route: APIRoute, path: str) -> Any:
+    uploads = any(param.name == "file" for param in route.dependant.body_params)
+    files = {"file": ("digit.png", png(), "image/png")} if uploads else None
+    return client.request(method, path, files=files)
+
+
+OWNED_ROUTES = [
+    (method, path, route) for method, path, route in routes() if "{experiment_id}" in path or "{sweep_id}" in path
+]
+
+
+def test_the_walk_covers_every_kind_of_owned_route() -> None:
+    # A walk over nothing passes vacuously: make sure the table really has the routes this file is about.
+    paths = {path for _method, path, _route in OWNED_ROUTES}
+    assert len(OWNED_ROUTES) >= 15
+    for needed in ("predictions", "tensorboard", "plots", "artifacts", "cancel", "retry", "evaluation", "metrics"):
+        assert any(needed in path for path in paths), needed
+
+
+@pytest.mark.parametrize(("method", "path", "route"), OWNED_ROUTES, ids=[f"{m} {p}" for m, p, _ in OWNED_ROUTES])
+def test_every_owned_route_is_404_for_another_user(
+    client: TestClient, other_client: TestClient, admins_work: dict[str, int], method: str, path: str, route: APIRoute
+) -> None:
+    url = fill(path, admins_work)
+    if method == "GET":
+        # The owner gets it, so a 404 for the other user is about ownership, not a bad path.
+        assert client.get(url).status_code == 200, url
+    response = call(other_client, method, route, url)
+    assert response.status_code == 404, (url, response.status_code, response.text)
+    # The same words as for an id that does not exist: existence is not leaked.
+    missing = call(other_client, method, route, fill(path, {"experiment_id": 10**9, "sweep_id": 10**9}))
+    assert missing.status_code == 404
+    assert response.json()["detail"] == missing.json()["detail"].replace(str(10**9), str(_id_in(url)))
+
+
+def _id_in(url: str) -> int:
+    return int(re.findall(r"/(\d+)", url)[0])
+
+
+PROTECTED_ROUTES = [(method, path, route) for method, path, route in routes() if path not in PUBLIC]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "route"), PROTECTED_ROUTES, ids=[f"{m} {p}" for m, p, _ in PROTECTED_ROUTES]
+)
+def test_every_route_but_the_public_ones_is_401_without_a_key(
+    anonymous_client: TestClient, admins_work: dict[str, int], method: str, path: str, route: APIRoute
+) -> None:
+    response = call(anonymous_client, method, route, fill(path, admins_work))
+    assert response.status_code == 401, (path, response.text)
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("path", ["/health", "/openapi.json", "/docs", "/redoc"])
+def test_public_routes_need_no_key(anonymous_client: TestClient, path: str) -> None:
+    assert anonymous_client.get(path).status_code == 200
+
+
+def test_lists_show_only_your_own_work(client: TestClient, other_client: TestClient) -> None:
+    mine = submit(other_client)
+    admins = submit(client)
+    sweep = create_sweep(client)
+    listed = other_client.get("/experiments").json()
+    assert [e["id"] for e in listed["items"]] == [mine] and listed["total"] == 1
+    assert other_client.get("/sweeps").json() == []
+    assert other_client.get(f"/experiments?sweep_id={sweep['id']}").json()["total"] == 0
+    # An admin sees everyone's.
+    assert {e["id"] for e in client.get("/experiments").json()["items"]} >= {mine, admins}
+    assert client.get(f"/experiments/{mine}").status_code == 200
+
+
+def test_a_sweep_owns_its_experiments(client: TestClient, other_client: TestClient) -> None:
+    sweep = create_sweep(other_client)
+    for row in sweep["experiments"]:
+        assert other_client.get(f"/experiments/{row['id']}").status_code == 200
+    with session_scope() as session:
+        owners = set(session.scalars(select(Experiment.owner_id).where(Experiment.sweep_id == sweep["id"])))
+    assert len(owners) == 1
+    me = other_client.get("/me").json()
+    assert owners == {me["id"]}
+
+
+def test_another_users_experiment_cannot_be_cancelled_or_retried(client: TestClient, other_client: TestClient) -> None:
+    queued = submit(client)
+    assert other_client.post(f"/experiments/{queued}/cancel").status_code == 404
+    assert client.get(f"/experiments/{queued}").json()["status"] == "queued"
+    assert client.post(f"/experiments/{queued}/cancel").status_code == 200
+    assert other_client.post(f"/experiments/{queued}/retry").status_code == 404
+    assert client.get(f"/experiments/{queued}").json()["status"] == "cancelled"
+
+
+def test_dataset_predictions_use_the_callers_best_model(client: TestClient, other_client: TestClient) -> None:
+    finish(submit(client))
+    image = {"file": ("digit.png", png(), "image/png")}
+    response = other_client.post("/datasets/mnist/predictions", files=image)
+    assert response.status_code == 404, response.text
+    assert "no succeeded experiment on mnist" in response.json()["detail"]
+    datasets = {d["name"]: d for d in other_client.get("/datasets").json()}
+    assert datasets["mnist"]["best_experiment_id"] is None
+    admin_view = {d["name"]: d for d in client.get("/datasets").json()}
+    assert admin_view["mnist"]["best_experiment_id"] is not None
+
+
+@pytest.mark.parametrize("bad_id", ["0", "-1", str(2**63), str(2**64 + 1), "9" * 40])
+@pytest.mark.parametrize(
+    "template", ["/experiments/{}", "/experiments/{}/metrics", "/sweeps/{}", "/sweeps/{}/tensorboard"]
+)
+def test_ids_out_of_range_are_404(client: TestClient, template: str, bad_id: str) -> None:
+    response = client.get(template.format(bad_id))
+    assert response.status_code == 404, response.text
+    assert "does not exist" in response.json()["detail"]
+
+
+def test_an_id_that_is_not_a_number_is_422(client: TestClient) -> None:
+    assert client.get("/experiments/seven").status_code == 422

@@ -1,0 +1,278 @@
+"""API keys and users: 401s that say how to get a key, keys shown once and stored hashed, admin-only
+management, the operator CLI, the first start's key, and per-user quotas and rate limits (429)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from api.main import app
+from config import Settings, get_settings
+from epochal.accounts_cli import ensure_first_key
+from models import ApiKey, User
+from models.accounts import hash_token, touch
+from models.base import utcnow
+from models.db import session_scope
+from tests.support import ROOT, bearer
+
+
+def me(client: TestClient, **headers: str) -> Any:
+    return client.get("/me", headers=headers)
+
+
+def create_user(client: TestClient, name: str, **fields: Any) -> dict[str, Any]:
+    response = client.post("/users", json={"name": name, **fields})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def assert_401(response: Any, *words: str) -> None:
+    assert response.status_code == 401, response.text
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    detail = response.json()["detail"]
+    # It says how to get a key.
+    for word in ("Authorization: Bearer", "api-key", "POST /users", *words):
+        assert word in detail, (word, detail)
+
+
+# --- 401 ---------------------------------------------------------------------------------------------------
+
+
+def test_no_key_is_401_saying_how_to_get_one(anonymous_client: TestClient) -> None:
+    assert_401(anonymous_client.get("/experiments"), "needs an API key")
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["Bearer", "Bearer ", "Basic YWRtaW46YWRtaW4=", "bearer-epk_abc", "Bearer not-a-key", "Bearer epk_", "Token x"],
+)
+def test_a_malformed_key_is_401(anonymous_client: TestClient, authorization: str) -> None:
+    assert_401(anonymous_client.get("/experiments", headers={"Authorization": authorization}))
+
+
+def test_an_unknown_key_is_401(client: TestClient, anonymous_client: TestClient) -> None:
+    real = client.headers["Authorization"].removeprefix("Bearer ")
+    # Same prefix, different secret: the prefix finds the row, the hash comparison must still refuse it.
+    forged = real[:-4] + ("AAAA" if not real.endswith("AAAA") else "BBBB")
+    assert_401(anonymous_client.get("/experiments", headers=bearer(forged)), "not valid")
+    assert_401(anonymous_client.get("/experiments", headers=bearer("epk_" + "x" * 43)), "not valid")
+
+
+def test_a_revoked_key_is_401(client: TestClient, anonymous_client: TestClient) -> None:
+    created = create_user(client, "carol")
+    key = created["api_key"]
+    assert me(anonymous_client, **bearer(key)).json()["name"] == "carol"
+    revoked = client.post(f"/keys/{created['keys'][0]['id']}/revoke")
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["revoked_at"] is not None
+    assert_401(me(anonymous_client, **bearer(key)), "not valid")
+    # Revoking twice is harmless.
+    assert client.post(f"/keys/{created['keys'][0]['id']}/revoke").status_code == 200
+
+
+def test_the_key_in_use_cannot_revoke_itself(client: TestClient) -> None:
+    key_id = me(client).json()["keys"][-1]["id"]
+    response = client.post(f"/keys/{key_id}/revoke")
+    assert response.status_code == 409, response.text
+    assert me(client).status_code == 200
+
+
+# --- users and keys --------------------------------------------------------------------------------------------
+
+
+def test_a_new_user_gets_a_key_shown_once_and_stored_hashed(client: TestClient, anonymous_client: TestClient) -> None:
+    created = create_user(client, "dave", max_active_jobs=3)
+    key = created["api_key"]
+    assert key.startswith("epk_") and len(key) >= 40
+    assert created["admin"] is False and created["max_active_jobs"] == 3
+    assert me(anonymous_client, **bearer(key)).json()["id"] == created["id"]
+    # Never shown again: the listing has the prefix only.
+    listing = client.get("/users")
+    assert listing.status_code == 200
+    assert key not in listing.text
+    assert created["keys"][0]["prefix"] == key[:12]
+    with session_scope() as session:
+        stored = session.scalars(select(ApiKey).where(ApiKey.user_id == created["id"])).one()
+        assert stored.sha256 == hash_token(key) != key
+        assert key not in (stored.prefix, stored.sha256)
+
+
+def test_a_second_key_works_alongside_the_first(client: TestClient, anonymous_client: TestClient) -> None:
+    created = create_user(client, "erin")
+    response = client.post(f"/users/{created['id']}/keys")
+    assert response.status_code == 201, response.text
+    second = response.json()["api_key"]
+    assert second != created["api_key"]
+    for key in (created["api_key"], second):
+        assert me(anonymous_client, **bearer(key)).status_code == 200
+
+
+def test_names_are_unique(client: TestClient) -> None:
+    create_user(client, "frank")
+    response = client.post("/users", json={"name": "frank"})
+    assert response.status_code == 409
+    assert "already exists" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/users", None),
+        ("POST", "/users", {"name": "mallory", "admin": True}),
+        ("PATCH", "/users/1", {"max_active_jobs": 1000}),
+        ("POST", "/users/1/keys", None),
+        ("POST", "/keys/1/revoke", None),
+    ],
+)
+def test_only_admins_manage_users_and_keys(
+    other_client: TestClient, method: str, path: str, body: dict[str, Any] | None
+) -> None:
+    response = other_client.request(method, path, json=body)
+    assert response.status_code == 403, response.text
+    assert "admin" in response.json()["detail"]
+    with session_scope() as session:
+        assert session.scalars(select(User).where(User.name == "mallory")).first() is None
+
+
+def test_unknown_users_and_keys_are_404(client: TestClient) -> None:
+    for path in ("/users/4242/keys", "/keys/4242/revoke", f"/keys/{2**70}/revoke"):
+        assert client.post(path).status_code == 404
+
+
+def test_last_used_is_recorded_at_most_once_a_minute() -> None:
+    key = ApiKey(prefix="epk_x", sha256="0" * 64)
+    now = utcnow()
+    assert touch(key, now) is True and key.last_used_at == now
+    assert touch(key, now + timedelta(seconds=59)) is False and key.last_used_at == now
+    assert touch(key, now + timedelta(seconds=61)) is True
+
+
+def test_a_request_records_last_used(client: TestClient) -> None:
+    before = me(client).json()["keys"]
+    assert all(k["last_used_at"] is not None for k in before)
+
+
+# --- operator CLI and first start ------------------------------------------------------------------------------
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "epochal", *args], cwd=ROOT, env=dict(os.environ), capture_output=True, text=True
+    )
+
+
+def test_the_operator_cli_creates_lists_and_revokes(client: TestClient, anonymous_client: TestClient) -> None:
+    created = cli("users", "create", "grace", "--admin")
+    assert created.returncode == 0, created.stderr
+    first = created.stdout.split()[-1]
+    assert me(anonymous_client, **bearer(first)).json()["admin"] is True
+    assert cli("users", "create", "grace").returncode == 1
+    added = cli("keys", "create", "grace")
+    assert added.returncode == 0, added.stderr
+    second = added.stdout.split()[-1]
+    listing = cli("users", "list")
+    assert "grace" in listing.stdout and first not in listing.stdout
+    key_id = added.stdout.split()[1]
+    assert cli("keys", "revoke", key_id).returncode == 0
+    assert me(anonymous_client, **bearer(second)).status_code == 401
+    assert me(anonymous_client, **bearer(first)).status_code == 200
+    assert cli("keys", "create", "nobody").returncode == 1
+
+
+def test_the_first_start_makes_one_admin_key_in_a_private_file(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings(state_dir=tmp_path, database_url=get_settings().database_url)
+    new_key = ensure_first_key(settings)
+    assert new_key is not None
+    key_file = tmp_path / "api-key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert key_file.read_text().strip() == new_key.token
+    assert new_key.token in capsys.readouterr().out
+    # Printed once: a second start makes nothing and leaves the file alone.
+    assert ensure_first_key(settings) is None
+    assert key_file.read_text().strip() == new_key.token
+    with session_scope() as session:
+        admins = session.scalars(select(User).where(User.admin.is_(True))).all()
+        assert [a.name for a in admins] == ["admin"]
+
+
+# --- quotas and rate limits ------------------------------------------------------------------------------------
+
+
+def other_user_id(other_client: TestClient) -> int:
+    return int(me(other_client).json()["id"])
+
+
+def set_quota(client: TestClient, user_id: int, **quota: int | None) -> None:
+    response = client.patch(f"/users/{user_id}", json=quota)
+    assert response.status_code == 200, response.text
+
+
+def assert_429(response: Any, *words: str) -> None:
+    assert response.status_code == 429, response.text
+    assert int(response.headers["Retry-After"]) >= 1
+    for word in words:
+        assert word in response.json()["detail"]
+
+
+def test_active_jobs_are_capped_per_user(client: TestClient, other_client: TestClient) -> None:
+    set_quota(client, other_user_id(other_client), max_active_jobs=2)
+    ids = [other_client.post("/experiments", json={"dataset": "mnist"}).json()["id"] for _ in range(2)]
+    assert_429(other_client.post("/experiments", json={"dataset": "mnist"}), "EPOCHAL_MAX_ACTIVE_JOBS", "2")
+    # Someone else's quota is their own.
+    assert client.post("/experiments", json={"dataset": "mnist"}).status_code == 202
+    # A finished job frees its place.
+    assert other_client.post(f"/experiments/{ids[0]}/cancel").status_code == 200
+    assert other_client.post("/experiments", json={"dataset": "mnist"}).status_code == 202
+    # Retrying counts too.
+    assert_429(other_client.post(f"/experiments/{ids[0]}/retry"), "EPOCHAL_MAX_ACTIVE_JOBS")
+
+
+def test_the_setting_applies_when_the_user_has_no_override(client: TestClient) -> None:
+    app.dependency_overrides[get_settings] = lambda: get_settings().model_copy(update={"max_active_jobs": 1})
+    try:
+        assert client.post("/experiments", json={"dataset": "mnist"}).status_code == 202
+        assert_429(client.post("/experiments", json={"dataset": "mnist"}), "limit is 1")
+    finally:
+        app.dependency_overrides.clear()
+
+
+def test_sweeps_are_capped_per_user_and_create_nothing_over_it(client: TestClient, other_client: TestClient) -> None:
+    set_quota(client, other_user_id(other_client), max_sweep_experiments=2)
+    body = {"base": {"dataset": "mnist"}, "grid": {"optimizer": ["adam", "sgd", "rmsprop"]}}
+    assert_429(other_client.post("/sweeps", json=body), "EPOCHAL_MAX_SWEEP_EXPERIMENTS", "3")
+    assert other_client.get("/sweeps").json() == []
+    assert other_client.get("/experiments").json()["total"] == 0
+    body["grid"] = {"optimizer": ["adam", "sgd"]}
+    assert other_client.post("/sweeps", json=body).status_code == 202
+    # A sweep may not take the user over their active jobs either.
+    set_quota(client, other_user_id(other_client), max_active_jobs=3)
+    assert_429(other_client.post("/sweeps", json=body), "EPOCHAL_MAX_ACTIVE_JOBS")
+
+
+def test_predictions_are_rate_limited_per_user(client: TestClient, other_client: TestClient) -> None:
+    set_quota(client, other_user_id(other_client), predictions_per_second=2)
+    image = {"file": ("a.png", b"x", "image/png")}
+    answers = [other_client.post("/datasets/mnist/predictions", files=image) for _ in range(3)]
+    assert [a.status_code for a in answers[:2]] == [404, 404]  # nothing to predict with, but counted
+    assert_429(answers[2], "EPOCHAL_PREDICTIONS_PER_SECOND", "2")
+    # The admin is not held back by another user's requests.
+    assert client.post("/datasets/mnist/predictions", files=image).status_code == 404
+
+
+def test_an_override_can_be_reset_to_the_setting(client: TestClient, other_client: TestClient) -> None:
+    user_id = other_user_id(other_client)
+    set_quota(client, user_id, max_active_jobs=1)
+    set_quota(client, user_id, max_active_jobs=None)
+    assert me(other_client).json()["max_active_jobs"] is None
