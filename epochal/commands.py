@@ -13,6 +13,7 @@ from config import MAINTENANCE_QUEUE
 
 API_APP = "api.main:app"
 CELERY_APP = "worker.celery_app"
+FLOWER_CONFIG = "epochal/flowerconfig.py"
 
 
 def api_argv(host: str, port: int) -> list[str]:
@@ -37,7 +38,8 @@ def reaper_argv(schedule_file: str, hostname: str | None = None) -> list[str]:
 
 
 def flower_argv(port: int) -> list[str]:
-    return ["celery", "-A", CELERY_APP, "flower", f"--port={port}"]
+    # The config file requires a login (EPOCHAL_FLOWER_BASIC_AUTH); relative to the repository root, the cwd.
+    return ["celery", "-A", CELERY_APP, "flower", f"--port={port}", f"--conf={FLOWER_CONFIG}"]
 
 
 def migrate_argv() -> list[str]:

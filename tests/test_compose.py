@@ -50,7 +50,10 @@ DATA_SERVICES = ("api", *WORKERS)
 
 ENV_PREFIX = str(Settings.model_config.get("env_prefix", ""))
 SETTINGS_VARIABLES = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
-INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?::?-(?P<default>[^}]*))?\}")
+INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?:(?P<operator>:?[-?])(?P<argument>[^}]*))?\}")
+# What a test substitutes for a `${VAR:?message}` the deployer must set: a value of the required shape.
+REQUIRED_STAND_INS = {"EPOCHAL_FLOWER_BASIC_AUTH": "deployer:chosen-password"}
+FLOWER_ONLY = {"EPOCHAL_FLOWER_BASIC_AUTH"}  # settings only Flower reads
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +69,17 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def resolve(value: str) -> str:
-    """A compose value with `${VAR:-default}` replaced by the file's own default (not this shell's)."""
-    return INTERPOLATION.sub(lambda m: m.group("default") or "", value)
+    """A compose value with `${VAR:-default}` replaced by the file's own default (not this shell's).
+
+    A required `${VAR:?message}` has no default by design: a stand-in of the right shape is used.
+    """
+
+    def substitute(match: re.Match[str]) -> str:
+        if (match.group("operator") or "").endswith("?"):
+            return REQUIRED_STAND_INS[match.group("name")]
+        return match.group("argument") or ""
+
+    return INTERPOLATION.sub(substitute, value)
 
 
 def environment_of(service: dict[str, Any]) -> dict[str, str]:
@@ -179,9 +191,24 @@ def test_celery_target_is_the_celery_app_with_the_training_task(services: dict[s
     assert TRAIN_TASK_NAME in app.tasks
 
 
-def test_flower_port_is_published(services: dict[str, dict[str, Any]]) -> None:
+def test_flower_port_is_published_on_loopback_only(services: dict[str, dict[str, Any]]) -> None:
     port = int(option(services["flower"]["command"], "--port"))
     assert published_ports(services["flower"]) == {port: port}
+    # Flower can revoke jobs: reachable from this host (an SSH tunnel, a TLS proxy), never from the network.
+    assert [str(entry) for entry in services["flower"]["ports"]] == [f"127.0.0.1:{port}:{port}"]
+
+
+def test_flower_requires_a_login_and_ships_none(services: dict[str, dict[str, Any]]) -> None:
+    command = services["flower"]["command"]
+    assert (ROOT / option(command, "--conf")).is_file()
+    raw = services["flower"]["environment"]["EPOCHAL_FLOWER_BASIC_AUTH"]
+    # `${VAR:?message}`: compose refuses to start anything while it is unset; there is no default to leak.
+    match = INTERPOLATION.fullmatch(raw)
+    assert match is not None
+    assert (match.group("name"), match.group("operator")) == ("EPOCHAL_FLOWER_BASIC_AUTH", ":?")
+    assert "user:password" in match.group("argument")
+    others = [name for name in PROJECT_SERVICES if name != "flower"]
+    assert all(FLOWER_ONLY.isdisjoint(environment_of(services[name])) for name in others)
 
 
 def test_alembic_upgrade_head_has_revisions_to_apply(services: dict[str, dict[str, Any]]) -> None:
@@ -217,7 +244,11 @@ def test_settings_accept_the_service_environment(services: dict[str, dict[str, A
 
 
 def test_project_services_share_one_environment(services: dict[str, dict[str, Any]]) -> None:
-    environments = [environment_of(services[name]) for name in PROJECT_SERVICES]
+    # The same settings everywhere, but for Flower's login, which only Flower is given.
+    environments = [
+        {key: value for key, value in environment_of(services[name]).items() if key not in FLOWER_ONLY}
+        for name in PROJECT_SERVICES
+    ]
     assert all(env == environments[0] for env in environments)
 
 
