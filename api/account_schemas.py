@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.schemas import UtcDatetime
 from models.users import ApiKey, User
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$"
@@ -36,9 +35,9 @@ class KeyRead(BaseModel):
     id: int
     user_id: int
     prefix: str
-    created_at: datetime
-    last_used_at: datetime | None
-    revoked_at: datetime | None
+    created_at: UtcDatetime
+    last_used_at: UtcDatetime | None
+    revoked_at: UtcDatetime | None
 
     @classmethod
     def of(cls, key: ApiKey) -> KeyRead:
@@ -63,7 +62,7 @@ class UserRead(BaseModel):
     max_active_jobs: int | None
     max_sweep_experiments: int | None
     predictions_per_second: int | None
-    created_at: datetime
+    created_at: UtcDatetime
     keys: list[KeyRead]
 
     @classmethod

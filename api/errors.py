@@ -22,6 +22,7 @@ class ErrorRead(BaseModel):
 
 
 ERROR_DESCRIPTIONS = {
+    400: "The body could not be parsed (not UTF-8 JSON, or broken multipart).",
     401: "No valid API key: send `Authorization: Bearer <key>`.",
     403: "The key is valid, but this needs an admin.",
     404: "No such resource, or it belongs to another user (the two are not told apart).",

@@ -33,7 +33,7 @@ def expected_statuses(method: str, path: str, operation: dict[str, Any]) -> set[
     if operation.get("parameters") or "requestBody" in operation:
         expected.add("422")
     if "requestBody" in operation:
-        expected.add("413")  # the body cap applies to every request body
+        expected |= {"400", "413"}  # a body may not parse, and the body cap applies to every request body
     content = operation.get("requestBody", {}).get("content", {})
     if "multipart/form-data" in content:
         expected |= {"415", "429"}  # an upload is an image, and predictions are rate limited

@@ -135,7 +135,7 @@ class SingleNeuronRead(BaseModel):
     final_weights: NeuronWeightsRead
 
 
-@router.post("/single-neuron", response_model=SingleNeuronRead, responses=responses(413, 422))
+@router.post("/single-neuron", response_model=SingleNeuronRead, responses=responses(400, 413, 422))
 def trace_single_neuron_sgd(body: Annotated[SingleNeuronRequest | None, Body()] = None) -> SingleNeuronRead:
     """Train z = w0*x0 + w1*x1 + b, y_hat = sigmoid(z), L = (y_hat - y)^2 by SGD and return every step.
 

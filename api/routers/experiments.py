@@ -36,7 +36,7 @@ router = APIRouter(prefix="/experiments", tags=["experiments"])
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ExperimentRead,
-    responses=responses(413, 422, 429, 503),
+    responses=responses(400, 413, 422, 429, 503),
 )
 def create_experiment(
     body: ExperimentCreate, session: SessionDep, settings: SettingsDep, user: CurrentUser, response: Response

@@ -24,7 +24,7 @@ router = APIRouter(tags=["predictions"])
 
 ImageUpload = Annotated[UploadFile, File(description="A PNG or JPEG image.")]
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
-PREDICTION_ERRORS = responses(404, 409, 413, 415, 422, 429)
+PREDICTION_ERRORS = responses(400, 404, 409, 413, 415, 422, 429)
 
 
 def _predict(session: Session, user: User, experiment: Experiment, file: UploadFile) -> PredictionRead:

@@ -71,7 +71,7 @@ def expand_grid(body: SweepCreate) -> list[ExperimentCreate]:
 
 
 @router.post(
-    "", status_code=status.HTTP_202_ACCEPTED, response_model=SweepRead, responses=responses(413, 422, 429, 503)
+    "", status_code=status.HTTP_202_ACCEPTED, response_model=SweepRead, responses=responses(400, 413, 422, 429, 503)
 )
 def create_sweep(
     body: SweepCreate, session: SessionDep, settings: SettingsDep, user: CurrentUser, response: Response

@@ -49,7 +49,7 @@ def list_users(session: SessionDep, _admin: AdminUser) -> list[UserRead]:
     "/users",
     status_code=status.HTTP_201_CREATED,
     response_model=UserCreated,
-    responses=responses(403, 409, 413, 422),
+    responses=responses(400, 403, 409, 413, 422),
 )
 def create_user_with_key(body: UserCreate, session: SessionDep, _admin: AdminUser) -> UserCreated:
     """A new user and their first API key, shown in this answer only. Admins only."""
@@ -68,7 +68,7 @@ def create_user_with_key(body: UserCreate, session: SessionDep, _admin: AdminUse
     return UserCreated(**UserRead.of(_user(session, user.id)).model_dump(), api_key=new_key.token)
 
 
-@router.patch("/users/{user_id}", response_model=UserRead, responses=responses(403, 404, 413, 422))
+@router.patch("/users/{user_id}", response_model=UserRead, responses=responses(400, 403, 404, 413, 422))
 def set_quotas(user_id: UserId, body: QuotaOverrides, session: SessionDep, _admin: AdminUser) -> UserRead:
     """Set the user's quota overrides; a field sent as null goes back to the service-wide setting. Admins only."""
     user = _user(session, user_id)
