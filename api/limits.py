@@ -39,7 +39,8 @@ class BodySizeLimit:
     def _cap_for(self, scope: Scope) -> tuple[int, str]:
         headers = dict(scope.get("headers") or [])
         media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if media_type == b"application/json" or media_type.endswith(b"+json"):
+        # FastAPI parses a body that has no content type as JSON too.
+        if not media_type or media_type == b"application/json" or media_type.endswith(b"+json"):
             return min(self.max_json_bytes, self.max_bytes), "JSON request bodies"
         return self.max_bytes, "request bodies"
 

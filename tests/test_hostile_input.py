@@ -273,3 +273,28 @@ def _zeros(total: int, size: int) -> Iterator[bytes]:
 def _http_chunks(total: int, size: int) -> Iterator[bytes]:
     for chunk in _zeros(total, size):
         yield f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+
+
+@pytest.mark.parametrize("path", ["/experiments", "/sweeps"])
+@pytest.mark.parametrize("query", ["limit=501", "limit=0", "offset=-1", f"offset={2**63}", f"offset={10**30}"])
+def test_list_pages_are_capped_with_a_422_not_a_database_error(client: TestClient, path: str, query: str) -> None:
+    response = client.get(f"{path}?{query}")
+    assert response.status_code == 422, response.text
+    assert query.split("=")[0] in response.json()["message"]
+
+
+def test_sweeps_are_listed_a_page_at_a_time(client: TestClient) -> None:
+    for seed in (1, 2, 3):
+        assert client.post(
+            "/sweeps", json={"base": {"dataset": "mnist", "seed": seed}, "grid": {"epochs": [1]}}
+        ).is_success
+    newest_first = [sweep["base"]["seed"] for sweep in client.get("/sweeps", params={"limit": 2}).json()]
+    assert newest_first == [3, 2]
+    assert [sweep["base"]["seed"] for sweep in client.get("/sweeps", params={"offset": 2}).json()] == [1]
+
+
+def test_a_body_without_a_content_type_gets_the_json_cap(client: TestClient) -> None:
+    # FastAPI parses such a body as JSON, so the JSON cap is the one that applies.
+    response = client.post("/experiments", content=b"{" + b" " * MiB + b"}", headers={"content-type": ""})
+    assert response.status_code == 413
+    assert "JSON request bodies must be at most 1 MiB" in response.json()["detail"]

@@ -60,7 +60,7 @@ def list_experiments(
     optimizer: Optimizer | None = None,
     sweep_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,  # past 64 bits the database raises instead of answering
 ) -> ExperimentPage:
     """Your experiments (an admin: everyone's), newest first, filtered by any of status, dataset, optimizer, sweep."""
     conditions = [

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.access import SweepId, owned, visible_sweep
+from api.access import MAX_ID, SweepId, owned, visible_sweep
 from api.auth import CurrentUser
 from api.deps import SessionDep, SettingsDep
 from api.errors import describe_validation_errors, responses
@@ -96,9 +96,16 @@ def create_sweep(
 
 
 @router.get("", response_model=list[SweepRead])
-def list_sweeps(session: SessionDep, user: CurrentUser) -> list[SweepRead]:
-    """Your sweeps (an admin: everyone's), newest first."""
-    ids = session.scalars(owned(select(Sweep.id), user, Sweep).order_by(Sweep.id.desc())).all()
+def list_sweeps(
+    session: SessionDep,
+    user: CurrentUser,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+) -> list[SweepRead]:
+    """Your sweeps (an admin: everyone's), newest first, `limit` at a time (each one carries its experiments)."""
+    ids = session.scalars(
+        owned(select(Sweep.id), user, Sweep).order_by(Sweep.id.desc()).limit(limit).offset(offset)
+    ).all()
     return [_sweep_read(session, user, sweep_id) for sweep_id in ids]
 
 
