@@ -31,7 +31,7 @@ ERROR_DESCRIPTIONS = {
     415: "The upload is not an image the service can read.",
     422: "The request is invalid; `message` names each bad field.",
     429: "A quota or rate limit was reached; `Retry-After` says when to try again.",
-    503: "The broker did not accept the job.",
+    503: "The database or the broker is unavailable right now (GET /health says which); try again later.",
 }
 
 

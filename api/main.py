@@ -27,9 +27,10 @@ def create_app() -> FastAPI:
     app = FastAPI(title="Epochal", version="0.1.0", description=DESCRIPTION)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_json_bytes=settings.max_json_bytes)
-    # One dependency guards every router but health's: a route added to any of them needs a key.
+    # One dependency guards every router but health's: a route added to any of them needs a key. Checking
+    # the key reads the database, so any of these routes can also answer 503 when the database is down.
     for module in (experiments, sweeps, reports, predictions, datasets, backprop, users):
-        app.include_router(module.router, dependencies=[Depends(current_user)], responses=responses(401))
+        app.include_router(module.router, dependencies=[Depends(current_user)], responses=responses(401, 503))
     app.include_router(health.router)
     return app
 

@@ -95,7 +95,7 @@ def create_sweep(
     return _sweep_read(session, user, sweep.id)
 
 
-@router.get("", response_model=list[SweepRead])
+@router.get("", response_model=list[SweepRead], responses=responses(422))
 def list_sweeps(
     session: SessionDep,
     user: CurrentUser,
