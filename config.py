@@ -17,8 +17,11 @@ from urllib.parse import unquote, urlparse
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# The Celery task name is the contract between the API (which enqueues by name) and the worker.
+# The Celery task names are the contract between the API (which enqueues by name) and the worker.
 TRAIN_TASK_NAME = "epochal.train_experiment"
+REAP_TASK_NAME = "epochal.reap"
+# The reaper has a queue of its own, so it never waits behind a training job for a worker slot.
+MAINTENANCE_QUEUE = "epochal.maintenance"
 ENV_PREFIX = "EPOCHAL_"
 DATABASE_SCHEMES = ("sqlite", "postgresql+psycopg")  # plain postgresql:// means psycopg2, not installed
 BROKER_SCHEMES = ("redis", "rediss", "redis+socket")
@@ -45,7 +48,26 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(default=Path("data"), description="Folder the dataset loaders read first.")
     default_queue: str = Field(default="training", description="Queue an experiment goes to.")
-    task_time_limit_s: int = Field(default=6 * 3600, gt=0, description="Hard limit on one training job.")
+    queues: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9_.@-]*(,[A-Za-z0-9_.@-]+)*$",
+        description="Comma-separated queues this deployment's workers serve; the default queue is always one.",
+    )
+    task_time_limit_s: float = Field(default=6 * 3600, gt=0, description="Hard limit on one training attempt.")
+    lease_s: float = Field(
+        default=60, gt=0, description="A running attempt whose heartbeat is older than this is presumed dead."
+    )
+    heartbeat_s: float = Field(default=10, gt=0, description="How often a training process renews its lease.")
+    reaper_interval_s: float = Field(default=15, gt=0, description="How often the reaper looks for stranded jobs.")
+    republish_after_s: float = Field(
+        default=300, gt=0, description="A queued job nobody claimed is published again after this (then backing off)."
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, description="A job whose attempts are lost (worker died, no heartbeat) this often fails."
+    )
+    db_retry_s: float = Field(
+        default=120, ge=0, description="How long a worker retries a database write before giving the attempt up."
+    )
     predictor_cache_size: int = Field(default=4, ge=1, description="Trained networks the API keeps loaded.")
 
     # Hostile-input caps: a request, an image or a sweep bigger than these is refused with a 4xx, never served.
@@ -100,6 +122,15 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> Settings:
+        if self.heartbeat_s * 2 > self.lease_s:
+            raise ValueError(
+                f"EPOCHAL_HEARTBEAT_S ({self.heartbeat_s}) must be at most half of EPOCHAL_LEASE_S ({self.lease_s}), "
+                "so one late heartbeat does not lose a live job"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:
         state = self.state_dir.resolve()
         if not self.database_url:
@@ -111,7 +142,18 @@ class Settings(BaseSettings):
     @property
     def broker_visibility_timeout_s(self) -> int:
         """Redis redelivers an unacknowledged job after this long: it must outlast the longest job."""
-        return self.task_time_limit_s + 3600
+        return int(self.task_time_limit_s) + 3600
+
+    @property
+    def task_soft_time_limit_s(self) -> float:
+        """When the job is told to stop (and ends failed saying why) before the hard limit kills it."""
+        return self.task_time_limit_s - min(60.0, self.task_time_limit_s / 10)
+
+    @property
+    def known_queues(self) -> list[str]:
+        """The queues workers of this deployment serve: a job on any other queue would never run."""
+        listed = [queue for queue in self.queues.split(",") if queue]
+        return listed if self.default_queue in listed else [self.default_queue, *listed]
 
     @property
     def gpu_ids(self) -> list[str]:
@@ -131,7 +173,8 @@ def _describe(error: ValidationError) -> str:
     for item in error.errors():
         field = str(item["loc"][0]) if item["loc"] else ""
         message = str(item["msg"]).removeprefix("Value error, ")
-        lines.append(f"{ENV_PREFIX}{field.upper()}: {message}")
+        # A rule across several settings names its variables in its own message.
+        lines.append(f"{ENV_PREFIX}{field.upper()}: {message}" if field else message)
     return "; ".join(lines)
 
 

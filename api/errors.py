@@ -88,5 +88,21 @@ async def _validation_handler(_request: Request, exc: Exception) -> JSONResponse
     return JSONResponse(status_code=422, content=body)
 
 
+async def _database_unavailable_handler(_request: Request, exc: Exception) -> JSONResponse:
+    # A database restart or outage is the server's dependency failing, not a bug: say so, and that it is temporary.
+    return JSONResponse(
+        status_code=503,
+        content={
+            "detail": "the database is unavailable right now; try again in a few seconds (GET /health shows "
+            f"the state of each dependency) [{type(exc).__name__}]"
+        },
+        headers={"Retry-After": "5"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
     app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(OperationalError, _database_unavailable_handler)
+    app.add_exception_handler(InterfaceError, _database_unavailable_handler)

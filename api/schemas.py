@@ -39,6 +39,23 @@ class ExperimentSummary(BaseModel):
     test_accuracy: float | None
 
 
+class AttemptRead(BaseModel):
+    """One claim of the job by a worker process; a job lost and resumed has several."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    number: int
+    worker: str
+    resumed_from_epoch: int = Field(description="Epochs already finished when it started (0: from scratch).")
+    started_at: UtcDatetime
+    ended_at: UtcDatetime | None
+    outcome: str | None = Field(
+        description="succeeded, failed, cancelled, lost (no heartbeat), interrupted (worker stopped), timed_out; "
+        "null while it runs."
+    )
+    cause: str | None
+
+
 class ExperimentRead(BaseModel):
     id: int
     name: str | None
@@ -55,6 +72,7 @@ class ExperimentRead(BaseModel):
     validation_split: float | None
     seed: int
     mixed_precision: bool
+    deterministic: bool
     queue: str
     sweep_id: int | None
     cancel_requested: bool
@@ -62,6 +80,10 @@ class ExperimentRead(BaseModel):
     warnings: list[str]
     worker: str | None = Field(description="The Celery worker that ran the job.")
     device: str | None = Field(description="The device it trained on: a GPU's name, or CPU.")
+    attempts: list[AttemptRead] = Field(description="Every attempt at the job, oldest first.")
+    lease_expires_at: UtcDatetime | None = Field(
+        description="While running: the attempt is presumed dead if its heartbeat has not renewed this by then."
+    )
     summary: ExperimentSummary
     created_at: UtcDatetime
     started_at: UtcDatetime | None
@@ -86,6 +108,7 @@ class ExperimentRead(BaseModel):
             validation_split=row.validation_split,
             seed=row.seed,
             mixed_precision=row.mixed_precision,
+            deterministic=row.deterministic,
             queue=row.queue,
             sweep_id=row.sweep_id,
             cancel_requested=row.cancel_requested,
@@ -93,6 +116,8 @@ class ExperimentRead(BaseModel):
             warnings=list(row.warnings or []),
             worker=row.worker,
             device=row.device,
+            attempts=[AttemptRead.model_validate(a) for a in row.attempts],
+            lease_expires_at=row.lease_expires_at,
             summary=ExperimentSummary(
                 epochs_done=row.epochs_done,  # type: ignore[attr-defined]
                 best_epoch=row.best_epoch,
@@ -122,6 +147,7 @@ class EpochMetricRead(BaseModel):
     val_loss: float | None
     val_accuracy: float | None
     seconds: float
+    attempt: int = Field(description="The attempt that trained it: epochs before a resume keep their attempt.")
 
 
 class ConfusionMatrixRead(BaseModel):

@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import HTTPException
 from sqlalchemy.orm import Session
 
 from api.queue import BrokerUnavailable, enqueue_training
+from config import get_settings
 from models import Experiment
 from models.base import utcnow
 from training.spec import Status
 
 
+def check_queues(experiments: list[Experiment]) -> None:
+    """422 unless every experiment goes to a queue this deployment's workers serve (a typo would strand it)."""
+    known = get_settings().known_queues
+    unknown = sorted({e.queue for e in experiments} - set(known))
+    if unknown:
+        raise HTTPException(
+            status_code=422,
+            detail=f"queue {unknown[0]!r} is not served by any worker of this deployment; use one of "
+            f"{', '.join(repr(q) for q in known)} (EPOCHAL_QUEUES lists them), or omit queue for the default",
+        )
+
+
 def submit(session: Session, experiments: list[Experiment]) -> None:
-    """Commit queued rows, then enqueue each; if the broker refuses, every row not yet queued ends failed."""
+    """Commit queued rows, then enqueue each; if the broker refuses, every row not yet queued ends failed.
+
+    Should this process die between the commit and the publish, the reaper publishes the rows once
+    their `next_publish_at` has passed: an accepted job is never left waiting for a message that was never sent.
+    """
+    check_queues(experiments)
+    due = utcnow() + timedelta(seconds=get_settings().republish_after_s)
+    for experiment in experiments:
+        experiment.next_publish_at, experiment.publish_count = due, 0
     session.add_all(experiments)
     # Commit before enqueueing: a worker must never receive an id that is not in the database yet.
     session.commit()

@@ -17,7 +17,7 @@ from types import FrameType
 from config import get_settings, redact_url
 from epochal.accounts_cli import add_commands, ensure_first_key
 from epochal.broker import answers, socket_path_of, start_embedded_broker
-from epochal.commands import api_argv, migrate_argv, with_this_python, worker_argv
+from epochal.commands import api_argv, migrate_argv, reaper_argv, with_this_python, worker_argv
 
 
 def serve(host: str, port: int) -> int:
@@ -39,6 +39,8 @@ def serve(host: str, port: int) -> int:
         children.append(start_embedded_broker(socket_path))
         print(f"epochal: embedded broker on {socket_path}", flush=True)
     children.append(subprocess.Popen(with_this_python(worker_argv(settings.default_queue)), env=env))
+    schedule = str(settings.state_dir.resolve() / "reaper-schedule")
+    children.append(subprocess.Popen(with_this_python(reaper_argv(schedule, hostname="reaper@%h")), env=env))
     children.append(subprocess.Popen(with_this_python(api_argv(host, port)), env=env))
     print(
         f"epochal: API on http://{host}:{port} (reference: http://{host}:{port}/docs), "

@@ -1,7 +1,18 @@
 """Database tables, engine and sessions."""
 
 from models.base import Base
-from models.tables import Artifact, EpochMetric, Evaluation, Experiment, Sweep
+from models.tables import Artifact, Attempt, EpochMetric, Evaluation, Experiment, ResumeState, Sweep
 from models.users import ApiKey, User
 
-__all__ = ["ApiKey", "Artifact", "Base", "EpochMetric", "Evaluation", "Experiment", "Sweep", "User"]
+__all__ = [
+    "ApiKey",
+    "Artifact",
+    "Attempt",
+    "Base",
+    "EpochMetric",
+    "Evaluation",
+    "Experiment",
+    "ResumeState",
+    "Sweep",
+    "User",
+]

@@ -24,6 +24,7 @@ def experiment_from_spec(spec: ExperimentSpec) -> Experiment:
         validation_split=spec.validation_split,
         seed=spec.seed,
         mixed_precision=spec.mixed_precision,
+        deterministic=spec.deterministic,
     )
 
 
@@ -48,4 +49,5 @@ def spec_of(experiment: Experiment) -> ExperimentSpec:
         validation_split=experiment.validation_split,
         seed=experiment.seed,
         mixed_precision=experiment.mixed_precision,
+        deterministic=experiment.deterministic,
     )

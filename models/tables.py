@@ -56,6 +56,7 @@ class Experiment(Base):
     validation_split: Mapped[float | None] = mapped_column(Float)
     seed: Mapped[int] = mapped_column(Integer)
     mixed_precision: Mapped[bool] = mapped_column(Boolean, default=False)
+    deterministic: Mapped[bool] = mapped_column(Boolean, default=False)
     # The job.
     sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweep.id", ondelete="SET NULL"), index=True)
     # Who submitted it: only they (and admins) can see it or act on it. See api/access.py.
@@ -68,6 +69,16 @@ class Experiment(Base):
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
     worker: Mapped[str | None] = mapped_column(String(200))
     device: Mapped[str | None] = mapped_column(String(200))
+    # The fencing token: the number of the attempt allowed to write. Every write an attempt makes is
+    # conditional on it, so an attempt presumed dead (and superseded) can never write again. Never reused.
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    # Attempts lost without a word (no heartbeat): past EPOCHAL_MAX_ATTEMPTS the job fails. Reset by a retry.
+    lost_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # A running attempt renews this with its heartbeat; past it, the reaper presumes the attempt dead.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    # A queued job nobody claimed by then is published again (claims are idempotent; duplicates do nothing).
+    next_publish_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    publish_count: Mapped[int] = mapped_column(Integer, default=0)
     best_epoch: Mapped[int | None] = mapped_column(Integer)
     best_val_accuracy: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -81,6 +92,10 @@ class Experiment(Base):
     )
     evaluation: Mapped[Evaluation | None] = relationship(back_populates="experiment", cascade="all, delete-orphan")
     artifacts: Mapped[list[Artifact]] = relationship(back_populates="experiment", cascade="all, delete-orphan")
+    # Loaded with the experiment in one more query (not one per row), as every read shows them.
+    attempts: Mapped[list[Attempt]] = relationship(
+        back_populates="experiment", order_by="Attempt.number", cascade="all, delete-orphan", lazy="selectin"
+    )
     sweep: Mapped[Sweep | None] = relationship(back_populates="experiments")
 
 
@@ -112,6 +127,8 @@ class EpochMetric(Base):
     val_loss: Mapped[float | None] = mapped_column(Float)
     val_accuracy: Mapped[float | None] = mapped_column(Float)
     seconds: Mapped[float] = mapped_column(Float)
+    # The attempt that trained it: after a resume, the earlier epochs keep their first attempt's number.
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     experiment: Mapped[Experiment] = relationship(back_populates="metrics")
@@ -145,6 +162,45 @@ class Artifact(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     experiment: Mapped[Experiment] = relationship(back_populates="artifacts")
+
+
+class Attempt(Base):
+    """One claim of a job by a worker process: where it ran, from which epoch, and how it ended."""
+
+    __tablename__ = "attempt"
+    __table_args__ = (UniqueConstraint("experiment_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiment.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    resumed_from_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # succeeded | failed | cancelled | lost | interrupted | timed_out; null while it runs.
+    outcome: Mapped[str | None] = mapped_column(String(20))
+    cause: Mapped[str | None] = mapped_column(Text)
+
+    experiment: Mapped[Experiment] = relationship(back_populates="attempts")
+
+
+class ResumeState(Base):
+    """The latest finished epoch's training state, written with that epoch's row, so a new attempt continues there."""
+
+    __tablename__ = "resume_state"
+
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiment.id", ondelete="CASCADE"), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    # Weights and optimizer variables (an .npz); deferred, like every blob, so reading the row stays cheap.
+    state: Mapped[bytes] = deferred(mapped_column(LargeBinary, nullable=False))
+    state_sha256: Mapped[str] = mapped_column(String(64))
+    best_epoch: Mapped[int | None] = mapped_column(Integer)
+    best_val_accuracy: Mapped[float | None] = mapped_column(Float)
+    # The best checkpoint so far (best_model.h5): it may come from an earlier epoch than `state`.
+    best_checkpoint: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 # Epochs finished so far, derived from the rows themselves so it can never disagree with them.

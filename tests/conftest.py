@@ -27,6 +27,8 @@ os.environ.setdefault("EPOCHAL_DATABASE_URL", f"sqlite:///{_TMP / 'epochal-test.
 os.environ.setdefault("EPOCHAL_BROKER_URL", f"redis+socket://{_TMP / 'broker.sock'}")
 # API tests enqueue to a queue no test worker consumes; end-to-end workers get their own queue.
 os.environ["EPOCHAL_DEFAULT_QUEUE"] = "api-tests"
+# The queues this test deployment serves: the default, and one more that a test submits to by name.
+os.environ["EPOCHAL_QUEUES"] = "api-tests,gpu-api-tests.1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tests.datagen import write_all  # noqa: E402

@@ -19,7 +19,7 @@ from sqlalchemy import delete, text
 from sqlalchemy.orm import Session
 
 from config import get_settings
-from epochal.commands import api_argv, with_this_python, worker_argv
+from epochal.commands import api_argv, reaper_argv, with_this_python, worker_argv
 from models import Base
 from models.accounts import key_for
 from models.db import get_engine, make_engine, session_scope
@@ -48,7 +48,6 @@ def new_key(name: str, *, admin: bool = False, database_url: str | None = None) 
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
 
 
 def alembic_config(url: str) -> Config:
@@ -102,14 +101,23 @@ class Service:
         """An HTTP client for the running API that authenticates with `key` (default: the admin key)."""
         return httpx.Client(base_url=self.base_url, timeout=timeout, headers=bearer(key or self.api_key))
 
-
-    def _spawn(self, name: str, command_line: list[str]) -> None:
-        log = (self.workdir / f"{name}.log").open("wb")
-        process = subprocess.Popen(command_line, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+    def _spawn(self, name: str, command_line: list[str], env: dict[str, str] | None = None) -> None:
+        log = (self.workdir / f"{name}.log").open("ab")  # appended: a restarted process keeps one log
+        process = subprocess.Popen(
+            command_line, cwd=ROOT, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
+        )
         self.processes.append((name, process))
 
-    def start_worker(self, name: str) -> None:
-        self._spawn(name, with_this_python(worker_argv(self.queue, hostname=f"{name}@%h")))
+    def start_worker(self, name: str, queue: str | None = None, env: dict[str, str] | None = None) -> None:
+        self._spawn(name, with_this_python(worker_argv(queue or self.queue, hostname=f"{name}@%h")), env)
+
+    def start_reaper(self) -> None:
+        schedule = str(self.workdir / "reaper-schedule")
+        self._spawn("reaper", with_this_python(reaper_argv(schedule, hostname="reaper@%h")))
+
+    def process(self, name: str) -> subprocess.Popen[bytes]:
+        """The latest process started under `name` (a restarted worker replaces its predecessor)."""
+        return [process for process_name, process in self.processes if process_name == name][-1]
 
     def start_api(self) -> None:
         if not self.api_key:
@@ -141,7 +149,7 @@ class Service:
     def logs(self, tail: int = 4000) -> str:
         return "\n".join(
             f"--- {name} ---\n{(self.workdir / f'{name}.log').read_text(errors='replace')[-tail:]}"
-            for name, _ in self.processes
+            for name in dict.fromkeys(name for name, _ in self.processes)
         )
 
     def stop(self) -> None:
@@ -154,19 +162,39 @@ class Service:
                 process.kill()
 
 
-def service_env(queue: str) -> dict[str, str]:
-    return {**os.environ, "EPOCHAL_DEFAULT_QUEUE": queue}
+# Leases short enough that recovery from a lost worker takes seconds in the tests, not minutes.
+FAST_RECOVERY = {
+    "EPOCHAL_LEASE_S": "4",
+    "EPOCHAL_HEARTBEAT_S": "0.5",
+    "EPOCHAL_REAPER_INTERVAL_S": "1",
+    "EPOCHAL_REPUBLISH_AFTER_S": "10",
+}
+
+
+def service_env(queue: str, queues: Sequence[str] = ()) -> dict[str, str]:
+    return {
+        **os.environ,
+        **FAST_RECOVERY,
+        "EPOCHAL_DEFAULT_QUEUE": queue,
+        "EPOCHAL_QUEUES": ",".join([queue, *queues]),
+    }
 
 
 @contextmanager
-def running_service(workdir: Path, queue: str, workers: Sequence[str]) -> Iterator[Service]:
-    """The API and one worker process per name in `workers`, all on `queue`; stopped on exit."""
-    service = Service(workdir, queue, service_env(queue))
+def running_service(
+    workdir: Path, queue: str, workers: Sequence[str], *, queues: Sequence[str] = ()
+) -> Iterator[Service]:
+    """The API, the reaper, and one worker process per name in `workers`, all on `queue`; stopped on exit.
+
+    `queues` are further queues the API accepts (tests start their workers themselves).
+    """
+    service = Service(workdir, queue, service_env(queue, queues))
     try:
         for name in workers:
             service.start_worker(name)
+        service.start_reaper()
         service.start_api()
-        service.wait_for_workers(len(workers))
+        service.wait_for_workers(len(workers) + 1)
         yield service
     finally:
         service.stop()

@@ -101,14 +101,15 @@ def run_to_success(
 ) -> tuple[int, EvaluationResult, bytes]:
     """Submit an experiment and take it through claim, epochs and finish_succeeded as a worker would."""
     experiment_id = submit(client, epochs=epochs, **fields)["id"]
-    spec = jobs.claim(experiment_id, WORKER_NAME)
-    assert spec is not None
+    job = jobs.claim(experiment_id, WORKER_NAME)
+    assert job is not None
+    spec = job.spec
     for epoch in range(1, epochs + 1):
-        jobs.record_epoch(experiment_id, epoch_result(epoch))
+        jobs.record_epoch(job, epoch_result(epoch))
     evaluation = evaluation_for(spec.dataset)
     path = tmp_path / f"checkpoint-{experiment_id}.h5"
     path.write_bytes(checkpoint)
-    jobs.finish_succeeded(experiment_id, epochs, best_val_accuracy, evaluation, path)
+    jobs.finish_succeeded(job, epochs, best_val_accuracy, evaluation, path)
     return experiment_id, evaluation, checkpoint
 
 
@@ -122,9 +123,10 @@ def put_in_state(client: TestClient, tmp_path: Path, state: Status, **fields: An
     if state is Status.CANCELLED:
         assert client.post(f"/experiments/{experiment_id}/cancel").status_code == 200
         return experiment_id
-    assert jobs.claim(experiment_id, WORKER_NAME) is not None
+    job = jobs.claim(experiment_id, WORKER_NAME)
+    assert job is not None
     if state is Status.FAILED:
-        jobs.finish_failed(experiment_id, "RuntimeError: out of memory")
+        jobs.finish_failed(job, "RuntimeError: out of memory")
     return experiment_id
 
 
@@ -193,6 +195,16 @@ def test_submit_to_a_named_queue(client: TestClient) -> None:
     after = broker_queue(queue)
     assert len(after) == len(before) + 1
     assert task_args(after[0]) == [body["id"]]
+
+
+def test_a_queue_no_worker_serves_is_refused_naming_the_known_ones(client: TestClient) -> None:
+    before = client.get("/experiments").json()["total"]
+    response = client.post("/experiments", json={"dataset": "mnist", "queue": "gpuu"})
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert "'gpuu' is not served" in detail
+    assert "'api-tests'" in detail and "'gpu-api-tests.1'" in detail
+    assert client.get("/experiments").json()["total"] == before  # nothing was stored
 
 
 def test_submit_stores_every_field_it_was_given(client: TestClient) -> None:
@@ -443,10 +455,11 @@ def test_metrics_of_a_queued_experiment_are_empty(client: TestClient) -> None:
 
 def test_metrics_come_back_in_epoch_order_with_every_field(client: TestClient) -> None:
     experiment_id = submit(client, epochs=3)["id"]
-    assert jobs.claim(experiment_id, WORKER_NAME) is not None
+    job = jobs.claim(experiment_id, WORKER_NAME)
+    assert job is not None
     written = [epoch_result(3), epoch_result(1), epoch_result(2)]
     for result in written:
-        jobs.record_epoch(experiment_id, result)
+        jobs.record_epoch(job, result)
     metrics = client.get(f"/experiments/{experiment_id}/metrics").json()
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
     for row, expected in zip(metrics, sorted(written, key=lambda r: r.epoch), strict=True):
@@ -457,6 +470,7 @@ def test_metrics_come_back_in_epoch_order_with_every_field(client: TestClient) -
             "val_loss": pytest.approx(expected.val_loss),
             "val_accuracy": pytest.approx(expected.val_accuracy),
             "seconds": pytest.approx(expected.seconds),
+            "attempt": 1,
         }
     experiment = read(client, experiment_id)
     assert experiment["summary"]["epochs_done"] == 3
@@ -467,10 +481,11 @@ def test_metrics_come_back_in_epoch_order_with_every_field(client: TestClient) -
 
 def test_recording_an_epoch_twice_keeps_one_row(client: TestClient) -> None:
     experiment_id = submit(client, epochs=2)["id"]
-    assert jobs.claim(experiment_id, WORKER_NAME) is not None
-    jobs.record_epoch(experiment_id, epoch_result(1))
-    jobs.record_epoch(experiment_id, epoch_result(1, offset=0.25))  # a redelivered job reaching epoch 1 again
-    jobs.record_epoch(experiment_id, epoch_result(2))
+    job = jobs.claim(experiment_id, WORKER_NAME)
+    assert job is not None
+    jobs.record_epoch(job, epoch_result(1))
+    jobs.record_epoch(job, epoch_result(1, offset=0.25))  # a redelivered job reaching epoch 1 again
+    jobs.record_epoch(job, epoch_result(2))
     metrics = client.get(f"/experiments/{experiment_id}/metrics").json()
     assert [m["epoch"] for m in metrics] == [1, 2]
     assert metrics[0]["loss"] == pytest.approx(epoch_result(1).loss)  # the first write stands
@@ -479,11 +494,12 @@ def test_recording_an_epoch_twice_keeps_one_row(client: TestClient) -> None:
 
 def test_a_failed_experiment_keeps_its_error_and_finished_epochs(client: TestClient) -> None:
     experiment_id = submit(client, epochs=5)["id"]
-    assert jobs.claim(experiment_id, WORKER_NAME) is not None
-    jobs.record_epoch(experiment_id, epoch_result(1))
-    jobs.record_epoch(experiment_id, epoch_result(2))
+    job = jobs.claim(experiment_id, WORKER_NAME)
+    assert job is not None
+    jobs.record_epoch(job, epoch_result(1))
+    jobs.record_epoch(job, epoch_result(2))
     error = "ResourceExhaustedError: OOM when allocating tensor with shape [32,148,148,32]"
-    jobs.finish_failed(experiment_id, error)
+    jobs.finish_failed(job, error)
     experiment = read(client, experiment_id)
     assert experiment["status"] == "failed"
     assert experiment["error"] == error
@@ -637,7 +653,8 @@ def test_cancelling_a_queued_experiment_means_it_never_starts(client: TestClient
 
 def test_cancelling_a_running_experiment_flags_it_for_the_worker(client: TestClient) -> None:
     experiment_id = submit(client)["id"]
-    assert jobs.claim(experiment_id, WORKER_NAME) is not None
+    job = jobs.claim(experiment_id, WORKER_NAME)
+    assert job is not None
     assert jobs.cancel_requested(experiment_id) is False
     response = client.post(f"/experiments/{experiment_id}/cancel")
     assert response.status_code == 200, response.text
@@ -649,8 +666,8 @@ def test_cancelling_a_running_experiment_flags_it_for_the_worker(client: TestCli
     # Asking twice is harmless while it still runs.
     assert client.post(f"/experiments/{experiment_id}/cancel").status_code == 200
     # The worker then stops, and the experiment ends cancelled.
-    jobs.record_epoch(experiment_id, epoch_result(1))
-    jobs.finish_cancelled(experiment_id, best_epoch=1, best_val_accuracy=epoch_result(1).val_accuracy)
+    jobs.record_epoch(job, epoch_result(1))
+    jobs.finish_cancelled(job, best_epoch=1, best_val_accuracy=epoch_result(1).val_accuracy)
     finished = read(client, experiment_id)
     assert finished["status"] == "cancelled"
     assert finished["summary"]["epochs_done"] == 1
@@ -835,9 +852,10 @@ def test_retry_requeues_a_failed_or_cancelled_experiment_from_scratch(
 ) -> None:
     experiment_id = put_in_state(client, tmp_path, Status.QUEUED)
     if state is Status.FAILED:
-        jobs.claim(experiment_id, WORKER_NAME)
-        jobs.record_epoch(experiment_id, epoch_result(1))
-        jobs.finish_failed(experiment_id, "DatasetUnavailable: put mnist.npz in the data folder")
+        job = jobs.claim(experiment_id, WORKER_NAME)
+        assert job is not None
+        jobs.record_epoch(job, epoch_result(1))
+        jobs.finish_failed(job, "DatasetUnavailable: put mnist.npz in the data folder")
     else:
         client.post(f"/experiments/{experiment_id}/cancel")
     queued_before = len(broker_queue("api-tests"))
@@ -851,7 +869,8 @@ def test_retry_requeues_a_failed_or_cancelled_experiment_from_scratch(
     queue = broker_queue("api-tests")
     assert len(queue) == queued_before + 1
     assert task_args(queue[0]) == [experiment_id]
-    assert jobs.claim(experiment_id, WORKER_NAME) is not None, "the retried job can be claimed again"
+    job = jobs.claim(experiment_id, WORKER_NAME)
+    assert job is not None, "the retried job can be claimed again"
 
 
 @pytest.mark.parametrize("state", [Status.QUEUED, Status.RUNNING, Status.SUCCEEDED])

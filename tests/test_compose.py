@@ -28,7 +28,7 @@ from kombu import Connection
 from sqlalchemy.engine import make_url
 
 from config import TRAIN_TASK_NAME, Settings
-from epochal.commands import api_argv, flower_argv, migrate_argv, worker_argv
+from epochal.commands import api_argv, flower_argv, migrate_argv, reaper_argv, worker_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -42,6 +42,7 @@ EXPECTED_COMMANDS: dict[str, list[str]] = {
     "worker": worker_argv("gpu", concurrency=1),
     "worker-cpu": worker_argv("training", concurrency=1),
     "flower": flower_argv(5555),
+    "reaper": reaper_argv("/tmp/reaper-schedule"),
 }
 PROJECT_SERVICES = sorted(EXPECTED_COMMANDS)
 SERVICES = {"postgres", "redis", *EXPECTED_COMMANDS}

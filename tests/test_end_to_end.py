@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -202,8 +203,12 @@ def test_a_running_job_cancelled_stops_at_the_epoch_end_and_keeps_its_epochs(
     http: httpx.Client, service: Service, finished: dict[str, dict[str, object]]
 ) -> None:
     experiment_id = submit(http, {"dataset": "mnist", "epochs": 200, "batch_size": 256, "train_size": 2000})
-    while http.get(f"/experiments/{experiment_id}").json()["summary"]["epochs_done"] < 1:
-        pass
+    deadline = time.monotonic() + 120
+    while (body := http.get(f"/experiments/{experiment_id}").json())["summary"]["epochs_done"] < 1:
+        # A job that fails before its first epoch must fail the test now, not hold it until a time limit.
+        assert body["status"] in ("queued", "running"), body["error"]
+        assert time.monotonic() < deadline, service.logs()
+        time.sleep(0.1)
     cancelled = http.post(f"/experiments/{experiment_id}/cancel")
     assert cancelled.status_code == 200
     assert cancelled.json()["cancel_requested"] is True

@@ -1,10 +1,10 @@
-"""Two worker processes on one queue: every job runs exactly once, with complete, unduplicated history."""
+"""Two worker processes on one queue: every job runs exactly once, with complete, unduplicated history.
+
+Lost, frozen, stopped and restarted workers are in test_reliability.py."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import time
 from collections.abc import Iterator
 
@@ -78,29 +78,3 @@ def test_a_redelivered_job_does_nothing(two_workers: Service) -> None:
             before["worker"],
         )
         assert http.get(f"/experiments/{experiment_id}/metrics").json() == history
-
-
-def worker_children(service: Service, worker: str) -> list[int]:
-    import psutil
-
-    return [child.pid for child in psutil.Process(dict(service.processes)[worker].pid).children()]
-
-
-def test_a_job_whose_worker_child_is_killed_is_restarted_and_completes(two_workers: Service) -> None:
-    with two_workers.http() as http:
-        body = {"dataset": "mnist", "epochs": 4, "batch_size": 32, "train_size": 3000}
-        experiment_id = http.post("/experiments", json=body).json()["id"]
-        deadline = time.monotonic() + 120
-        while http.get(f"/experiments/{experiment_id}").json()["summary"]["epochs_done"] < 1:
-            assert time.monotonic() < deadline, two_workers.logs()
-            time.sleep(0.1)
-        running_on = http.get(f"/experiments/{experiment_id}").json()["worker"].split("@")[0]
-        # What an out-of-memory kill does: the child dies mid-training without a word.
-        for child in worker_children(two_workers, running_on):
-            os.kill(child, signal.SIGKILL)
-
-        finished = wait_until_finished(http, [experiment_id], timeout_s=300, service=two_workers)[0]
-        assert finished["status"] == "succeeded", finished["error"]
-        assert any("worker running it was lost" in w for w in finished["warnings"])
-        epochs = [m["epoch"] for m in http.get(f"/experiments/{experiment_id}/metrics").json()]
-        assert epochs == [1, 2, 3, 4]

@@ -58,15 +58,17 @@ def evaluation(matrix: list[list[int]] | None = None, dataset: Dataset = Dataset
 
 def run_experiment(
     experiment_id: int, tmp_path: Path, rows: list[EpochResult], result: EvaluationResult | None = None
-) -> None:
+) -> jobs.ClaimedJob:
     """Claim, record `rows`, and finish succeeded with `result` when given (else it stays running)."""
-    assert jobs.claim(experiment_id, WORKER_NAME) is not None
+    job = jobs.claim(experiment_id, WORKER_NAME)
+    assert job is not None
     for row in rows:
-        jobs.record_epoch(experiment_id, row)
+        jobs.record_epoch(job, row)
     if result is not None:
         checkpoint = tmp_path / f"checkpoint-{experiment_id}.h5"
         checkpoint.write_bytes(b"not a network; nothing loads it")
-        jobs.finish_succeeded(experiment_id, rows[-1].epoch, rows[-1].val_accuracy or 0.0, result, checkpoint)
+        jobs.finish_succeeded(job, rows[-1].epoch, rows[-1].val_accuracy or 0.0, result, checkpoint)
+    return job
 
 
 def submit(client: TestClient, **fields: Any) -> int:
@@ -290,9 +292,10 @@ def test_history_png_of_an_experiment(client: TestClient, tmp_path: Path) -> Non
 def test_history_png_is_404_until_the_first_epoch(client: TestClient) -> None:
     experiment_id = submit(client)
     assert_404(client.get(f"/experiments/{experiment_id}/plots/history.png"), "no finished epochs yet", "queued")
-    assert jobs.claim(experiment_id, WORKER_NAME) is not None
+    job = jobs.claim(experiment_id, WORKER_NAME)
+    assert job is not None
     assert_404(client.get(f"/experiments/{experiment_id}/plots/history.png"), "no finished epochs yet", "running")
-    jobs.record_epoch(experiment_id, epoch_row(1))
+    jobs.record_epoch(job, epoch_row(1))
     assert_png_response(client.get(f"/experiments/{experiment_id}/plots/history.png"))
 
 
@@ -410,8 +413,8 @@ def test_sweep_tensorboard_logdir_has_one_run_per_experiment(client: TestClient,
     sweep_id, experiments = create_sweep(client)
     adam, sgd = (e["id"] for e in experiments)
     run_experiment(adam, tmp_path, [epoch_row(1), epoch_row(2)], evaluation())
-    run_experiment(sgd, tmp_path, [epoch_row(1, offset=0.1), epoch_row(2, offset=0.1, val_accuracy=None)])
-    jobs.finish_failed(sgd, "FloatingPointError: diverged")
+    job = run_experiment(sgd, tmp_path, [epoch_row(1, offset=0.1), epoch_row(2, offset=0.1, val_accuracy=None)])
+    jobs.finish_failed(job, "FloatingPointError: diverged")
     response = client.get(f"/sweeps/{sweep_id}/tensorboard")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/gzip"

@@ -94,17 +94,18 @@ def test_an_invalid_grid_is_refused_naming_the_entry_and_creates_nothing(
 
 
 def finish(experiment_id: int, val_accuracies: list[float], test_accuracy: float, tmp_path: Path) -> None:
-    assert jobs.claim(experiment_id, "w@h") is not None
+    job = jobs.claim(experiment_id, "w@h")
+    assert job is not None
     for epoch, val_accuracy in enumerate(val_accuracies, start=1):
         jobs.record_epoch(
-            experiment_id,
+            job,
             EpochResult(epoch, 1.0 / epoch, val_accuracy - 0.01, 1.2 / epoch, val_accuracy, seconds=1.5),
         )
     best = max(range(len(val_accuracies)), key=lambda i: val_accuracies[i])
     checkpoint = tmp_path / f"{experiment_id}.h5"
     checkpoint.write_bytes(b"weights")
     evaluation = EvaluationResult(0.3, test_accuracy, ["0", "1"], [[1, 0], [0, 1]], {"accuracy": test_accuracy})
-    jobs.finish_succeeded(experiment_id, best + 1, val_accuracies[best], evaluation, checkpoint)
+    jobs.finish_succeeded(job, best + 1, val_accuracies[best], evaluation, checkpoint)
 
 
 def test_the_comparison_ranks_by_best_validation_accuracy(client: TestClient, tmp_path: Path) -> None:
@@ -114,7 +115,8 @@ def test_the_comparison_ranks_by_best_validation_accuracy(client: TestClient, tm
     sgd, adam, rmsprop = (e["id"] for e in sweep["experiments"])
     finish(sgd, [0.5, 0.6, 0.55], 0.6, tmp_path)
     finish(adam, [0.8, 0.9, 0.85], 0.9, tmp_path)
-    jobs.claim(rmsprop, "w@h")  # still running, no epochs yet
+    job = jobs.claim(rmsprop, "w@h")  # still running, no epochs yet
+    assert job is not None
 
     table = client.get(f"/sweeps/{sweep['id']}").json()["comparison"]
     assert [row["experiment_id"] for row in table] == [adam, sgd, rmsprop]

@@ -26,7 +26,9 @@ def spec(**fields: Any) -> ExperimentSpec:
 @pytest.fixture(scope="module")
 def mnist_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, list[EpochResult]]:
     seen: list[EpochResult] = []
-    result = run_experiment(spec(), data_dir, tmp_path_factory.mktemp("run"), on_epoch_end=lambda epoch, _point: seen.append(epoch))
+    result = run_experiment(
+        spec(), data_dir, tmp_path_factory.mktemp("run"), on_epoch_end=lambda epoch, _point: seen.append(epoch)
+    )
     return result, seen
 
 
@@ -92,7 +94,13 @@ def test_cats_vs_dogs_one_sigmoid_unit_streams_images_and_evaluates(data_dir: Pa
 
 def test_should_stop_cancels_after_the_current_epoch(data_dir: Path, tmp_path: Path) -> None:
     seen: list[EpochResult] = []
-    result = run_experiment(spec(epochs=5), data_dir, tmp_path, on_epoch_end=lambda epoch, _point: seen.append(epoch), should_stop=lambda: True)
+    result = run_experiment(
+        spec(epochs=5),
+        data_dir,
+        tmp_path,
+        on_epoch_end=lambda epoch, _point: seen.append(epoch),
+        should_stop=lambda: True,
+    )
     assert result.cancelled
     assert [e.epoch for e in seen] == [1]
     assert result.evaluation is None

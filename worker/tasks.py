@@ -16,6 +16,7 @@ from models.attempts import Outcome
 from training.results import StopReason
 from worker import jobs, reaper
 from worker.celery_app import app
+from worker.epoch_writer import EpochWriter
 from worker.heartbeat import Heartbeat
 from worker.shutdown import stop_requested
 
@@ -73,16 +74,17 @@ def _train(job: jobs.ClaimedJob, heartbeat: Heartbeat) -> str:
 
     device = setup_device(job.spec.mixed_precision)
     jobs.record_device(job, device.name, device.warnings)
-    with tempfile.TemporaryDirectory(prefix=f"epochal-{job.experiment_id}-") as workdir:
+    with tempfile.TemporaryDirectory(prefix=f"epochal-{job.experiment_id}-") as workdir, EpochWriter(job) as epochs:
         result = run_experiment(
             job.spec,
             get_settings().data_dir,
             Path(workdir),
-            on_epoch_end=lambda epoch, point: jobs.record_epoch(job, epoch, point),
+            on_epoch_end=epochs.write,
             should_stop=lambda: jobs.cancel_requested(job.experiment_id),
             interrupted=lambda: stop_requested.is_set() or heartbeat.lost.is_set(),
             resume=job.resume,
         )
+        epochs.flush()  # every finished epoch is stored before the job's final state is
         if heartbeat.lost.is_set():
             raise jobs.Superseded(f"experiment {job.experiment_id}: attempt {job.attempt} lost its lease")
         if result.stopped is StopReason.INTERRUPTED:

@@ -23,7 +23,8 @@ from api.schemas import (
     ExperimentRead,
 )
 from api.submission import submit
-from models import Artifact, EpochMetric, Evaluation, Experiment, User
+from models import Artifact, EpochMetric, Evaluation, Experiment, ResumeState, User
+from models.attempts import Outcome, end_attempt
 from models.base import utcnow
 from models.db import rows_changed
 from models.specs import experiment_from_spec
@@ -166,6 +167,25 @@ def cancel_experiment(experiment_id: ExperimentId, session: SessionDep, user: Cu
     )
     flagged_running = 0
     if not never_started:
+        # A running job whose lease expired has no worker left to read the flag at an epoch end: end it now.
+        current = session.scalar(select(Experiment.attempt).where(Experiment.id == experiment_id))
+        now = utcnow()
+        flagged_running = rows_changed(
+            session,
+            update(Experiment)
+            .where(
+                Experiment.id == experiment_id,
+                Experiment.status == Status.RUNNING,
+                Experiment.attempt == current,
+                Experiment.lease_expires_at < now,
+            )
+            .values(status=Status.CANCELLED, cancel_requested=True, finished_at=now, lease_expires_at=None)
+            # No in-Python evaluation against the loaded row: SQLite hands its times back without a zone.
+            .execution_options(synchronize_session=False),
+        )
+        if flagged_running and current is not None:
+            end_attempt(session, experiment_id, current, Outcome.LOST, "cancelled while its worker was gone")
+    if not (never_started or flagged_running):
         flagged_running = rows_changed(
             session,
             update(Experiment)
@@ -211,6 +231,8 @@ def retry_experiment(
             best_val_accuracy=None,
             started_at=None,
             finished_at=None,
+            lost_attempts=0,
+            lease_expires_at=None,
         ),
     )
     if not reopened:
@@ -219,7 +241,7 @@ def retry_experiment(
         raise conflict(
             f"experiment {experiment_id} is {experiment.status}; only failed or cancelled experiments can be retried"
         )
-    for table in (EpochMetric, Evaluation, Artifact):
+    for table in (EpochMetric, Evaluation, Artifact, ResumeState):
         session.execute(delete(table).where(table.experiment_id == experiment_id))
     session.commit()
     session.expire_all()
