@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -118,3 +119,36 @@ def test_an_empty_database_gets_no_user_from_the_migration(empty_database: str) 
     with engine.connect() as connection:
         assert connection.execute(text('SELECT count(*) FROM "user"')).scalar() == 0
     engine.dispose()
+
+
+def insert_experiment_at_0001(connection: Any, experiment_id: int, status: str) -> None:
+    connection.execute(
+        text(
+            "INSERT INTO experiment (id, dataset, network, optimizer, head_units, head_activation, loss, epochs, "
+            "batch_size, seed, mixed_precision, queue, status, cancel_requested, warnings, created_at) VALUES "
+            "(:id, 'mnist', 'mlp', 'adam', 10, 'softmax', 'sparse_categorical_crossentropy', 2, 32, 42, false, "
+            "'training', :status, false, '[]', :now)"
+        ),
+        {"id": experiment_id, "status": status, "now": datetime.now(UTC)},
+    )
+
+
+def test_jobs_in_flight_before_attempts_existed_are_handed_to_the_reaper(empty_database: str) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0001")
+    engine = make_engine(empty_database)
+    with engine.begin() as connection:
+        for experiment_id, status in ((1, "queued"), (2, "running"), (3, "succeeded")):
+            insert_experiment_at_0001(connection, experiment_id, status)
+    engine.dispose()
+    command.upgrade(config, "0002")
+    engine = make_engine(empty_database)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT id, attempt, lease_expires_at IS NOT NULL, next_publish_at IS NOT NULL FROM experiment")
+        ).all()
+    engine.dispose()
+    by_id = {row[0]: tuple(row[1:]) for row in rows}
+    # The queued job is due for a publish (its message may be gone), the running one has an expired lease
+    # (no heartbeat was ever sent for it), and the finished one ran once.
+    assert by_id == {1: (0, False, True), 2: (1, True, False), 3: (1, False, False)}
