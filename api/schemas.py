@@ -73,6 +73,7 @@ class ExperimentRead(BaseModel):
     seed: int
     mixed_precision: bool
     deterministic: bool
+    jit_compile: bool | None
     queue: str
     sweep_id: int | None
     cancel_requested: bool
@@ -109,6 +110,7 @@ class ExperimentRead(BaseModel):
             seed=row.seed,
             mixed_precision=row.mixed_precision,
             deterministic=row.deterministic,
+            jit_compile=row.jit_compile,
             queue=row.queue,
             sweep_id=row.sweep_id,
             cancel_requested=row.cancel_requested,

@@ -25,6 +25,7 @@ def experiment_from_spec(spec: ExperimentSpec) -> Experiment:
         seed=spec.seed,
         mixed_precision=spec.mixed_precision,
         deterministic=spec.deterministic,
+        jit_compile=spec.jit_compile,
     )
 
 
@@ -50,4 +51,5 @@ def spec_of(experiment: Experiment) -> ExperimentSpec:
         seed=experiment.seed,
         mixed_precision=experiment.mixed_precision,
         deterministic=experiment.deterministic,
+        jit_compile=experiment.jit_compile,
     )

@@ -57,6 +57,7 @@ class Experiment(Base):
     seed: Mapped[int] = mapped_column(Integer)
     mixed_precision: Mapped[bool] = mapped_column(Boolean, default=False)
     deterministic: Mapped[bool] = mapped_column(Boolean, default=False)
+    jit_compile: Mapped[bool | None] = mapped_column(Boolean)
     # The job.
     sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweep.id", ondelete="SET NULL"), index=True)
     # Who submitted it: only they (and admins) can see it or act on it. See api/access.py.

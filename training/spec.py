@@ -181,6 +181,11 @@ class ExperimentSpec(BaseModel):
         default=False,
         description="Deterministic ops: the same spec gives the same history, even across a resume (slower).",
     )
+    jit_compile: bool | None = Field(
+        default=None,
+        description="XLA-compile the training step. Default: on where it is faster (the MLP on a CPU; "
+        "any network on a GPU), off otherwise (the convnet on a CPU, where XLA is about 2x slower).",
+    )
 
     @field_validator("learning_rate")
     @classmethod
