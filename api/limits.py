@@ -1,14 +1,19 @@
-"""A cap on request bodies, enforced while they stream, before anything is parsed or spooled.
+"""Limits on what a request may carry, enforced in front of the app, before anything is parsed or spooled.
 
-Starlette spools multipart file parts to disk with no size limit, and a handler only sees the body
-once it has all arrived; so the cap has to sit in front of the app, at the ASGI layer. A body over
-the cap is answered 413 as soon as its declared length (Content-Length) or the bytes counted so far
-go over it; the rest is never read.
+`BodySizeLimit`: Starlette spools multipart file parts to disk with no size limit, and a handler only
+sees the body once it has all arrived; so the cap has to sit at the ASGI layer. A body over the cap is
+answered 413 as soon as its declared length (Content-Length) or the bytes counted so far go over it;
+the rest is never read.
+
+`StorableText`: JSON may carry text no response can encode (an unpaired surrogate, "\\ud800") or
+PostgreSQL cannot store (NUL, "\\u0000"); either would otherwise end as a 500 deep in a handler. Such
+a body is a 422 naming the field, and a NUL in the path a 404.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,10 +42,7 @@ class BodySizeLimit:
         self.max_json_bytes = max_json_bytes
 
     def _cap_for(self, scope: Scope) -> tuple[int, str]:
-        headers = dict(scope.get("headers") or [])
-        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        # FastAPI parses a body that has no content type as JSON too.
-        if not media_type or media_type == b"application/json" or media_type.endswith(b"+json"):
+        if _is_json(scope):
             return min(self.max_json_bytes, self.max_bytes), "JSON request bodies"
         return self.max_bytes, "request bodies"
 
@@ -82,18 +84,100 @@ class BodySizeLimit:
                 await _send_413(send, message)
 
 
-async def _send_413(send: Send, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                # The unread rest of the body makes the connection unusable for another request.
-                (b"connection", b"close"),
-            ],
-        }
-    )
+def _is_json(scope: Scope) -> bool:
+    headers = dict(scope.get("headers") or [])
+    media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+    # A body that names no content type is no file upload: it gets the small cap too.
+    return not media_type or media_type == b"application/json" or media_type.endswith(b"+json")
+
+
+async def _send_json(send: Send, status: int, content: dict[str, Any], close: bool = False) -> None:
+    body = json.dumps(content).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _send_413(send: Send, detail: str) -> None:
+    # The unread rest of the body makes the connection unusable for another request.
+    await _send_json(send, 413, {"detail": detail}, close=True)
+
+
+UNSTORABLE = "text may not contain NUL characters (\\u0000) or unpaired surrogates (\\ud800-\\udfff)"
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")  # fails on an unpaired surrogate, as encoding the response would
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _unstorable_text_at(document: Any) -> list[str | int] | None:
+    """The location of the first string (value or key) that cannot be stored or sent back, or None."""
+    stack: list[tuple[list[str | int], Any]] = [([], document)]
+    while stack:  # iterative: a deeply nested document must not exhaust the interpreter's stack
+        where, node = stack.pop()
+        if isinstance(node, str):
+            if not _storable(node):
+                return where
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if not _storable(key):
+                    return [*where, repr(key)]
+                stack.append(([*where, key], value))
+        elif isinstance(node, list):
+            stack.extend(([*where, index], value) for index, value in enumerate(node))
+    return None
+
+
+class StorableText:
+    """ASGI middleware: 422 for a JSON body holding unstorable text, 404 for a NUL in the path.
+
+    Install it inside `BodySizeLimit`, so the body it buffers to inspect is already capped.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if "\x00" in scope.get("path", ""):
+            await _send_json(send, 404, {"detail": "no resource has a NUL character in its path"})
+            return
+        if not _is_json(scope) or scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+
+        messages: list[Message] = []
+        body = b""
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        try:
+            where = _unstorable_text_at(json.loads(body)) if body else None
+        except (ValueError, RecursionError):
+            where = None  # not JSON: the app answers that with its own 400 or 422
+        if where is not None:
+            loc = ["body", *where]
+            field = ".".join(str(part) for part in where) or "body"
+            error = {"type": "string_unstorable", "loc": loc, "msg": UNSTORABLE, "input": None}
+            await _send_json(send, 422, {"message": f"{field}: {UNSTORABLE}", "detail": [error]})
+            return
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)

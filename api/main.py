@@ -6,7 +6,7 @@ from fastapi import Depends, FastAPI
 
 from api.auth import current_user
 from api.errors import install_error_handlers, responses
-from api.limits import BodySizeLimit
+from api.limits import BodySizeLimit, StorableText
 from api.routers import backprop, datasets, experiments, health, predictions, reports, sweeps, users
 from config import get_settings, install_log_redaction
 
@@ -26,6 +26,8 @@ def create_app() -> FastAPI:
     settings = get_settings()
     app = FastAPI(title="Epochal", version="0.1.0", description=DESCRIPTION)
     install_error_handlers(app)
+    # The last added runs first: the size cap, so the text check only ever buffers a capped body.
+    app.add_middleware(StorableText)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_json_bytes=settings.max_json_bytes)
     # One dependency guards every router but health's: a route added to any of them needs a key. Checking
     # the key reads the database, so any of these routes can also answer 503 when the database is down.

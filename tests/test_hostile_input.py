@@ -294,7 +294,37 @@ def test_sweeps_are_listed_a_page_at_a_time(client: TestClient) -> None:
 
 
 def test_a_body_without_a_content_type_gets_the_json_cap(client: TestClient) -> None:
-    # FastAPI parses such a body as JSON, so the JSON cap is the one that applies.
+    # Only uploads (multipart) need the large cap; a body that names no type is no upload.
     response = client.post("/experiments", content=b"{" + b" " * MiB + b"}", headers={"content-type": ""})
     assert response.status_code == 413
     assert "JSON request bodies must be at most 1 MiB" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"dataset": "mnist", "name": "\\ud800"}', "name"),  # no response could encode it back: was a 500
+        (b'{"dataset": "mnist", "name": "a\\u0000b"}', "name"),  # PostgreSQL cannot store it: a 500 there
+        (b'{"dataset": "mnist", "seed": 1, "\\udfff": 2}', "'\\udfff'"),
+    ],
+)
+def test_json_text_that_cannot_be_stored_or_sent_back_is_a_422(client: TestClient, body: bytes, field: str) -> None:
+    for path in ("/experiments", "/sweeps"):
+        response = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 422, response.text
+        assert response.json()["message"].startswith(f"{field}: text may not contain NUL characters")
+    assert client.get("/experiments").json()["total"] == 0
+
+
+def test_surrogate_pairs_and_nesting_too_deep_for_the_parser_are_not_500s(client: TestClient) -> None:
+    json_type = {"content-type": "application/json"}
+    emoji = client.post("/experiments", content=b'{"dataset": "mnist", "name": "\\ud83d\\ude00"}', headers=json_type)
+    assert emoji.status_code == 202
+    assert emoji.json()["name"] == "\U0001f600"
+    deep = client.post("/experiments", content=b"[" * 100_000 + b"]" * 100_000, headers=json_type)
+    assert deep.status_code == 400
+
+
+def test_a_nul_in_the_path_is_404_before_the_database_sees_it(client: TestClient) -> None:
+    response = client.get("/experiments/1/artifacts/best_model.h5%00")
+    assert response.status_code == 404
