@@ -49,14 +49,15 @@ if REAL_DATA_DIR is None:
 else:
     os.environ["EPOCHAL_DATA_DIR"] = str(REAL_DATA_DIR)
 
-from config import get_settings  # noqa: E402
+from config import get_settings, redact_url  # noqa: E402
 from tests.support import migrate_to_head, reset_database  # noqa: E402
 
 
 def pytest_report_header() -> list[str]:
     settings = get_settings()
     data = "real (EPOCHAL_DATA_DIR)" if REAL_DATA_DIR else "generated"
-    return [f"epochal: database {settings.database_url}, broker {settings.broker_url}, data {data}"]
+    database, broker = redact_url(settings.database_url), redact_url(settings.broker_url)
+    return [f"epochal: database {database}, broker {broker}, data {data}"]
 
 
 @pytest.fixture(scope="session")
