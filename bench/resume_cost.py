@@ -41,8 +41,8 @@ def main() -> int:
     from models import Base
     from models.db import get_engine
     from training.networks import build_network, compile_network
-    from training.results import EpochResult
-    from training.resume import ResumePoint, capture_state
+    from training.results import EpochResult, ResumePoint
+    from training.resume import capture_state
     from training.spec import ExperimentSpec
     from worker import jobs
 

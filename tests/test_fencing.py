@@ -19,8 +19,7 @@ from config import get_settings
 from models import Artifact, EpochMetric, Evaluation, Experiment, ResumeState
 from models.base import utcnow
 from models.db import session_scope
-from training.results import EpochResult, EvaluationResult
-from training.resume import ResumePoint
+from training.results import EpochResult, EvaluationResult, ResumePoint
 from worker import jobs, reaper
 
 WORKER = "fencing-test@host"

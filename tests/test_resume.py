@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from training.data import load_splits
-from training.results import EpochResult, StopReason
-from training.resume import ResumePoint, capture_state, restore_state
+from training.results import EpochResult, ResumePoint, StopReason
+from training.resume import capture_state, restore_state
 from training.runner import run_experiment
 from training.spec import ExperimentSpec
 

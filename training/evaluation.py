@@ -35,15 +35,29 @@ def evaluate_network(
     test: tf.data.Dataset,
     test_labels: np.ndarray,
     class_names: list[str],
+    loss: str,
+    accuracy: keras.metrics.Metric,
 ) -> EvaluationResult:
-    """Evaluate `network` on the batched `test` pipeline whose integer labels are `test_labels`."""
-    results = network.evaluate(test, verbose=0, return_dict=True)
-    outputs = network.predict(test, verbose=0)
-    predicted = predicted_classes(outputs)
+    """Evaluate `network` on the batched `test` pipeline whose integer labels are `test_labels`.
+
+    One pass over the test set gives the outputs, the loss, the accuracy, the confusion matrix and the
+    report (Keras' evaluate() followed by predict() would read and run it twice). The loss is the
+    per-example mean, as Keras' evaluate() reports it; `accuracy` is the metric training reported.
+    """
+    per_example_loss = keras.losses.get(loss)
+    call = tf.function(lambda x: network(x, training=False))
+    outputs, total_loss, count = [], 0.0, 0
+    for x, y in test:
+        batch = call(x)
+        accuracy.update_state(y, batch)
+        total_loss += float(tf.reduce_sum(per_example_loss(y, batch)))
+        count += int(tf.shape(batch)[0])
+        outputs.append(batch.numpy())
+    predicted = predicted_classes(np.concatenate(outputs))
     matrix, report = summarize_predictions(test_labels, predicted, class_names)
     return EvaluationResult(
-        test_loss=finite_or_none(results["loss"]),
-        test_accuracy=finite_or_none(results["accuracy"]),
+        test_loss=finite_or_none(total_loss / max(count, 1)),
+        test_accuracy=finite_or_none(accuracy.result()),
         labels=list(class_names),
         confusion_matrix=matrix,
         classification_report=report,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from enum import StrEnum
@@ -56,3 +57,19 @@ class RunResult:
     @property
     def cancelled(self) -> bool:
         return self.stopped is StopReason.CANCELLED
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Everything a new attempt needs to continue after `epoch` (1-based) as if never interrupted."""
+
+    epoch: int
+    state: bytes
+    best_epoch: int | None
+    best_val_accuracy: float | None
+    # The best checkpoint (best_model.h5) when this epoch made a new one; None: unchanged since the last point.
+    best_checkpoint: bytes | None
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.state).hexdigest()

@@ -7,28 +7,10 @@ save bug that drops the optimizer from a live model's compile config.
 
 from __future__ import annotations
 
-import hashlib
 import io
-from dataclasses import dataclass
 
 import keras
 import numpy as np
-
-
-@dataclass(frozen=True)
-class ResumePoint:
-    """Everything a new attempt needs to continue after `epoch` (1-based) as if never interrupted."""
-
-    epoch: int
-    state: bytes
-    best_epoch: int | None
-    best_val_accuracy: float | None
-    # The best checkpoint (best_model.h5) when this epoch made a new one; None: unchanged since the last point.
-    best_checkpoint: bytes | None
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.state).hexdigest()
 
 
 def capture_state(network: keras.Model) -> bytes:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from training.results import EpochResult
-from training.resume import ResumePoint
+from training.results import EpochResult, ResumePoint
 from worker import jobs
 
 
