@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         default=120, ge=0, description="How long a worker retries a database write before giving the attempt up."
     )
     predictor_cache_size: int = Field(default=4, ge=1, description="Trained networks the API keeps loaded.")
+    # Micro-batching of predictions (api/batcher.py): requests that arrive while the network is busy share its
+    # next call. A lone request never waits; 0 turns gathering off (one call per request).
+    predict_batch_window_ms: float = Field(
+        default=2.0, ge=0, le=1000, description="Longest a queued prediction waits for others to share its call."
+    )
+    predict_max_batch: int = Field(default=64, ge=1, le=4096, description="Most images in one gathered model call.")
 
     # Hostile-input caps: a request, an image or a sweep bigger than these is refused with a 4xx, never served.
     max_body_bytes: int = Field(

@@ -1,4 +1,9 @@
-"""A small cache of loaded networks, so a prediction does not reload the checkpoint from the database."""
+"""A small cache of loaded networks, so a prediction does not reload the checkpoint from the database.
+
+Each cached network comes with its micro-batcher (api/batcher.py). A network is loaded once however
+many requests miss the cache together (single flight per checkpoint), warmed up before it is served,
+and only from bytes whose sha256 matches the one recorded when the worker wrote them.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,16 @@ import hashlib
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import HTTPException
 
+from api.batcher import MicroBatcher
 from config import get_settings
-from models import Artifact, Experiment
+from models import Experiment
 from training.results import CHECKPOINT_NAME
 from training.spec import DATASETS
 
@@ -30,38 +38,74 @@ class CheckpointCorrupt(HTTPException):
         )
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """A loaded network and the batcher its calls go through."""
+
+    predictor: Predictor
+    batcher: MicroBatcher
+
+
 class PredictorCache:
     """Least-recently-used networks keyed by checkpoint sha256, so a new checkpoint is never served stale."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, window_s: float = 0.0, max_batch: int = 1) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[str, Predictor] = OrderedDict()
+        self.window_s = window_s
+        self.max_batch = max_batch
+        self.loads = 0  # checkpoints loaded so far: single flight means one per checkpoint while it stays cached
+        self._items: OrderedDict[str, ServedModel] = OrderedDict()
         self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
 
-    def get(self, experiment: Experiment, artifact: Artifact) -> Predictor:
-        with self._lock:
-            if artifact.sha256 in self._items:
-                self._items.move_to_end(artifact.sha256)
-                return self._items[artifact.sha256]
-        predictor = self._load(experiment, artifact)
-        with self._lock:
-            self._items[artifact.sha256] = predictor
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-        return predictor
+    def _cached(self, sha256: str) -> ServedModel | None:
+        served = self._items.get(sha256)
+        if served is not None:
+            self._items.move_to_end(sha256)
+        return served
 
-    @staticmethod
-    def _load(experiment: Experiment, artifact: Artifact) -> Predictor:
+    def get(self, experiment: Experiment, sha256: str, content: Callable[[], bytes]) -> ServedModel:
+        """The network of `experiment`'s checkpoint `sha256`; `content` reads its bytes, called on a miss only.
+
+        Blocking (it may load a network for seconds): call it from a worker thread, not the event loop.
+        """
+        with self._lock:
+            served = self._cached(sha256)
+            if served is not None:
+                return served
+            gate = self._loading.setdefault(sha256, threading.Lock())
+        # Requests that miss together queue on one gate: the first loads, the others then find it cached.
+        with gate:
+            with self._lock:
+                served = self._cached(sha256)
+                if served is not None:
+                    return served
+            try:
+                served = self._load(experiment, sha256, content())
+            finally:
+                with self._lock:
+                    self._loading.pop(sha256, None)
+            with self._lock:
+                self.loads += 1
+                self._items[sha256] = served
+                while len(self._items) > self.capacity:
+                    self._items.popitem(last=False)[1].batcher.close()
+            return served
+
+    def _load(self, experiment: Experiment, sha256: str, content: bytes) -> ServedModel:
         # Loading runs Keras' HDF5 reader on the bytes: only ever on the exact bytes the worker wrote.
-        if hashlib.sha256(artifact.content).hexdigest() != artifact.sha256:
+        if hashlib.sha256(content).hexdigest() != sha256:
             raise CheckpointCorrupt(experiment.id)
         # Imported on first use: TensorFlow takes seconds to import, and most requests never need it.
         from training.prediction import Predictor
 
         with tempfile.TemporaryDirectory(prefix="epochal-predictor-") as folder:
             path = Path(folder) / CHECKPOINT_NAME
-            path.write_bytes(artifact.content)
-            return Predictor.from_file(path, DATASETS[experiment.dataset], experiment.head_activation)
+            path.write_bytes(content)
+            predictor = Predictor.from_file(path, DATASETS[experiment.dataset], experiment.head_activation)
+        predictor.warm_up()
+        batcher = MicroBatcher(predictor.predict_batch, self.window_s, self.max_batch, name=str(experiment.id))
+        return ServedModel(predictor, batcher)
 
 
 _cache: PredictorCache | None = None
@@ -70,5 +114,8 @@ _cache: PredictorCache | None = None
 def get_predictor_cache() -> PredictorCache:
     global _cache
     if _cache is None:
-        _cache = PredictorCache(get_settings().predictor_cache_size)
+        settings = get_settings()
+        _cache = PredictorCache(
+            settings.predictor_cache_size, settings.predict_batch_window_ms / 1000, settings.predict_max_batch
+        )
     return _cache

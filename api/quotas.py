@@ -62,14 +62,25 @@ def check_sweep_size(settings: Settings, user: User, experiments: int) -> None:
         )
 
 
-def check_prediction_rate(settings: Settings, user: User) -> None:
-    """Count one prediction request; 429 if the user is over their predictions per second."""
+def check_prediction_rate(settings: Settings, user: User, images: int = 1) -> None:
+    """Count `images` predictions; 429 if the user is over their predictions per second.
+
+    A batch of n images counts as n: the limit guards the network's time, which grows with images, not
+    requests (otherwise the batch route would be a way around it).
+    """
     per_second = user.predictions_per_second or settings.predictions_per_second
     item = RateLimitItemPerSecond(per_second)
-    if not _limiter.hit(item, "predictions", str(user.id)):
+    if images > per_second:
+        raise too_many(
+            f"rate limit: this batch has {images} images and the limit is {per_second} predictions per second per "
+            "user (EPOCHAL_PREDICTIONS_PER_SECOND, or the user's predictions_per_second; a batch of n images "
+            "counts as n); send smaller batches",
+            1,
+        )
+    if not _limiter.hit(item, "predictions", str(user.id), cost=images):
         reset_at = _limiter.get_window_stats(item, "predictions", str(user.id)).reset_time
         raise too_many(
-            f"rate limit: at most {per_second} prediction requests per second per user "
-            "(EPOCHAL_PREDICTIONS_PER_SECOND, or the user's predictions_per_second)",
+            f"rate limit: at most {per_second} predictions per second per user "
+            "(EPOCHAL_PREDICTIONS_PER_SECOND, or the user's predictions_per_second; a batch of n images counts as n)",
             math.ceil(reset_at - time.time()),
         )

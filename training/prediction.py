@@ -56,7 +56,18 @@ class Predictor:
         """Raw outputs for a batch of preprocessed images."""
         return np.asarray(self._call(tf.constant(batch, dtype=tf.float32)))
 
+    def warm_up(self) -> None:
+        """Trace the call once on a zero input, so the first real request does not pay for tracing."""
+        self.predict_batch(np.zeros((1, *self.info.input_shape), dtype="float32"))
+
+    def preprocess(self, data: bytes) -> np.ndarray:
+        """One PNG or JPEG image as a batch of one network input; raises `InvalidImage` for anything else."""
+        return preprocess_image(data, self.info)
+
+    def interpret(self, outputs: np.ndarray) -> list[Prediction]:
+        """One prediction per row of raw outputs."""
+        return [interpret_outputs(row, self.info, self.activation) for row in outputs]
+
     def predict_image(self, data: bytes) -> Prediction:
         """Prediction for one PNG or JPEG image; raises `InvalidImage` for anything else."""
-        outputs = self.predict_batch(preprocess_image(data, self.info))
-        return interpret_outputs(outputs[0], self.info, self.activation)
+        return self.interpret(self.predict_batch(self.preprocess(data)))[0]

@@ -1,0 +1,119 @@
+"""Answering predictions: find the caller's network, decode the uploads, call it through its batcher.
+
+The blocking part (database lookups, loading a network on a cache miss, decoding images) runs in one
+worker thread per request, so the event loop only ever waits; the model call goes through the
+network's micro-batcher, where concurrent requests share one call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from fastapi import HTTPException, UploadFile
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from api.access import best_visible_experiment, visible_experiment
+from api.errors import conflict, not_found
+from api.predictors import ServedModel, get_predictor_cache
+from api.schemas import PredictionRead
+from models import Artifact, Experiment, User
+from training.errors import ImageTooLarge, InvalidImage
+from training.results import CHECKPOINT_NAME
+from training.spec import Dataset, Status
+
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+FindExperiment = Callable[[Session, User], Experiment]
+
+
+def by_id(experiment_id: int) -> FindExperiment:
+    return lambda session, user: visible_experiment(session, user, experiment_id)
+
+
+def best_on(dataset: Dataset) -> FindExperiment:
+    def find(session: Session, user: User) -> Experiment:
+        experiment = best_visible_experiment(session, user, dataset)
+        if experiment is None:
+            raise not_found(
+                f"no succeeded experiment on {dataset} yet; POST /experiments with dataset {dataset!s} and wait "
+                "for it to succeed"
+            )
+        return experiment
+
+    return find
+
+
+async def read_image(upload: UploadFile, part: str | None = None) -> bytes:
+    """The upload's bytes; 413 past MAX_IMAGE_BYTES (read no further than that)."""
+    data = await upload.read(MAX_IMAGE_BYTES + 1)
+    if len(data) > MAX_IMAGE_BYTES:
+        limit = f"{MAX_IMAGE_BYTES // 2**20} MiB"
+        raise HTTPException(status_code=413, detail=f"{_prefix(part)}images must be at most {limit}")
+    return data
+
+
+def _prefix(part: str | None) -> str:
+    return f"{part}: " if part else ""
+
+
+def _checkpoint(session: Session, experiment: Experiment) -> tuple[str, Callable[[], bytes]]:
+    """The checkpoint's sha256, and a way to read its bytes: only a cache miss needs them (megabytes)."""
+    row = session.execute(
+        select(Artifact.id, Artifact.sha256).where(
+            Artifact.experiment_id == experiment.id, Artifact.name == CHECKPOINT_NAME
+        )
+    ).first()
+    if row is None:
+        raise not_found(
+            f"experiment {experiment.id} has no artifact {CHECKPOINT_NAME!r} (it is {experiment.status}); "
+            f"GET /experiments/{experiment.id}/artifacts lists what it has"
+        )
+    artifact_id, sha256 = row
+    return sha256, lambda: session.scalars(select(Artifact.content).where(Artifact.id == artifact_id)).one()
+
+
+def _decode(served: ServedModel, images: list[tuple[str | None, bytes]]) -> np.ndarray:
+    arrays = []
+    for part, data in images:
+        try:
+            arrays.append(served.predictor.preprocess(data))
+        except InvalidImage as exc:
+            raise HTTPException(status_code=415, detail=f"{_prefix(part)}{exc}") from exc
+        except ImageTooLarge as exc:
+            raise HTTPException(status_code=413, detail=f"{_prefix(part)}{exc}") from exc
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+def _prepare(
+    session: Session, user: User, find: FindExperiment, images: list[tuple[str | None, bytes]]
+) -> tuple[int, ServedModel, np.ndarray]:
+    experiment = find(session, user)
+    if experiment.status is not Status.SUCCEEDED:
+        raise conflict(f"experiment {experiment.id} is {experiment.status}; predictions need a succeeded experiment")
+    sha256, content = _checkpoint(session, experiment)
+    served = get_predictor_cache().get(experiment, sha256, content)
+    # Decoded once, to the network's input array: the batcher only concatenates.
+    return experiment.id, served, _decode(served, images)
+
+
+async def predict(
+    session: Session, user: User, find: FindExperiment, images: list[tuple[str | None, bytes]]
+) -> list[PredictionRead]:
+    """One prediction per image, in order; `images` pairs each upload's bytes with the name of its part.
+
+    A part name is given for batches only: an error about one image then says which one it was.
+    """
+    experiment_id, served, inputs = await run_in_threadpool(_prepare, session, user, find, images)
+    outputs = await served.batcher.predict(inputs)
+    return [
+        PredictionRead(
+            experiment_id=experiment_id,
+            label=p.label,
+            class_index=p.class_index,
+            probabilities=p.probabilities,
+            outputs=p.outputs,
+        )
+        for p in served.predictor.interpret(outputs)
+    ]

@@ -1,0 +1,372 @@
+"""Micro-batched predictions: the same answers as one image at a time, gathered when requests overlap,
+one load however many first requests arrive together, and the batch routes.
+
+Nothing here is timed: where requests must overlap, the model call is held until they have queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from PIL import Image
+
+from api import predictors, quotas
+from api.batcher import MicroBatcher
+from api.predictors import PredictorCache, ServedModel
+from config import get_settings
+from models import Artifact, Experiment
+from models.base import utcnow
+from models.db import get_sessionmaker
+from training.results import CHECKPOINT_NAME
+from training.spec import Status
+
+TOLERANCE = 1e-5
+IMAGES = 12
+
+
+# --- the batcher alone ------------------------------------------------------------------------------
+
+
+class HeldCall:
+    """A fake network (outputs = 2 x inputs) whose first call waits until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls: list[int] = []
+
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        if not self.calls:
+            self.release.wait(timeout=30)
+        self.calls.append(len(inputs))
+        return inputs * 2
+
+
+async def _queued(batcher: MicroBatcher, images: int) -> None:
+    while batcher._queued_images() < images:
+        await asyncio.sleep(0.001)
+
+
+def test_a_lone_request_runs_at_once_in_a_call_of_its_own() -> None:
+    call = HeldCall()
+    call.release.set()
+    batcher = MicroBatcher(call, window_s=10.0, max_batch=64)  # a wait of 10 s would show as a hung test
+    out = asyncio.run(batcher.predict(np.ones((1, 3), dtype="float32")))
+    assert out.tolist() == [[2.0, 2.0, 2.0]]
+    assert batcher.batch_sizes == {1: 1}
+
+
+def test_requests_that_arrive_during_a_call_share_the_next_one_and_get_their_own_rows() -> None:
+    call = HeldCall()
+    batcher = MicroBatcher(call, window_s=10.0, max_batch=IMAGES - 1)
+
+    async def scenario() -> list[np.ndarray]:
+        first = asyncio.ensure_future(batcher.predict(np.full((1, 2), 0.0, dtype="float32")))
+        await asyncio.sleep(0)  # the first request starts its call, which is held
+        rest = [asyncio.ensure_future(batcher.predict(np.full((1, 2), i, dtype="float32"))) for i in range(1, IMAGES)]
+        await _queued(batcher, IMAGES - 1)
+        call.release.set()
+        return list(await asyncio.gather(first, *rest))
+
+    outputs = asyncio.run(scenario())
+    assert [o.tolist() for o in outputs] == [[[2.0 * i, 2.0 * i]] for i in range(IMAGES)]
+    # Full batch: the gathered call went without waiting out its 10 s window.
+    assert call.calls == [1, IMAGES - 1]
+    assert batcher.batch_sizes == {1: 1, IMAGES - 1: 1}
+
+
+def test_a_gathered_call_never_exceeds_max_batch() -> None:
+    call = HeldCall()
+    batcher = MicroBatcher(call, window_s=10.0, max_batch=4)
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(batcher.predict(np.zeros((1, 1), dtype="float32")))
+        await asyncio.sleep(0)
+        rest = [asyncio.ensure_future(batcher.predict(np.zeros((3, 1), dtype="float32"))) for _ in range(3)]
+        await _queued(batcher, 9)
+        call.release.set()
+        await asyncio.gather(first, *rest)
+
+    asyncio.run(scenario())
+    assert call.calls == [1, 3, 3, 3]  # whole requests only: 3 + 3 would be over 4
+
+
+def test_window_zero_turns_gathering_off() -> None:
+    call = HeldCall()
+    call.release.set()
+    batcher = MicroBatcher(call, window_s=0.0, max_batch=64)
+
+    async def scenario() -> None:
+        await asyncio.gather(*(batcher.predict(np.zeros((1, 1), dtype="float32")) for _ in range(8)))
+
+    asyncio.run(scenario())
+    assert batcher.batch_sizes == {1: 8}
+
+
+def test_a_failing_call_fails_every_request_in_it() -> None:
+    def broken(_inputs: np.ndarray) -> np.ndarray:
+        raise RuntimeError("the network broke")
+
+    batcher = MicroBatcher(broken, window_s=0.01, max_batch=64)
+
+    async def scenario() -> list[Any]:
+        return await asyncio.gather(
+            *(batcher.predict(np.zeros((1, 1), dtype="float32")) for _ in range(5)), return_exceptions=True
+        )
+
+    assert all(isinstance(r, RuntimeError) for r in asyncio.run(scenario()))
+
+
+# --- through the API --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def network_h5(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A small MNIST-shaped network saved as the worker saves checkpoints; seeded, so its outputs are fixed."""
+    import keras
+
+    keras.utils.set_random_seed(11)
+    network = keras.Sequential(
+        [
+            keras.Input((28, 28)),
+            keras.layers.Rescaling(1.0 / 255),
+            keras.layers.Flatten(),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    path = tmp_path_factory.mktemp("network") / CHECKPOINT_NAME
+    network.save(path)
+    return path.read_bytes()
+
+
+@pytest.fixture(autouse=True)
+def no_prediction_rate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many images per second on purpose; the rate limit has a test of its own below."""
+    monkeypatch.setattr(get_settings(), "predictions_per_second", 100_000)
+
+
+@pytest.fixture
+def cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[PredictorCache]:
+    """A fresh network cache for one test, gathering with a long window (tests hold calls, never time them)."""
+    fresh = PredictorCache(capacity=4, window_s=10.0, max_batch=IMAGES - 1)
+    monkeypatch.setattr(predictors, "_cache", fresh)
+    yield fresh
+
+
+def succeeded_with_checkpoint(client: TestClient, content: bytes) -> int:
+    response = client.post("/experiments", json={"dataset": "mnist", "head": {"units": 10, "activation": "softmax"}})
+    assert response.status_code == 202, response.text
+    experiment_id = int(response.json()["id"])
+    with get_sessionmaker()() as session, session.begin():
+        experiment = session.get(Experiment, experiment_id)
+        assert experiment is not None
+        experiment.status, experiment.finished_at = Status.SUCCEEDED, utcnow()
+        experiment.best_val_accuracy = 0.5
+        session.add(
+            Artifact(
+                experiment_id=experiment_id,
+                name=CHECKPOINT_NAME,
+                media_type="application/x-hdf5",
+                size=len(content),
+                sha256=hashlib.sha256(content).hexdigest(),
+                content=content,
+            )
+        )
+    return experiment_id
+
+
+def digits(count: int) -> list[bytes]:
+    """`count` different 28x28 PNGs, so an answer given to the wrong request would show."""
+    rng = np.random.default_rng(3)
+    images = []
+    for _ in range(count):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype="uint8"), mode="L").save(buffer, format="PNG")
+        images.append(buffer.getvalue())
+    return images
+
+
+def single(client: TestClient, path: str, image: bytes) -> dict[str, Any]:
+    response = client.post(path, files={"file": ("digit.png", image, "image/png")})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def batch(client: TestClient, path: str, images: list[bytes]) -> Any:
+    return client.post(path, files=[("files", (f"d{i}.png", image, "image/png")) for i, image in enumerate(images)])
+
+
+def assert_same(got: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert got["label"] == expected["label"] and got["class_index"] == expected["class_index"]
+    assert list(got["probabilities"]) == list(expected["probabilities"])
+    np.testing.assert_allclose(
+        list(got["probabilities"].values()), list(expected["probabilities"].values()), atol=TOLERANCE
+    )
+
+
+def served(cache: PredictorCache) -> ServedModel:
+    (model,) = cache._items.values()
+    return model
+
+
+def hold_first_call(model: ServedModel) -> threading.Event:
+    """Make the network's next call wait for the returned event, so requests pile up behind it."""
+    release = threading.Event()
+    original: Callable[[np.ndarray], np.ndarray] = model.batcher.call
+    held = [False]
+
+    def call(inputs: np.ndarray) -> np.ndarray:
+        if not held[0]:
+            held[0] = True
+            release.wait(timeout=30)
+        return original(inputs)
+
+    model.batcher.call = call
+    return release
+
+
+def wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "the requests never queued"
+        time.sleep(0.005)
+
+
+def test_the_batch_route_answers_in_order_as_the_single_route_does(
+    client: TestClient, network_h5: bytes, cache: PredictorCache
+) -> None:
+    experiment_id = succeeded_with_checkpoint(client, network_h5)
+    images = digits(IMAGES)
+    for base in (f"/experiments/{experiment_id}/predictions", "/datasets/mnist/predictions"):
+        expected = [single(client, base, image) for image in images]
+        assert len({e["label"] for e in expected}) > 1, "a network that answers the same for anything proves nothing"
+        response = batch(client, f"{base}/batch", images)
+        assert response.status_code == 200, response.text
+        got = response.json()["predictions"]
+        assert len(got) == IMAGES
+        for one, reference in zip(got, expected, strict=True):
+            assert one["experiment_id"] == experiment_id
+            assert_same(one, reference)
+    assert cache.loads == 1
+
+
+def test_concurrent_requests_are_gathered_into_one_call_with_the_same_answers(
+    client: TestClient, network_h5: bytes, cache: PredictorCache
+) -> None:
+    experiment_id = succeeded_with_checkpoint(client, network_h5)
+    path = f"/experiments/{experiment_id}/predictions"
+    images = digits(IMAGES)
+    expected = [single(client, path, image) for image in images]  # one call each: nothing overlaps
+    model = served(cache)
+    model.batcher.batch_sizes.clear()
+    release = hold_first_call(model)
+    with ThreadPoolExecutor(IMAGES) as pool:
+        first = pool.submit(single, client, path, images[0])
+        wait_for(lambda: sum(model.batcher.batch_sizes.values()) == 1)  # the first call started, and is held
+        rest = [pool.submit(single, client, path, image) for image in images[1:]]
+        wait_for(lambda: model.batcher._queued_images() == IMAGES - 1)
+        release.set()
+        got = [first.result(), *(future.result() for future in rest)]
+    for one, reference in zip(got, expected, strict=True):
+        assert_same(one, reference)
+    # One call for the first request, one for all the others that queued behind it.
+    assert model.batcher.batch_sizes == {1: 1, IMAGES - 1: 1}
+
+
+def test_many_first_requests_load_the_network_once(
+    client: TestClient, network_h5: bytes, cache: PredictorCache
+) -> None:
+    experiment_id = succeeded_with_checkpoint(client, network_h5)
+    path = f"/experiments/{experiment_id}/predictions"
+    image = digits(1)[0]
+    entered = threading.Semaphore(0)
+    release = threading.Event()
+    load = PredictorCache._load
+
+    def slow_load(self: PredictorCache, *args: Any) -> ServedModel:
+        entered.release()
+        release.wait(timeout=30)  # the other requests arrive while this load is in progress
+        return load(self, *args)
+
+    callers = threading.Semaphore(0)
+    get = PredictorCache.get
+
+    def counting_get(self: PredictorCache, *args: Any) -> ServedModel:
+        callers.release()
+        return get(self, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PredictorCache, "_load", slow_load)
+        patch.setattr(PredictorCache, "get", counting_get)
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(single, client, path, image) for _ in range(8)]
+            assert entered.acquire(timeout=30)
+            for _ in range(8):
+                assert callers.acquire(timeout=30), "not every request reached the cache"
+            release.set()
+            answers = [future.result() for future in futures]
+    assert cache.loads == 1
+    assert all(a == answers[0] for a in answers)
+
+
+def test_a_batch_with_one_bad_image_fails_naming_that_part(
+    client: TestClient, network_h5: bytes, cache: PredictorCache
+) -> None:
+    experiment_id = succeeded_with_checkpoint(client, network_h5)
+    images = digits(3)
+    files = [
+        ("files", ("a.png", images[0], "image/png")),
+        ("files", ("b.png", images[1], "image/png")),
+        ("files", ("c.gif", b"GIF89a not really", "image/gif")),
+    ]
+    response = client.post(f"/experiments/{experiment_id}/predictions/batch", files=files)
+    assert response.status_code == 415, response.text
+    assert response.json()["detail"].startswith("files[2] ('c.gif'): images must be PNG or JPEG; this file is GIF")
+
+
+def test_a_batch_over_the_cap_is_413_and_one_without_files_422(client: TestClient, network_h5: bytes) -> None:
+    experiment_id = succeeded_with_checkpoint(client, network_h5)
+    path = f"/experiments/{experiment_id}/predictions/batch"
+    response = batch(client, path, digits(1) * 65)
+    assert response.status_code == 413, response.text
+    assert "at most 64 images; this one has 65" in response.json()["detail"]
+    response = client.post(path, data={"other": "x"}, files={"file": ("a.png", b"x", "image/png")})
+    assert response.status_code == 422
+    assert "files" in response.json()["message"]
+
+
+def test_a_batch_counts_each_image_against_the_rate_limit(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(get_settings(), "predictions_per_second", 4)
+    monkeypatch.setattr(quotas, "_limiter", MovingWindowRateLimiter(MemoryStorage()))  # no earlier test's hits
+    images = digits(3)
+    # Nothing trained: 404, but counted, like the single route.
+    assert batch(client, "/datasets/mnist/predictions/batch", images).status_code == 404
+    limited = batch(client, "/datasets/mnist/predictions/batch", images)
+    assert limited.status_code == 429
+    assert "a batch of n images counts as n" in limited.json()["detail"]
+    too_big = batch(client, "/datasets/fashion_mnist/predictions/batch", images * 2)
+    assert too_big.status_code == 429
+    assert "this batch has 6 images and the limit is 4" in too_big.json()["detail"]
+
+
+def test_the_network_is_traced_once_for_every_batch_size(
+    client: TestClient, network_h5: bytes, cache: PredictorCache
+) -> None:
+    experiment_id = succeeded_with_checkpoint(client, network_h5)
+    for count in (1, 3, 7):
+        assert batch(client, f"/experiments/{experiment_id}/predictions/batch", digits(count)).status_code == 200
+    # Warmed up at load on a zero input, and never traced again: the input signature has no batch size.
+    assert served(cache).predictor._call.experimental_get_tracing_count() == 1
