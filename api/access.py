@@ -24,8 +24,8 @@ S = TypeVar("S", bound=Select[Any])
 
 # Unbounded on purpose: an id out of range is a resource that does not exist (404), checked in the lookup,
 # not a malformed request (422), and it must never reach the database, which overflows on it.
-ExperimentId = Annotated[int, Path(description="An experiment id (yours, unless you are an admin).")]
-SweepId = Annotated[int, Path(description="A sweep id (yours, unless you are an admin).")]
+ExperimentId = Annotated[int, Path(description="An experiment id (yours, unless you are an admin).", examples=[1])]
+SweepId = Annotated[int, Path(description="A sweep id (yours, unless you are an admin).", examples=[1])]
 
 
 def owner_filter(user: User) -> int | None:

@@ -17,7 +17,8 @@ from xml.etree import ElementTree
 
 import pytest
 
-from tests.support import Service, running_service
+from tests.seed import finish, fresh_database, small_network_h5
+from tests.support import Service, migrate_to_head, service_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.schemathesis]
 
@@ -28,11 +29,38 @@ EXAMPLES_PER_OPERATION = int(os.environ.get("EPOCHAL_SCHEMATHESIS_EXAMPLES", "40
 
 @pytest.fixture(scope="module")
 def service(migrated_database: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    with running_service(tmp_path_factory.mktemp("schemathesis"), QUEUE, []) as running:
-        yield running
+    """The API and the reaper on a database of their own, whose ids start at 1 like the document's examples."""
+    workdir = tmp_path_factory.mktemp("schemathesis")
+    with fresh_database(workdir) as url:
+        migrate_to_head(url)
+        service = Service(workdir, QUEUE, {**service_env(QUEUE), "EPOCHAL_DATABASE_URL": url})
+        try:
+            service.start_reaper()
+            service.start_api()
+            yield service
+        finally:
+            service.stop()
+
+
+def seed(service: Service, folder: Path) -> None:
+    """A succeeded experiment with a loadable checkpoint and a sweep with epochs, so that the ids in the
+    document's examples (1) reach plots, exports and predictions instead of a 404."""
+    network = small_network_h5(folder)
+    url = service.env["EPOCHAL_DATABASE_URL"]
+    with service.http() as http:
+        created = http.post("/experiments", json={"dataset": "mnist", "epochs": 2})
+        assert created.status_code == 202, created.text
+        assert created.json()["id"] == 1
+        finish(1, checkpoint=network, database_url=url)
+        sweep = http.post("/sweeps", json={"base": {"dataset": "mnist"}, "grid": {"optimizer": ["adam", "sgd"]}})
+        assert sweep.status_code == 202, sweep.text
+        assert sweep.json()["id"] == 1
+        for row in sweep.json()["experiments"]:
+            finish(row["id"], checkpoint=network, database_url=url)
 
 
 def test_the_api_keeps_its_openapi_contract(service: Service, tmp_path: Path) -> None:
+    seed(service, tmp_path)
     command = [
         sys.executable,
         "-m",
@@ -62,6 +90,7 @@ def test_the_api_keeps_its_openapi_contract(service: Service, tmp_path: Path) ->
     # In the temporary folder: Schemathesis keeps a cache of examples in its working directory.
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     output = result.stdout + result.stderr
+    print(output[-4000:])  # the summary, for `pytest -rP`
     assert result.returncode == 0, output[-20000:] + service.logs()
     # Every operation was exercised: a run that reached nothing would pass too.
     report = ElementTree.parse(next(tmp_path.glob("*.xml"))).getroot()
