@@ -31,7 +31,8 @@ def worker_argv(queues: str, concurrency: int = 1, hostname: str | None = None) 
 def reaper_argv(schedule_file: str, hostname: str | None = None) -> list[str]:
     """A small worker that runs Celery beat and serves only the maintenance queue: the reaper's passes."""
     argv = ["celery", "-A", CELERY_APP, "worker", "--beat", "--schedule", schedule_file]
-    argv += ["--queues", MAINTENANCE_QUEUE, "--concurrency", "1", "--loglevel", "INFO"]
+    # WARNING: a pass every few seconds would otherwise log three lines; what the reaper does is logged as warnings.
+    argv += ["--queues", MAINTENANCE_QUEUE, "--concurrency", "1", "--loglevel", "WARNING"]
     if hostname:
         argv += ["--hostname", hostname]
     return argv

@@ -11,7 +11,7 @@ from __future__ import annotations
 from celery import Celery, signals
 
 from config import MAINTENANCE_QUEUE, REAP_TASK_NAME, get_settings
-from worker.lifecycle import exit_unless_dependencies_answer, pin_child_to_one_gpu
+from worker.lifecycle import exit_unless_dependencies_answer, import_tensorflow_while_idle, pin_child_to_one_gpu
 from worker.shutdown import install_child_handler, tell_children_to_stop
 
 settings = get_settings()
@@ -54,6 +54,7 @@ app.conf.update(
 )
 
 signals.worker_init.connect(exit_unless_dependencies_answer)
-signals.worker_process_init.connect(pin_child_to_one_gpu)
+signals.worker_process_init.connect(pin_child_to_one_gpu)  # before TensorFlow is imported, below
+signals.worker_process_init.connect(import_tensorflow_while_idle)
 signals.worker_process_init.connect(install_child_handler)
 signals.worker_shutting_down.connect(tell_children_to_stop)

@@ -6,12 +6,13 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from typing import Any
 
 from celery import Celery
 from sqlalchemy import text
 
-from config import get_settings, install_log_redaction, redact_secrets, redact_url
+from config import MAINTENANCE_QUEUE, get_settings, install_log_redaction, redact_secrets, redact_url
 from models.db import get_engine
 
 log = logging.getLogger(__name__)
@@ -90,3 +91,23 @@ def pin_child_to_one_gpu(**_kwargs: Any) -> None:
     if gpu is not None:
         # Set before the task imports TensorFlow, which reads it once at start-up.
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+
+
+def import_tensorflow_while_idle(**_kwargs: Any) -> None:
+    """In a training child (worker_process_init): import TensorFlow now, so the next job does not wait for it.
+
+    Safe after the fork (the parent stays TensorFlow-free); a thread, so the child is ready for work at once
+    (a job that arrives first simply waits on the import lock). Importing starts no device: GPU settings
+    still apply when the job calls training.device.setup_device. The reaper's children never train.
+    """
+    if MAINTENANCE_QUEUE in sys.argv:
+        return
+    threading.Thread(target=_import_tensorflow, name="import-tensorflow", daemon=True).start()
+
+
+def _import_tensorflow() -> None:
+    try:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    except Exception:  # the job's own import reports it properly
+        log.exception("importing TensorFlow ahead of the next job failed")
