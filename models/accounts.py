@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from models.base import utcnow
 from models.users import ApiKey, User
@@ -68,7 +68,10 @@ def find_key(session: Session, token: str) -> ApiKey | None:
     if not token.startswith(KEY_SCHEME) or len(token) <= PREFIX_LENGTH:
         return None
     digest = hash_token(token)
-    candidates = session.scalars(select(ApiKey).where(ApiKey.prefix == token[:PREFIX_LENGTH])).all()
+    # The user comes in the same query: every request needs them, and a second round trip per request showed in
+    # the profile of the prediction and submission routes.
+    statement = select(ApiKey).options(joinedload(ApiKey.user)).where(ApiKey.prefix == token[:PREFIX_LENGTH])
+    candidates = session.scalars(statement).all()
     for key in candidates:
         if hmac.compare_digest(key.sha256, digest) and key.revoked_at is None:
             return key

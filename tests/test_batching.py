@@ -370,3 +370,15 @@ def test_the_network_is_traced_once_for_every_batch_size(
         assert batch(client, f"/experiments/{experiment_id}/predictions/batch", digits(count)).status_code == 200
     # Warmed up at load on a zero input, and never traced again: the input signature has no batch size.
     assert served(cache).predictor._call.experimental_get_tracing_count() == 1
+
+
+def test_an_upload_at_the_network_size_gets_the_pixels_the_resize_would_give() -> None:
+    import tensorflow as tf
+
+    from training.images import _grayscale_digit
+
+    pixels = np.random.default_rng(5).integers(0, 256, (28, 28), dtype="uint8")
+    pixels[[0, -1], :] = pixels[:, [0, -1]] = 0  # a dark border, as MNIST digits have: not inverted
+    resized = tf.image.resize(pixels[..., np.newaxis].astype("float32"), (28, 28), antialias=True)
+    expected = np.clip(resized.numpy()[..., 0], 0, 255)
+    np.testing.assert_array_equal(_grayscale_digit(Image.fromarray(pixels, mode="L"), (28, 28)), expected)

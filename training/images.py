@@ -145,6 +145,10 @@ def _grayscale_digit(image: Image.Image, size: tuple[int, ...]) -> np.ndarray:
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     if np.median(border) > LIGHT_BACKGROUND_THRESHOLD:
         pixels = 255.0 - pixels
+    if pixels.shape == tuple(size):
+        # Already the network's size (an MNIST-sized upload): the resize below would return these very pixels
+        # (checked exactly), and as an eager TensorFlow op it was the largest cost of a prediction under load.
+        return pixels
     resized = tf.image.resize(pixels[..., np.newaxis], size, antialias=True)
     return np.clip(resized.numpy()[..., 0], 0, 255)
 
