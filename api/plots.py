@@ -110,6 +110,9 @@ def confusion_matrix_png(labels: Sequence[str], matrix: Sequence[Sequence[int]],
     return _png(figure)
 
 
+Curve = Sequence[tuple[int, float | None]]
+
+
 def _colors(count: int) -> list[str | tuple[float, float, float, float]]:
     if count <= 10:
         return [f"C{i}" for i in range(count)]
@@ -140,5 +143,53 @@ def sweep_metric_png(curves: Mapping[str, Sequence[tuple[int, float | None]]], m
         # Outside the axes: a sweep's labels are long, and inside they would cover the curves.
         axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9 if drawn <= 12 else 8, frameon=False)
     if not any(_has_values([value for _epoch, value in points]) for points in curves.values()):
+        _note(axes, f"no {metric} values yet")
+    return _png(figure)
+
+
+def mean_band(
+    runs: Sequence[Sequence[tuple[int, float | None]]],
+) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Per epoch over the runs that have a finite value there: (epochs, mean, min, max); NaN where none has."""
+    by_epoch: dict[int, list[float]] = {}
+    for points in runs:
+        for epoch, value in points:
+            values = by_epoch.setdefault(epoch, [])
+            if value is not None and math.isfinite(value):
+                values.append(float(value))
+    epochs = sorted(by_epoch)
+    means = [math.fsum(by_epoch[e]) / len(by_epoch[e]) if by_epoch[e] else math.nan for e in epochs]
+    lows = [min(by_epoch[e]) if by_epoch[e] else math.nan for e in epochs]
+    highs = [max(by_epoch[e]) if by_epoch[e] else math.nan for e in epochs]
+    return epochs, means, lows, highs
+
+
+def sweep_band_png(
+    groups: Mapping[str, Sequence[Sequence[tuple[int, float | None]]]], metric: str, title: str
+) -> bytes:
+    """Per configuration, the mean of `metric` over its runs with a min-max band; a single run is a plain line."""
+    figure = Figure(figsize=(12, 5), layout="tight")
+    axes = figure.subplots()
+    axes.set_title(title)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(metric)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.grid(True, alpha=0.3)
+    drawn = 0
+    for (label, runs), color in zip(groups.items(), _colors(len(groups)), strict=True):
+        runs = [points for points in runs if points]
+        if not runs:
+            continue
+        epochs, means, lows, highs = mean_band(runs)
+        if len(runs) > 1:
+            # The band is the whole range of the runs (min to max), not a confidence interval: with a few
+            # repeats it shows every run, where a +-std band would hide the outliers that matter here.
+            axes.fill_between(epochs, lows, highs, color=color, alpha=0.2, linewidth=0)
+            label = f"{label} (mean of {len(runs)}, band min-max)"
+        axes.plot(epochs, means, marker="o", markersize=3.5, color=color, label=label)
+        drawn += 1
+    if drawn:
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9 if drawn <= 12 else 8, frameon=False)
+    if not any(_has_values([v for points in runs for _e, v in points]) for runs in groups.values()):
         _note(axes, f"no {metric} values yet")
     return _png(figure)

@@ -8,8 +8,18 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from models import Experiment
-from models.specs import head_of
-from training.spec import Dataset, ExperimentSpec, Head, Loss, Network, Optimizer, Status
+from models.specs import head_of, validation_of
+from training.spec import (
+    MAX_REPEATS,
+    Dataset,
+    ExperimentSpec,
+    Head,
+    Loss,
+    Network,
+    Optimizer,
+    Status,
+    Validation,
+)
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -28,6 +38,14 @@ class ExperimentCreate(ExperimentSpec):
         max_length=100,
         pattern=r"^[A-Za-z0-9_.-]+$",
         description="Celery queue to run on (e.g. 'gpu'); default: the server's EPOCHAL_DEFAULT_QUEUE.",
+    )
+    repeats: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_REPEATS,
+        description="Train this configuration this many times, repeat i with seed (seed + i x 1,000,003) mod 2^31. "
+        "With more than one, the runs form a sweep of one configuration (see its sweep_id) whose comparison "
+        "gives their mean, spread and confidence interval; the response is the first run.",
     )
 
 
@@ -56,6 +74,13 @@ class AttemptRead(BaseModel):
     cause: str | None
 
 
+def selection_label(validation: Validation, validation_count: int | None) -> str:
+    """How the best epoch was chosen, in words; 'selected on test' marks figures that are optimistic."""
+    if validation is Validation.TEST:
+        return "selected on test"
+    return "held-out validation" + (f" ({validation_count} examples)" if validation_count is not None else "")
+
+
 class ExperimentRead(BaseModel):
     id: int
     name: str | None
@@ -69,8 +94,22 @@ class ExperimentRead(BaseModel):
     epochs: int
     batch_size: int
     train_size: int | None
+    validation: Validation = Field(
+        description="held_out: the best epoch was chosen on held-out training data; "
+        "test: on the test split (selected on test)."
+    )
     validation_split: float | None
+    selected_on: str = Field(
+        description="How the best epoch was chosen: 'held-out validation (N examples)', "
+        "or 'selected on test', whose test figures are optimistic."
+    )
+    train_count: int | None = Field(description="Examples trained on, recorded by the worker once it split the data.")
+    validation_count: int | None = Field(
+        description="Examples that validated each epoch (with validation 'test': the whole test split)."
+    )
     seed: int
+    repeat: int = Field(description="This run's index among the repeats of its configuration (0-based).")
+    base_seed: int | None = Field(description="The seed the repeats' seeds were derived from; null before repeats.")
     mixed_precision: bool
     deterministic: bool
     jit_compile: bool | None
@@ -106,8 +145,14 @@ class ExperimentRead(BaseModel):
             epochs=row.epochs,
             batch_size=row.batch_size,
             train_size=row.train_size,
+            validation=validation_of(row),
             validation_split=row.validation_split,
+            selected_on=selection_label(validation_of(row), row.validation_count),
+            train_count=row.train_count,
+            validation_count=row.validation_count,
             seed=row.seed,
+            repeat=row.repeat or 0,
+            base_seed=row.base_seed,
             mixed_precision=row.mixed_precision,
             deterministic=row.deterministic,
             jit_compile=row.jit_compile,
@@ -230,6 +275,21 @@ class SweepCreate(BaseModel):
         "or 'variants': a list of partial specs taken together (e.g. [{'head': {...}, 'loss': 'mse'}]).",
         examples=[{"optimizer": ["sgd_nesterov", "adagrad", "rmsprop", "adadelta", "adam"]}],
     )
+    repeats: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_REPEATS,
+        description="Runs of each combination, repeat i with seed (seed + i x 1,000,003) mod 2^31; counted in the "
+        "sweep size (combinations x repeats). The comparison then gives each configuration's mean, standard "
+        "deviation and 95% confidence interval, and which ranked neighbours a Welch t-test can tell apart.",
+    )
+
+    @field_validator("base")
+    @classmethod
+    def _repeats_not_in_base(cls, base: dict[str, Any]) -> dict[str, Any]:
+        if "repeats" in base:
+            raise ValueError("repeats is a field of the sweep, not of its base spec: move it next to base and grid")
+        return base
 
     @field_validator("grid")
     @classmethod
@@ -241,7 +301,8 @@ class SweepCreate(BaseModel):
         for key, values in grid.items():
             if len(values) > MAX_AXIS_VALUES:
                 raise ValueError(f"grid.{key} has {len(values)} values; at most {MAX_AXIS_VALUES} per axis")
-        allowed = set(ExperimentCreate.model_fields) - {"name"}
+        # repeats is the sweep's own field: an axis of it would multiply runs without a comparable label.
+        allowed = set(ExperimentCreate.model_fields) - {"name", "repeats"}
         for key, values in grid.items():
             if key != "variants" and key not in allowed:
                 raise ValueError(f"grid.{key} is not a spec field; use one of {sorted(allowed)} or 'variants'")
@@ -277,6 +338,69 @@ class ComparisonRow(BaseModel):
     test_accuracy: float | None
     test_loss: float | None
     training_seconds: float = Field(description="Sum of the epochs' wall-clock seconds.")
+    validation: Validation
+    selected_on: str = Field(
+        description="'held-out validation (N examples)', or 'selected on test': then "
+        "best_val_accuracy is a test figure and test_accuracy is optimistic."
+    )
+    seed: int
+    repeat: int
+    collapsed: bool | None = Field(
+        description="Test accuracy at chance (see statistics.collapse); null until evaluated."
+    )
+
+
+class Stats(BaseModel):
+    """One metric over a configuration's succeeded runs."""
+
+    n: int
+    mean: float | None
+    std: float | None = Field(description="Sample standard deviation (n - 1); null with fewer than two runs.")
+    ci95_low: float | None = Field(description="95% confidence interval of the mean (Student t); null below n = 2.")
+    ci95_high: float | None
+
+
+class Distinction(BaseModel):
+    """Whether a configuration is statistically distinguishable from the next one in the ranking, on one metric."""
+
+    metric: str
+    next_label: str | None
+    method: str
+    statistic: float | None = Field(description="Welch's t; null when neither side varies.")
+    df: float | None = Field(description="Welch-Satterthwaite degrees of freedom.")
+    p_value: float | None = Field(description="Two-sided; null when either side has fewer than two runs.")
+    distinguishable: bool | None = Field(description="p < 0.05; null when it cannot be tested (fewer than two runs).")
+
+
+class ConfigurationRow(BaseModel):
+    """One configuration of a sweep (its repeats together), for an honest ranking."""
+
+    rank: int | None = Field(description="1 = highest mean best validation accuracy; null until a run succeeded.")
+    label: str | None
+    validation: Validation
+    selected_on: str = Field(description="'held-out validation' or 'selected on test' (test figures optimistic).")
+    experiment_ids: list[int]
+    seeds: list[int]
+    succeeded: int
+    unfinished: int = Field(description="Runs still queued or running.")
+    failed: int = Field(description="Runs failed or cancelled: not in the statistics.")
+    best_val_accuracy: Stats = Field(description="The selection metric, over succeeded runs.")
+    test_accuracy: Stats = Field(description="The one final test evaluation of each succeeded run.")
+    collapsed: int = Field(description="Succeeded runs whose test accuracy is at chance (statistics.collapse).")
+    chance: float | None = Field(description="The test split's majority-class rate.")
+    vs_next: Distinction | None = Field(
+        description="Best validation accuracy against the next-ranked configuration (the ranking metric)."
+    )
+    test_vs_next: Distinction | None = Field(description="Test accuracy against the next-ranked configuration.")
+
+
+class StatisticsNote(BaseModel):
+    """How the configuration table was computed."""
+
+    ranking: str
+    test: str
+    confidence_interval: str
+    collapse: str
 
 
 class SweepRead(BaseModel):
@@ -287,5 +411,11 @@ class SweepRead(BaseModel):
     created_at: UtcDatetime
     status_counts: dict[str, int]
     finished: bool
+    repeats: int = Field(description="Runs per configuration asked for (older sweeps: 1).")
     experiments: list[ExperimentRead]
-    comparison: list[ComparisonRow]
+    comparison: list[ComparisonRow] = Field(description="One row per run, best validation accuracy first.")
+    configurations: list[ConfigurationRow] = Field(
+        description="One row per configuration (its repeats together), ranked by mean best validation accuracy, "
+        "with n, mean, std, 95% CI and whether each is distinguishable from the next."
+    )
+    statistics: StatisticsNote

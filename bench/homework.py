@@ -1,15 +1,20 @@
 """Reproduce the course homework with a running Epochal service, over HTTP only.
 
-    python bench/homework.py --url http://127.0.0.1:8000            # full data, writes docs/results/
+    python bench/homework.py --url http://127.0.0.1:8000            # full data, 3 repeats, writes docs/results/
     python bench/homework.py --url http://127.0.0.1:8000 --quick    # small slices: a smoke test
 
 It submits two sweeps, (a) optimizers on MNIST with the mlp network and (b) the five output
-head/loss configurations on cats vs dogs with the convnet, waits for them with progress output, and
-writes `homework.md` with both ranked tables, the best MNIST network's test evaluation, and the
-plots as PNG files beside it. `--resume A,B` reports on existing sweeps instead of submitting new ones.
+head/loss configurations on cats vs dogs with the convnet, each configuration `--repeats` times with
+distinct seeds, waits for them with progress output, and writes `homework.md` with, per sweep, the
+configuration table (n, mean, std, 95% CI, collapsed runs, which neighbours a Welch t-test tells
+apart) and every run, the best MNIST network's test evaluation, and the plots as PNG files beside it.
+`--validation held_out` (the default) selects the best epoch on held-out training data and touches the
+test split once; `test` selects on the test split as the course did; `both` runs each configuration
+both ways, side by side. `--resume A,B` reports on existing sweeps instead of submitting new ones.
 
 The API key comes from `--key`, else EPOCHAL_API_KEY, else the file api-key in the state folder
-(EPOCHAL_STATE_DIR, `var/` by default), where `scripts/serve` writes the first admin's key.
+(EPOCHAL_STATE_DIR, `var/` by default), where `scripts/serve` writes the first admin's key. It talks to
+the service through the Python client, epochal.client (scripts/bootstrap installs it into .venv).
 """
 
 from __future__ import annotations
@@ -23,9 +28,9 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-import httpx
+from epochal.client import ApiError, Client, EpochalError, default_key
 
 OPTIMIZERS = ["sgd_nesterov", "adagrad", "rmsprop", "adadelta", "adam"]
 HEAD_LOSS_VARIANTS = [
@@ -36,6 +41,7 @@ HEAD_LOSS_VARIANTS = [
     {"head": {"units": 1, "activation": "relu"}, "loss": "mse"},
 ]
 SWEEP_METRICS = ["val_accuracy", "accuracy", "val_loss", "loss"]
+VALIDATIONS = {"held_out": ["held_out"], "test": ["test"], "both": ["held_out", "test"]}
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,17 @@ class Plan:
     cats_learning_rate: float
     mnist_train_size: int | None
     cats_train_size: int | None
+    repeats: int = 3
+    mnist_validation: str = "held_out"
+    cats_validation: str = "held_out"
+
+    @staticmethod
+    def _validate(base: dict[str, Any], grid: dict[str, Any], validation: str) -> None:
+        ways = VALIDATIONS[validation]
+        if len(ways) == 1:
+            base["validation"] = ways[0]
+        else:
+            grid["validation"] = ways
 
     def mnist_sweep(self) -> dict[str, Any]:
         base: dict[str, Any] = {
@@ -58,7 +75,9 @@ class Plan:
         }
         if self.mnist_train_size:
             base["train_size"] = self.mnist_train_size
-        return {"name": "homework 1: optimizers on MNIST", "base": base, "grid": {"optimizer": OPTIMIZERS}}
+        grid: dict[str, Any] = {"optimizer": OPTIMIZERS}
+        self._validate(base, grid, self.mnist_validation)
+        return {"name": "homework 1: optimizers on MNIST", "base": base, "grid": grid, "repeats": self.repeats}
 
     def cats_sweep(self) -> dict[str, Any]:
         base: dict[str, Any] = {
@@ -71,39 +90,42 @@ class Plan:
         }
         if self.cats_train_size:
             base["train_size"] = self.cats_train_size
+        grid: dict[str, Any] = {"variants": HEAD_LOSS_VARIANTS}
+        self._validate(base, grid, self.cats_validation)
         return {
             "name": "homework 2: output head and loss on cats vs dogs",
             "base": base,
-            "grid": {"variants": HEAD_LOSS_VARIANTS},
+            "grid": grid,
+            "repeats": self.repeats,
         }
 
 
 def plan_from(args: argparse.Namespace) -> Plan:
+    mnist_validation = args.mnist_validation or args.validation
+    cats_validation = args.cats_validation or args.validation
     if args.quick:
-        return Plan(1, 64, 1, 16, args.cats_learning_rate, mnist_train_size=300, cats_train_size=32)
+        repeats = args.repeats or 2
+        return Plan(1, 64, 1, 16, args.cats_learning_rate, 300, 32, repeats, mnist_validation, cats_validation)
     return Plan(
         args.mnist_epochs,
         args.mnist_batch_size,
         args.cats_epochs,
         args.cats_batch_size,
         args.cats_learning_rate,
-        None,
-        None,
+        args.mnist_train_size,
+        args.cats_train_size,
+        args.repeats or 3,
+        mnist_validation,
+        cats_validation,
     )
 
 
-def expect(response: httpx.Response, status: int = 200) -> Any:
-    if response.status_code != status:
-        raise SystemExit(f"{response.request.method} {response.request.url} -> {response.status_code}: {response.text}")
-    return response.json()
-
-
-def wait_for(http: httpx.Client, sweep_ids: list[int], poll_s: float, timeout_s: float) -> list[dict[str, Any]]:
+def wait_for(client: Client, sweep_ids: list[int], poll_s: float, timeout_s: float) -> list[dict[str, Any]]:
     """Poll the sweeps, printing progress, until every experiment finished."""
     started = time.monotonic()
     last_line = ""
     while True:
-        sweeps = [expect(http.get(f"/sweeps/{i}")) for i in sweep_ids]
+        sweeps = [cast(dict[str, Any], client.sweep(i)) for i in sweep_ids]
         parts = []
         for sweep in sweeps:
             experiments = sweep["experiments"]
@@ -132,16 +154,52 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 def ranked_table(sweep: dict[str, Any]) -> str:
     header = (
-        "| rank | configuration | status | best epoch | best val acc | final val acc | best train acc | "
-        "final train acc | final val loss | final train loss | test acc | time (s) |"
+        "| rank | configuration | status | seed | selected on | best epoch | best val acc | final val acc | "
+        "best train acc | final train acc | final val loss | final train loss | test acc | time (s) |"
     )
-    lines = [header, "|" + " --- |" * 12]
+    lines = [header, "|" + " --- |" * 14]
     for row in sweep["comparison"]:
         lines.append(
-            f"| {fmt(row['rank'])} | {row['label']} | {row['status']} | {fmt(row['best_epoch'])} | "
+            f"| {fmt(row['rank'])} | {row['label']} | {row['status']} | {row['seed']} | {row['selected_on']} | "
+            f"{fmt(row['best_epoch'])} | "
             f"{fmt(row['best_val_accuracy'])} | {fmt(row['final_val_accuracy'])} | {fmt(row['best_accuracy'])} | "
             f"{fmt(row['final_accuracy'])} | {fmt(row['final_val_loss'])} | {fmt(row['final_loss'])} | "
             f"{fmt(row['test_accuracy'])} | {row['training_seconds']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def interval(cell: dict[str, Any]) -> str:
+    """mean ± std [95% CI] of one metric of a configuration, as far as its n allows."""
+    if cell["mean"] is None:
+        return "n/a"
+    text = f"{cell['mean']:.4f}"
+    if cell["std"] is not None:
+        text += f" ± {cell['std']:.4f} [{cell['ci95_low']:.4f}, {cell['ci95_high']:.4f}]"
+    return text
+
+
+def versus(distinction: dict[str, Any] | None) -> str:
+    if distinction is None:
+        return "(last)"
+    if distinction["p_value"] is None:
+        return "not testable (n < 2)"
+    verdict = "**distinguishable**" if distinction["distinguishable"] else "not distinguishable"
+    return f"{verdict} (p = {distinction['p_value']:.3g})"
+
+
+def configuration_table(sweep: dict[str, Any]) -> str:
+    header = (
+        "| rank | configuration | selected on | runs ok / asked | best val acc: mean ± std [95% CI] | "
+        "test acc: mean ± std [95% CI] | collapsed | vs next, val (Welch) | vs next, test (Welch) |"
+    )
+    lines = [header, "|" + " --- |" * 9]
+    for row in sweep["configurations"]:
+        lines.append(
+            f"| {fmt(row['rank'])} | {row['label']} | {row['selected_on']} | "
+            f"{row['succeeded']} / {len(row['experiment_ids'])} | {interval(row['best_val_accuracy'])} | "
+            f"{interval(row['test_accuracy'])} | {row['collapsed']} of {row['succeeded']} | "
+            f"{versus(row['vs_next'])} | {versus(row['test_vs_next'])} |"
         )
     return "\n".join(lines)
 
@@ -165,9 +223,9 @@ def report_table(report: dict[str, Any], labels: list[str]) -> str:
     return "\n".join(lines)
 
 
-def backprop_section(http: httpx.Client) -> str:
+def backprop_section(client: Client) -> str:
     """The worked single-neuron example, every step as the service computes it (float64, shown to 17 digits)."""
-    trace = expect(http.post("/backprop/single-neuron"))
+    trace = client.backprop_single_neuron()
     given = trace["inputs"]
     examples = ", ".join(f"({e['x0']:g}, {e['x1']:g}, {e['y']:g})" for e in given["examples"])
     lines = [
@@ -193,11 +251,8 @@ def backprop_section(http: httpx.Client) -> str:
     return "\n".join(lines)
 
 
-def save(http: httpx.Client, path: str, target: Path) -> str:
-    response = http.get(path)
-    if response.status_code != 200:
-        raise SystemExit(f"GET {path} -> {response.status_code}: {response.text}")
-    target.write_bytes(response.content)
+def save(content: bytes, target: Path) -> str:
+    target.write_bytes(content)
     return target.name
 
 
@@ -223,8 +278,16 @@ def without_resume(argv: list[str]) -> list[str]:
     return kept
 
 
+def validation_words(validation: str, test_split: str) -> str:
+    held_out = f"best epoch selected on a stratified 10% of the training data, tested once on the {test_split}"
+    course = f"best epoch selected on the {test_split}, which also tests it (selected on test)"
+    return {"held_out": held_out, "test": course, "both": f"both ways side by side: {held_out}; and {course}"}[
+        validation
+    ]
+
+
 def write_report(
-    http: httpx.Client,
+    client: Client,
     mnist: dict[str, Any],
     cats: dict[str, Any],
     plan: Plan,
@@ -235,23 +298,20 @@ def write_report(
 ) -> Path:
     """Write homework.md and its PNGs into `out` from two finished sweeps."""
     out.mkdir(parents=True, exist_ok=True)
-    best_row = next((r for r in mnist["comparison"] if r["rank"] == 1), None)
+    # The best run selected on held-out data where there is one: a run selected on test has an optimistic figure.
+    ranked = [r for r in mnist["comparison"] if r["rank"] is not None]
+    best_row = next((r for r in ranked if r["validation"] == "held_out"), ranked[0] if ranked else None)
     if best_row is None:
         raise SystemExit("no MNIST experiment finished with validation results; see GET /sweeps/{id}")
     best_id = best_row["experiment_id"]
-    evaluation = expect(http.get(f"/experiments/{best_id}/evaluation"))
+    evaluation = client.evaluation(best_id)
     labels = evaluation["confusion_matrix"]["labels"]
-    images = {
-        f"mnist_{m}": save(http, f"/sweeps/{mnist['id']}/plots/{m}.png", out / f"mnist_{m}.png") for m in SWEEP_METRICS
-    }
+    images = {f"mnist_{m}": save(client.sweep_plot(mnist["id"], m), out / f"mnist_{m}.png") for m in SWEEP_METRICS}
     images |= {
-        f"cats_{m}": save(http, f"/sweeps/{cats['id']}/plots/{m}.png", out / f"cats_vs_dogs_{m}.png")
-        for m in SWEEP_METRICS
+        f"cats_{m}": save(client.sweep_plot(cats["id"], m), out / f"cats_vs_dogs_{m}.png") for m in SWEEP_METRICS
     }
-    images["best_history"] = save(http, f"/experiments/{best_id}/plots/history.png", out / "mnist_best_history.png")
-    images["best_matrix"] = save(
-        http, f"/experiments/{best_id}/plots/confusion-matrix.png", out / "mnist_best_confusion_matrix.png"
-    )
+    images["best_history"] = save(client.history_plot(best_id), out / "mnist_best_history.png")
+    images["best_matrix"] = save(client.confusion_matrix_plot(best_id), out / "mnist_best_confusion_matrix.png")
     devices = sorted({str(e["device"]) for s in (mnist, cats) for e in s["experiments"]})
     command = "python " + " ".join(shlex.quote(a) for a in without_resume(sys.argv))
     resumed_note = (
@@ -266,16 +326,26 @@ def write_report(
 Python {platform.python_version()}
 - Trained on: {", ".join(devices)} (as reported by the workers), one worker, one job at a time
 - Wall time from submitting the sweeps to the last result: {wall_time(mnist, cats) / 60:.1f} minutes
+- Repeats: {plan.repeats} runs per configuration, repeat i with seed (42 + i x 1,000,003) mod 2^31.
 - MNIST: {plan.mnist_epochs} epochs, batch {plan.mnist_batch_size}, \
-train size {plan.mnist_train_size or "60,000 (all)"}, validated and tested on the 10,000 test images, \
+train size {plan.mnist_train_size or "60,000 (all)"}, {validation_words(plan.mnist_validation, "10,000 test images")}, \
 mlp 784-512-128-10.
 - Cats vs dogs: {plan.cats_epochs} epochs, batch {plan.cats_batch_size}, rmsprop at {plan.cats_learning_rate}, \
-train size {plan.cats_train_size or "2,000 (all)"}, validated and tested on the 1,000 validation images, \
-convnet on 150x150 RGB.
+train size {plan.cats_train_size or "2,000 (all)"}, \
+{validation_words(plan.cats_validation, "1,000 validation images (the test split here)")}, convnet on 150x150 RGB.
+
+How to read the configuration tables: each row is one configuration over its repeats. Ranked by mean
+best validation accuracy (on held-out training data unless the row says "selected on test", whose
+figures are then optimistic). Mean ± sample standard deviation, and the 95% confidence interval of the
+mean (Student t, n - 1 degrees of freedom). "vs next" is Welch's two-sided t-test against the next row
+at alpha 0.05: "not distinguishable" means these runs cannot tell the two apart, whatever the order.
+"Collapsed": test accuracy within 1.5 points of chance (the majority-class rate, or 1 / classes).
 
 ## 1. Optimizers on MNIST (sweep {mnist["id"]})
 
-Ranked by best validation accuracy. The best epoch's checkpoint is what was evaluated.
+{configuration_table(mnist)}
+
+Every run, ranked by best validation accuracy; the best epoch's checkpoint is what was evaluated:
 
 {ranked_table(mnist)}
 
@@ -306,6 +376,10 @@ Classification report:
 Compared by accuracy: loss values of different losses are not comparable. Some configurations are
 bad on purpose (a relu unit under mse, a softmax pair under mse); they are run and reported, not refused.
 
+{configuration_table(cats)}
+
+Every run:
+
 {ranked_table(cats)}
 
 ![validation accuracy per head and loss]({images["cats_val_accuracy"]})
@@ -318,14 +392,14 @@ bad on purpose (a relu unit under mse, a softmax pair under mse); they are run a
 From `POST /backprop/single-neuron` with no body (the tests check every step against
 `tf.GradientTape`).
 
-{backprop_section(http)}
+{backprop_section(client)}
 
 ## TensorBoard
 
 Every run on its own and all runs of a sweep together:
 
 ```sh
-curl -o mnist.tar.gz {http.base_url}/sweeps/{mnist["id"]}/tensorboard && mkdir -p tb && tar -xzf mnist.tar.gz -C tb
+curl -o mnist.tar.gz {client.url}/sweeps/{mnist["id"]}/tensorboard && mkdir -p tb && tar -xzf mnist.tar.gz -C tb
 tensorboard --logdir tb
 ```
 """
@@ -334,12 +408,16 @@ tensorboard --logdir tb
     return report
 
 
-def default_key() -> str | None:
-    """EPOCHAL_API_KEY, else the key the service's first start wrote to <EPOCHAL_STATE_DIR>/api-key."""
-    if os.environ.get("EPOCHAL_API_KEY"):
-        return os.environ["EPOCHAL_API_KEY"]
-    key_file = Path(os.environ.get("EPOCHAL_STATE_DIR", "var")) / "api-key"
-    return key_file.read_text().strip() if key_file.is_file() else None
+def run(args: argparse.Namespace, plan: Plan) -> Path:
+    with Client(args.url, args.key, timeout=120) as client:
+        client.health()
+        if args.resume:
+            ids = [int(i) for i in args.resume.split(",")]
+        else:
+            ids = [client.create_sweep(body)["id"] for body in (plan.mnist_sweep(), plan.cats_sweep())]
+            print(f"submitted sweeps {ids[0]} (MNIST optimizers) and {ids[1]} (cats vs dogs heads)", flush=True)
+        mnist, cats = wait_for(client, ids, args.poll, args.timeout)
+        return write_report(client, mnist, cats, plan, args.out, quick=args.quick, resumed=bool(args.resume))
 
 
 def main() -> int:
@@ -352,6 +430,18 @@ def main() -> int:
     parser.add_argument("--cats-epochs", type=int, default=12)
     parser.add_argument("--cats-batch-size", type=int, default=20)
     parser.add_argument("--cats-learning-rate", type=float, default=1e-4)
+    parser.add_argument("--repeats", type=int, help="runs per configuration (default 3; --quick: 2)")
+    parser.add_argument(
+        "--validation",
+        choices=sorted(VALIDATIONS),
+        default="held_out",
+        help="held_out: select the best epoch on held-out training data (default); test: on the test split, as "
+        "the course did; both: each configuration both ways",
+    )
+    parser.add_argument("--mnist-validation", choices=sorted(VALIDATIONS), help="overrides --validation for MNIST")
+    parser.add_argument("--cats-validation", choices=sorted(VALIDATIONS), help="overrides --validation for cats")
+    parser.add_argument("--mnist-train-size", type=int, help="cap on MNIST training examples (default: all)")
+    parser.add_argument("--cats-train-size", type=int, help="cap on cats vs dogs training examples (default: all)")
     parser.add_argument("--resume", help="report on existing sweeps MNIST_ID,CATS_ID instead of submitting")
     parser.add_argument("--poll", type=float, default=5.0, help="seconds between progress checks")
     parser.add_argument("--timeout", type=float, default=3 * 3600)
@@ -360,18 +450,12 @@ def main() -> int:
     if not args.key:
         parser.error("no API key: pass --key, set EPOCHAL_API_KEY, or run where var/api-key is (scripts/serve made it)")
     plan = plan_from(args)
-    headers = {"Authorization": f"Bearer {args.key}"}
-    with httpx.Client(base_url=args.url, timeout=120, headers=headers) as http:
-        expect(http.get("/health"))
-        if args.resume:
-            ids = [int(i) for i in args.resume.split(",")]
-        else:
-            ids = [
-                expect(http.post("/sweeps", json=body), 202)["id"] for body in (plan.mnist_sweep(), plan.cats_sweep())
-            ]
-            print(f"submitted sweeps {ids[0]} (MNIST optimizers) and {ids[1]} (cats vs dogs heads)", flush=True)
-        mnist, cats = wait_for(http, ids, args.poll, args.timeout)
-        report = write_report(http, mnist, cats, plan, args.out, quick=args.quick, resumed=bool(args.resume))
+    try:
+        report = run(args, plan)
+    except EpochalError as error:
+        # The request and the API's own message, as the script always said: enough to fix the cause.
+        request = error.response.request if isinstance(error, ApiError) and error.response is not None else None
+        raise SystemExit(f"{request.method} {request.url} -> {error}" if request else str(error)) from None
     print(f"wrote {report}", flush=True)
     return 0
 

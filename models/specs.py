@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from models.tables import Experiment
-from training.spec import ExperimentSpec, Head
+from training.spec import ExperimentSpec, Head, Validation, repeat_seed
 
 
 def experiment_from_spec(spec: ExperimentSpec) -> Experiment:
@@ -21,12 +21,32 @@ def experiment_from_spec(spec: ExperimentSpec) -> Experiment:
         epochs=spec.epochs,
         batch_size=spec.batch_size,
         train_size=spec.train_size,
+        validation=spec.validation,
         validation_split=spec.validation_split,
         seed=spec.seed,
+        base_seed=spec.seed,
+        repeat=0,
         mixed_precision=spec.mixed_precision,
         deterministic=spec.deterministic,
         jit_compile=spec.jit_compile,
     )
+
+
+def repeated_experiments(spec: ExperimentSpec, repeats: int) -> list[Experiment]:
+    """`repeats` new rows of one configuration: repeat i trains with repeat_seed(spec.seed, i), recorded on the row."""
+    rows = []
+    for index in range(repeats):
+        row = experiment_from_spec(spec)
+        row.seed, row.base_seed, row.repeat = repeat_seed(spec.seed, index), spec.seed, index
+        rows.append(row)
+    return rows
+
+
+def validation_of(experiment: Experiment) -> Validation:
+    """How `experiment` validated; a row not yet flushed may lack it, and then the pre-0005 rule decides."""
+    if experiment.validation is not None:
+        return experiment.validation
+    return Validation.TEST if experiment.validation_split is None else Validation.HELD_OUT
 
 
 def head_of(experiment: Experiment) -> Head:
@@ -47,6 +67,7 @@ def spec_of(experiment: Experiment) -> ExperimentSpec:
         epochs=experiment.epochs,
         batch_size=experiment.batch_size,
         train_size=experiment.train_size,
+        validation=validation_of(experiment),
         validation_split=experiment.validation_split,
         seed=experiment.seed,
         mixed_precision=experiment.mixed_precision,

@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, column_property, deferred, mapped_column, relationship
 
 from models.base import Base, utcnow
-from training.spec import Activation, Dataset, Loss, Network, Optimizer, Status
+from training.spec import Activation, Dataset, Loss, Network, Optimizer, Status, Validation
 
 
 def _enum(enum_type: type[Any]) -> Enum:
@@ -53,8 +53,17 @@ class Experiment(Base):
     epochs: Mapped[int] = mapped_column(Integer)
     batch_size: Mapped[int] = mapped_column(Integer)
     train_size: Mapped[int | None] = mapped_column(Integer)
+    # What selected the best epoch. Rows from before this column validated on the test split unless
+    # validation_split was set; revision 0005 wrote that down, so a row is never ambiguous.
+    validation: Mapped[Validation] = mapped_column(_enum(Validation))
     validation_split: Mapped[float | None] = mapped_column(Float)
     seed: Mapped[int] = mapped_column(Integer)
+    # Repeats of one configuration: this run's index (0-based) and the seed its seed was derived from.
+    repeat: Mapped[int] = mapped_column(Integer, default=0)
+    base_seed: Mapped[int | None] = mapped_column(Integer)
+    # Written by the worker once the data is split: how many examples trained and validated this run.
+    train_count: Mapped[int | None] = mapped_column(Integer)
+    validation_count: Mapped[int | None] = mapped_column(Integer)
     mixed_precision: Mapped[bool] = mapped_column(Boolean, default=False)
     deterministic: Mapped[bool] = mapped_column(Boolean, default=False)
     jit_compile: Mapped[bool | None] = mapped_column(Boolean)

@@ -57,6 +57,7 @@ def finished(http: httpx.Client, service: Service) -> dict[str, dict[str, object
             "epochs": 3,
             "batch_size": 64,
             "train_size": 1000,
+            "validation": "held_out",  # the default, said out loud: 10% of the 1000, stratified
         },
     )
     cats = submit(
@@ -69,6 +70,7 @@ def finished(http: httpx.Client, service: Service) -> dict[str, dict[str, object
             "epochs": 2,
             "batch_size": 16,
             "train_size": 48,
+            "validation": "test",  # the course's way, chosen explicitly: selected on the test split
         },
     )
     bodies = wait_until_finished(http, [mnist, cats], timeout_s=600, service=service)
@@ -100,6 +102,13 @@ def test_the_worker_trains_and_stores_every_result(
     )
     assert np.trace(matrix) / test_size == pytest.approx(evaluation["test_accuracy"], abs=1e-6)
     assert http.get(f"/experiments/{experiment_id}/confusion-matrix").json() == evaluation["confusion_matrix"]
+    # The worker recorded the split it trained on, and the read says how the best epoch was chosen.
+    if dataset == "mnist":
+        assert (body["validation"], body["train_count"], body["validation_count"]) == ("held_out", 900, 100)
+        assert body["selected_on"] == "held-out validation (100 examples)"
+    else:
+        assert (body["validation"], body["train_count"], body["validation_count"]) == ("test", 48, test_size)
+        assert body["selected_on"] == "selected on test"
 
 
 def test_mnist_evaluation_covers_the_whole_test_split(

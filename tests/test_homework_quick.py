@@ -24,9 +24,9 @@ def service(migrated_database: str, broker_url: str, tmp_path_factory: pytest.Te
         yield running
 
 
-def table_rows(markdown: str, heading: str) -> list[str]:
+def table_rows(markdown: str, heading: str, header: str = "| rank | configuration | status |") -> list[str]:
     section = markdown.split(heading, 1)[1]
-    table = section.split("| rank |", 1)[1].split("\n\n", 1)[0]
+    table = section.split(header, 1)[1].split("\n\n", 1)[0]
     return [line for line in table.splitlines()[2:] if line.startswith("|")]
 
 
@@ -45,7 +45,13 @@ def test_quick_mode_reproduces_both_comparisons(service: Service, tmp_path: Path
     report = (out / "homework.md").read_text()
     mnist_rows = table_rows(report, "## 1. Optimizers on MNIST")
     cats_rows = table_rows(report, "## 2. Output head and loss on cats vs dogs")
-    assert len(mnist_rows) == 5 and len(cats_rows) == 5
+    # Quick mode runs every configuration twice, selected on held-out training data.
+    assert len(mnist_rows) == 10 and len(cats_rows) == 10
+    assert all("| held-out validation (" in row for row in mnist_rows + cats_rows)
+    configurations = table_rows(report, "## 1. Optimizers on MNIST", "| rank | configuration | selected on |")
+    assert len(configurations) == 5
+    assert all("| 2 / 2 |" in row and " ± " in row for row in configurations)
+    assert all("(p = " in row for row in configurations[:-1]) and "(last)" in configurations[-1]
     for optimizer in ("sgd_nesterov", "adagrad", "rmsprop", "adadelta", "adam"):
         assert any(f"optimizer={optimizer}" in row for row in mnist_rows)
     assert any("loss=mse" in row and "relu" in row for row in cats_rows)

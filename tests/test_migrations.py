@@ -152,3 +152,42 @@ def test_jobs_in_flight_before_attempts_existed_are_handed_to_the_reaper(empty_d
     # The queued job is due for a publish (its message may be gone), the running one has an expired lease
     # (no heartbeat was ever sent for it), and the finished one ran once.
     assert by_id == {1: (0, False, True), 2: (1, True, False), 3: (1, False, False)}
+
+
+def test_rows_from_before_0005_keep_the_validation_they_had(empty_database: str) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0004")
+    engine = make_engine(empty_database)
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO \"user\" (id, name, admin, created_at) VALUES (1, 'a', true, :now)"),
+            {"now": datetime.now(UTC)},
+        )
+        for experiment_id, split in ((1, None), (2, 0.2)):
+            connection.execute(
+                text(
+                    "INSERT INTO experiment (id, dataset, network, optimizer, head_units, head_activation, loss, "
+                    "epochs, batch_size, validation_split, seed, mixed_precision, deterministic, owner_id, queue, "
+                    "status, cancel_requested, warnings, attempt, lost_attempts, publish_count, created_at) VALUES "
+                    "(:id, 'mnist', 'mlp', 'adam', 10, 'softmax', 'sparse_categorical_crossentropy', 2, 32, :split, "
+                    "42, false, false, 1, 'training', 'succeeded', false, '[]', 1, 0, 0, :now)"
+                ),
+                {"id": experiment_id, "split": split, "now": datetime.now(UTC)},
+            )
+        connection.execute(
+            text(
+                "INSERT INTO epoch_metric (experiment_id, epoch, seconds, attempt, created_at) "
+                "VALUES (1, 1, 1.5, 1, :now)"
+            ),
+            {"now": datetime.now(UTC)},
+        )
+    engine.dispose()
+    command.upgrade(config, "0005")
+    engine = make_engine(empty_database)
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT id, validation, repeat, base_seed FROM experiment ORDER BY id")).all()
+        # Without a validation_split the old run validated on the test split; with one, on held-out data.
+        assert [tuple(r) for r in rows] == [(1, "test", 0, None), (2, "held_out", 0, None)]
+        assert connection.execute(text("SELECT count(*) FROM epoch_metric")).scalar() == 1
+    engine.dispose()
+    assert schema_drift(empty_database) == []

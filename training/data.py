@@ -107,16 +107,36 @@ def load_raw(dataset: Dataset, data_dir: Path) -> tuple[LabelledData, LabelledDa
 
 
 def split_training(train: LabelledData, spec: ExperimentSpec) -> tuple[LabelledData, LabelledData | None]:
-    """Shuffle with the spec's seed, cap at train_size, and hold out validation_split if asked."""
+    """Shuffle with the spec's seed, cap at train_size, and hold out a stratified validation_split if asked."""
     order = np.random.default_rng(spec.seed).permutation(len(train))
     if spec.train_size is not None:
         order = order[: spec.train_size]
     if spec.validation_split is None:
         return train.take(order), None
-    held_out = max(1, round(len(order) * spec.validation_split))
-    if held_out >= len(order):
+    held = held_out_positions(np.asarray(train.labels)[order], spec.validation_split)
+    if len(held) >= len(order):
         raise ValueError(f"validation_split {spec.validation_split} leaves no training data out of {len(order)}")
-    return train.take(order[:-held_out]), train.take(order[-held_out:])
+    keep = np.ones(len(order), dtype=bool)
+    keep[held] = False
+    return train.take(order[keep]), train.take(order[held])
+
+
+def held_out_positions(labels: np.ndarray, fraction: float) -> np.ndarray:
+    """Positions (sorted) of a stratified `fraction` of `labels`: the first of each class in the given order.
+
+    The total is round(n x fraction), at least 1; it is shared out between the classes in proportion
+    to their counts, the remainders going to the largest fractional parts (ties: the lower class), so
+    every class keeps its share of the validation data whatever the order.
+    """
+    classes, counts = np.unique(labels, return_counts=True)
+    total = max(1, round(len(labels) * fraction))
+    exact = counts * total / len(labels)
+    quota = np.floor(exact).astype(int)
+    # Largest remainders first; a stable sort keeps the lower class first among equal remainders.
+    for index in np.argsort(-(exact - quota), kind="stable")[: total - int(quota.sum())]:
+        quota[index] += 1
+    positions = [np.flatnonzero(labels == label)[:share] for label, share in zip(classes, quota, strict=True)]
+    return np.sort(np.concatenate(positions))
 
 
 def _targets(data: LabelledData, spec: ExperimentSpec) -> np.ndarray:

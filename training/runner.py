@@ -16,9 +16,9 @@ import keras
 
 from training.data import load_splits
 from training.evaluation import evaluate_network
-from training.networks import build_network, compile_network
-from training.results import CHECKPOINT_NAME, EpochResult, RunResult, StopReason, finite_or_none
-from training.resume import ResumePoint, capture_state, restore_state
+from training.networks import accuracy_metric, build_network, compile_network, default_jit_compile
+from training.results import CHECKPOINT_NAME, EpochResult, ResumePoint, RunResult, StopReason, finite_or_none
+from training.resume import capture_state, restore_state
 from training.spec import ExperimentSpec
 
 EpochCallback = Callable[[EpochResult, ResumePoint], None]
@@ -94,6 +94,15 @@ class _EpochReporter(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def resolved_jit_compile(spec: ExperimentSpec) -> bool:
+    """The spec's jit_compile, or the faster choice for its network on this process' devices."""
+    if spec.jit_compile is not None:
+        return spec.jit_compile
+    import tensorflow as tf
+
+    return default_jit_compile(spec, on_gpu=bool(tf.config.list_physical_devices("GPU")))
+
+
 def run_experiment(
     spec: ExperimentSpec,
     data_dir: Path,
@@ -103,12 +112,14 @@ def run_experiment(
     *,
     interrupted: Callable[[], bool] = lambda: False,
     resume: ResumePoint | None = None,
+    on_split: Callable[[int, int], None] = lambda train_count, validation_count: None,
 ) -> RunResult:
     """Train `spec` to completion (or until stopped), then evaluate the best checkpoint on the test split.
 
     `resume` continues after its epoch with its weights, optimizer state and best checkpoint; the data
     order depends on (seed, epoch) only, so the batches are those an uninterrupted run would see.
     `should_stop` is read at each epoch end (cancel); `interrupted` after each batch (shutdown).
+    `on_split` hears how many examples train and validate, once the data is split and before training.
     """
     keras.utils.set_random_seed(spec.seed)
     if spec.deterministic:
@@ -116,8 +127,9 @@ def run_experiment(
 
         tf.config.experimental.enable_op_determinism()
     splits = load_splits(spec, data_dir)
+    on_split(splits.train_count, splits.validation_count)
     workdir.mkdir(parents=True, exist_ok=True)
-    network = compile_network(build_network(spec), spec)
+    network = compile_network(build_network(spec), spec, jit_compile=resolved_jit_compile(spec))
     reporter = _EpochReporter(workdir / CHECKPOINT_NAME, on_epoch_end, should_stop, interrupted)
     first_epoch = 0
     if resume is not None:
@@ -138,6 +150,13 @@ def run_experiment(
     best_val_accuracy = finite_or_none(reporter.best_val_accuracy)
     if reporter.stopped is not None:
         return RunResult(reporter.results, reporter.stopped, reporter.best_epoch, best_val_accuracy, None, None)
-    best = compile_network(keras.models.load_model(reporter.checkpoint, compile=False), spec)
-    evaluation = evaluate_network(best, splits.test, splits.test_labels, list(spec.info.class_names))
+    best = keras.models.load_model(reporter.checkpoint, compile=False)
+    evaluation = evaluate_network(
+        best,
+        splits.test,
+        splits.test_labels,
+        list(spec.info.class_names),
+        loss=str(spec.resolved_loss),
+        accuracy=accuracy_metric(spec),
+    )
     return RunResult(reporter.results, None, reporter.best_epoch, best_val_accuracy, reporter.checkpoint, evaluation)

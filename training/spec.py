@@ -61,6 +61,25 @@ class Loss(StrEnum):
     MSE = "mse"
 
 
+class Validation(StrEnum):
+    """What validates each epoch and so selects the best one."""
+
+    HELD_OUT = "held_out"  # a stratified fraction of the training data: the test split is touched once, at the end
+    TEST = "test"  # the course's way: the best epoch is selected on the test split, so its test figure is optimistic
+
+
+DEFAULT_VALIDATION_SPLIT = 0.1
+MAX_REPEATS = 20
+# Repeat i of a configuration trains with seed + i x this prime (mod 2^31): distinct for every i below 2^31,
+# and far apart, so a grid over nearby seeds does not reuse another configuration's repeat seeds.
+REPEAT_SEED_STRIDE = 1_000_003
+
+
+def repeat_seed(base_seed: int, index: int) -> int:
+    """The seed of repeat `index` (0-based) of a configuration whose base seed is `base_seed`; repeat 0 keeps it."""
+    return (base_seed + index * REPEAT_SEED_STRIDE) % 2**31
+
+
 class Status(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -166,11 +185,18 @@ class ExperimentSpec(BaseModel):
     epochs: int = Field(default=5, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(default=32, ge=1, le=MAX_BATCH_SIZE)
     train_size: int | None = Field(default=None, ge=1, description="Use only the first N training examples.")
+    validation: Validation = Field(
+        default=Validation.HELD_OUT,
+        description="held_out: a stratified, seeded fraction of the training data selects the best epoch and the "
+        "test split is used once, for the final evaluation; test: select on the test split, as the course did "
+        "(its test figures are then optimistic, and labelled 'selected on test').",
+    )
     validation_split: float | None = Field(
         default=None,
         gt=0,
         lt=1,
-        description="Hold out this fraction of the training data; absent: validate on the test split.",
+        description=f"Fraction of the training data held out for validation (default {DEFAULT_VALIDATION_SPLIT} "
+        "with validation held_out); not allowed with validation test.",
     )
     seed: int = Field(default=42, ge=0, le=2**31 - 1)
     mixed_precision: bool = Field(
@@ -193,6 +219,17 @@ class ExperimentSpec(BaseModel):
         if value is not None and (not math.isfinite(value) or value <= 0):
             raise ValueError("learning_rate must be a finite number > 0 (e.g. 0.001), or omitted for the default")
         return value
+
+    @model_validator(mode="after")
+    def _resolve_validation(self) -> ExperimentSpec:
+        if self.validation is Validation.TEST and self.validation_split is not None:
+            raise ValueError(
+                "validation_split holds out training data, but validation 'test' validates on the test split: "
+                "drop validation_split, or use validation 'held_out'"
+            )
+        if self.validation is Validation.HELD_OUT and self.validation_split is None:
+            self.validation_split = DEFAULT_VALIDATION_SPLIT
+        return self
 
     @model_validator(mode="after")
     def _resolve_defaults_and_check(self) -> ExperimentSpec:

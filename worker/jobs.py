@@ -28,8 +28,7 @@ from models.attempts import Outcome, end_attempt
 from models.base import utcnow
 from models.db import rows_changed, session_scope
 from models.specs import spec_of
-from training.results import CHECKPOINT_NAME, EpochResult, EvaluationResult
-from training.resume import ResumePoint
+from training.results import CHECKPOINT_NAME, EpochResult, EvaluationResult, ResumePoint
 from training.spec import ExperimentSpec, Status
 
 H5_MEDIA_TYPE = "application/x-hdf5"
@@ -165,6 +164,16 @@ def record_device(job: ClaimedJob, device: str, warnings: list[str]) -> None:
             experiment.warnings = [*experiment.warnings, *new]
 
     with_db_retry(write, "recording the device")
+
+
+def record_split(job: ClaimedJob, train_count: int, validation_count: int) -> None:
+    """Record how many examples train and validate this run, in one fenced transaction."""
+
+    def write() -> None:
+        with session_scope() as session:
+            _fence(session, job, train_count=train_count, validation_count=validation_count)
+
+    with_db_retry(write, "recording the split sizes")
 
 
 def _fence(session: Session, job: ClaimedJob, **values: object) -> None:

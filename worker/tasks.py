@@ -83,6 +83,7 @@ def _train(job: jobs.ClaimedJob, heartbeat: Heartbeat) -> str:
             should_stop=lambda: jobs.cancel_requested(job.experiment_id),
             interrupted=lambda: stop_requested.is_set() or heartbeat.lost.is_set(),
             resume=job.resume,
+            on_split=lambda train_count, validation_count: jobs.record_split(job, train_count, validation_count),
         )
         epochs.flush()  # every finished epoch is stored before the job's final state is
         if heartbeat.lost.is_set():

@@ -12,7 +12,7 @@ from api.access import MAX_ID, ExperimentId, owned, visible_artifact, visible_ev
 from api.auth import CurrentUser
 from api.deps import SessionDep, SettingsDep
 from api.errors import conflict, responses
-from api.quotas import check_active_jobs
+from api.quotas import check_active_jobs, check_sweep_size
 from api.schemas import (
     ArtifactRead,
     ConfusionMatrixRead,
@@ -23,11 +23,11 @@ from api.schemas import (
     ExperimentRead,
 )
 from api.submission import submit
-from models import Artifact, EpochMetric, Evaluation, Experiment, ResumeState, User
+from models import Artifact, EpochMetric, Evaluation, Experiment, ResumeState, Sweep, User
 from models.attempts import Outcome, end_attempt
 from models.base import utcnow
 from models.db import rows_changed
-from models.specs import experiment_from_spec
+from models.specs import repeated_experiments
 from training.spec import Dataset, Optimizer, Status
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
@@ -42,14 +42,27 @@ router = APIRouter(prefix="/experiments", tags=["experiments"])
 def create_experiment(
     body: ExperimentCreate, session: SessionDep, settings: SettingsDep, user: CurrentUser, response: Response
 ) -> ExperimentRead:
-    """Store an experiment and queue it for training. Poll the Location to follow it."""
-    check_active_jobs(session, settings, user, adding=1)
-    experiment = experiment_from_spec(body)
-    experiment.queue = body.queue or settings.default_queue
-    experiment.owner_id = user.id
-    submit(session, [experiment])
-    response.headers["Location"] = f"/experiments/{experiment.id}"
-    return ExperimentRead.of(visible_experiment(session, user, experiment.id))
+    """Store an experiment and queue it for training. Poll the Location to follow it.
+
+    With `repeats` > 1 the runs form a sweep of one configuration: the response is the first run, and its
+    `sweep_id` leads to their statistics (GET /sweeps/{id}).
+    """
+    if body.repeats > 1:
+        check_sweep_size(settings, user, body.repeats)
+    check_active_jobs(session, settings, user, adding=body.repeats)
+    experiments = repeated_experiments(body, body.repeats)
+    sweep = None
+    if body.repeats > 1:
+        spec = body.model_dump(mode="json", exclude={"repeats", "queue"}, exclude_none=True)
+        sweep = Sweep(name=body.name, base=spec, grid={}, owner_id=user.id)
+        session.add(sweep)
+    for experiment in experiments:
+        experiment.queue = body.queue or settings.default_queue
+        experiment.owner_id = user.id
+        experiment.sweep = sweep
+    submit(session, experiments)
+    response.headers["Location"] = f"/experiments/{experiments[0].id}"
+    return ExperimentRead.of(visible_experiment(session, user, experiments[0].id))
 
 
 @router.get("", response_model=ExperimentPage, responses=responses(422))

@@ -6,6 +6,7 @@ evaluation in the database, so a report is available for as long as the experime
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -17,9 +18,11 @@ from api.access import ExperimentId, SweepId, visible_evaluation, visible_experi
 from api.auth import CurrentUser
 from api.deps import SessionDep
 from api.errors import ERROR_DESCRIPTIONS, ErrorRead, not_found, responses
+from api.sweep_table import configuration_key
 from api.tensorboard_export import EpochScalars, Run, logdir_tarball, run_name
 from models import EpochMetric, Experiment, Sweep
-from training.spec import DATASETS
+from models.specs import validation_of
+from training.spec import DATASETS, Validation
 
 router = APIRouter(tags=["reports"])
 
@@ -150,16 +153,28 @@ def plot_confusion_matrix(experiment_id: ExperimentId, session: SessionDep, user
     responses=_png_responses("One curve per experiment of the sweep.", "No finished epochs in the sweep yet."),
 )
 def plot_sweep_metric(sweep_id: SweepId, metric: SweepMetric, session: SessionDep, user: CurrentUser) -> Response:
-    """One metric per epoch for every experiment of a sweep, labelled by what differs; 404 until any has an epoch."""
+    """One metric per epoch per configuration of a sweep: the mean of its repeats with a min-max band; 404 until any
+    has an epoch."""
     sweep = visible_sweep(session, user, sweep_id)
     started = _started_experiments(sweep)
+    groups: dict[tuple[Hashable, ...], list[Experiment]] = {}
+    for experiment in started:
+        groups.setdefault(configuration_key(experiment), []).append(experiment)
     curves = {
-        f"exp {e.id}: {e.name}" if e.name else f"exp {e.id}": [(m.epoch, getattr(m, metric.value)) for m in e.metrics]
-        for e in started
+        _curve_label(runs): [[(m.epoch, getattr(m, metric.value)) for m in e.metrics] for e in runs]
+        for runs in groups.values()
     }
     name = f" ({sweep.name})" if sweep.name else ""
-    content = plots.sweep_metric_png(curves, metric.value, f"sweep {sweep_id}{name}: {metric.value} per epoch")
+    content = plots.sweep_band_png(curves, metric.value, f"sweep {sweep_id}{name}: {metric.value} per epoch")
     return _png(content, f"sweep-{sweep_id}-{metric.value}.png")
+
+
+def _curve_label(runs: list[Experiment]) -> str:
+    ids = ", ".join(str(e.id) for e in runs)
+    what = f"exp {ids}" if len(runs) == 1 else f"exps {ids}"
+    first = runs[0]
+    selected = " [selected on test]" if validation_of(first) is Validation.TEST else ""
+    return (f"{what}: {first.name}" if first.name else what) + selected
 
 
 @router.get("/experiments/{experiment_id}/tensorboard", response_class=Response, responses=TENSORBOARD_RESPONSES)

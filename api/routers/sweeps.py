@@ -18,10 +18,10 @@ from api.errors import describe_validation_errors, responses
 from api.quotas import check_active_jobs, check_sweep_size
 from api.schemas import ExperimentCreate, ExperimentRead, SweepCreate, SweepRead
 from api.submission import submit
-from api.sweep_table import comparison_rows
+from api.sweep_table import STATISTICS, comparison_rows, configuration_rows
 from config import get_settings
 from models import Sweep, User
-from models.specs import experiment_from_spec
+from models.specs import repeated_experiments
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
@@ -44,13 +44,15 @@ def _short(value: Any) -> str:
 def expand_grid(body: SweepCreate) -> list[ExperimentCreate]:
     """Every combination of the grid applied to the base spec, validated; 422 naming the first bad entry."""
     # Counted from the axis lengths before anything is expanded: a grid of many long axes costs nothing to refuse.
+    # Repeats multiply like one more axis.
     lengths = [len(values) for values in body.grid.values()]
-    size, limit = math.prod(lengths), get_settings().max_sweep_size
+    size, limit = math.prod(lengths) * body.repeats, get_settings().max_sweep_size
     if size > limit:
+        repeats = f" x {body.repeats} repeats" if body.repeats > 1 else ""
         raise HTTPException(
             status_code=422,
-            detail=f"grid: {' x '.join(map(str, lengths))} = {size} combinations is more than the limit of {limit} "
-            "experiments per sweep (EPOCHAL_MAX_SWEEP_SIZE); split the sweep",
+            detail=f"grid: {' x '.join(map(str, lengths))}{repeats} = {size} combinations is more than the limit of "
+            f"{limit} experiments per sweep (EPOCHAL_MAX_SWEEP_SIZE); split the sweep",
         )
     keys = list(body.grid)
     axes = [list(enumerate(_axis_entries(key, values))) for key, values in body.grid.items()]
@@ -78,17 +80,17 @@ def create_sweep(
 ) -> SweepRead:
     """Create and queue one experiment per grid combination; nothing is created if any combination is invalid."""
     expanded = expand_grid(body)
-    check_sweep_size(settings, user, len(expanded))
-    check_active_jobs(session, settings, user, adding=len(expanded))
+    check_sweep_size(settings, user, len(expanded) * body.repeats)
+    check_active_jobs(session, settings, user, adding=len(expanded) * body.repeats)
     # The sweep and every experiment it creates belong to the caller.
     sweep = Sweep(name=body.name, base=body.base, grid=body.grid, owner_id=user.id)
     experiments = []
     for spec in expanded:
-        experiment = experiment_from_spec(spec)
-        experiment.queue = spec.queue or settings.default_queue
-        experiment.sweep = sweep
-        experiment.owner_id = user.id
-        experiments.append(experiment)
+        for experiment in repeated_experiments(spec, body.repeats):
+            experiment.queue = spec.queue or settings.default_queue
+            experiment.sweep = sweep
+            experiment.owner_id = user.id
+            experiments.append(experiment)
     session.add(sweep)
     submit(session, experiments)
     response.headers["Location"] = f"/sweeps/{sweep.id}"
@@ -111,7 +113,7 @@ def list_sweeps(
 
 @router.get("/{sweep_id}", response_model=SweepRead, responses=responses(404, 422))
 def read_sweep(sweep_id: SweepId, session: SessionDep, user: CurrentUser) -> SweepRead:
-    """Each experiment's status, and a comparison table ranked by best validation accuracy."""
+    """Each experiment's status, a table of runs, and one of configurations (repeats together) with their statistics."""
     return _sweep_read(session, user, sweep_id)
 
 
@@ -128,6 +130,9 @@ def _sweep_read(session: Session, user: User, sweep_id: int) -> SweepRead:
         created_at=sweep.created_at,
         status_counts=counts,
         finished=all(e.status.finished for e in sweep.experiments),
+        repeats=max((e.repeat or 0 for e in sweep.experiments), default=0) + 1,
         experiments=[ExperimentRead.of(e) for e in sweep.experiments],
         comparison=comparison_rows(sweep.experiments),
+        configurations=configuration_rows(sweep.experiments),
+        statistics=STATISTICS,
     )
