@@ -1,0 +1,251 @@
+"""Prediction throughput and latency over HTTP, with closed-loop clients, batching on and off in one run.
+
+    python bench/predict_load.py [--data-dir DIR] [--seconds 5] [--repeats 2] [--clients 1,4,16]
+                                 [--batch-images 8] [--before-tree DIR]
+    python bench/predict_load.py --url http://127.0.0.1:8000 --key KEY --experiment ID
+
+By default it starts its own service (`python -m epochal serve` in a temporary state folder), trains a
+1-epoch MNIST experiment, and starts a second API process on the same database with micro-batching
+off (EPOCHAL_PREDICT_BATCH_WINDOW_MS=0). With --before-tree (a checkout of an older commit), a third
+API runs that code. Rows alternate between the servers, repeat by repeat, so each comparison sees the
+same machine load; each row is 1, 4, 16... clients sending one image per request (the single route)
+or --batch-images per request (the batch route) for --seconds. Images are MNIST test digits as PNGs.
+Figures are images per second, and request latency percentiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from bench.load import Result, closed_loop, http_request, multipart
+from tests.datagen import write_mnist
+
+ROOT = Path(__file__).resolve().parent.parent
+UNLIMITED = "1000000000"  # the per-user prediction rate: what is measured here is the service, not the quota
+
+
+@dataclass
+class Server:
+    label: str
+    url: str
+    batch_route: bool = True
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the process serving {url} exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not become healthy in {timeout_s:.0f}s")
+
+
+def mnist_pngs(data_dir: Path | None, count: int) -> list[bytes]:
+    """`count` MNIST test digits as PNG files (generated digits when there is no mnist.npz)."""
+    path = data_dir / "mnist.npz" if data_dir else None
+    if path is None or not path.exists():
+        path = Path(tempfile.mkdtemp(prefix="epochal-bench-")) / "mnist.npz"
+        write_mnist(path, train=200, test=count)
+    with np.load(path) as arrays:
+        digits = arrays["x_test"][:count]
+    pngs = []
+    for digit in digits:
+        buffer = io.BytesIO()
+        Image.fromarray(digit.astype("uint8"), mode="L").save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    return pngs
+
+
+def train_one(url: str, key: str, timeout_s: float = 600) -> int:
+    headers = {"Authorization": f"Bearer {key}"}
+    spec = {"name": "bench predict_load", "dataset": "mnist", "epochs": 1, "batch_size": 128}
+    created = httpx.post(f"{url}/experiments", json=spec, headers=headers, timeout=30)
+    created.raise_for_status()
+    experiment_id = int(created.json()["id"])
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{url}/experiments/{experiment_id}", headers=headers, timeout=30).json()["status"]
+        if status == "succeeded":
+            return experiment_id
+        if status in ("failed", "cancelled"):
+            raise RuntimeError(f"the training job ended {status}")
+        time.sleep(1)
+    raise RuntimeError("the training job did not finish in time")
+
+
+def requests_for(server: Server, key: str, experiment_id: int, pngs: list[bytes], per_request: int) -> list[bytes]:
+    """Ready-to-send requests cycling through the digits, one image each or `per_request` on the batch route."""
+    headers = {"Authorization": f"Bearer {key}"}
+    built = []
+    for start in range(0, len(pngs), per_request):
+        group = pngs[start : start + per_request]
+        if per_request == 1:
+            content_type, body = multipart([("file", "digit.png", group[0])])
+            path = f"/experiments/{experiment_id}/predictions"
+        else:
+            content_type, body = multipart([("files", f"digit{i}.png", png) for i, png in enumerate(group)])
+            path = f"/experiments/{experiment_id}/predictions/batch"
+        built.append(http_request(server.url, "POST", path, {**headers, "Content-Type": content_type}, body))
+    return built
+
+
+def row(route: str, clients: int, label: str, result: Result, images: int) -> str:
+    failed = sum(result.failures.values())
+    note = f"  FAILED {failed} {result.failures} {result.failure_sample!r}" if failed else ""
+    return (
+        f"{route:14s} {clients:3d} clients  {label:28s} {result.per_second(images):8.0f} images/s "
+        f"{result.per_second():7.0f} req/s  p50 {result.percentile(50):7.2f} ms  p99 {result.percentile(99):7.2f} ms"
+        f"{note}"
+    )
+
+
+def measure(args: argparse.Namespace, servers: list[Server], key: str, experiment_id: int, pngs: list[bytes]) -> None:
+    routes = [("single", 1), (f"batch of {args.batch_images}", args.batch_images)]
+    clients = [int(c) for c in args.clients.split(",")]
+    # Every server answers once first: loads the network, so no row pays for that.
+    for server in servers:
+        for _route, per_request in routes:
+            if per_request == 1 or server.batch_route:
+                closed_loop(server.url, requests_for(server, key, experiment_id, pngs, per_request), 1, 0.5)
+    results: dict[tuple[str, int, str], list[Result]] = {}
+    print(f"{'route':14s} {'':11s}  {'server':28s} (one line per run; rows alternate between servers)", flush=True)
+    for repeat in range(args.repeats):
+        for route, per_request in routes:
+            for count in clients:
+                # Alternate the order too, so no server always runs right after the same neighbour.
+                for server in servers if repeat % 2 == 0 else list(reversed(servers)):
+                    if per_request > 1 and not server.batch_route:
+                        continue
+                    built = requests_for(server, key, experiment_id, pngs, per_request)
+                    result = closed_loop(server.url, built, count, args.seconds)
+                    results.setdefault((route, count, server.label), []).append(result)
+                    print(row(route, count, server.label, result, per_request), flush=True)
+    print(f"\nmedian over {args.repeats} repeats of {args.seconds:g} s:")
+    for (route, count, label), runs in results.items():
+        per_request = 1 if route == "single" else args.batch_images
+        throughput = statistics.median(r.per_second(per_request) for r in runs)
+        p50 = statistics.median(r.percentile(50) for r in runs)
+        p99 = statistics.median(r.percentile(99) for r in runs)
+        figures = f"{throughput:8.0f} images/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms"
+        print(f"{route:14s} {count:3d} clients  {label:28s} {figures}")
+
+
+def start_api(cwd: Path, env: dict[str, str], window_ms: str) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(
+        argv, cwd=cwd, env={**env, "EPOCHAL_PREDICT_BATCH_WINDOW_MS": window_ms}, stdout=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, process)
+    return url, process
+
+
+def own_service(args: argparse.Namespace, folder: Path, pngs: list[bytes]) -> None:
+    state = folder / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPOCHAL_")}
+    env |= {
+        "EPOCHAL_STATE_DIR": str(state),
+        "EPOCHAL_PREDICTIONS_PER_SECOND": UNLIMITED,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    if args.data_dir:
+        env["EPOCHAL_DATA_DIR"] = str(Path(args.data_dir).resolve())
+    else:
+        write_mnist(folder / "data" / "mnist.npz", train=2000, test=200)
+        env["EPOCHAL_DATA_DIR"] = str(folder / "data")
+    port = free_port()
+    log = (folder / "serve.log").open("wb")
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "epochal", "serve", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
+    )
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, serve)
+        key = (state / "api-key").read_text().strip()
+        started = time.monotonic()
+        experiment_id = train_one(url, key)
+        print(f"trained experiment {experiment_id} (1 epoch of MNIST) in {time.monotonic() - started:.0f} s")
+        # More API processes on the same database and broker, differing only in what is compared.
+        shared = env | {
+            "EPOCHAL_DATABASE_URL": f"sqlite:///{state.resolve() / 'epochal.db'}",
+            "EPOCHAL_BROKER_URL": f"redis+socket://{state.resolve() / 'broker.sock'}",
+        }
+        servers = [Server("batching on (window 2 ms)", url)]
+        off_url, off = start_api(ROOT, shared, "0")
+        processes.append(off)
+        servers.append(Server("batching off (window 0)", off_url))
+        if args.before_tree:
+            before_url, before = start_api(Path(args.before_tree).resolve(), shared, "0")
+            processes.append(before)
+            servers.append(Server("before (older tree)", before_url, batch_route=False))
+        measure(args, servers, key, experiment_id, pngs)
+    except Exception:
+        print((folder / "serve.log").read_text(errors="replace")[-3000:], file=sys.stderr)
+        raise
+    finally:
+        for process in [*processes, serve]:
+            process.terminate()
+        for process in [*processes, serve]:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="a running service to measure (then --key and --experiment are needed)")
+    parser.add_argument("--key", default=os.environ.get("EPOCHAL_API_KEY"))
+    parser.add_argument("--experiment", type=int, help="a succeeded MNIST experiment of the running service")
+    parser.add_argument("--data-dir", help="a folder with mnist.npz (default: generated digits)")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--clients", default="1,4,16")
+    parser.add_argument("--batch-images", type=int, default=8)
+    parser.add_argument("--before-tree", help="a checkout of older code, run as a third API for 'before' figures")
+    args = parser.parse_args()
+    pngs = mnist_pngs(Path(args.data_dir) if args.data_dir else None, 64)
+    print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at the start")
+    if args.url:
+        if not (args.key and args.experiment):
+            parser.error("--url needs --key (or EPOCHAL_API_KEY) and --experiment")
+        measure(args, [Server("as configured", args.url)], args.key, args.experiment, pngs)
+    else:
+        with tempfile.TemporaryDirectory(prefix="epochal-predict-load-") as folder:
+            own_service(args, Path(folder), pngs)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
