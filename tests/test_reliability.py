@@ -162,14 +162,16 @@ def test_the_whole_worker_killed_and_started_again_recovers_the_job_within_lease
     body = wait_for("a finished epoch", running_with_epochs(http, experiment_id, 1), service)
     victim = worker_of(body)
     other = next(w for w in WORKERS if w != victim)
-    # Take the other worker away too, so the job can only come back through the restarted one.
-    for name in (victim, other):
+    # Every worker process goes, the reaper's too (a power cut); the job can only come back through the
+    # restarted worker, once the restarted reaper has found its lease expired.
+    for name in (victim, other, "reaper"):
         parent = psutil.Process(service.process(name).pid)
         for process in [*parent.children(), parent]:
             process.kill()
     killed_at = time.monotonic()
     service.start_worker(victim)
-    service.wait_for_workers(2)  # the restarted worker and the reaper
+    service.start_reaper()
+    service.wait_for_workers(2)
     second = wait_for(
         "a second attempt", lambda: len(read(http, experiment_id)["attempts"]) == 2, service, LEASE_S + 60
     )

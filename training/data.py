@@ -151,7 +151,8 @@ def _decode_files(ds: tf.data.Dataset, spec: ExperimentSpec) -> tf.data.Dataset:
 def _evaluation_pipeline(data: LabelledData, spec: ExperimentSpec, *, image_files: bool) -> tf.data.Dataset:
     ds = tf.data.Dataset.from_tensor_slices((data.inputs, _targets(data, spec)))
     if image_files:
-        return _decode_files(ds, spec).batch(spec.batch_size).prefetch(tf.data.AUTOTUNE)
+        # Validation runs every epoch: decode its images once and keep them (about 270 MB for 1,000 at 150x150).
+        return _decode_files(ds, spec).batch(spec.batch_size).cache().prefetch(tf.data.AUTOTUNE)
     return ds.batch(spec.batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y)).prefetch(tf.data.AUTOTUNE)
 
 
@@ -190,6 +191,29 @@ class TrainingData:
         return tf.data.Dataset.range(first, end).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
 
 
+# Training images whose decoded pixels fit in this many bytes are decoded once and kept in memory, instead
+# of being read and decoded again in every epoch (cats vs dogs: 2,000 images, 540 MB as float32).
+DECODED_CACHE_BYTES = 2 * 2**30
+
+
+def decode_images(data: LabelledData, spec: ExperimentSpec) -> LabelledData | None:
+    """The image files of `data` decoded once into float32 arrays, or None when they exceed the cache budget.
+
+    The pixels are those the per-epoch decoding would give (the same `decode_rgb`), so training on
+    them is the same computation, without the JPEG work in every epoch.
+    """
+    height, width, channels = spec.info.input_shape
+    if len(data) * height * width * channels * 4 > DECODED_CACHE_BYTES:
+        return None
+    paths = tf.data.Dataset.from_tensor_slices(data.inputs)
+    decoded = paths.map(
+        lambda path: decode_rgb(tf.io.read_file(path), (height, width)), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    batches = [batch.numpy() for batch in decoded.batch(256)]
+    pixels = np.concatenate(batches) if batches else np.zeros((0, height, width, channels), "float32")
+    return LabelledData(pixels, data.labels)
+
+
 def load_splits(spec: ExperimentSpec, data_dir: Path) -> Splits:
     """Train, validation and test pipelines for `spec`; validation is the test split unless held out."""
     train_raw, test_raw = load_raw(spec.dataset, data_dir)
@@ -197,8 +221,9 @@ def load_splits(spec: ExperimentSpec, data_dir: Path) -> Splits:
     files = spec.dataset is Dataset.CATS_VS_DOGS
     test = _evaluation_pipeline(test_raw, spec, image_files=files)
     validation = test if held_out is None else _evaluation_pipeline(held_out, spec, image_files=files)
+    decoded = decode_images(train, spec) if files else None
     return Splits(
-        train=TrainingData(train, spec, files),
+        train=TrainingData(train, spec, image_files=files) if decoded is None else TrainingData(decoded, spec, False),
         validation=validation,
         test=test,
         test_labels=np.asarray(test_raw.labels, dtype="int64"),

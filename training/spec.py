@@ -221,6 +221,15 @@ class ExperimentSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _deterministic_without_xla(self) -> ExperimentSpec:
+        if self.deterministic and self.jit_compile:
+            raise ValueError(
+                "jit_compile and deterministic cannot both be true: TensorFlow runs XLA without op determinism; "
+                "drop one of them"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _resolve_validation(self) -> ExperimentSpec:
         if self.validation is Validation.TEST and self.validation_split is not None:
             raise ValueError(
