@@ -1,0 +1,255 @@
+"""Commands on experiments: run, ls, show, predict, download, cancel, retry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from epochal.cli.context import connect, err, out, print_json, read_document
+from epochal.cli.live import follow_experiment
+from epochal.cli.render import (
+    confusion_matrix_table,
+    experiments_table,
+    fmt,
+    metrics_table,
+    report_table,
+    status_text,
+    summary_table,
+)
+from epochal.client import Client, Conflict, NotFound
+from epochal.client.types import Evaluation, Experiment, Prediction
+
+MAX_BATCH = 64  # the API's limit on images in one batch request
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of tables, for scripts.")]
+ExperimentId = Annotated[int, typer.Argument(help="The experiment's id.", min=1)]
+Poll = Annotated[float, typer.Option(help="Seconds between checks while watching.", min=0.1)]
+
+
+def _cancel_on_interrupt(client: Client, experiment_id: int) -> NoReturn:
+    """Ctrl-C stops watching, not the job, unless the person says so."""
+    err.print()
+    if typer.confirm(f"Stop watching. Cancel experiment {experiment_id} too?", default=False, err=True):
+        experiment = client.cancel(experiment_id)
+        err.print(f"experiment {experiment_id}: {experiment['status']}, cancel requested")
+    else:
+        err.print(f"experiment {experiment_id} goes on; `epochal show {experiment_id}` to look again")
+    raise typer.Exit(130)
+
+
+def watch_to_end(client: Client, experiment_id: int, poll_s: float, as_json: bool) -> None:
+    """Follow the experiment until it ends; exit 0 when it succeeded, 1 otherwise."""
+    try:
+        final = follow_experiment(client, experiment_id, err if as_json else out, poll_s)
+    except KeyboardInterrupt:
+        _cancel_on_interrupt(client, experiment_id)
+    if as_json:
+        print_json(final)
+    else:
+        out.print(summary_table(final))
+    raise typer.Exit(0 if final["status"] == "succeeded" else 1)
+
+
+def run(
+    ctx: typer.Context,
+    dataset: Annotated[str | None, typer.Option(help="mnist, fashion_mnist or cats_vs_dogs.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="sgd, sgd_nesterov, adagrad, rmsprop, adadelta, adam.")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    network: Annotated[str | None, typer.Option(help="mlp or convnet (default: the dataset's).")] = None,
+    learning_rate: Annotated[float | None, typer.Option()] = None,
+    loss: Annotated[str | None, typer.Option()] = None,
+    head_units: Annotated[int | None, typer.Option(help="Output units: 1, or one per class.")] = None,
+    head_activation: Annotated[str | None, typer.Option(help="sigmoid, softmax, relu or linear.")] = None,
+    train_size: Annotated[int | None, typer.Option(help="Train on this many examples only.")] = None,
+    validation: Annotated[str | None, typer.Option(help="held_out or test: what selects the best epoch.")] = None,
+    validation_split: Annotated[float | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    name: Annotated[str | None, typer.Option()] = None,
+    queue: Annotated[str | None, typer.Option(help="The Celery queue to run on.")] = None,
+    repeats: Annotated[int | None, typer.Option(help="Train it this many times, with distinct seeds.")] = None,
+    mixed_precision: Annotated[bool | None, typer.Option("--mixed-precision/--no-mixed-precision")] = None,
+    deterministic: Annotated[bool | None, typer.Option("--deterministic/--no-deterministic")] = None,
+    spec: Annotated[
+        Path | None, typer.Option(help="A JSON or YAML file with the spec; options given here override it.")
+    ] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Follow it live; exit 0 only if it succeeded.")] = False,
+    poll: Poll = 1.0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Submit an experiment (POST /experiments). The API checks the spec: a bad one is refused with its reason."""
+    body: dict[str, Any] = read_document(spec) if spec else {}
+    options = {
+        "dataset": dataset,
+        "optimizer": optimizer,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "network": network,
+        "learning_rate": learning_rate,
+        "loss": loss,
+        "train_size": train_size,
+        "validation": validation,
+        "validation_split": validation_split,
+        "seed": seed,
+        "name": name,
+        "queue": queue,
+        "repeats": repeats,
+        "mixed_precision": mixed_precision,
+        "deterministic": deterministic,
+    }
+    body.update({k: v for k, v in options.items() if v is not None})
+    head = {"units": head_units, "activation": head_activation}
+    if any(v is not None for v in head.values()):
+        body["head"] = {**(body.get("head") or {}), **{k: v for k, v in head.items() if v is not None}}
+    with connect(ctx) as client:
+        experiment = client.submit(body)
+        if not watch:
+            if as_json:
+                print_json(experiment)
+            else:
+                follow = f"  (follow it: epochal watch {experiment['id']})"
+                out.print(f"experiment {experiment['id']}: ", status_text(experiment["status"]), follow, sep="")
+            return
+        if as_json:  # stdout is kept for the final JSON alone
+            err.print(f"submitted experiment {experiment['id']}")
+        watch_to_end(client, experiment["id"], poll, as_json)
+
+
+def watch(ctx: typer.Context, experiment_id: ExperimentId, poll: Poll = 1.0, as_json: JsonFlag = False) -> None:
+    """Follow an experiment live until it ends; exit 0 only if it succeeded."""
+    with connect(ctx) as client:
+        watch_to_end(client, experiment_id, poll, as_json)
+
+
+def ls(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option(help="queued, running, succeeded, failed or cancelled.")] = None,
+    dataset: Annotated[str | None, typer.Option()] = None,
+    optimizer: Annotated[str | None, typer.Option()] = None,
+    sweep: Annotated[int | None, typer.Option(help="Only this sweep's experiments.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many (the API allows up to 500).")] = 20,
+    offset: Annotated[int, typer.Option(help="Skip this many of the newest first.")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """List your experiments, newest first."""
+    with connect(ctx) as client:
+        page = client.experiments(
+            status=status, dataset=dataset, optimizer=optimizer, sweep_id=sweep, limit=limit, offset=offset
+        )
+    if as_json:
+        print_json(page)
+        return
+    shown = f"{offset + 1}-{offset + len(page['items'])}" if page["items"] else "none"
+    out.print(experiments_table(page["items"], title=f"experiments {shown} of {page['total']}"))
+
+
+def _evaluation(client: Client, experiment: Experiment) -> Evaluation | None:
+    if experiment["status"] != "succeeded":
+        return None
+    try:
+        return client.evaluation(experiment["id"])
+    except (NotFound, Conflict):  # succeeded but evaluated by an older version, or not stored: nothing to show
+        return None
+
+
+def show(ctx: typer.Context, experiment_id: ExperimentId, as_json: JsonFlag = False) -> None:
+    """An experiment: summary, metrics per epoch, and once it succeeded its confusion matrix and report."""
+    with connect(ctx) as client:
+        experiment = client.experiment(experiment_id)
+        metrics = client.metrics(experiment_id)
+        evaluation = _evaluation(client, experiment)
+    if as_json:
+        print_json({"experiment": experiment, "metrics": metrics, "evaluation": evaluation})
+        return
+    out.print(summary_table(experiment))
+    if metrics:
+        out.print(metrics_table(metrics))
+    if evaluation:
+        loss, accuracy = fmt(evaluation["test_loss"]), fmt(evaluation["test_accuracy"])
+        out.print(f"test loss [bold]{loss}[/], test accuracy [bold]{accuracy}[/]")
+        out.print(confusion_matrix_table(evaluation["confusion_matrix"]))
+        out.print(report_table(evaluation["classification_report"], evaluation["confusion_matrix"]["labels"]))
+
+
+def _predict(client: Client, experiment_id: int | None, dataset: str | None, images: list[Path]) -> list[Prediction]:
+    if len(images) == 1:  # the single-image route: also served by an API without the batch routes
+        if experiment_id is not None:
+            return [client.predict(experiment_id, images[0])]
+        return [client.predict_best(str(dataset), images[0])]
+    predictions: list[Prediction] = []
+    for start in range(0, len(images), MAX_BATCH):
+        chunk = images[start : start + MAX_BATCH]
+        if experiment_id is not None:
+            predictions += client.predict_batch(experiment_id, chunk)
+        else:
+            predictions += client.predict_batch_best(str(dataset), chunk)
+    return predictions
+
+
+def predict(
+    ctx: typer.Context,
+    targets: Annotated[list[str], typer.Argument(help="ID IMAGE... (or only IMAGE... with --dataset).")],
+    dataset: Annotated[
+        str | None, typer.Option(help="Use your best succeeded experiment on this dataset instead of an ID.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Classify images with an experiment's best checkpoint, or with your best one on a dataset."""
+    if dataset is None:
+        if not targets or not targets[0].isdigit():
+            raise typer.BadParameter("give an experiment ID before the images, or --dataset NAME")
+        experiment_id: int | None = int(targets[0])
+        images = [Path(p) for p in targets[1:]]
+    else:
+        experiment_id, images = None, [Path(p) for p in targets]
+    if not images:
+        raise typer.BadParameter("give at least one image")
+    with connect(ctx) as client:
+        predictions = _predict(client, experiment_id, dataset, images)
+    if as_json:
+        print_json([{"image": str(image), **p} for image, p in zip(images, predictions, strict=True)])
+        return
+    for image, p in zip(images, predictions, strict=True):
+        confidence = (p["probabilities"] or {}).get(p["label"])
+        shown = f" ({confidence:.1%})" if confidence is not None else ""
+        out.print(f"{image}: [bold]{p['label']}[/]{shown}  experiment {p['experiment_id']}")
+
+
+def download(
+    ctx: typer.Context,
+    experiment_id: ExperimentId,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Where to write it.")] = None,
+    name: Annotated[str, typer.Option(help="Which artifact (see `epochal show --json`).")] = "best_model.h5",
+) -> None:
+    """Download an experiment's artifact, by default its best checkpoint."""
+    target = output or Path(f"experiment-{experiment_id}-{name}")
+    with connect(ctx) as client:
+        client.download_to(experiment_id, target, name)
+    out.print(f"wrote {target} ({target.stat().st_size:,} bytes)")
+
+
+def cancel(ctx: typer.Context, experiment_id: ExperimentId, as_json: JsonFlag = False) -> None:
+    """Cancel an experiment: a queued one never starts, a running one stops after its current epoch."""
+    with connect(ctx) as client:
+        experiment = client.cancel(experiment_id)
+    if as_json:
+        print_json(experiment)
+    else:
+        out.print(f"experiment {experiment_id}: ", status_text(experiment["status"]), " (cancel requested)")
+
+
+def retry(ctx: typer.Context, experiment_id: ExperimentId, as_json: JsonFlag = False) -> None:
+    """Queue a failed or cancelled experiment again, from scratch."""
+    with connect(ctx) as client:
+        experiment = client.retry(experiment_id)
+    if as_json:
+        print_json(experiment)
+    else:
+        out.print(f"experiment {experiment_id}: ", status_text(experiment["status"]))
+
+
+def register(app: typer.Typer) -> None:
+    for command in (run, watch, ls, show, predict, download, cancel, retry):
+        app.command()(command)

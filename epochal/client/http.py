@@ -1,0 +1,305 @@
+"""`Client`: every route of the Epochal API as a typed method, over HTTP only."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, cast
+
+import httpx
+
+from epochal.client.errors import ConnectionFailed, WaitTimedOut, error_for
+from epochal.client.follow import Progress, poll
+from epochal.client.settings import default_key, default_url
+from epochal.client.types import (
+    FINISHED,
+    Artifact,
+    ConfusionMatrix,
+    Dataset,
+    EpochMetric,
+    Evaluation,
+    Experiment,
+    ExperimentPage,
+    Health,
+    Key,
+    NewKey,
+    NewUser,
+    Prediction,
+    Sweep,
+    User,
+)
+
+# An image to upload: a path, raw bytes, or (filename, bytes); the name only helps the API's error messages.
+Image = str | Path | bytes | tuple[str, bytes]
+SWEEP_METRICS = ("val_accuracy", "accuracy", "val_loss", "loss")
+
+
+def _image_part(image: Image) -> tuple[str, bytes]:
+    if isinstance(image, tuple):
+        return image
+    if isinstance(image, bytes):
+        return "image", image
+    path = Path(image)
+    return path.name, path.read_bytes()
+
+
+def _drop_none(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
+
+
+class Client:
+    """A client for one Epochal service.
+
+    The key comes from `key`, else EPOCHAL_API_KEY, else `<EPOCHAL_STATE_DIR>/api-key` (`var/` by
+    default); the URL from `url`, else EPOCHAL_URL, else http://127.0.0.1:8000. An error status
+    raises an `ApiError` subclass carrying the status and the API's message.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = (url or default_url()).rstrip("/")
+        self.key = key or default_key()
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        headers["User-Agent"] = "epochal-client"
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- the one place requests are made, so every route raises the same way ---
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as error:
+            raise ConnectionFailed(f"cannot reach {self.url}: {error}") from error
+        if response.is_error:
+            raise error_for(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    def _bytes(self, path: str) -> bytes:
+        return self._request("GET", path).content
+
+    # --- experiments ---
+
+    def submit(self, spec: Mapping[str, Any] | None = None, **fields: Any) -> Experiment:
+        """POST /experiments: `spec` and/or fields (fields win). With `repeats` > 1 the first of the runs."""
+        body = {**(spec or {}), **fields}
+        return cast(Experiment, self._json("POST", "/experiments", json=body))
+
+    def experiments(
+        self,
+        *,
+        status: str | None = None,
+        dataset: str | None = None,
+        optimizer: str | None = None,
+        sweep_id: int | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> ExperimentPage:
+        """GET /experiments: one page, newest first, filtered by any of status, dataset, optimizer, sweep."""
+        params = _drop_none(
+            {
+                "status": status,
+                "dataset": dataset,
+                "optimizer": optimizer,
+                "sweep_id": sweep_id,
+                "limit": limit,
+                "offset": offset,
+            }
+        )
+        return cast(ExperimentPage, self._json("GET", "/experiments", params=params))
+
+    def iter_experiments(self, *, page_size: int = 100, **filters: Any) -> Iterator[Experiment]:
+        """Every experiment matching `filters`, page after page."""
+        offset = 0
+        while True:
+            page = self.experiments(limit=page_size, offset=offset, **filters)
+            yield from page["items"]
+            offset += len(page["items"])
+            if not page["items"] or offset >= page["total"]:
+                return
+
+    def experiment(self, experiment_id: int) -> Experiment:
+        return cast(Experiment, self._json("GET", f"/experiments/{experiment_id}"))
+
+    def metrics(self, experiment_id: int) -> list[EpochMetric]:
+        return cast(list[EpochMetric], self._json("GET", f"/experiments/{experiment_id}/metrics"))
+
+    def evaluation(self, experiment_id: int) -> Evaluation:
+        return cast(Evaluation, self._json("GET", f"/experiments/{experiment_id}/evaluation"))
+
+    def confusion_matrix(self, experiment_id: int) -> ConfusionMatrix:
+        return cast(ConfusionMatrix, self._json("GET", f"/experiments/{experiment_id}/confusion-matrix"))
+
+    def artifacts(self, experiment_id: int) -> list[Artifact]:
+        return cast(list[Artifact], self._json("GET", f"/experiments/{experiment_id}/artifacts"))
+
+    def download(self, experiment_id: int, name: str = "best_model.h5") -> bytes:
+        """An artifact's bytes (GET /experiments/{id}/artifacts/{name})."""
+        return self._bytes(f"/experiments/{experiment_id}/artifacts/{name}")
+
+    def download_to(self, experiment_id: int, path: str | Path, name: str = "best_model.h5") -> Path:
+        """An artifact written to `path`, streamed: a large checkpoint is never held in memory whole."""
+        target = Path(path)
+        try:
+            with self._http.stream("GET", f"/experiments/{experiment_id}/artifacts/{name}") as response:
+                if response.is_error:
+                    response.read()
+                    raise error_for(response)
+                with target.open("wb") as file:
+                    for chunk in response.iter_bytes():
+                        file.write(chunk)
+        except httpx.TransportError as error:
+            raise ConnectionFailed(f"cannot reach {self.url}: {error}") from error
+        return target
+
+    def cancel(self, experiment_id: int) -> Experiment:
+        return cast(Experiment, self._json("POST", f"/experiments/{experiment_id}/cancel"))
+
+    def retry(self, experiment_id: int) -> Experiment:
+        return cast(Experiment, self._json("POST", f"/experiments/{experiment_id}/retry"))
+
+    def history_plot(self, experiment_id: int) -> bytes:
+        """PNG: accuracy and loss per epoch."""
+        return self._bytes(f"/experiments/{experiment_id}/plots/history.png")
+
+    def confusion_matrix_plot(self, experiment_id: int) -> bytes:
+        return self._bytes(f"/experiments/{experiment_id}/plots/confusion-matrix.png")
+
+    def tensorboard(self, experiment_id: int) -> bytes:
+        """A .tar.gz of TensorBoard event files: `tar -xzf` it and run `tensorboard --logdir`."""
+        return self._bytes(f"/experiments/{experiment_id}/tensorboard")
+
+    # --- predictions ---
+
+    def predict(self, experiment_id: int, image: Image) -> Prediction:
+        files = {"file": _image_part(image)}
+        return cast(Prediction, self._json("POST", f"/experiments/{experiment_id}/predictions", files=files))
+
+    def predict_best(self, dataset: str, image: Image) -> Prediction:
+        """With your best succeeded experiment on `dataset`."""
+        files = {"file": _image_part(image)}
+        return cast(Prediction, self._json("POST", f"/datasets/{dataset}/predictions", files=files))
+
+    def predict_batch(self, experiment_id: int, images: Sequence[Image]) -> list[Prediction]:
+        """Several images in one request (at most 64), answered in order."""
+        files = [("files", _image_part(image)) for image in images]
+        body = self._json("POST", f"/experiments/{experiment_id}/predictions/batch", files=files)
+        return cast(list[Prediction], body["predictions"])
+
+    def predict_batch_best(self, dataset: str, images: Sequence[Image]) -> list[Prediction]:
+        files = [("files", _image_part(image)) for image in images]
+        body = self._json("POST", f"/datasets/{dataset}/predictions/batch", files=files)
+        return cast(list[Prediction], body["predictions"])
+
+    # --- following a job ---
+
+    def watch(self, experiment_id: int, poll_s: float = 1.0) -> Iterator[Progress]:
+        """Progress events until the experiment ends: a first one at once, then on each status change or new epoch."""
+        return poll(lambda: self.experiment(experiment_id), lambda: self.metrics(experiment_id), poll_s)
+
+    def wait(self, experiment_id: int, timeout: float | None = None, poll_s: float = 1.0) -> Experiment:
+        """Block until the experiment ends and return its final body; `WaitTimedOut` after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            experiment = self.experiment(experiment_id)
+            if experiment["status"] in FINISHED:
+                return experiment
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimedOut(f"experiment {experiment_id} is still {experiment['status']} after {timeout}s")
+            time.sleep(poll_s if deadline is None else max(0.0, min(poll_s, deadline - time.monotonic())))
+
+    def wait_sweep(self, sweep_id: int, timeout: float | None = None, poll_s: float = 2.0) -> Sweep:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            sweep = self.sweep(sweep_id)
+            if sweep["finished"]:
+                return sweep
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimedOut(f"sweep {sweep_id} has not finished after {timeout}s: {sweep['status_counts']}")
+            time.sleep(poll_s)
+
+    # --- sweeps ---
+
+    def create_sweep(
+        self,
+        spec: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        base: Mapping[str, Any] | None = None,
+        grid: Mapping[str, Sequence[Any]] | None = None,
+        repeats: int | None = None,
+    ) -> Sweep:
+        """POST /sweeps: a whole body as `spec`, and/or its parts (parts win)."""
+        parts = _drop_none({"name": name, "base": base, "grid": grid, "repeats": repeats})
+        return cast(Sweep, self._json("POST", "/sweeps", json={**(spec or {}), **parts}))
+
+    def sweeps(self, *, limit: int = 100, offset: int = 0) -> list[Sweep]:
+        return cast(list[Sweep], self._json("GET", "/sweeps", params={"limit": limit, "offset": offset}))
+
+    def sweep(self, sweep_id: int) -> Sweep:
+        return cast(Sweep, self._json("GET", f"/sweeps/{sweep_id}"))
+
+    def sweep_plot(self, sweep_id: int, metric: str = "val_accuracy") -> bytes:
+        """PNG: `metric` (one of SWEEP_METRICS) per epoch, one curve per experiment."""
+        return self._bytes(f"/sweeps/{sweep_id}/plots/{metric}.png")
+
+    def sweep_tensorboard(self, sweep_id: int) -> bytes:
+        return self._bytes(f"/sweeps/{sweep_id}/tensorboard")
+
+    # --- the rest ---
+
+    def datasets(self) -> list[Dataset]:
+        return cast(list[Dataset], self._json("GET", "/datasets"))
+
+    def health(self) -> Health:
+        """GET /health (no key needed); a degraded service raises `Unavailable` naming the dependency down."""
+        return cast(Health, self._json("GET", "/health"))
+
+    def backprop_single_neuron(self, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The course's worked example (no body), or your own weights, examples and epochs; every step, float64."""
+        kwargs: dict[str, Any] = {} if body is None else {"json": dict(body)}
+        return cast(dict[str, Any], self._json("POST", "/backprop/single-neuron", **kwargs))
+
+    # --- users and keys ---
+
+    def me(self) -> User:
+        return cast(User, self._json("GET", "/me"))
+
+    def users(self) -> list[User]:
+        """Admin only, as every route below."""
+        return cast(list[User], self._json("GET", "/users"))
+
+    def create_user(self, name: str, *, admin: bool = False, **quotas: int | None) -> NewUser:
+        """A user and their first key (in `api_key`, shown this once). Quotas: max_active_jobs, ..."""
+        return cast(NewUser, self._json("POST", "/users", json={"name": name, "admin": admin, **quotas}))
+
+    def set_quotas(self, user_id: int, **quotas: int | None) -> User:
+        """Override a user's quotas; None goes back to the service's setting."""
+        return cast(User, self._json("PATCH", f"/users/{user_id}", json=quotas))
+
+    def create_key(self, user_id: int) -> NewKey:
+        return cast(NewKey, self._json("POST", f"/users/{user_id}/keys"))
+
+    def revoke_key(self, key_id: int) -> Key:
+        return cast(Key, self._json("POST", f"/keys/{key_id}/revoke"))

@@ -1,0 +1,172 @@
+"""The shapes of what the API answers, as TypedDicts: plain dicts at run time, checked by mypy.
+
+They list the fields a program is most likely to read; the API may send more (the reference at /docs
+has them all), and those are still in the dict.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired, TypedDict
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class Head(TypedDict):
+    units: int
+    activation: str
+
+
+class Summary(TypedDict):
+    epochs_done: int
+    best_epoch: int | None
+    best_val_accuracy: float | None
+    test_loss: float | None
+    test_accuracy: float | None
+
+
+class Experiment(TypedDict):
+    id: int
+    name: str | None
+    status: Status
+    dataset: str
+    network: str
+    optimizer: str
+    learning_rate: float | None
+    head: Head
+    loss: str
+    epochs: int
+    batch_size: int
+    train_size: int | None
+    seed: int
+    queue: str
+    sweep_id: int | None
+    cancel_requested: bool
+    error: str | None
+    warnings: list[str]
+    worker: str | None
+    device: str | None
+    summary: Summary
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class ExperimentPage(TypedDict):
+    items: list[Experiment]
+    total: int
+    limit: int
+    offset: int
+
+
+class EpochMetric(TypedDict):
+    epoch: int
+    loss: float | None
+    accuracy: float | None
+    val_loss: float | None
+    val_accuracy: float | None
+    seconds: float
+    attempt: NotRequired[int]  # the attempt that trained it (a resumed job keeps the earlier epochs)
+
+
+class ConfusionMatrix(TypedDict):
+    labels: list[str]
+    matrix: list[list[int]]
+
+
+class Evaluation(TypedDict):
+    experiment_id: int
+    test_loss: float | None
+    test_accuracy: float | None
+    confusion_matrix: ConfusionMatrix
+    classification_report: dict[str, Any]
+
+
+class Artifact(TypedDict):
+    name: str
+    media_type: str
+    size: int
+    url: str
+    created_at: str
+
+
+class Prediction(TypedDict):
+    experiment_id: int
+    label: str
+    class_index: int
+    probabilities: dict[str, float] | None
+    outputs: list[float]
+
+
+class Dataset(TypedDict):
+    name: str
+    description: str
+    class_names: list[str]
+    input_shape: list[int]
+    default_network: str
+    test_split: str
+    in_data_dir: bool
+    best_experiment_id: int | None
+
+
+class DependencyState(TypedDict):
+    ok: bool
+    detail: str
+
+
+class Health(TypedDict):
+    status: str
+    database: DependencyState
+    broker: DependencyState
+
+
+class ComparisonRow(TypedDict):
+    rank: int | None
+    experiment_id: int
+    label: str | None
+    status: Status
+    best_epoch: int | None
+    best_val_accuracy: float | None
+    final_val_accuracy: float | None
+    test_accuracy: float | None
+    training_seconds: float
+
+
+class Sweep(TypedDict):
+    id: int
+    name: str | None
+    base: dict[str, Any]
+    grid: dict[str, list[Any]]
+    created_at: str
+    status_counts: dict[str, int]
+    finished: bool
+    experiments: list[Experiment]
+    comparison: list[ComparisonRow]
+
+
+class Key(TypedDict):
+    id: int
+    user_id: int
+    prefix: str
+    created_at: str
+    last_used_at: str | None
+    revoked_at: str | None
+
+
+class NewKey(Key):
+    api_key: str
+
+
+class User(TypedDict):
+    id: int
+    name: str
+    admin: bool
+    max_active_jobs: int | None
+    max_sweep_experiments: int | None
+    predictions_per_second: int | None
+    created_at: str
+    keys: list[Key]
+
+
+class NewUser(User):
+    api_key: str

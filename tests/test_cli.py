@@ -1,0 +1,247 @@
+"""The `epochal` console script, run as a person runs it, against the real service."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from tests.support import ROOT, Service, running_service, wait_until_finished
+
+pytestmark = pytest.mark.e2e
+
+QUEUE = "e2e-cli"
+IDLE_QUEUE = "e2e-cli-idle"  # accepted, but no worker serves it: a job there stays queued
+EPOCHAL = Path(sys.executable).parent / "epochal"  # installed into the venv by scripts/bootstrap
+TINY = ["--dataset", "mnist", "--train-size", "300", "--epochs", "2", "--batch-size", "64"]
+
+
+@pytest.fixture(scope="module")
+def service(migrated_database: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    assert EPOCHAL.is_file(), f"{EPOCHAL} is missing: run scripts/bootstrap dev"
+    with running_service(tmp_path_factory.mktemp("cli"), QUEUE, ["worker"], queues=[IDLE_QUEUE]) as running:
+        yield running
+
+
+def bare(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the console script with exactly `env`."""
+    return subprocess.run([str(EPOCHAL), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def epochal(service: Service, *args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the console script with the service's URL and key in the environment, as a shell would."""
+    env = {
+        **os.environ,
+        "EPOCHAL_URL": service.base_url,
+        "EPOCHAL_API_KEY": service.api_key,
+        "COLUMNS": "200",  # wide enough that no table cell is cut
+    }
+    return subprocess.run([str(EPOCHAL), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def parsed(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def watched(service: Service) -> subprocess.CompletedProcess[str]:
+    """`epochal run ... --watch --json` to the end: the final body on stdout, progress on stderr."""
+    return epochal(service, "run", *TINY, "--name", "cli run", "--watch", "--json", "--poll", "0.3")
+
+
+def test_run_watch_follows_to_success_and_exits_0(watched: subprocess.CompletedProcess[str], service: Service) -> None:
+    assert watched.returncode == 0, watched.stdout + watched.stderr + service.logs()
+    final = json.loads(watched.stdout)
+    assert final["status"] == "succeeded" and final["summary"]["epochs_done"] == 2
+    # Without a terminal the live view writes one line per change instead of redrawing.
+    assert f"submitted experiment {final['id']}" in watched.stderr
+    assert "epoch 2/2" in watched.stderr and f"experiment {final['id']}: succeeded" in watched.stderr
+
+
+def test_run_watch_without_json_shows_the_progress_and_summary(service: Service) -> None:
+    result = epochal(service, "run", *TINY, "--optimizer", "sgd", "--watch", "--poll", "0.3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "epoch 1/2" in result.stdout and "succeeded" in result.stdout
+    assert "best val accuracy" in result.stdout
+
+
+def test_ls_show_and_download(watched: subprocess.CompletedProcess[str], service: Service, tmp_path: Path) -> None:
+    experiment_id = json.loads(watched.stdout)["id"]
+    page = parsed(epochal(service, "ls", "--status", "succeeded", "--limit", "100", "--json"))
+    assert experiment_id in [e["id"] for e in page["items"]]
+    assert {e["status"] for e in page["items"]} == {"succeeded"}
+
+    shown = parsed(epochal(service, "show", str(experiment_id), "--json"))
+    assert shown["experiment"]["id"] == experiment_id
+    assert [m["epoch"] for m in shown["metrics"]] == [1, 2]
+    assert shown["evaluation"]["confusion_matrix"]["labels"] == [str(d) for d in range(10)]
+
+    table = epochal(service, "show", str(experiment_id))
+    assert table.returncode == 0, table.stderr
+    for heading in ("metrics per epoch", "confusion matrix", "classification report", "macro avg", "cli run"):
+        assert heading in table.stdout
+
+    listing = epochal(service, "ls")
+    assert listing.returncode == 0 and "cli run" in listing.stdout
+
+    target = tmp_path / "model.h5"
+    downloaded = epochal(service, "download", str(experiment_id), "-o", str(target))
+    assert downloaded.returncode == 0, downloaded.stderr
+    assert target.read_bytes().startswith(b"\x89HDF")
+
+
+def test_predict_one_and_several_images(
+    watched: subprocess.CompletedProcess[str], service: Service, tmp_path: Path
+) -> None:
+    experiment_id = json.loads(watched.stdout)["id"]
+    images = []
+    for i in range(3):
+        path = tmp_path / f"digit{i}.png"
+        Image.new("L", (28, 28), 40 * i).save(path)
+        images.append(str(path))
+    one = parsed(epochal(service, "predict", str(experiment_id), images[0], "--json"))
+    assert one[0]["image"] == images[0] and one[0]["experiment_id"] == experiment_id
+    several = parsed(epochal(service, "predict", "--dataset", "mnist", *images, "--json"))
+    assert [p["image"] for p in several] == images
+    text = epochal(service, "predict", str(experiment_id), *images)
+    assert text.returncode == 0 and text.stdout.count(f"experiment {experiment_id}") == 3
+
+
+def test_a_bad_spec_prints_the_api_message_and_fails(service: Service) -> None:
+    result = epochal(service, "run", "--dataset", "mnist", "--epochs", "0")
+    assert result.returncode == 1
+    with service.http() as http:
+        message = http.post("/experiments", json={"dataset": "mnist", "epochs": 0}).json()["message"]
+    assert "epochs" in message
+    assert f"error 422: {message}" in " ".join(result.stderr.split())  # as the API wrote it
+    assert "Traceback" not in result.stderr
+
+
+def test_a_spec_file_with_options_over_it(service: Service, tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("dataset: mnist\noptimizer: rmsprop\nepochs: 7\nhead: {units: 10, activation: softmax}\n")
+    created = parsed(epochal(service, "run", "--spec", str(spec), "--epochs", "1", "--train-size", "100", "--json"))
+    assert (created["optimizer"], created["epochs"]) == ("rmsprop", 1)
+    assert created["head"] == {"units": 10, "activation": "softmax"}
+    with service.http() as http:
+        wait_until_finished(http, [created["id"]], 300, service)
+
+
+def test_404_and_409_exit_non_zero_with_the_message(
+    watched: subprocess.CompletedProcess[str], service: Service
+) -> None:
+    missing = epochal(service, "show", "987654")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("error 404: ")
+    with service.http() as http:
+        assert http.get("/experiments/987654").json()["detail"] in " ".join(missing.stderr.split())
+
+    finished = json.loads(watched.stdout)["id"]
+    conflict = epochal(service, "cancel", str(finished))
+    assert conflict.returncode == 1 and conflict.stderr.startswith("error 409: ")
+
+
+def test_a_failed_job_exits_non_zero_and_retry_queues_it_again(service: Service) -> None:
+    # Half of one example leaves nothing to train on: a failure the spec check cannot see.
+    failing = ["--dataset", "mnist", "--epochs", "1", "--train-size", "1", "--validation-split", "0.5"]
+    result = epochal(service, "run", *failing, "--watch", "--json", "--poll", "0.3")
+    assert result.returncode == 1, result.stdout + result.stderr
+    final = json.loads(result.stdout)
+    assert final["status"] == "failed" and final["error"]
+    assert "failed" in result.stderr
+
+    again = parsed(epochal(service, "retry", str(final["id"]), "--json"))
+    assert again["id"] == final["id"] and again["status"] == "queued"
+    rewatched = epochal(service, "watch", str(final["id"]), "--poll", "0.3")
+    assert rewatched.returncode == 1 and "failed" in rewatched.stdout
+
+
+def test_cancel_a_queued_job(service: Service) -> None:
+    # A queue no worker serves: the job stays queued, so cancelling it is certain to find it there.
+    created = parsed(epochal(service, "run", *TINY, "--queue", IDLE_QUEUE, "--json"))
+    cancelled = epochal(service, "cancel", str(created["id"]))
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert parsed(epochal(service, "show", str(created["id"]), "--json"))["experiment"]["status"] == "cancelled"
+
+
+def test_ctrl_c_while_watching_asks_and_cancels(service: Service) -> None:
+    env = {**os.environ, "EPOCHAL_URL": service.base_url, "EPOCHAL_API_KEY": service.api_key}
+    argv = [str(EPOCHAL), "run", *TINY, "--queue", IDLE_QUEUE, "--watch", "--poll", "0.2"]
+    process = subprocess.Popen(
+        argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None and process.stdin is not None
+    first = process.stdout.readline()  # printed once the job is queued: the watch loop is running
+    experiment_id = int(first.split()[1].rstrip(":"))
+    process.send_signal(signal.SIGINT)
+    process.stdin.write("y\n")
+    process.stdin.flush()
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert f"Cancel experiment {experiment_id} too?" in stderr
+    shown = parsed(epochal(service, "show", str(experiment_id), "--json"))
+    assert shown["experiment"]["status"] == "cancelled"
+
+
+def test_sweep_run_watch_then_show(service: Service, tmp_path: Path) -> None:
+    body = {
+        "name": "cli sweep",
+        "base": {"dataset": "mnist", "train_size": 300, "epochs": 1, "batch_size": 64},
+        "grid": {"optimizer": ["adam", "rmsprop"]},
+    }
+    file = tmp_path / "sweep.yaml"
+    file.write_text(
+        "name: cli sweep\n"
+        "base: {dataset: mnist, train_size: 300, epochs: 1, batch_size: 64}\n"
+        "grid:\n  optimizer: [adam, rmsprop]\n"
+    )
+    result = epochal(service, "sweep", "run", str(file), "--watch", "--poll", "0.5")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ranked by best validation accuracy" in result.stdout
+    assert "optimizer=adam" in result.stdout and "optimizer=rmsprop" in result.stdout
+
+    sweeps = parsed(epochal(service, "sweep", "ls", "--json"))
+    sweep = next(s for s in sweeps if s["name"] == body["name"])
+    assert sweep["base"]["train_size"] == 300 and sweep["finished"]
+    shown = parsed(epochal(service, "sweep", "show", str(sweep["id"]), "--json"))
+    assert [row["rank"] for row in shown["comparison"]] == [1, 2]
+    table = epochal(service, "sweep", "show", str(sweep["id"]))
+    assert table.returncode == 0 and "cli sweep" in table.stdout
+
+
+def test_url_and_key_flags_win_over_the_environment(service: Service, tmp_path: Path) -> None:
+    env = {**os.environ, "EPOCHAL_URL": "http://127.0.0.1:9", "EPOCHAL_API_KEY": "epk_wrong", "COLUMNS": "200"}
+    assert "items" in parsed(bare(["--url", service.base_url, "--key", service.api_key, "ls", "--json"], env, tmp_path))
+
+    wrong = bare(["--url", service.base_url, "ls"], env, tmp_path)
+    assert wrong.returncode == 1 and wrong.stderr.startswith("error 401: ")
+
+    unreachable = bare(["ls"], env, tmp_path)
+    assert unreachable.returncode == 1 and "cannot reach http://127.0.0.1:9" in unreachable.stderr
+
+
+def test_the_key_file_of_the_state_folder_is_the_last_resort(service: Service, tmp_path: Path) -> None:
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "api-key").write_text(service.api_key + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("EPOCHAL_API_KEY", "EPOCHAL_STATE_DIR")}
+    env["EPOCHAL_URL"] = service.base_url
+    assert parsed(bare(["ls", "--json"], env, tmp_path))["total"] >= 1  # a 401 without the file's key
+    moved = bare(["ls"], {**env, "EPOCHAL_STATE_DIR": str(tmp_path / "elsewhere")}, tmp_path)
+    assert moved.returncode == 1 and moved.stderr.startswith("error 401: ")
+
+
+def test_the_server_commands_are_there_too(service: Service) -> None:
+    result = epochal(service, "users", "list")
+    assert result.returncode == 0, result.stderr
+    assert "admin" in result.stdout
+    helped = epochal(service, "serve", "--help")
+    assert helped.returncode == 0 and "--port" in helped.stdout
