@@ -319,7 +319,8 @@ def test_many_first_requests_load_the_network_once(
             release.set()
             answers = [future.result() for future in futures]
     assert cache.loads == 1
-    assert all(a == answers[0] for a in answers)
+    for answer in answers:  # gathered or not, the same answer (a batched matmul may differ in the last bits)
+        assert_same(answer, answers[0])
 
 
 def test_a_batch_with_one_bad_image_fails_naming_that_part(
