@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     max_attempts: int = Field(
         default=3, ge=1, description="A job whose attempts are lost (worker died, no heartbeat) this often fails."
     )
+    progress_interval_s: float = Field(
+        default=1.0, ge=0, description="How often a training job publishes its progress within an epoch."
+    )
+    events_max_s: float = Field(
+        default=300, gt=0, description="Longest a live event stream stays open before the client reconnects."
+    )
     db_retry_s: float = Field(
         default=120, ge=0, description="How long a worker retries a database write before giving the attempt up."
     )

@@ -7,7 +7,8 @@ from fastapi import Depends, FastAPI
 from api.auth import current_user
 from api.errors import install_error_handlers, responses
 from api.limits import BodySizeLimit, StorableText
-from api.routers import backprop, datasets, experiments, health, predictions, reports, sweeps, users
+from api.metrics import RequestMetrics
+from api.routers import backprop, datasets, events, experiments, health, metrics, predictions, reports, sweeps, users
 from config import get_settings, install_log_redaction
 
 DESCRIPTION = """
@@ -29,9 +30,10 @@ def create_app() -> FastAPI:
     # The last added runs first: the size cap, so the text check only ever buffers a capped body.
     app.add_middleware(StorableText)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_json_bytes=settings.max_json_bytes)
+    app.add_middleware(RequestMetrics)  # outermost: it times and counts every answer, a 413 included
     # One dependency guards every router but health's: a route added to any of them needs a key. Checking
     # the key reads the database, so any of these routes can also answer 503 when the database is down.
-    for module in (experiments, sweeps, reports, predictions, datasets, backprop, users):
+    for module in (experiments, events, sweeps, reports, predictions, datasets, backprop, users, metrics):
         app.include_router(module.router, dependencies=[Depends(current_user)], responses=responses(401, 503))
     app.include_router(health.router)
     return app

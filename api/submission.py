@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from api.queue import BrokerUnavailable, enqueue_training
 from config import get_settings
+from epochal import events
 from models import Experiment
 from models.base import utcnow
 from training.spec import Status
@@ -42,6 +43,7 @@ def submit(session: Session, experiments: list[Experiment]) -> None:
     for position, experiment in enumerate(experiments):
         try:
             enqueue_training(experiment.id, experiment.queue)
+            events.status(experiment.id, experiment.sweep_id, "queued")
         except BrokerUnavailable as exc:
             # Failed with the reason, not left queued forever: nothing will ever deliver these.
             stranded = experiments[position:]

@@ -22,6 +22,8 @@ from training.resume import capture_state, restore_state
 from training.spec import ExperimentSpec
 
 EpochCallback = Callable[[EpochResult, ResumePoint], None]
+# (epoch, batches done in it, batches per epoch, running loss, running accuracy), at most every progress_every_s.
+ProgressCallback = Callable[[int, int, int, float | None, float | None], None]
 
 
 class _EpochReporter(keras.callbacks.Callback):
@@ -33,9 +35,17 @@ class _EpochReporter(keras.callbacks.Callback):
         on_epoch_end: EpochCallback,
         should_stop: Callable[[], bool],
         interrupted: Callable[[], bool],
+        on_progress: ProgressCallback | None = None,
+        steps_per_epoch: int = 0,
+        progress_every_s: float = 1.0,
     ) -> None:
         super().__init__()
         self.checkpoint = checkpoint
+        self.on_progress = on_progress
+        self.steps_per_epoch = steps_per_epoch
+        self.progress_every_s = progress_every_s
+        self._epoch = 0
+        self._last_progress = 0.0
         self.on_epoch_end_callback = on_epoch_end
         self.should_stop = should_stop
         self.interrupted = interrupted
@@ -52,13 +62,26 @@ class _EpochReporter(keras.callbacks.Callback):
             self.checkpoint.write_bytes(best_checkpoint)
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._started = time.perf_counter()
+        self._started = self._last_progress = time.perf_counter()
+        self._epoch = epoch + 1
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         # Checked per batch so a shutdown never waits for a long epoch; the partial epoch is dropped below.
         if self.interrupted():
             self.stopped = StopReason.INTERRUPTED
             self.model.stop_training = True
+        now = time.perf_counter()
+        if self.on_progress is not None and now - self._last_progress >= self.progress_every_s:
+            self._last_progress = now
+            logs = logs or {}
+            loss, accuracy = logs.get("loss"), logs.get("accuracy")
+            self.on_progress(
+                self._epoch,
+                batch + 1,
+                self.steps_per_epoch,
+                None if loss is None else finite_or_none(loss),
+                None if accuracy is None else finite_or_none(accuracy),
+            )
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.stopped is StopReason.INTERRUPTED:
@@ -113,6 +136,8 @@ def run_experiment(
     interrupted: Callable[[], bool] = lambda: False,
     resume: ResumePoint | None = None,
     on_split: Callable[[int, int], None] = lambda train_count, validation_count: None,
+    on_progress: ProgressCallback | None = None,
+    progress_every_s: float = 1.0,
 ) -> RunResult:
     """Train `spec` to completion (or until stopped), then evaluate the best checkpoint on the test split.
 
@@ -120,6 +145,8 @@ def run_experiment(
     order depends on (seed, epoch) only, so the batches are those an uninterrupted run would see.
     `should_stop` is read at each epoch end (cancel); `interrupted` after each batch (shutdown).
     `on_split` hears how many examples train and validate, once the data is split and before training.
+    `on_progress` hears how far the current epoch is, at most every `progress_every_s`, with the running
+    loss and accuracy.
     """
     keras.utils.set_random_seed(spec.seed)
     if spec.deterministic:
@@ -130,7 +157,15 @@ def run_experiment(
     on_split(splits.train_count, splits.validation_count)
     workdir.mkdir(parents=True, exist_ok=True)
     network = compile_network(build_network(spec), spec, jit_compile=resolved_jit_compile(spec))
-    reporter = _EpochReporter(workdir / CHECKPOINT_NAME, on_epoch_end, should_stop, interrupted)
+    reporter = _EpochReporter(
+        workdir / CHECKPOINT_NAME,
+        on_epoch_end,
+        should_stop,
+        interrupted,
+        on_progress=on_progress,
+        steps_per_epoch=splits.train.steps_per_epoch,
+        progress_every_s=progress_every_s,
+    )
     first_epoch = 0
     if resume is not None:
         restore_state(network, resume.state)

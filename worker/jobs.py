@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, undefer
 
 from config import get_settings
+from epochal import events
 from models import Artifact, Attempt, EpochMetric, Evaluation, Experiment, ResumeState
 from models.attempts import Outcome, end_attempt
 from models.base import utcnow
@@ -50,6 +51,7 @@ class ClaimedJob:
     queue: str
     spec: ExperimentSpec
     resume: ResumePoint | None
+    sweep_id: int | None = None
 
 
 def lease_deadline() -> datetime:
@@ -140,7 +142,11 @@ def claim(experiment_id: int, worker: str, pid: int | None = None) -> ClaimedJob
         )
         if done:
             log.info("experiment %s: attempt %s resumes after epoch %s", experiment_id, experiment.attempt, done)
-        return ClaimedJob(experiment_id, experiment.attempt, experiment.queue, spec_of(experiment), resume)
+        job = ClaimedJob(
+            experiment_id, experiment.attempt, experiment.queue, spec_of(experiment), resume, experiment.sweep_id
+        )
+    events.status(experiment_id, job.sweep_id, "running", attempt=job.attempt, worker=worker, resumed_after_epoch=done)
+    return job
 
 
 def renew_lease(job: ClaimedJob) -> bool:
@@ -207,6 +213,7 @@ def record_epoch(job: ClaimedJob, result: EpochResult, point: ResumePoint | None
                 _store_resume_point(session, job, point)
 
     with_db_retry(write, f"recording epoch {result.epoch}")
+    events.publish(job.experiment_id, job.sweep_id, "epoch", {**dataclasses.asdict(result), "attempt": job.attempt})
 
 
 def _already_written(session: Session, job: ClaimedJob, epoch: int) -> bool:
@@ -289,6 +296,14 @@ def finish_succeeded(
             )
 
     with_db_retry(write, "storing the results")
+    events.status(
+        job.experiment_id,
+        job.sweep_id,
+        "succeeded",
+        best_epoch=best_epoch,
+        best_val_accuracy=best_val_accuracy,
+        test_accuracy=evaluation.test_accuracy,
+    )
 
 
 def finish_cancelled(job: ClaimedJob, best_epoch: int | None, best_val_accuracy: float | None) -> None:
@@ -305,6 +320,7 @@ def finish_cancelled(job: ClaimedJob, best_epoch: int | None, best_val_accuracy:
             )
 
     with_db_retry(write, "recording the cancellation")
+    events.status(job.experiment_id, job.sweep_id, "cancelled")
 
 
 def finish_failed(job: ClaimedJob, error: str, outcome: str = Outcome.FAILED) -> None:
@@ -315,6 +331,7 @@ def finish_failed(job: ClaimedJob, error: str, outcome: str = Outcome.FAILED) ->
             _finish(session, job, Status.FAILED, outcome, first_line, error=error)
 
     with_db_retry(write, "recording the failure")
+    events.status(job.experiment_id, job.sweep_id, "failed", error=first_line)
 
 
 def give_back(job: ClaimedJob, cause: str) -> None:
@@ -334,6 +351,7 @@ def give_back(job: ClaimedJob, cause: str) -> None:
             end_attempt(session, job.experiment_id, job.attempt, Outcome.INTERRUPTED, cause)
 
     with_db_retry(write, "giving the job back")
+    events.status(job.experiment_id, job.sweep_id, "queued", reason=cause)
 
 
 def mark_published(experiment_id: int) -> None:

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 
 from config import get_settings
+from epochal import events
 from models import Attempt, Experiment
 from models.attempts import Outcome, attempt_story, end_attempt
 from models.base import utcnow
@@ -105,6 +106,7 @@ def _reap_expired(experiment_id: int, now: datetime, report: ReapReport) -> None
         end_attempt(session, experiment_id, experiment.attempt, outcome, cause)
         session.flush()
         session.refresh(experiment)
+        sweep_id = experiment.sweep_id
         if status is Status.FAILED:
             story = attempt_story(list(experiment.attempts))
             headline = (
@@ -120,6 +122,7 @@ def _reap_expired(experiment_id: int, now: datetime, report: ReapReport) -> None
         else:
             report.requeued.append(experiment_id)
     log.warning("experiment %s: attempt lost (%s); now %s", experiment_id, cause, status)
+    events.status(experiment_id, sweep_id, str(status), reason=cause)
 
 
 def _republish_due(now: datetime, publish: Publish, report: ReapReport) -> None:

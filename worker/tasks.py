@@ -12,6 +12,7 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task
 
 from config import REAP_TASK_NAME, TRAIN_TASK_NAME, get_settings
+from epochal import events
 from models.attempts import Outcome
 from training.results import StopReason
 from worker import jobs, reaper
@@ -84,6 +85,13 @@ def _train(job: jobs.ClaimedJob, heartbeat: Heartbeat) -> str:
             interrupted=lambda: stop_requested.is_set() or heartbeat.lost.is_set(),
             resume=job.resume,
             on_split=lambda train_count, validation_count: jobs.record_split(job, train_count, validation_count),
+            on_progress=lambda epoch, batch, batches, loss, accuracy: events.publish(
+                job.experiment_id,
+                job.sweep_id,
+                "progress",
+                {"epoch": epoch, "batch": batch, "batches": batches, "loss": loss, "accuracy": accuracy},
+            ),
+            progress_every_s=get_settings().progress_interval_s,
         )
         epochs.flush()  # every finished epoch is stored before the job's final state is
         if heartbeat.lost.is_set():

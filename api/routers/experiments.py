@@ -23,6 +23,7 @@ from api.schemas import (
     ExperimentRead,
 )
 from api.submission import submit
+from epochal import events
 from models import Artifact, EpochMetric, Evaluation, Experiment, ResumeState, Sweep, User
 from models.attempts import Outcome, end_attempt
 from models.base import utcnow
@@ -210,6 +211,8 @@ def cancel_experiment(experiment_id: ExperimentId, session: SessionDep, user: Cu
     experiment = visible_experiment(session, user, experiment_id)
     if not (never_started or flagged_running):
         raise conflict(f"experiment {experiment_id} already finished ({experiment.status}); there is nothing to cancel")
+    if experiment.status is Status.CANCELLED:
+        events.status(experiment_id, experiment.sweep_id, "cancelled")
     return ExperimentRead.of(experiment)
 
 

@@ -1,0 +1,113 @@
+"""Prometheus metrics: request counts and latency measured as requests pass, the rest read at scrape time.
+
+Counters that live in the database or the broker (jobs by status, epochs trained and their seconds,
+queue depth, leases of running jobs) are read when Prometheus scrapes, so every API process reports
+the same truth and nothing is lost when one restarts. Only HTTP traffic is counted in process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from config import get_settings
+from models import EpochMetric, Experiment
+from models.base import utcnow
+from models.db import session_scope
+from training.spec import Status
+
+# No auto_describe: registering must not read the database (the API may start before it answers).
+REGISTRY = CollectorRegistry(auto_describe=False)
+REQUESTS = Counter(
+    "epochal_http_requests", "HTTP requests answered, by route and status.", ["method", "route", "status"],
+    registry=REGISTRY,
+)  # fmt: skip
+LATENCY = Histogram(
+    "epochal_http_request_duration_seconds",
+    "Time to answer, by route (a prediction route's is the prediction latency).",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+UNMATCHED = "<unmatched>"  # a path no route matched: one label, so scanners cannot blow up the label set
+
+
+class RequestMetrics:
+    """ASGI middleware: one count and one latency observation per HTTP request, labelled by route template."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = getattr(scope.get("route"), "path", UNMATCHED)
+            method = str(scope.get("method", ""))
+            REQUESTS.labels(method, route, str(status)).inc()
+            LATENCY.labels(method, route).observe(time.perf_counter() - started)
+
+
+class StoredStateCollector(Collector):
+    """Jobs, epochs, leases (database) and queue depths (broker), read at scrape time."""
+
+    def collect(self) -> Iterator[Metric]:
+        now = utcnow()
+        jobs = GaugeMetricFamily("epochal_jobs", "Experiments by status.", labels=["status"])
+        epochs = GaugeMetricFamily("epochal_epochs_trained", "Epochs trained and stored, all experiments.")
+        seconds = GaugeMetricFamily("epochal_epoch_seconds", "Seconds spent in the stored epochs, all experiments.")
+        leases = GaugeMetricFamily(
+            "epochal_lease_seconds_left",
+            "Running jobs: seconds until the lease expires (a worker heartbeat renews it; below 0 it is lost).",
+            labels=["experiment", "worker"],
+        )
+        with session_scope() as session:
+            counts = dict(session.execute(select(Experiment.status, func.count()).group_by(Experiment.status)).all())
+            for status in Status:
+                jobs.add_metric([str(status)], float(counts.get(status, 0)))
+            count, total = session.execute(select(func.count(EpochMetric.id), func.sum(EpochMetric.seconds))).one()
+            epochs.add_metric([], float(count or 0))
+            seconds.add_metric([], float(total or 0.0))
+            running = session.execute(
+                select(Experiment.id, Experiment.worker, Experiment.lease_expires_at).where(
+                    Experiment.status == Status.RUNNING
+                )
+            ).all()
+            for experiment_id, worker, expires in running:
+                if expires is not None:
+                    expires = expires if expires.tzinfo else expires.replace(tzinfo=now.tzinfo)
+                    leases.add_metric([str(experiment_id), worker or ""], (expires - now).total_seconds())
+        yield from (jobs, epochs, seconds, leases)
+        yield self._queue_depths()
+
+    @staticmethod
+    def _queue_depths() -> Metric:
+        from epochal.events import redis_client
+
+        depth = GaugeMetricFamily("epochal_queue_depth", "Messages waiting on each queue.", labels=["queue"])
+        client: Any = redis_client()
+        for queue in get_settings().known_queues:
+            depth.add_metric([queue], float(client.llen(queue)))
+        return depth
+
+
+REGISTRY.register(StoredStateCollector())

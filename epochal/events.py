@@ -1,0 +1,73 @@
+"""Job events on Redis streams: published by the worker, the reaper and the API; relayed by the API as SSE.
+
+One stream per experiment and one per sweep (an experiment's events go to both), in the broker's
+Redis, each entry an event name and a JSON payload. A stream entry id is the SSE event id, so a
+client that reconnects with `Last-Event-ID` continues exactly after the last event it saw. Streams
+are capped in length, and expire a day after the last terminal event.
+
+Order: events of one stream arrive in the order they were published. An `epoch` event is published
+once the epoch is stored (GET .../metrics has it), which overlaps the next epoch's start, so the
+next epoch's first `progress` may come before it; a terminal `status` always comes last.
+
+Publishing is best effort: an event that cannot be published is logged and dropped, never allowed
+to fail the job. The database stays the truth (GET /experiments/{id}); events are the live view.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlparse
+
+import redis
+
+from config import get_settings
+
+log = logging.getLogger(__name__)
+
+STREAM_MAXLEN = 5000  # approximate: a long job's progress events trim its oldest ones, never its last ones
+KEEP_FINISHED_S = 24 * 3600
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def experiment_stream(experiment_id: int) -> str:
+    return f"epochal:events:experiment:{experiment_id}"
+
+
+def sweep_stream(sweep_id: int) -> str:
+    return f"epochal:events:sweep:{sweep_id}"
+
+
+def redis_url(broker_url: str) -> str:
+    """The broker URL as redis-py reads it: the embedded broker's redis+socket:// becomes unix://."""
+    parsed = urlparse(broker_url)
+    return f"unix://{parsed.path}" if parsed.scheme == "redis+socket" else broker_url
+
+
+@lru_cache
+def redis_client() -> redis.Redis:
+    """A client of the broker's Redis, for events and for reading queue depths."""
+    return redis.Redis.from_url(redis_url(get_settings().broker_url), socket_timeout=2, socket_connect_timeout=2)
+
+
+def publish(experiment_id: int, sweep_id: int | None, event: str, data: dict[str, Any]) -> None:
+    """Append one event to the experiment's stream (and its sweep's); a terminal status starts their expiry."""
+    payload = json.dumps({"experiment_id": experiment_id, **data}, allow_nan=False, default=str)
+    streams = [experiment_stream(experiment_id)] + ([sweep_stream(sweep_id)] if sweep_id is not None else [])
+    final = event == "status" and data.get("status") in TERMINAL_STATUSES
+    try:
+        pipeline = redis_client().pipeline(transaction=False)
+        for stream in streams:
+            pipeline.xadd(stream, {"event": event, "data": payload}, maxlen=STREAM_MAXLEN, approximate=True)
+            if final:
+                pipeline.expire(stream, KEEP_FINISHED_S)
+        pipeline.execute()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        log.warning("experiment %s: %s event not published (%s)", experiment_id, event, type(exc).__name__)
+
+
+def status(experiment_id: int, sweep_id: int | None, new_status: str, **details: Any) -> None:
+    """Publish a status change (queued, running, succeeded, failed, cancelled)."""
+    publish(experiment_id, sweep_id, "status", {"status": new_status, **details})

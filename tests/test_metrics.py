@@ -1,0 +1,70 @@
+"""GET /metrics: the Prometheus text format, for admins, with values that match the database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from training.results import EpochResult
+from worker import jobs
+
+
+def scrape(client: TestClient) -> dict[str, list[Any]]:
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return {family.name: family.samples for family in text_string_to_metric_families(response.text)}
+
+
+def value(samples: list[Any], **labels: str) -> float:
+    matching = [
+        s.value
+        for s in samples
+        if all(s.labels.get(k) == v for k, v in labels.items()) and not s.name.endswith("_created")
+    ]
+    assert len(matching) == 1, (labels, samples)
+    return float(matching[0])
+
+
+def test_jobs_epochs_leases_and_queue_depth_match_the_database_and_broker(client: TestClient, tmp_path: Path) -> None:
+    ids = [client.post("/experiments", json={"dataset": "mnist", "epochs": 3}).json()["id"] for _ in range(3)]
+    job = jobs.claim(ids[0], "metrics@host")
+    assert job is not None
+    for epoch in (1, 2):
+        jobs.record_epoch(job, EpochResult(epoch, 0.5, 0.8, 0.5, 0.8, 1.25))
+    assert client.post(f"/experiments/{ids[2]}/cancel").status_code == 200
+
+    families = scrape(client)
+    jobs_by_status = families["epochal_jobs"]
+    assert value(jobs_by_status, status="queued") == 1
+    assert value(jobs_by_status, status="running") == 1
+    assert value(jobs_by_status, status="cancelled") == 1
+    assert value(jobs_by_status, status="succeeded") == 0
+    assert value(families["epochal_epochs_trained"]) == 2
+    assert value(families["epochal_epoch_seconds"]) == 2.5
+    lease = value(families["epochal_lease_seconds_left"], experiment=str(ids[0]), worker="metrics@host")
+    assert 0 < lease <= 60
+    # The API's tests send to a queue no worker reads: the three messages are still there.
+    assert value(families["epochal_queue_depth"], queue="api-tests") >= 3
+
+
+def test_requests_are_counted_and_timed_by_route_template(client: TestClient) -> None:
+    client.get("/experiments/424242")  # a 404, counted under the route's template, not the raw path
+    families = scrape(client)
+    counted = value(families["epochal_http_requests"], method="GET", route="/experiments/{experiment_id}", status="404")
+    assert counted >= 1
+    timed = [
+        s
+        for s in families["epochal_http_request_duration_seconds"]
+        if s.name.endswith("_count") and s.labels.get("route") == "/experiments/{experiment_id}"
+    ]
+    assert timed and timed[0].value >= 1
+    assert all("424242" not in s.labels.get("route", "") for s in families["epochal_http_requests"])
+
+
+def test_only_admins_read_metrics(other_client: TestClient, anonymous_client: TestClient) -> None:
+    assert other_client.get("/metrics").status_code == 403
+    assert anonymous_client.get("/metrics").status_code == 401
