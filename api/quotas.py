@@ -14,7 +14,7 @@ from fastapi import HTTPException
 from limits import RateLimitItemPerSecond
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from config import Settings
@@ -36,8 +36,15 @@ def too_many(detail: str, retry_after_s: int) -> HTTPException:
 
 
 def check_active_jobs(session: Session, settings: Settings, user: User, adding: int) -> None:
-    """429 if queueing `adding` more experiments would take the user over their active-jobs limit."""
+    """429 if queueing `adding` more experiments would take the user over their active-jobs limit.
+
+    The caller must commit the new rows in the same transaction: the check holds a write lock until then.
+    """
     limit = user.max_active_jobs or settings.max_active_jobs
+    # Count, then insert, is a race: two requests of one user could both count below the limit. A no-op write
+    # to the user's row first serializes them: it locks the row on PostgreSQL and takes the database's
+    # write lock on SQLite, until the caller commits its new experiments.
+    session.execute(update(User).where(User.id == user.id).values(admin=User.admin))
     active = session.scalar(
         select(func.count(Experiment.id)).where(Experiment.owner_id == user.id, Experiment.status.in_(ACTIVE))
     )

@@ -7,6 +7,8 @@ import os
 import stat
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -276,3 +278,21 @@ def test_an_override_can_be_reset_to_the_setting(client: TestClient, other_clien
     set_quota(client, user_id, max_active_jobs=1)
     set_quota(client, user_id, max_active_jobs=None)
     assert me(other_client).json()["max_active_jobs"] is None
+
+
+def test_concurrent_submissions_cannot_overshoot_the_active_jobs_limit(
+    client: TestClient, other_client: TestClient
+) -> None:
+    set_quota(client, other_user_id(other_client), max_active_jobs=3)
+    headers = dict(other_client.headers)
+    start = threading.Barrier(8)
+
+    def submit_one() -> int:
+        with TestClient(app, headers=headers) as own:
+            start.wait()
+            return own.post("/experiments", json={"dataset": "mnist"}).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda _: submit_one(), range(8)))
+    assert sorted(answers) == [202] * 3 + [429] * 5, answers
+    assert other_client.get("/experiments").json()["total"] == 3
