@@ -30,14 +30,27 @@ from models.db import session_scope
 
 router = APIRouter(tags=["events"])
 
+# Stream entry ids: milliseconds-sequence. Anything else in Last-Event-ID starts from the beginning.
+ENTRY_ID = r"^\d{1,20}-\d{1,20}$"
 EVENT_STREAM: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "A text/event-stream of `status`, `epoch` and `progress` events, each `data` a JSON object.",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        # One event: its name, its stream entry id, and its data, a JSON object as text.
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "event": {"type": "string", "enum": ["status", "epoch", "progress"]},
+                        "id": {"type": "string", "pattern": ENTRY_ID},
+                        "data": {"type": "string", "contentMediaType": "application/json"},
+                    },
+                    "required": ["event", "data"],
+                }
+            }
+        },
     }
 }
-# Stream entry ids: milliseconds-sequence. Anything else in Last-Event-ID starts from the beginning.
-ENTRY_ID = r"^\d{1,20}-\d{1,20}$"
 KEEP_ALIVE_MS = 10_000
 LastEventId = Annotated[
     str | None,
