@@ -7,6 +7,7 @@ a key.
 
 from __future__ import annotations
 
+import ast
 import re
 from typing import Any
 
@@ -19,6 +20,7 @@ from api.main import app
 from models import Experiment
 from models.db import session_scope
 from tests.seed import finish, png
+from tests.support import ROOT
 from training.results import CHECKPOINT_NAME
 
 PUBLIC = {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -200,3 +202,17 @@ def test_ids_out_of_range_are_404(client: TestClient, template: str, bad_id: str
 
 def test_an_id_that_is_not_a_number_is_422(client: TestClient) -> None:
     assert client.get("/experiments/seven").status_code == 422
+
+
+def test_routers_do_not_import_each_other() -> None:
+    # Lookups shared by routers live in api/access.py (and submission in api/submission.py): a router that
+    # imports another is how a second, unchecked way to find an experiment would creep back in.
+    offenders = {}
+    for path in sorted((ROOT / "api" / "routers").glob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        routers = sorted(name for name in imported if name.startswith("api.routers"))
+        if routers:
+            offenders[path.name] = routers
+    assert offenders == {}
