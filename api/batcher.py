@@ -10,8 +10,9 @@ no load, so the rule is:
   arrived, or until `max_batch` images are queued, whichever comes first);
 - `window_s == 0` turns gathering off: each request makes its own call, as without a batcher.
 
-The batcher lives on one event loop; the model calls run on one thread of its own, so they never
-queue behind database or decoding work in the shared thread pool.
+The batcher lives on one event loop; the model calls run in the shared worker threads, one call at a
+time per network. (A thread of its own per network measured slower for a lone client on a busy machine:
+one more thread to wake per request.)
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,13 +39,12 @@ class _Waiting:
 class MicroBatcher:
     """Runs `call` on batches gathered from concurrent `predict` calls; see the module docstring."""
 
-    def __init__(self, call: ModelCall, window_s: float, max_batch: int, name: str = "model") -> None:
+    def __init__(self, call: ModelCall, window_s: float, max_batch: int) -> None:
         self.call = call
         self.window_s = window_s
         self.max_batch = max_batch
         # How many calls saw how many images: proof that gathering happened, for tests and benchmarks.
         self.batch_sizes: Counter[int] = Counter()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"predict-{name}")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: list[_Waiting] = []
         self._running = False
@@ -71,7 +70,7 @@ class MicroBatcher:
             self._running = True
             self.batch_sizes[len(inputs)] += 1
             try:
-                return await loop.run_in_executor(self._executor, self.call, inputs)
+                return await to_thread.run_sync(self.call, inputs)
             finally:
                 if self._queue:  # requests arrived during the call: they go together, in the next one
                     self._drainer = loop.create_task(self._drain())  # kept: the loop holds tasks only weakly
@@ -120,9 +119,8 @@ class MicroBatcher:
     async def _run(self, batch: list[_Waiting]) -> None:
         inputs = batch[0].inputs if len(batch) == 1 else np.concatenate([w.inputs for w in batch])
         self.batch_sizes[len(inputs)] += 1
-        loop = asyncio.get_running_loop()
         try:
-            outputs = await loop.run_in_executor(self._executor, self.call, inputs)
+            outputs = await to_thread.run_sync(self.call, inputs)
         except Exception as exc:
             for waiting in batch:
                 if not waiting.answer.done():
@@ -134,7 +132,3 @@ class MicroBatcher:
             if not waiting.answer.done():  # its client may have gone away (the request was cancelled)
                 waiting.answer.set_result(outputs[start:end])
             start = end
-
-    def close(self) -> None:
-        """Let the model thread end once its current call is done (the network was evicted from the cache)."""
-        self._executor.shutdown(wait=False)

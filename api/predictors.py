@@ -89,7 +89,7 @@ class PredictorCache:
                 self.loads += 1
                 self._items[sha256] = served
                 while len(self._items) > self.capacity:
-                    self._items.popitem(last=False)[1].batcher.close()
+                    self._items.popitem(last=False)
             return served
 
     def _load(self, experiment: Experiment, sha256: str, content: bytes) -> ServedModel:
@@ -104,7 +104,7 @@ class PredictorCache:
             path.write_bytes(content)
             predictor = Predictor.from_file(path, DATASETS[experiment.dataset], experiment.head_activation)
         predictor.warm_up()
-        batcher = MicroBatcher(predictor.predict_batch, self.window_s, self.max_batch, name=str(experiment.id))
+        batcher = MicroBatcher(predictor.predict_batch, self.window_s, self.max_batch)
         return ServedModel(predictor, batcher)
 
 

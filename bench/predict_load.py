@@ -5,12 +5,13 @@
     python bench/predict_load.py --url http://127.0.0.1:8000 --key KEY --experiment ID
 
 By default it starts its own service (`python -m epochal serve` in a temporary state folder), trains a
-1-epoch MNIST experiment, and starts a second API process on the same database with micro-batching
-off (EPOCHAL_PREDICT_BATCH_WINDOW_MS=0). With --before-tree (a checkout of an older commit), a third
-API runs that code. Rows alternate between the servers, repeat by repeat, so each comparison sees the
-same machine load; each row is 1, 4, 16... clients sending one image per request (the single route)
-or --batch-images per request (the batch route) for --seconds. Images are MNIST test digits as PNGs.
-Figures are images per second, and request latency percentiles.
+1-epoch MNIST experiment, then starts two API processes on the same database that differ only in
+micro-batching: on (EPOCHAL_PREDICT_BATCH_WINDOW_MS=2) and off (0). With --before-tree (a checkout of
+an older commit), a third API runs that code. Rows alternate between the servers, repeat by repeat, so
+each comparison sees the same machine load; each row is 1, 4, 16... clients sending one image per
+request (the single route) or --batch-images per request (the batch route) for --seconds. Images are
+MNIST test digits as PNGs. Figures: images per second, request latency percentiles, and the CPU time the
+API process spent per request (steadier than throughput on a shared machine).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 import numpy as np
+import psutil
 from PIL import Image
 
 from bench.load import Result, closed_loop, http_request, multipart
@@ -44,6 +46,13 @@ class Server:
     label: str
     url: str
     batch_route: bool = True
+    pid: int | None = None  # the API process, when this script started it: its CPU time per request is reported
+
+    def cpu_seconds(self) -> float:
+        if self.pid is None:
+            return float("nan")
+        times = psutil.Process(self.pid).cpu_times()
+        return float(times.user + times.system)
 
 
 def free_port() -> int:
@@ -117,13 +126,13 @@ def requests_for(server: Server, key: str, experiment_id: int, pngs: list[bytes]
     return built
 
 
-def row(route: str, clients: int, label: str, result: Result, images: int) -> str:
+def row(route: str, clients: int, label: str, result: Result, images: int, cpu_ms: float) -> str:
     failed = sum(result.failures.values())
     note = f"  FAILED {failed} {result.failures} {result.failure_sample!r}" if failed else ""
     return (
         f"{route:14s} {clients:3d} clients  {label:28s} {result.per_second(images):8.0f} images/s "
         f"{result.per_second():7.0f} req/s  p50 {result.percentile(50):7.2f} ms  p99 {result.percentile(99):7.2f} ms"
-        f"{note}"
+        f"  API CPU {cpu_ms:5.2f} ms/req{note}"
     )
 
 
@@ -136,6 +145,7 @@ def measure(args: argparse.Namespace, servers: list[Server], key: str, experimen
             if per_request == 1 or server.batch_route:
                 closed_loop(server.url, requests_for(server, key, experiment_id, pngs, per_request), 1, 0.5)
     results: dict[tuple[str, int, str], list[Result]] = {}
+    cpu: dict[tuple[str, int, str], list[float]] = {}
     print(f"{'route':14s} {'':11s}  {'server':28s} (one line per run; rows alternate between servers)", flush=True)
     for repeat in range(args.repeats):
         for route, per_request in routes:
@@ -145,16 +155,21 @@ def measure(args: argparse.Namespace, servers: list[Server], key: str, experimen
                     if per_request > 1 and not server.batch_route:
                         continue
                     built = requests_for(server, key, experiment_id, pngs, per_request)
+                    cpu_before = server.cpu_seconds()
                     result = closed_loop(server.url, built, count, args.seconds)
+                    # CPU time of the API process per answered request: steadier than throughput on a busy machine.
+                    cpu_ms = (server.cpu_seconds() - cpu_before) * 1000 / max(1, result.requests)
                     results.setdefault((route, count, server.label), []).append(result)
-                    print(row(route, count, server.label, result, per_request), flush=True)
+                    cpu.setdefault((route, count, server.label), []).append(cpu_ms)
+                    print(row(route, count, server.label, result, per_request, cpu_ms), flush=True)
     print(f"\nmedian over {args.repeats} repeats of {args.seconds:g} s:")
     for (route, count, label), runs in results.items():
         per_request = 1 if route == "single" else args.batch_images
         throughput = statistics.median(r.per_second(per_request) for r in runs)
         p50 = statistics.median(r.percentile(50) for r in runs)
         p99 = statistics.median(r.percentile(99) for r in runs)
-        figures = f"{throughput:8.0f} images/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms"
+        cpu_ms = statistics.median(cpu[(route, count, label)])
+        figures = f"{throughput:8.0f} images/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  API CPU {cpu_ms:5.2f} ms/req"
         print(f"{route:14s} {count:3d} clients  {label:28s} {figures}")
 
 
@@ -200,14 +215,16 @@ def own_service(args: argparse.Namespace, folder: Path, pngs: list[bytes]) -> No
             "EPOCHAL_DATABASE_URL": f"sqlite:///{state.resolve() / 'epochal.db'}",
             "EPOCHAL_BROKER_URL": f"redis+socket://{state.resolve() / 'broker.sock'}",
         }
-        servers = [Server("batching on (window 2 ms)", url)]
+        # Both sides are API processes started the same way: only the batching window differs.
+        on_url, on = start_api(ROOT, shared, "2")
         off_url, off = start_api(ROOT, shared, "0")
-        processes.append(off)
-        servers.append(Server("batching off (window 0)", off_url))
+        processes += [on, off]
+        servers = [Server("batching on (window 2 ms)", on_url, pid=on.pid)]
+        servers.append(Server("batching off (window 0)", off_url, pid=off.pid))
         if args.before_tree:
             before_url, before = start_api(Path(args.before_tree).resolve(), shared, "0")
             processes.append(before)
-            servers.append(Server("before (older tree)", before_url, batch_route=False))
+            servers.append(Server("before (older tree)", before_url, batch_route=False, pid=before.pid))
         measure(args, servers, key, experiment_id, pngs)
     except Exception:
         print((folder / "serve.log").read_text(errors="replace")[-3000:], file=sys.stderr)

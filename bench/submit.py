@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
+import psutil
 
 from bench.load import Result, closed_loop, http_request
 
@@ -110,29 +111,41 @@ def admin_key_for(database_url: str) -> str:
         engine.dispose()
 
 
-def row(clients: int, label: str, result: Result) -> str:
+def row(clients: int, label: str, result: Result, cpu_ms: float) -> str:
     failed = sum(result.failures.values())
     note = f"  FAILED {result.failures} {result.failure_sample!r}" if failed else ""
     return (
         f"{clients:3d} clients  {label:20s} {result.per_second():7.0f} submissions/s  "
-        f"p50 {result.percentile(50):7.2f} ms  p99 {result.percentile(99):7.2f} ms{note}"
+        f"p50 {result.percentile(50):7.2f} ms  p99 {result.percentile(99):7.2f} ms  API CPU {cpu_ms:5.2f} ms/req{note}"
     )
 
 
-def measure(args: argparse.Namespace, servers: list[tuple[str, str]], admin_key: str) -> None:
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time of the API process, when this script started it (NaN otherwise)."""
+    if pid is None:
+        return float("nan")
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def measure(args: argparse.Namespace, servers: list[tuple[str, str, int | None]], admin_key: str) -> None:
     name, key = bench_user(servers[0][1], admin_key)
     print(f"jobs go to queue {args.queue!r}, owned by user {name!r}")
     results: dict[tuple[int, str], list[Result]] = {}
+    cpu: dict[tuple[int, str], list[float]] = {}
     try:
-        for _label, url in servers:
+        for _label, url, _pid in servers:
             closed_loop(url, submit_requests(url, key, args.queue, name), 1, 0.5, ok=202)  # connections, caches
         for repeat in range(args.repeats):
             for clients in [int(c) for c in args.clients.split(",")]:
-                for label, url in servers if repeat % 2 == 0 else list(reversed(servers)):
+                for label, url, pid in servers if repeat % 2 == 0 else list(reversed(servers)):
                     built = submit_requests(url, key, args.queue, name)
+                    cpu_before = cpu_seconds(pid)
                     result = closed_loop(url, built, clients, args.seconds, ok=202)
+                    cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000 / max(1, result.requests)
+                    cpu.setdefault((clients, label), []).append(cpu_ms)
                     results.setdefault((clients, label), []).append(result)
-                    print(row(clients, label, result), flush=True)
+                    print(row(clients, label, result, cpu_ms), flush=True)
     finally:
         cancelled = clean_up(servers[0][1], key, args.queue, args.broker_url)
         print(f"cleaned up: {cancelled} benchmark jobs cancelled" + (", queue emptied" if args.broker_url else ""))
@@ -141,7 +154,9 @@ def measure(args: argparse.Namespace, servers: list[tuple[str, str]], admin_key:
         rate = statistics.median(r.per_second() for r in runs)
         p50 = statistics.median(r.percentile(50) for r in runs)
         p99 = statistics.median(r.percentile(99) for r in runs)
-        print(f"{clients:3d} clients  {label:20s} {rate:7.0f} submissions/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms")
+        cpu_ms = statistics.median(cpu[(clients, label)])
+        figures = f"{rate:7.0f} submissions/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  API CPU {cpu_ms:5.2f} ms/req"
+        print(f"{clients:3d} clients  {label:20s} {figures}")
 
 
 def own_api(args: argparse.Namespace) -> None:
@@ -159,11 +174,11 @@ def own_api(args: argparse.Namespace) -> None:
 
         port = free_port()
         processes.append(start_api(ROOT, env, port))
-        servers = [("this tree", f"http://127.0.0.1:{port}")]
+        servers: list[tuple[str, str, int | None]] = [("this tree", f"http://127.0.0.1:{port}", processes[-1].pid)]
         if args.before_tree:
             before_port = free_port()
             processes.append(start_api(Path(args.before_tree).resolve(), env, before_port))
-            servers.append(("before (older tree)", f"http://127.0.0.1:{before_port}"))
+            servers.append(("before (older tree)", f"http://127.0.0.1:{before_port}", processes[-1].pid))
         measure(args, servers, admin_key)
     finally:
         for process in processes:
@@ -187,7 +202,7 @@ def main() -> int:
     if args.url:
         if not args.key:
             parser.error("--url needs an admin's --key (or EPOCHAL_API_KEY)")
-        measure(args, [("as configured", args.url)], args.key)
+        measure(args, [("as configured", args.url, None)], args.key)
     elif args.database_url and args.broker_url:
         own_api(args)
     else:
