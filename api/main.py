@@ -9,6 +9,7 @@ from api.errors import install_error_handlers, responses
 from api.limits import BodySizeLimit, StorableText
 from api.metrics import RequestMetrics
 from api.routers import backprop, datasets, events, experiments, health, metrics, predictions, reports, sweeps, users
+from api.ui import install_ui
 from config import get_settings, install_log_redaction
 
 DESCRIPTION = """
@@ -25,7 +26,8 @@ keys at /users.
 def create_app() -> FastAPI:
     install_log_redaction()  # no configured password in any log line the API process writes
     settings = get_settings()
-    app = FastAPI(title="Epochal", version="0.1.0", description=DESCRIPTION)
+    # /docs and /redoc are served by install_ui from vendored files, not from FastAPI's CDN links.
+    app = FastAPI(title="Epochal", version="0.1.0", description=DESCRIPTION, docs_url=None, redoc_url=None)
     install_error_handlers(app)
     # The last added runs first: the size cap, so the text check only ever buffers a capped body.
     app.add_middleware(StorableText)
@@ -36,6 +38,7 @@ def create_app() -> FastAPI:
     for module in (experiments, events, sweeps, reports, predictions, datasets, backprop, users, metrics):
         app.include_router(module.router, dependencies=[Depends(current_user)], responses=responses(401, 503))
     app.include_router(health.router)
+    install_ui(app)  # public pages: the dashboard at /ui/ and the API reference; their data calls need a key
     return app
 
 

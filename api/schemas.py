@@ -220,6 +220,15 @@ class ArtifactRead(BaseModel):
     sha256: str
     url: str
     created_at: UtcDatetime
+    # A Keras checkpoint's input contract (api/model_contract.py); null for any other kind of file.
+    input_shape: list[int | None] | None = Field(
+        default=None, description="Keras input shape of the network, batch first (null: any batch size)."
+    )
+    input_dtype: str | None = Field(default=None, description="dtype of the input layer: float32.")
+    input_range: list[float] | None = Field(
+        default=None, description="[0, 255]: raw pixels; the network rescales by 1/255 itself. Do not divide by 255."
+    )
+    preprocessing: str | None = Field(default=None, description="How to turn an image into the network's input.")
 
 
 class PredictionRead(BaseModel):

@@ -12,6 +12,7 @@ from api.access import MAX_ID, ExperimentId, owned, visible_artifact, visible_ev
 from api.auth import CurrentUser
 from api.deps import SessionDep, SettingsDep
 from api.errors import conflict, responses
+from api.model_contract import model_input
 from api.quotas import check_active_jobs, check_sweep_size
 from api.schemas import (
     ArtifactRead,
@@ -135,8 +136,10 @@ def read_confusion_matrix(experiment_id: ExperimentId, session: SessionDep, user
 
 @router.get("/{experiment_id}/artifacts", response_model=list[ArtifactRead], responses=responses(404, 422))
 def list_artifacts(experiment_id: ExperimentId, session: SessionDep, user: CurrentUser) -> list[ArtifactRead]:
-    """Files the run produced (the best checkpoint), with size and sha256."""
+    """Files the run produced (the best checkpoint), with size and sha256, and what the checkpoint takes as input:
+    raw 0..255 pixels as float32, which it rescales itself (feeding it x / 255 scales twice)."""
     experiment = visible_experiment(session, user, experiment_id)
+    contract = model_input(experiment.dataset).model_dump()
     return [
         ArtifactRead(
             name=a.name,
@@ -145,6 +148,7 @@ def list_artifacts(experiment_id: ExperimentId, session: SessionDep, user: Curre
             sha256=a.sha256,
             url=f"/experiments/{experiment_id}/artifacts/{a.name}",
             created_at=a.created_at,
+            **(contract if a.name.endswith(".h5") else {}),
         )
         for a in experiment.artifacts
     ]

@@ -1,0 +1,84 @@
+// One experiment: its spec and status, live curves from the event stream while it trains, then its test
+// evaluation, its checkpoint with the input contract, and predictions on a dropped image.
+import { api } from "./api.js";
+import { fmt, h, pct, statusBadge } from "./dom.js";
+import { showError } from "./list.js";
+import { drawCurves, evaluationCard, modelCard, predictionCard } from "./results.js";
+import { follow } from "./sse.js";
+
+const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
+
+function specTable(e) {
+  const rows = [["dataset", e.dataset], ["network", e.network], ["optimizer", e.optimizer],
+    ["learning rate", e.learning_rate ?? "Keras default"], ["head", `${e.head.units} × ${e.head.activation}`],
+    ["loss", e.loss], ["epochs × batch", `${e.epochs} × ${e.batch_size}`], ["train size", e.train_size ?? "all"],
+    ["best epoch chosen on", e.selected_on], ["seed", e.seed], ["device", e.device ?? "–"], ["worker", e.worker ?? "–"]];
+  return h("table", {}, h("tbody", {}, rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v)))));
+}
+
+export function renderExperiment(view, id) {
+  const status = h("span", { id: "status" });
+  const progress = h("p", { id: "progress", class: "muted" });
+  const curves = h("div", { class: "grid2", id: "curves", "data-points": "0" });
+  const summary = h("div", { id: "summary" });
+  const results = h("div", { id: "results" });
+  view.replaceChildren(h("h1", {}, `Experiment #${id} `, status), summary, progress,
+    h("div", { class: "card" }, h("h2", {}, "Learning curves"), curves), results);
+  const metrics = new Map();
+  let stop = () => {};
+  let alive = true;
+
+  const setStatus = (value) => status.replaceChildren(statusBadge(value));
+  async function showResults(experiment) {
+    const parts = [];
+    if (experiment.error) parts.push(h("div", { class: "card error", role: "alert" }, experiment.error));
+    if (experiment.status === "succeeded") {
+      const [evaluation, artifacts] = await Promise.all([
+        api(`/experiments/${id}/evaluation`), api(`/experiments/${id}/artifacts`)]);
+      parts.push(evaluationCard(evaluation), modelCard(id, artifacts), predictionCard(id));
+    }
+    if (alive) results.replaceChildren(...parts);
+  }
+  async function load() {
+    const experiment = await api(`/experiments/${id}`);
+    setStatus(experiment.status);
+    const s = experiment.summary;
+    summary.replaceChildren(h("p", {}, experiment.name ? `${experiment.name}. ` : "",
+      `Best validation accuracy ${pct(s.best_val_accuracy)} (epoch ${s.best_epoch ?? "–"}), `,
+      `test accuracy ${pct(s.test_accuracy)}, test loss ${fmt(s.test_loss)}.`,
+      experiment.sweep_id ? h("a", { href: `#/sweeps/${experiment.sweep_id}` }, ` Part of sweep ${experiment.sweep_id}.`) : ""),
+      h("details", {}, h("summary", {}, "Spec"), specTable(experiment)));
+    for (const m of await api(`/experiments/${id}/metrics`)) metrics.set(m.epoch, m);
+    drawCurves(curves, metrics);
+    return experiment;
+  }
+
+  (async () => {
+    try {
+      const experiment = await load();
+      if (FINISHED.has(experiment.status)) return showResults(experiment);
+      // Live: each finished epoch adds its points; the final status loads the results.
+      stop = follow(`/experiments/${id}/events`, (event, data) => {
+        if (event === "epoch") {
+          metrics.set(data.epoch, data);
+          drawCurves(curves, metrics);
+          progress.textContent = `epoch ${data.epoch} done in ${fmt(data.seconds, 1)} s`;
+        } else if (event === "progress") {
+          progress.textContent = `epoch ${data.epoch}: batch ${data.batch}/${data.batches}, loss ${fmt(data.loss)}, `
+            + `accuracy ${pct(data.accuracy)}`;
+        } else if (event === "status") {
+          setStatus(data.status);
+          if (FINISHED.has(data.status)) {
+            progress.textContent = "";
+            load().then(showResults).catch((error) => showError(results, error));
+            return true;
+          }
+        }
+        return false;
+      }, { onError: (error) => { progress.textContent = `live view interrupted (${error.message}); reconnecting…`; } });
+    } catch (error) {
+      showError(results, error);
+    }
+  })();
+  return () => { alive = false; stop(); };
+}

@@ -1,0 +1,103 @@
+// Submit an experiment or a sweep. The browser does not validate (novalidate): the API's 422 answer is
+// the one truth, and each of its errors is shown next to the field its `loc` names.
+import { api } from "./api.js";
+import { h } from "./dom.js";
+import { FILTERS } from "./list.js";
+
+function field(prefix, name, label, control, hint = "") {
+  control.id = `${prefix}-${name}`;
+  control.name = name;
+  return h("label", {}, label, control, h("span", {},
+    h("span", { class: "muted" }, hint), h("span", { class: "field-error", "data-error-for": name, role: "alert" })));
+}
+const select = (values, chosen) => h("select", {}, values.map((v) => h("option", { value: v, selected: v === chosen }, v)));
+const number = (value = "", step = "1") => h("input", { type: "number", value, step });
+
+// The JSON body from the form: empty fields are left out so the API applies its defaults.
+function values(form, numeric) {
+  const out = {};
+  for (const el of form.querySelectorAll("input[name], select[name]")) {
+    if (el.type === "checkbox") continue;
+    if (el.value.trim() === "") continue;
+    out[el.name] = numeric.has(el.name) ? Number(el.value) : el.value.trim();
+  }
+  return out;
+}
+
+export function showValidation(form, error) {
+  form.querySelectorAll(".field-error").forEach((el) => { el.textContent = ""; });
+  const general = form.querySelector(".form-error");
+  general.textContent = "";
+  const detail = error.body?.detail;
+  if (error.status !== 422 || !Array.isArray(detail)) {
+    general.textContent = error.message;
+    return;
+  }
+  const unplaced = [];
+  for (const item of detail) {
+    const path = (item.loc || []).filter((p) => p !== "body");
+    // "base.epochs" in a sweep is the epochs field; "head.units" falls back to the whole head.
+    const candidates = [path.join("."), path.filter((p) => p !== "base").join("."), String(path.at(-1)), String(path[0])];
+    const slot = candidates.map((c) => form.querySelector(`[data-error-for="${CSS.escape(c)}"]`)).find(Boolean);
+    const text = String(item.msg || "").replace(/^Value error, /, "");
+    if (slot) slot.textContent = slot.textContent ? `${slot.textContent}; ${text}` : text;
+    else unplaced.push(`${path.join(".") || "body"}: ${text}`);
+  }
+  general.textContent = unplaced.length ? unplaced.join("; ") : "Fix the fields marked above.";
+}
+
+const NUMERIC = new Set(["learning_rate", "epochs", "batch_size", "train_size", "repeats", "seed", "validation_split"]);
+
+function experimentForm() {
+  const form = h("form", { class: "spec card", id: "experiment-form", novalidate: true },
+    h("h2", {}, "New experiment"),
+    field("exp", "name", "name", h("input", { type: "text" })),
+    field("exp", "dataset", "dataset", select(FILTERS.dataset, "mnist")),
+    field("exp", "optimizer", "optimizer", select(FILTERS.optimizer, "adam")),
+    field("exp", "learning_rate", "learning rate", number("", "any"), "empty: the optimizer's Keras default"),
+    field("exp", "epochs", "epochs", number(3)),
+    field("exp", "batch_size", "batch size", number(128)),
+    field("exp", "train_size", "train size", number(""), "empty: all training examples"),
+    field("exp", "validation", "validation", select(["held_out", "test"], "held_out"),
+      "test: select the best epoch on the test split (optimistic)"),
+    field("exp", "repeats", "repeats", number(1), "more than 1: a sweep of one configuration"),
+    h("button", { type: "submit" }, "Train"), h("p", { class: "form-error error", role: "alert" }));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const created = await api("/experiments", { method: "POST", json: values(form, NUMERIC) });
+      location.hash = `#/experiments/${created.id}`;
+    } catch (error) { showValidation(form, error); }
+  });
+  return form;
+}
+
+function sweepForm() {
+  const optimizers = h("span", { id: "sweep-optimizers" }, FILTERS.optimizer.map((o) =>
+    h("label", {}, h("input", { type: "checkbox", value: o, checked: ["sgd", "adam"].includes(o) }), o)));
+  const form = h("form", { class: "spec card", id: "sweep-form", novalidate: true },
+    h("h2", {}, "New sweep: one experiment per optimizer"),
+    field("sweep", "name", "name", h("input", { type: "text" })),
+    field("sweep", "dataset", "dataset", select(FILTERS.dataset, "mnist")),
+    field("sweep", "epochs", "epochs", number(3)),
+    field("sweep", "batch_size", "batch size", number(128)),
+    field("sweep", "train_size", "train size", number(""), "empty: all training examples"),
+    h("label", {}, "optimizers", optimizers, h("span", { class: "field-error", "data-error-for": "grid" })),
+    field("sweep", "repeats", "repeats", number(1), "runs per optimizer, with distinct seeds"),
+    h("button", { type: "submit" }, "Start sweep"), h("p", { class: "form-error error", role: "alert" }));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const { name, repeats, ...base } = values(form, NUMERIC);
+    const chosen = [...optimizers.querySelectorAll("input:checked")].map((el) => el.value);
+    const body = { name, base, grid: { optimizer: chosen }, ...(repeats !== undefined ? { repeats } : {}) };
+    try {
+      const sweep = await api("/sweeps", { method: "POST", json: body });
+      location.hash = `#/sweeps/${sweep.id}`;
+    } catch (error) { showValidation(form, error); }
+  });
+  return form;
+}
+
+export function renderNew(view) {
+  view.replaceChildren(h("h1", {}, "Train something"), h("div", { class: "grid2" }, experimentForm(), sweepForm()));
+}

@@ -1,0 +1,262 @@
+"""The dashboard and the API reference in a real headless Chromium, against the real service and a worker.
+
+Driven by Playwright for Python with the system's Chromium (Debian's `chromium` package; Playwright's own
+browser download is not needed). Skipped when that browser is missing. With EPOCHAL_SCREENSHOT_DIR set,
+the pages are also saved there as PNG files (docs/screenshots/ was made this way).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+
+from tests.support import ADMIN, Service, running_service
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip(
+        f"browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium); .ci/run installs it",
+        allow_module_level=True,
+    )
+playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is in requirements/dev.txt")
+expect = playwright_api.expect
+
+pytestmark = pytest.mark.e2e
+
+QUEUE = "e2e-browser"
+TINY = {"train_size": "300", "epochs": "2", "batch_size": "64"}  # a job of a few seconds on a CPU
+TRAINED_S = 240_000  # ms: the worker's first job also pays TensorFlow's start on a busy machine
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# Records every value the curves' point count takes, so the test can tell live growth from a finished page.
+WATCH_POINTS = """
+window.__points = [];
+document.addEventListener("DOMContentLoaded", () => {
+  new MutationObserver((records) => {
+    for (const r of records) window.__points.push(Number(r.oldValue || 0), Number(r.target.dataset.points));
+  }).observe(document.body, { subtree: true, attributes: true, attributeOldValue: true,
+                              attributeFilter: ["data-points"] });
+});
+"""
+
+
+@pytest.fixture(scope="module")
+def service(migrated_database: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    with running_service(tmp_path_factory.mktemp("browser"), QUEUE, ["browser-worker"]) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with playwright_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any, service: Service) -> Iterator[Any]:
+    """A fresh browser context that can reach the service only: any other host is blocked and remembered."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=service.base_url)
+    context.outside = []  # type: ignore[attr-defined]
+
+    def local_only(route: Any) -> None:
+        if urlparse(route.request.url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            context.outside.append(route.request.url)  # type: ignore[attr-defined]
+            route.abort()
+
+    context.route("**/*", local_only)
+    context.set_default_timeout(30_000)
+    opened = context.new_page()
+    opened.add_init_script(WATCH_POINTS)
+    yield opened
+    assert context.outside == [], f"requests left the machine: {context.outside}"  # type: ignore[attr-defined]
+    context.close()
+
+
+def screenshot(page: Any, name: str) -> None:
+    folder = os.environ.get("EPOCHAL_SCREENSHOT_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=False)
+
+
+def sign_in(page: Any, service: Service) -> None:
+    page.goto("/ui/")
+    page.fill("#key-input", service.api_key)
+    page.click("#key-form button[type=submit]")
+    expect(page.locator("#key-state")).to_have_text("key set")
+
+
+def fill(page: Any, form: str, values: dict[str, str]) -> None:
+    for name, value in values.items():
+        page.fill(f"{form} [name={name}]", value)
+
+
+def digit_png() -> bytes:
+    """A white 7 on black, 28x28, drawn here: the kind of picture an MNIST network takes."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("L", (28, 28), 0)
+    ImageDraw.Draw(image).line([(7, 6), (21, 6), (12, 23)], fill=255, width=3)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def drop_file(page: Any, selector: str, content: bytes, name: str) -> None:
+    """A real drop event carrying a file, as dragging it from the desktop produces."""
+    transfer = page.evaluate_handle(
+        """([data, name]) => {
+          const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+          const transfer = new DataTransfer();
+          transfer.items.add(new File([bytes], name, { type: "image/png" }));
+          return transfer;
+        }""",
+        [base64.b64encode(content).decode(), name],
+    )
+    page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
+
+
+def test_a_person_trains_watches_inspects_and_predicts(page: Any, service: Service) -> None:
+    sign_in(page, service)
+    page.click("text=New experiment or sweep")
+    fill(page, "#experiment-form", {"name": "browser digits", **TINY})
+    screenshot(page, "new-experiment")
+    page.click("#experiment-form button[type=submit]")
+    expect(page.locator("h1")).to_contain_text("Experiment #")
+    experiment_id = int(page.url.rsplit("/", 1)[1])
+
+    # The curves grow while it trains: one point per finished epoch, seen arriving one by one.
+    expect(page.locator("#curves")).to_have_attribute("data-points", "2", timeout=TRAINED_S)
+    seen = page.evaluate("window.__points")
+    assert 1 in seen and seen.index(1) < seen.index(2), f"the curve did not grow epoch by epoch: {seen}"
+    expect(page.locator("#status [data-status]")).to_have_text("succeeded", timeout=TRAINED_S)
+
+    page.click("#confusion-details summary")
+    matrix = page.locator("#confusion-matrix")
+    expect(matrix).to_be_visible()
+    assert matrix.locator("tbody tr").count() == 10
+    expect(page.locator("#classification-report")).to_contain_text("macro avg")
+    expect(page.locator("#model-contract")).to_contain_text("0..255, raw")
+    expect(page.locator("#model-contract")).to_contain_text("float32")
+
+    digit = digit_png()
+    drop_file(page, "#dropzone", digit, "seven.png")
+    label = page.locator("#prediction-label")
+    expect(label).to_have_text(_api_label(service, experiment_id, digit))
+    assert page.locator("#probabilities .bar").count() == 10
+    screenshot(page, "experiment")
+    page.locator("#prediction").scroll_into_view_if_needed()
+    screenshot(page, "prediction")
+
+    with page.expect_download() as downloading:
+        page.click("#download-model")
+    assert downloading.value.suggested_filename == "best_model.h5"
+
+    page.goto("/ui/#/experiments")
+    expect(page.locator(f"#experiments tr[data-id='{experiment_id}']")).to_contain_text("succeeded")
+    screenshot(page, "experiments")
+
+
+def _api_label(service: Service, experiment_id: int, image: bytes) -> str:
+    with service.http() as http:
+        response = http.post(f"/experiments/{experiment_id}/predictions", files={"file": ("seven.png", image)})
+    assert response.status_code == 200, response.text
+    return str(response.json()["label"])
+
+
+def test_a_sweep_shows_its_ranked_configurations(page: Any, service: Service) -> None:
+    sign_in(page, service)
+    page.goto("/ui/#/new")
+    fill(page, "#sweep-form", {"name": "browser optimizers", **TINY})
+    page.click("#sweep-form button[type=submit]")
+    expect(page.locator("h1")).to_contain_text("Sweep #")
+    expect(page.locator("#sweep-state")).to_have_text("finished", timeout=2 * TRAINED_S)
+    sweep_id = int(page.url.rsplit("/", 1)[1])
+
+    with service.http() as http:
+        configurations = http.get(f"/sweeps/{sweep_id}").json()["configurations"]
+    rows = page.locator("#configurations tbody tr")
+    expect(rows).to_have_count(len(configurations))
+    for index, configuration in enumerate(configurations):  # the API's ranking, in its order
+        expect(rows.nth(index).locator("td").nth(0)).to_have_text(str(configuration["rank"]))
+        expect(rows.nth(index).locator("td").nth(1)).to_have_text(configuration["label"])
+    expect(page.locator("#comparison tbody tr")).to_have_count(2)
+    screenshot(page, "sweep")
+
+
+def test_the_form_shows_the_apis_422_next_to_the_field(page: Any, service: Service) -> None:
+    sign_in(page, service)
+    page.goto("/ui/#/new")
+    fill(page, "#experiment-form", {"epochs": "0", "batch_size": "100000"})
+    page.click("#experiment-form button[type=submit]")
+    expect(page.locator("#experiment-form [data-error-for=epochs]")).to_contain_text("greater than or equal to 1")
+    expect(page.locator("#experiment-form [data-error-for=batch_size]")).to_contain_text("less than or equal to")
+    expect(page.locator("#experiment-form [data-error-for=dataset]")).to_be_empty()
+    screenshot(page, "validation")
+
+
+def test_the_api_reference_renders_with_no_network(page: Any, service: Service) -> None:
+    page.goto("/docs")
+    expect(page.locator("#swagger-ui .information-container")).to_contain_text("Epochal")
+    expect(page.locator("#swagger-ui .opblock").first).to_be_visible()
+    page.goto("/redoc")
+    expect(page.locator("redoc h1").first).to_contain_text("Epochal")
+    # The page fixture checks, on the way out, that no request went anywhere but 127.0.0.1.
+
+
+def test_a_wrong_key_is_said_plainly(page: Any, service: Service) -> None:
+    page.goto("/ui/")
+    page.fill("#key-input", "epk_not-a-key")
+    page.click("#key-form button[type=submit]")
+    expect(page.get_by_role("alert").first).to_contain_text("Check the API key")
+
+
+def test_the_page_itself_needs_no_key(service: Service) -> None:
+    assert httpx.get(f"{service.base_url}/ui/", timeout=10).status_code == 200
+    assert httpx.get(f"{service.base_url}/experiments", timeout=10).status_code == 401
+
+
+def test_the_list_pages_through_a_thousand_experiments(page: Any, service: Service) -> None:
+    from sqlalchemy import select
+
+    from models import User
+    from models.db import session_scope
+    from models.specs import experiment_from_spec
+    from training.spec import ExperimentSpec, Status
+
+    # Written straight to the database, cancelled: nothing trains them and the reaper leaves them alone.
+    with session_scope() as session:
+        owner = session.scalars(select(User).where(User.name == ADMIN)).one()
+        for index in range(1000):
+            row = experiment_from_spec(ExperimentSpec.model_validate({"dataset": "mnist", "name": f"seeded {index}"}))
+            row.owner_id, row.queue, row.status = owner.id, QUEUE, Status.CANCELLED
+            session.add(row)
+    sign_in(page, service)
+    page.goto("/ui/#/experiments?status=cancelled")
+    rows = page.locator("#experiments tbody tr")
+    expect(page.locator("#page-info")).to_have_text("1-25 of 1000")
+    expect(rows).to_have_count(25)
+    expect(rows.first).to_contain_text("seeded 999")
+    page.click("#page-older")
+    expect(page.locator("#page-info")).to_have_text("26-50 of 1000")
+    expect(rows).to_have_count(25)
+    expect(rows.first).to_contain_text("seeded 974")

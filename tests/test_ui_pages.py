@@ -1,0 +1,73 @@
+"""The dashboard's files and the API reference are served by the API itself, public, and with no CDN;
+a checkpoint's listing says what input it expects."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import app
+from api.model_contract import model_input
+from api.ui import UI_DIR
+from tests.seed import finish
+from training.spec import Dataset
+
+ASSET = re.compile(r"""(?:src|href)=["']([^"']+)["']|url:\s*'([^']+)'""")
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/ui/"])
+def test_pages_are_public_and_load_nothing_from_elsewhere(anonymous_client: TestClient, path: str) -> None:
+    page = anonymous_client.get(path)
+    assert page.status_code == 200
+    assert not re.search(r"""(src|href)=["']https?://""", page.text), "a page must not load from another host"
+    assets = [a or b for a, b in ASSET.findall(page.text)]
+    assert assets
+    for asset in assets:
+        url = asset if asset.startswith("/") else f"/ui/{asset}"
+        assert anonymous_client.get(url).status_code == 200, url
+
+
+def test_the_dashboard_is_static_files_not_api_routes(anonymous_client: TestClient) -> None:
+    assert not [p for p in app.openapi()["paths"] if p.startswith("/ui")]
+    script = anonymous_client.get("/ui/js/main.js")
+    assert script.status_code == 200
+    assert "javascript" in script.headers["content-type"]
+    assert anonymous_client.get("/ui", follow_redirects=False).status_code in (301, 307)
+    assert anonymous_client.get("/ui/../config.py").status_code == 404
+
+
+def test_vendored_libraries_carry_their_licenses() -> None:
+    vendor = UI_DIR / "vendor"
+    for library in ("uplot", "swagger-ui", "redoc"):
+        assert (vendor / library / "LICENSE").is_file(), library
+    assert (vendor / "README.md").read_text().count("npm") >= 3
+
+
+def test_no_dashboard_code_puts_the_key_in_a_url() -> None:
+    # The key travels in the Authorization header only: URLs end up in logs and in the browser's history.
+    for script in Path(UI_DIR / "js").glob("*.js"):
+        text = script.read_text()
+        assert not re.search(r"[?&](key|api_key|token)=", text), script.name
+        assert "EventSource" not in text.replace("EventSource cannot", ""), script.name
+
+
+def test_a_checkpoint_listing_says_what_input_it_expects(client: TestClient) -> None:
+    response = client.post("/experiments", json={"dataset": "mnist", "epochs": 1})
+    experiment_id = int(response.json()["id"])
+    finish(experiment_id)
+    [artifact] = client.get(f"/experiments/{experiment_id}/artifacts").json()
+    assert artifact["name"] == "best_model.h5"
+    assert artifact["input_shape"] == [None, 28, 28]
+    assert artifact["input_dtype"] == "float32"
+    assert artifact["input_range"] == [0.0, 255.0]
+    assert "do not divide by 255" in artifact["preprocessing"]
+
+
+def test_the_input_contract_follows_the_dataset() -> None:
+    cats = model_input(Dataset.CATS_VS_DOGS)
+    assert cats.input_shape == [None, 150, 150, 3]
+    assert "RGB" in cats.preprocessing
+    assert model_input(Dataset.FASHION_MNIST).input_shape == [None, 28, 28]
