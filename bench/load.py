@@ -85,15 +85,26 @@ async def _client(url: str, requests: Sequence[bytes], offset: int, until: float
         writer.close()
 
 
-async def _run(url: str, requests: Sequence[bytes], clients: int, seconds: float, ok: int) -> Result:
+async def _run(url: str, requests: Sequence[Sequence[bytes]], clients: int, seconds: float, ok: int) -> Result:
     result = Result(seconds)
     until = time.monotonic() + seconds
     started = time.monotonic()
-    await asyncio.gather(*(_client(url, requests, c * 7, until, result, ok) for c in range(clients)))
+    runs = (_client(url, requests[c % len(requests)], c * 7, until, result, ok) for c in range(clients))
+    await asyncio.gather(*runs)
     result.seconds = time.monotonic() - started  # includes the answers still in flight at the deadline
     return result
 
 
-def closed_loop(url: str, requests: Sequence[bytes], clients: int, seconds: float, ok: int = 200) -> Result:
-    """Run `clients` closed-loop clients for `seconds`, cycling through `requests`; latencies of `ok` answers."""
-    return asyncio.run(_run(url, requests, clients, seconds, ok))
+def closed_loop(
+    url: str,
+    requests: Sequence[bytes],
+    clients: int,
+    seconds: float,
+    ok: int = 200,
+    per_client: Sequence[Sequence[bytes]] = (),
+) -> Result:
+    """Run `clients` closed-loop clients for `seconds`, cycling through `requests`; latencies of `ok` answers.
+
+    With `per_client`, client c cycles through `per_client[c % len(per_client)]` instead (e.g. one user each).
+    """
+    return asyncio.run(_run(url, per_client or [requests], clients, seconds, ok))

@@ -41,7 +41,7 @@ DEFAULT_QUEUE = "epochal-bench-submit"
 def bench_user(url: str, admin_key: str) -> tuple[str, str]:
     """(name, key) of a new user for this run, with the active-jobs quota lifted; made with the admin key."""
     admin = {"Authorization": f"Bearer {admin_key}"}
-    name = f"bench-submit-{int(time.time())}"
+    name = f"bench-submit-{time.time_ns()}"
     created = httpx.post(f"{url}/users", json={"name": name}, headers=admin, timeout=30)
     created.raise_for_status()
     body = created.json()
@@ -129,8 +129,11 @@ def cpu_seconds(pid: int | None) -> float:
 
 
 def measure(args: argparse.Namespace, servers: list[tuple[str, str, int | None]], admin_key: str) -> None:
-    name, key = bench_user(servers[0][1], admin_key)
-    print(f"jobs go to queue {args.queue!r}, owned by user {name!r}")
+    # One user's submissions are counted against their quota one at a time (a row lock): with --users 1 every
+    # client queues behind that lock; with as many users as clients, it is many people submitting at once.
+    users = [bench_user(servers[0][1], admin_key) for _ in range(args.users)]
+    name, key = users[0]
+    print(f"jobs go to queue {args.queue!r}, owned by {args.users} bench user(s), the first {name!r}")
     results: dict[tuple[int, str], list[Result]] = {}
     cpu: dict[tuple[int, str], list[float]] = {}
     try:
@@ -139,15 +142,15 @@ def measure(args: argparse.Namespace, servers: list[tuple[str, str, int | None]]
         for repeat in range(args.repeats):
             for clients in [int(c) for c in args.clients.split(",")]:
                 for label, url, pid in servers if repeat % 2 == 0 else list(reversed(servers)):
-                    built = submit_requests(url, key, args.queue, name)
+                    built = [submit_requests(url, user_key, args.queue, user) for user, user_key in users]
                     cpu_before = cpu_seconds(pid)
-                    result = closed_loop(url, built, clients, args.seconds, ok=202)
+                    result = closed_loop(url, [], clients, args.seconds, ok=202, per_client=built)
                     cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000 / max(1, result.requests)
                     cpu.setdefault((clients, label), []).append(cpu_ms)
                     results.setdefault((clients, label), []).append(result)
                     print(row(clients, label, result, cpu_ms), flush=True)
     finally:
-        cancelled = clean_up(servers[0][1], key, args.queue, args.broker_url)
+        cancelled = sum(clean_up(servers[0][1], user_key, args.queue, args.broker_url) for _, user_key in users)
         print(f"cleaned up: {cancelled} benchmark jobs cancelled" + (", queue emptied" if args.broker_url else ""))
     print(f"\nmedian over {args.repeats} repeats of {args.seconds:g} s:")
     for (clients, label), runs in results.items():
@@ -195,6 +198,7 @@ def main() -> int:
     parser.add_argument("--before-tree", help="with --database-url: older code, run as a second API for comparison")
     parser.add_argument("--queue", default=DEFAULT_QUEUE)
     parser.add_argument("--clients", default="1,4,16")
+    parser.add_argument("--users", type=int, default=1, help="bench users to submit as: client i is user i mod N")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
