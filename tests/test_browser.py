@@ -57,8 +57,12 @@ document.addEventListener("DOMContentLoaded", () => {
 
 @pytest.fixture(scope="module")
 def service(migrated_database: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    with running_service(tmp_path_factory.mktemp("browser"), QUEUE, ["browser-worker"]) as running:
-        yield running
+    with pytest.MonkeyPatch.context() as patch:
+        # Event streams closed by the server every second: the dashboard must reconnect with Last-Event-ID
+        # while a job trains, as it would after the production limit or a dropped connection.
+        patch.setenv("EPOCHAL_EVENTS_MAX_S", "1")
+        with running_service(tmp_path_factory.mktemp("browser"), QUEUE, ["browser-worker"]) as running:
+            yield running
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +141,8 @@ def drop_file(page: Any, selector: str, content: bytes, name: str) -> None:
 
 def test_a_person_trains_watches_inspects_and_predicts(page: Any, service: Service) -> None:
     sign_in(page, service)
+    streams: list[dict[str, str]] = []
+    page.on("request", lambda request: streams.append(request.headers) if "/events" in request.url else None)
     page.click("text=New experiment or sweep")
     fill(page, "#experiment-form", {"name": "browser digits", **TINY})
     screenshot(page, "new-experiment")
@@ -148,6 +154,11 @@ def test_a_person_trains_watches_inspects_and_predicts(page: Any, service: Servi
     expect(page.locator("#curves")).to_have_attribute("data-points", "2", timeout=TRAINED_S)
     seen = page.evaluate("window.__points")
     assert 1 in seen and seen.index(1) < seen.index(2), f"the curve did not grow epoch by epoch: {seen}"
+    assert seen == sorted(seen), f"points went missing on the way: {seen}"
+    # Reconnections continued after the last event seen, with the key in the header and never in the URL.
+    assert len(streams) >= 2, streams
+    assert any(headers.get("last-event-id") for headers in streams[1:]), streams
+    assert all(headers.get("authorization") == f"Bearer {service.api_key}" for headers in streams)
     expect(page.locator("#status [data-status]")).to_have_text("succeeded", timeout=TRAINED_S)
 
     page.click("#confusion-details summary")
