@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -72,6 +73,30 @@ def test_run_watch_without_json_shows_the_progress_and_summary(service: Service)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "epoch 1/2" in result.stdout and "succeeded" in result.stdout
     assert "best val accuracy" in result.stdout
+
+
+def test_a_terminal_gets_the_live_view(watched: subprocess.CompletedProcess[str], service: Service) -> None:
+    experiment_id = json.loads(watched.stdout)["id"]
+    primary, secondary = pty.openpty()
+    env = {**os.environ, "EPOCHAL_URL": service.base_url, "EPOCHAL_API_KEY": service.api_key, "TERM": "xterm"}
+    process = subprocess.Popen(
+        [str(EPOCHAL), "watch", str(experiment_id)], env=env, stdin=secondary, stdout=secondary, stderr=secondary
+    )
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the terminal closed: the command exited
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(primary)
+    assert process.wait(timeout=60) == 0
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "\x1b[" in screen  # drawn for a terminal, in colour
+    assert "val accuracy" in screen and "succeeded" in screen and "2/2" in screen
 
 
 def test_ls_show_and_download(watched: subprocess.CompletedProcess[str], service: Service, tmp_path: Path) -> None:

@@ -180,6 +180,21 @@ def test_watch_yields_each_change_and_every_epoch(admin: Client, service: Servic
     assert events[-1].experiment == admin.experiment(events[-1].experiment["id"])
 
 
+def test_the_event_stream_and_polling_agree(admin: Client, trained: Trained) -> None:
+    experiment_id = trained[0]["id"]
+    events = list(admin.events(experiment_id))  # a finished job: replayed from its start, then closed
+    assert [e.data["epoch"] for e in events if e.name == "epoch"] == [1, 2]
+    assert events[-1].name == "status" and events[-1].data["status"] == "succeeded"
+    assert all(e.data["experiment_id"] == experiment_id for e in events)
+    resumed = list(admin.events(experiment_id, after=events[0].id))
+    assert resumed == events[1:]
+
+    polled = list(admin.watch(experiment_id, live=False))
+    streamed = list(admin.watch(experiment_id))
+    assert len(polled) == len(streamed) == 1  # finished: one event with every epoch
+    assert polled[0].epochs == streamed[0].epochs == admin.metrics(experiment_id)
+
+
 def test_every_read_of_a_succeeded_experiment(admin: Client, trained: Trained, tmp_path: Path) -> None:
     experiment_id = trained[0]["id"]
     page = admin.experiments(status="succeeded", dataset="mnist", limit=1)
@@ -210,6 +225,7 @@ def test_every_read_of_a_succeeded_experiment(admin: Client, trained: Trained, t
     assert any(d["name"] == "mnist" for d in admin.datasets())
     assert admin.health()["status"] == "ok"
     assert admin.backprop_single_neuron()["steps"]
+    assert "# TYPE" in admin.service_metrics()
 
 
 def test_sweeps_and_retry(admin: Client, service: Service) -> None:

@@ -1,4 +1,4 @@
-"""The client's and the CLI's pure parts, without a service: following, error mapping, the sparkline."""
+"""The client's and the CLI's pure parts, without a service: following, events, error mapping, the sparkline."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import httpx
 
 from epochal.cli.render import sparkline
 from epochal.client.errors import ApiError, InvalidRequest, RateLimited, Unavailable, error_for
-from epochal.client.follow import poll
+from epochal.client.follow import poll, stream
+from epochal.client.sse import Event, parse
 from epochal.client.types import EpochMetric, Experiment
 
 
@@ -77,3 +78,70 @@ def test_sparkline_spans_the_range() -> None:
     assert sparkline([0.1, 0.5, 0.9]) == "▁▅█"
     assert sparkline([None, 0.3, 0.3]) == " ▁▁"
     assert sparkline([]) == ""
+
+
+def test_sse_parsing() -> None:
+    text = (
+        "retry: 2000\n\n"
+        ": keep-alive\n\n"
+        'id: 1-0\nevent: status\ndata: {"status": "running"}\n\n'
+        'event: epoch\ndata: {"epoch":\ndata:  1}\n\n'
+        "data: not json\n\n"
+    )
+    assert list(parse(text.split("\n"))) == [
+        Event("status", {"status": "running"}, "1-0"),
+        Event("epoch", {"epoch": 1}),
+        Event("message", {"text": "not json"}),
+    ]
+
+
+def test_stream_replays_without_repeats_and_ends_on_the_final_status() -> None:
+    state = {"status": "running", "epochs": [epoch(1)]}
+
+    def read_experiment() -> Experiment:
+        return experiment(str(state["status"]))
+
+    def read_metrics() -> list[EpochMetric]:
+        return cast(list[EpochMetric], state["epochs"])
+
+    def events() -> Any:
+        yield Event("status", {"status": "queued"}, "1-0")  # replayed: the experiment is already running
+        yield Event("status", {"status": "running"}, "2-0")
+        yield Event("epoch", {"epoch": 1, "attempt": 1, "loss": 0.5}, "3-0")  # the first read had it
+        yield Event("progress", {"epoch": 2, "batch": 3, "batches": 5}, "4-0")
+        yield Event("epoch", {"epoch": 2, "attempt": 1, "loss": 0.4, "experiment_id": 1}, "5-0")
+        state.update(status="succeeded", epochs=[epoch(1), epoch(2), epoch(3)])  # epoch 3's event was lost
+        yield Event("status", {"status": "succeeded"}, "6-0")
+        raise AssertionError("read past the final status")
+
+    got = list(stream(read_experiment, read_metrics, events()))
+    assert [(e.status, [m["epoch"] for m in e.new_epochs], e.step) for e in got] == [
+        ("running", [1], None),
+        ("running", [], {"epoch": 2, "batch": 3, "batches": 5}),
+        ("running", [2], None),
+        ("succeeded", [3], None),
+    ]
+    assert got[2].new_epochs == [{"epoch": 2, "attempt": 1, "loss": 0.4}]
+    assert [m["epoch"] for m in got[-1].epochs] == [1, 2, 3]
+
+
+def test_polling_takes_over_when_the_stream_ends_early() -> None:
+    reads = iter(["running", "running", "running", "succeeded"])
+    state = {"status": "running"}
+
+    def read_experiment() -> Experiment:
+        state["status"] = next(reads)
+        return experiment(state["status"])
+
+    def read_metrics() -> list[EpochMetric]:
+        return [epoch(1), epoch(2)] if state["status"] == "succeeded" else [epoch(1)]
+
+    def events() -> Any:
+        yield Event("epoch", {"epoch": 1, "attempt": 1}, "1-0")  # already known: nothing new
+        # ... and the stream closes without a final status.
+
+    got = list(stream(read_experiment, read_metrics, events(), 0.0))
+    assert [(e.status, [m["epoch"] for m in e.new_epochs]) for e in got] == [
+        ("running", [1]),
+        ("succeeded", [2]),
+    ]

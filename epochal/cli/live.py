@@ -28,6 +28,15 @@ def _headline(experiment: Experiment) -> Text:
 
 def _experiment_view(event: Progress, bar: Bar) -> RenderableType:
     parts: list[RenderableType] = [_headline(event.experiment), bar]
+    if event.step:
+        step = event.step
+        parts.append(
+            Text(
+                f"epoch {step.get('epoch')}: batch {step.get('batch')}/{step.get('batches')}, "
+                f"loss {fmt(step.get('loss'))}, accuracy {fmt(step.get('accuracy'))}",
+                style="dim",
+            )
+        )
     if event.epochs:
         parts.append(metrics_table(event.epochs, last=1))
         curve = [m["val_accuracy"] for m in event.epochs]
@@ -49,6 +58,13 @@ def _log_lines(event: Progress) -> list[str]:
     return lines
 
 
+def _epochs_done(event: Progress) -> float:
+    # Finished epochs, plus the share of the current one when the stream reported a step within it.
+    step = event.step or {}
+    batches = step.get("batches") or 0
+    return len(event.epochs) + (step.get("batch", 0) / batches if batches else 0.0)
+
+
 def follow_experiment(client: Client, experiment_id: int, console: Console, poll_s: float = 1.0) -> Experiment:
     """Show the experiment until it ends, and return its final body."""
     bar = Bar(TextColumn("epochs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
@@ -56,12 +72,13 @@ def follow_experiment(client: Client, experiment_id: int, console: Console, poll
     last: Progress | None = None
     if not console.is_terminal:
         for last in client.watch(experiment_id, poll_s):
-            for line in _log_lines(last):
-                console.print(line, markup=False)
+            if last.step is None:  # steps within an epoch would flood a log
+                for line in _log_lines(last):
+                    console.print(line, markup=False)
     else:
         with Live(console=console, refresh_per_second=4) as live:
             for last in client.watch(experiment_id, poll_s):
-                bar.update(task, completed=len(last.epochs), total=last.experiment["epochs"])
+                bar.update(task, completed=_epochs_done(last), total=last.experiment["epochs"])
                 live.update(_experiment_view(last, bar))
     assert last is not None  # watch always yields a first event
     return last.experiment

@@ -105,7 +105,7 @@ def _cell_style(diagonal: bool, share: float) -> str:
 
 def confusion_matrix_table(matrix: ConfusionMatrix) -> Table:
     """Rows are true classes, columns predicted; a cell's shade grows with its share of the row."""
-    table = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    table = Table(title="confusion matrix", title_justify="left", caption="rows: true, columns: predicted")
     table.add_column("", style="bold")
     for label in matrix["labels"]:
         table.add_column(label, justify="right")

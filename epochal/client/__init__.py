@@ -25,6 +25,7 @@ from epochal.client.errors import (
 from epochal.client.follow import Progress
 from epochal.client.http import SWEEP_METRICS, Client, Image
 from epochal.client.settings import DEFAULT_URL, default_key, default_url
+from epochal.client.sse import Event
 
 __all__ = [
     "DEFAULT_URL",
@@ -34,6 +35,7 @@ __all__ = [
     "Conflict",
     "ConnectionFailed",
     "EpochalError",
+    "Event",
     "Forbidden",
     "Image",
     "InvalidRequest",

@@ -10,9 +10,10 @@ from typing import Any, cast
 
 import httpx
 
-from epochal.client.errors import ConnectionFailed, WaitTimedOut, error_for
-from epochal.client.follow import Progress, poll
+from epochal.client.errors import ConnectionFailed, NotFound, WaitTimedOut, error_for
+from epochal.client.follow import Progress, poll, stream
 from epochal.client.settings import default_key, default_url
+from epochal.client.sse import Event, parse
 from epochal.client.types import (
     FINISHED,
     Artifact,
@@ -34,6 +35,8 @@ from epochal.client.types import (
 # An image to upload: a path, raw bytes, or (filename, bytes); the name only helps the API's error messages.
 Image = str | Path | bytes | tuple[str, bytes]
 SWEEP_METRICS = ("val_accuracy", "accuracy", "val_loss", "loss")
+# An event stream is quiet between events but for a keep-alive every 10 s: a read waits longer than that.
+STREAM_TIMEOUT = httpx.Timeout(30.0, read=60.0)
 
 
 def _image_part(image: Image) -> tuple[str, bytes]:
@@ -214,9 +217,22 @@ class Client:
 
     # --- following a job ---
 
-    def watch(self, experiment_id: int, poll_s: float = 1.0) -> Iterator[Progress]:
-        """Progress events until the experiment ends: a first one at once, then on each status change or new epoch."""
-        return poll(lambda: self.experiment(experiment_id), lambda: self.metrics(experiment_id), poll_s)
+    def watch(self, experiment_id: int, poll_s: float = 1.0, *, live: bool = True) -> Iterator[Progress]:
+        """Progress events until the experiment ends: a first one at once, then one per change.
+
+        From the API's event stream (status changes, epochs, steps within an epoch) when it has one and
+        `live` is true; else by reading the experiment and its metrics every `poll_s` seconds.
+        """
+        read_experiment, read_metrics = (lambda: self.experiment(experiment_id)), (lambda: self.metrics(experiment_id))
+        if live:
+            self.experiment(experiment_id)  # a missing experiment is a NotFound here, not a reason to poll
+            try:
+                events = self.events(experiment_id)
+            except NotFound:  # the experiment exists, so the route does not: a service from before events
+                pass
+            else:
+                return stream(read_experiment, read_metrics, events, poll_s)
+        return poll(read_experiment, read_metrics, poll_s)
 
     def wait(self, experiment_id: int, timeout: float | None = None, poll_s: float = 1.0) -> Experiment:
         """Block until the experiment ends and return its final body; `WaitTimedOut` after `timeout` seconds."""
@@ -238,6 +254,60 @@ class Client:
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimedOut(f"sweep {sweep_id} has not finished after {timeout}s: {sweep['status_counts']}")
             time.sleep(poll_s)
+
+    # --- live events (Server-Sent Events) ---
+
+    def events(self, experiment_id: int, after: str | None = None) -> Iterator[Event]:
+        """GET /experiments/{id}/events from the start (or after event id `after`) until the final status.
+
+        A dropped or closed stream is resumed after the last event seen. Connects now, so an error
+        status is raised by this call, not by the first iteration.
+        """
+        return self._events(f"/experiments/{experiment_id}/events", after)
+
+    def sweep_events(self, sweep_id: int, after: str | None = None) -> Iterator[Event]:
+        """GET /sweeps/{id}/events: every experiment's events (each names its experiment_id) until all ended."""
+        return self._events(f"/sweeps/{sweep_id}/events", after)
+
+    def _open(self, path: str, after: str | None) -> httpx.Response:
+        headers = {"Last-Event-ID": after} if after else {}
+        request = self._http.build_request("GET", path, headers=headers, timeout=STREAM_TIMEOUT)
+        try:
+            response = self._http.send(request, stream=True)
+        except httpx.TransportError as error:
+            raise ConnectionFailed(f"cannot reach {self.url}: {error}") from error
+        if response.is_error:
+            response.read()
+            response.close()
+            raise error_for(response)
+        return response
+
+    def _events(self, path: str, after: str | None) -> Iterator[Event]:
+        response = self._open(path, after)
+
+        def relay() -> Iterator[Event]:
+            nonlocal response, after
+            while True:
+                received = False
+                try:
+                    for event in parse(response.iter_lines()):
+                        received = True
+                        after = event.id or after
+                        yield event
+                        # Only the service says when it is over: a replayed terminal status can be a run
+                        # before a retry. It sends `final` once the job (or every job of a sweep) has ended.
+                        if event.data.get("final"):
+                            return
+                except httpx.TransportError as error:
+                    raise ConnectionFailed(f"the event stream from {self.url} broke: {error}") from error
+                finally:
+                    response.close()
+                # The service ends a stream after EPOCHAL_EVENTS_MAX_S; go on after the last event seen.
+                if not received:
+                    time.sleep(1.0)  # an empty stream closed at once: do not spin on reconnecting
+                response = self._open(path, after)
+
+        return relay()
 
     # --- sweeps ---
 
@@ -280,6 +350,10 @@ class Client:
         """The course's worked example (no body), or your own weights, examples and epochs; every step, float64."""
         kwargs: dict[str, Any] = {} if body is None else {"json": dict(body)}
         return cast(dict[str, Any], self._json("POST", "/backprop/single-neuron", **kwargs))
+
+    def service_metrics(self) -> str:
+        """GET /metrics: the service's Prometheus metrics, as text (admins only)."""
+        return self._request("GET", "/metrics").text
 
     # --- users and keys ---
 
