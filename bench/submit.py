@@ -7,8 +7,8 @@
 The jobs go to a queue no worker serves (--queue, default `epochal-bench-submit`; the service's
 EPOCHAL_QUEUES must list it, or every POST is a 422) and belong to a user made for the run, named
 `bench-submit-<time>`, whose active-jobs quota is lifted. Afterwards every job of that user is
-cancelled over the API and, with --broker-url, the queue's messages are deleted from Redis: nothing
-is left to train or to republish.
+cancelled over the API and, with --broker-url, the queue's messages and the jobs' event streams are
+deleted from Redis: nothing is left to train or to republish.
 
 With --database-url the script starts its own API (uvicorn, one process) on that database (migrated
 first) and broker; with --before-tree a second API runs older code on the same database, and rows
@@ -58,21 +58,27 @@ def submit_requests(url: str, key: str, queue: str, name: str) -> list[bytes]:
 
 
 def clean_up(url: str, key: str, queue: str, broker_url: str | None) -> int:
-    """Cancel every queued job of the bench user; delete the queue's messages from Redis. How many were cancelled."""
+    """Cancel every queued job of the bench user; with the broker URL, delete the queue's messages and the jobs'
+    event streams from Redis (they would expire in a day). How many jobs were cancelled."""
     headers = {"Authorization": f"Bearer {key}"}
-    cancelled = 0
+    cancelled: list[int] = []
     with httpx.Client(base_url=url, headers=headers, timeout=60) as http, ThreadPoolExecutor(4) as pool:
         while True:
             page = http.get("/experiments", params={"status": "queued", "limit": 500}).json()["items"]
             if not page:
                 break
-            answers = pool.map(lambda e: http.post(f"/experiments/{e['id']}/cancel").status_code, page)
-            cancelled += sum(1 for status in answers if status == 200)
+            answers = pool.map(lambda e: (e["id"], http.post(f"/experiments/{e['id']}/cancel").status_code), page)
+            cancelled += [experiment_id for experiment_id, status in answers if status == 200]
     if broker_url:
         import redis
 
-        redis.Redis.from_url(broker_url).delete(queue)
-    return cancelled
+        from epochal.events import experiment_stream, redis_url
+
+        broker = redis.Redis.from_url(redis_url(broker_url))
+        broker.delete(queue)
+        for start in range(0, len(cancelled), 500):
+            broker.delete(*(experiment_stream(i) for i in cancelled[start : start + 500]))
+    return len(cancelled)
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
