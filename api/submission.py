@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from api.queue import BrokerUnavailable, enqueue_training
 from config import get_settings
 from epochal import events
-from models import Experiment
+from models import Experiment, Sweep
 from models.base import utcnow
 from training.spec import Status
 
@@ -27,7 +27,7 @@ def check_queues(experiments: list[Experiment]) -> None:
         )
 
 
-def submit(session: Session, experiments: list[Experiment]) -> None:
+def submit(session: Session, experiments: list[Experiment], *, new_sweep: Sweep | None = None) -> None:
     """Commit queued rows, then enqueue each; if the broker refuses, every row not yet queued ends failed.
 
     Should this process die between the commit and the publish, the reaper publishes the rows once
@@ -40,6 +40,7 @@ def submit(session: Session, experiments: list[Experiment]) -> None:
     session.add_all(experiments)
     # Commit before enqueueing: a worker must never receive an id that is not in the database yet.
     session.commit()
+    events.forget([e.id for e in experiments], new_sweep.id if new_sweep is not None else None)
     for position, experiment in enumerate(experiments):
         try:
             enqueue_training(experiment.id, experiment.queue)

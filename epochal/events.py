@@ -68,6 +68,21 @@ def publish(experiment_id: int, sweep_id: int | None, event: str, data: dict[str
         log.warning("experiment %s: %s event not published (%s)", experiment_id, event, type(exc).__name__)
 
 
+def forget(experiment_ids: list[int], sweep_id: int | None = None) -> None:
+    """Drop the streams of experiments (and a sweep) starting afresh: new rows, or a retry from scratch.
+
+    An id can come back (a database restored or reset under the same broker, SQLite reusing the
+    highest id): a stream left over under it must not be replayed as this job's history.
+    """
+    keys = [experiment_stream(i) for i in experiment_ids] + ([sweep_stream(sweep_id)] if sweep_id else [])
+    if not keys:
+        return
+    try:
+        redis_client().delete(*keys)
+    except (redis.RedisError, OSError) as exc:
+        log.warning("event streams not reset (%s)", type(exc).__name__)
+
+
 def status(experiment_id: int, sweep_id: int | None, new_status: str, **details: Any) -> None:
     """Publish a status change (queued, running, succeeded, failed, cancelled)."""
     publish(experiment_id, sweep_id, "status", {"status": new_status, **details})

@@ -206,7 +206,8 @@ def test_a_job_that_kills_its_worker_every_time_fails_after_the_attempt_cap(
 
 
 def test_a_job_past_its_time_limit_ends_failed_saying_so(http: httpx.Client, service: Service) -> None:
-    service.start_worker("short", queue=SHORT_QUEUE, env={"EPOCHAL_TASK_TIME_LIMIT_S": "6"})
+    # Long enough for TensorFlow to start and an epoch to finish even on a busy machine; the job needs far more.
+    service.start_worker("short", queue=SHORT_QUEUE, env={"EPOCHAL_TASK_TIME_LIMIT_S": "25"})
     experiment_id = submit(http, epochs=200, queue=SHORT_QUEUE)
     finished = wait_until_finished(http, [experiment_id], timeout_s=180, service=service)[0]
     assert finished["status"] == "failed"

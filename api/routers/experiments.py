@@ -62,7 +62,7 @@ def create_experiment(
         experiment.queue = body.queue or settings.default_queue
         experiment.owner_id = user.id
         experiment.sweep = sweep
-    submit(session, experiments)
+    submit(session, experiments, new_sweep=sweep)
     response.headers["Location"] = f"/experiments/{experiments[0].id}"
     return ExperimentRead.of(visible_experiment(session, user, experiments[0].id))
 

@@ -92,7 +92,7 @@ def create_sweep(
             experiment.owner_id = user.id
             experiments.append(experiment)
     session.add(sweep)
-    submit(session, experiments)
+    submit(session, experiments, new_sweep=sweep)
     response.headers["Location"] = f"/sweeps/{sweep.id}"
     return _sweep_read(session, user, sweep.id)
 
