@@ -11,6 +11,7 @@ can poll GET /experiments/{id} instead.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
@@ -24,6 +25,7 @@ from api.access import ExperimentId, SweepId, visible_experiment, visible_sweep
 from api.auth import CurrentUser
 from api.deps import SessionDep, SettingsDep
 from api.errors import responses
+from config import Settings
 from epochal.events import TERMINAL_STATUSES, experiment_stream, redis_url, sweep_stream
 from models import Experiment, Sweep
 from models.db import session_scope
@@ -68,8 +70,6 @@ def _sse(event: str, data: str, entry_id: str | None = None) -> str:
 
 
 def _start(last_event_id: str | None, after: str | None) -> str:
-    import re
-
     for candidate in (last_event_id, after):
         if candidate and re.fullmatch(ENTRY_ID, candidate):
             return candidate
@@ -138,7 +138,14 @@ def _sweep_ended(sweep_id: int) -> Callable[[], dict[str, Any] | None]:
     return ended
 
 
-def _event_stream(body: AsyncIterator[str]) -> StreamingResponse:
+def _event_stream(
+    stream: str,
+    ended: Callable[[], dict[str, Any] | None],
+    settings: Settings,
+    last_event_id: str | None,
+    after: str | None,
+) -> StreamingResponse:
+    body = _relay(stream, _start(last_event_id, after), ended, settings.events_max_s, redis_url(settings.broker_url))
     # No caching, and no buffering in a reverse proxy: each event must reach the client as it happens.
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
@@ -160,14 +167,9 @@ def experiment_events(
     """Follow one experiment live: `status` changes, every finished `epoch` with its metrics, and `progress`
     within an epoch (batch i of n, running loss and accuracy, about once a second)."""
     visible_experiment(session, user, experiment_id)
-    body = _relay(
-        experiment_stream(experiment_id),
-        _start(last_event_id, after),
-        _experiment_ended(experiment_id),
-        settings.events_max_s,
-        redis_url(settings.broker_url),
+    return _event_stream(
+        experiment_stream(experiment_id), _experiment_ended(experiment_id), settings, last_event_id, after
     )
-    return _event_stream(body)
 
 
 @router.get(
@@ -185,11 +187,4 @@ def sweep_events(
 ) -> StreamingResponse:
     """Follow every experiment of a sweep live (each event names its `experiment_id`); ends when all have ended."""
     visible_sweep(session, user, sweep_id)
-    body = _relay(
-        sweep_stream(sweep_id),
-        _start(last_event_id, after),
-        _sweep_ended(sweep_id),
-        settings.events_max_s,
-        redis_url(settings.broker_url),
-    )
-    return _event_stream(body)
+    return _event_stream(sweep_stream(sweep_id), _sweep_ended(sweep_id), settings, last_event_id, after)
