@@ -1,0 +1,787 @@
+"""Fault injection against a real Epochal service: repeat fault rounds over many jobs and check the invariants.
+
+    python bench/chaos.py                                  # embedded: SQLite + embedded Redis, every fault
+    python bench/chaos.py --rounds 20 --faults child-kill,service-kill
+    python bench/chaos.py --mode server --rounds 5         # PostgreSQL and Redis on 127.0.0.1
+
+It starts the service itself with the README's command (`python -m epochal serve`) in a fresh state
+folder, with short leases so a lost attempt is noticed in seconds. Each round submits a few small
+MNIST jobs, waits until one of them has finished an epoch and is still running, injects one fault,
+restores what the fault killed, and waits (with a deadline) until every job of the round has ended.
+Then it checks what the service promises:
+
+- every accepted job ends: succeeded, or failed with an error after the attempt cap (else *lost*);
+- a succeeded job has epochs exactly 1..N, its checkpoint downloads with the listed sha256 (else *lost*);
+- no epoch is trained twice: each attempt's first epoch is its resumed_from_epoch + 1, epoch rows'
+  attempts never go down, and a resume starts after every epoch finished before the fault (else
+  *duplicated*);
+- nothing is left running or queued after the round (else *stuck*);
+- the fault hit: an attempt ended `lost` or `interrupted` (else the round is a *miss*).
+
+Recovery is the time from the fault to the hit job's next attempt start (or its end, when there is
+none). It prints one table per mode and fault and exits non-zero if any invariant broke. All traffic
+goes to 127.0.0.1 and unix sockets; every wait is bounded.
+
+Faults: child-kill (kill -9 the training pool child), worker-kill (kill -9 the worker parent and
+child, start it again with the same command), service-kill (kill -9 the whole serve tree, run the
+README command again), broker-drop (Redis drops the worker's connections), and in server mode only
+broker-restart (the machine's Redis, losing every queued message) and db-restart (PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import hashlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import psutil
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: epochal.commands and tests.datagen live at the root
+
+from epochal.commands import with_this_python  # noqa: E402
+
+FAULTS = ("child-kill", "worker-kill", "service-kill", "broker-drop", "broker-restart", "db-restart")
+EMBEDDED_FAULTS = ("child-kill", "worker-kill", "service-kill", "broker-drop")
+FINISHED = {"succeeded", "failed", "cancelled"}
+SERVER_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/epochal_chaos"
+SERVER_BROKER_URL = "redis://127.0.0.1:6379/14"
+# The machine's Redis, restarted exactly as it was started, so the other users of it get it back unchanged.
+REDIS_START = [
+    "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "",
+    "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log",
+]  # fmt: skip
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+def become_subreaper() -> None:
+    """Adopt orphaned descendants, so processes of a killed `serve` stay findable (and get reaped) here.
+
+    Killing `serve` leaves its API, reaper and broker running with no parent; without this they would
+    go to PID 1, out of reach of the search by parentage, and as zombies possibly forever.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def reap_zombies() -> None:
+    # Bounded: at most as many as could exist; ECHILD (none left) ends it at once.
+    for _ in range(1000):
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def wait_until(check: Callable[[], Any], timeout_s: float, interval_s: float = 0.2) -> Any:
+    """`check()`'s first truthy value, or None once `timeout_s` has passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            return None
+        reap_zombies()
+        time.sleep(interval_s)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def when(text: str | None) -> float | None:
+    return datetime.fromisoformat(text).timestamp() if text else None
+
+
+# --- the service's processes ------------------------------------------------------------------------
+
+
+def _args(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return []
+
+
+def _is_celery_worker(args: list[str]) -> bool:
+    return "celery" in args and "worker" in args
+
+
+@dataclass
+class Roles:
+    """The service's processes, told apart by their command lines (the same ones epochal.commands builds)."""
+
+    serve: list[psutil.Process] = field(default_factory=list)
+    worker: list[psutil.Process] = field(default_factory=list)  # the prefork parent of the training worker
+    child: list[psutil.Process] = field(default_factory=list)  # its pool child, the process that trains
+    reaper: list[psutil.Process] = field(default_factory=list)  # with its own pool child and beat process
+    api: list[psutil.Process] = field(default_factory=list)
+    broker: list[psutil.Process] = field(default_factory=list)  # embedded mode only
+
+    def everything(self) -> list[psutil.Process]:
+        return [*self.serve, *self.worker, *self.child, *self.reaper, *self.api, *self.broker]
+
+
+def find_roles(state_dir: Path) -> Roles:
+    """Only among this process's descendants: other people's workers on this machine are never touched."""
+    roles = Roles()
+    descendants = psutil.Process().children(recursive=True)
+    workers = {p.pid for p in descendants if _is_celery_worker(_args(p))}
+    for process in descendants:
+        args = _args(process)
+        joined = " ".join(args)
+        if "epochal" in args and "serve" in args:
+            roles.serve.append(process)
+        elif _is_celery_worker(args) and "--beat" in args:
+            roles.reaper.append(process)
+        elif _is_celery_worker(args) and process.ppid() in workers:
+            roles.child.append(process)  # billiard forks the pool child: same command line as its parent
+        elif _is_celery_worker(args):
+            roles.worker.append(process)
+        elif "uvicorn" in args:
+            roles.api.append(process)
+        elif args and "redis-server" in args[0] and str(state_dir) in joined:
+            roles.broker.append(process)  # never the machine's Redis, which has no unix socket in our folder
+    return roles
+
+
+def kill_all(processes: list[psutil.Process], timeout_s: float = 10) -> None:
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(signal.SIGKILL)
+    # Zombies count as alive to psutil; reaping them is what makes them go.
+    wait_until(lambda: not [p for p in processes if _alive(p)], timeout_s, 0.05)
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+# --- the service, started with the README's command -------------------------------------------------
+
+
+@dataclass
+class Settings:
+    mode: str
+    port: int
+    state_dir: Path
+    data_dir: Path
+    lease_s: float
+    heartbeat_s: float
+    reaper_interval_s: float
+    republish_after_s: float
+    database_url: str | None
+    broker_url: str | None
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.base_url = f"http://127.0.0.1:{settings.port}"
+        self.key = ""
+        self.http = httpx.Client(base_url=self.base_url, timeout=15)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EPOCHAL_")}
+        env |= {
+            "EPOCHAL_STATE_DIR": str(settings.state_dir),
+            "EPOCHAL_DATA_DIR": str(settings.data_dir),
+            "EPOCHAL_LEASE_S": f"{settings.lease_s:g}",
+            "EPOCHAL_HEARTBEAT_S": f"{settings.heartbeat_s:g}",
+            "EPOCHAL_REAPER_INTERVAL_S": f"{settings.reaper_interval_s:g}",
+            "EPOCHAL_REPUBLISH_AFTER_S": f"{settings.republish_after_s:g}",
+        }
+        if settings.database_url:
+            env["EPOCHAL_DATABASE_URL"] = settings.database_url
+        if settings.broker_url:
+            env["EPOCHAL_BROKER_URL"] = settings.broker_url
+        self.env = env
+        self.serve_argv = with_this_python(["epochal", "serve", "--port", str(settings.port)])
+
+    def log_file(self, name: str) -> Any:
+        return (self.settings.state_dir / f"{name}.log").open("ab")  # appended: one log across restarts
+
+    def start(self) -> None:
+        """Run the README command; wait until the API answers healthy and the worker has its pool child."""
+        subprocess.Popen(
+            self.serve_argv, cwd=ROOT, env=self.env, stdout=self.log_file("serve"), stderr=subprocess.STDOUT
+        )
+        if not wait_until(self.healthy, 180, 0.5):
+            raise RuntimeError(f"the service did not become healthy:\n{self.logs()}")
+        key_file = self.settings.state_dir / "api-key"
+        self.key = key_file.read_text().strip()
+        self.http.headers["Authorization"] = f"Bearer {self.key}"
+        self.wait_for_worker()
+
+    def wait_for_worker(self) -> None:
+        if not wait_until(lambda: self.roles().child, 120, 0.5):
+            raise RuntimeError(f"the worker did not start its pool child:\n{self.logs()}")
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.base_url}/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def roles(self) -> Roles:
+        return find_roles(self.settings.state_dir)
+
+    def stop(self) -> None:
+        roles = self.roles()
+        for process in roles.serve:  # serve stops its children gracefully, broker last
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.terminate()
+        wait_until(lambda: not [p for p in roles.serve if _alive(p)], 60, 0.2)
+        kill_all(self.roles().everything())  # orphans of a serve killed by a fault have no one to stop them
+
+    def logs(self, tail: int = 6000) -> str:
+        parts = []
+        for path in sorted(self.settings.state_dir.glob("*.log")):
+            parts.append(f"--- {path.name} ---\n{path.read_text(errors='replace')[-tail:]}")
+        return "\n".join(parts)
+
+    # HTTP, tolerant of a service that is down for a moment (the faults do that on purpose).
+    def get(self, path: str, timeout_s: float = 60) -> Any:
+        def attempt() -> Any:
+            try:
+                response = self.http.get(path)
+            except httpx.HTTPError:
+                return None
+            return response.json() if response.status_code == 200 else None
+
+        return wait_until(attempt, timeout_s, 0.5)
+
+    def download(self, path: str) -> bytes | None:
+        try:
+            response = self.http.get(path, timeout=60)
+        except httpx.HTTPError:
+            return None
+        return response.content if response.status_code == 200 else None
+
+    def submit(self, spec: dict[str, Any]) -> int:
+        response = self.http.post("/experiments", json=spec)
+        if response.status_code != 202:
+            raise RuntimeError(f"submission refused: {response.status_code} {response.text}")
+        return int(response.json()["id"])
+
+    def count(self, status: str) -> int | None:
+        page = self.get(f"/experiments?status={status}&limit=1", timeout_s=30)
+        return None if page is None else int(page["total"])
+
+
+# --- faults -----------------------------------------------------------------------------------------
+
+
+def kill_child(service: Service) -> str:
+    children = service.roles().child
+    kill_all(children)  # what an out-of-memory kill does: no warning, no clean-up
+    return f"killed pool child {[p.pid for p in children]}"
+
+
+def kill_worker(service: Service) -> str:
+    roles = service.roles()
+    if not roles.worker:
+        raise RuntimeError("no worker process to kill")
+    worker = roles.worker[0]
+    argv, env, cwd = worker.cmdline(), worker.environ(), worker.cwd()
+    # serve stops every other process when one of its children exits, which would turn this into a
+    # whole-service restart: so its supervisor goes first, and API, reaper and broker keep running.
+    kill_all(roles.serve)
+    kill_all([*roles.child, worker])
+    subprocess.Popen(argv, cwd=cwd, env=env, stdout=service.log_file("worker-restarted"), stderr=subprocess.STDOUT)
+    service.wait_for_worker()
+    return f"killed worker {worker.pid} and its child, started it again"
+
+
+def kill_service(service: Service) -> str:
+    processes = service.roles().everything()
+    kill_all(processes)
+    service.start()  # same state folder: SQLite and the embedded broker's append-only file persist
+    return f"killed {len(processes)} processes, ran serve again"
+
+
+def drop_broker_connections(service: Service) -> str:
+    settings = service.settings
+    if settings.broker_url is None:
+        # Everything connected to the embedded broker is ours (API, reaper, worker): drop every client.
+        client = redis.Redis(unix_socket_path=str(settings.state_dir / "broker.sock"), socket_timeout=5)
+        dropped = int(client.execute_command("CLIENT", "KILL", "TYPE", "normal") or 0)
+        dropped += int(client.execute_command("CLIENT", "KILL", "TYPE", "pubsub") or 0)
+        return f"dropped {dropped} broker connections"
+    # The machine's Redis serves others too: drop exactly the worker's own connections, by address.
+    url = urlparse(settings.broker_url)
+    roles = service.roles()
+    addresses = {
+        f"{c.laddr.ip}:{c.laddr.port}"
+        for p in [*roles.worker, *roles.child]
+        for c in p.net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == (url.port or 6379) and c.status == psutil.CONN_ESTABLISHED
+    }
+    client = redis.Redis(host=url.hostname or "127.0.0.1", port=url.port or 6379, socket_timeout=5)
+    dropped = 0
+    for address in addresses:
+        with contextlib.suppress(redis.ResponseError):  # closed meanwhile
+            dropped += int(client.execute_command("CLIENT", "KILL", "ADDR", address, "SKIPME", "yes") or 0)
+    return f"dropped {dropped} of the worker's broker connections"
+
+
+def redis_answers() -> bool:
+    try:
+        return bool(redis.Redis(host="127.0.0.1", port=6379, socket_timeout=2).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def start_machine_redis() -> None:
+    subprocess.run(REDIS_START, check=True, timeout=30)
+    if not wait_until(redis_answers, 30):
+        raise RuntimeError("Redis on 127.0.0.1:6379 did not come back")
+
+
+def restart_broker(_service: Service) -> str:
+    subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], timeout=30, check=False)
+    wait_until(lambda: not redis_answers(), 15)
+    start_machine_redis()
+    return "restarted Redis without saving (every queued message lost)"
+
+
+def postgres_cluster_version() -> str:
+    return sorted(os.listdir("/etc/postgresql"))[-1]
+
+
+def postgres_answers() -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", connect_timeout=2) as connection:
+            connection.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
+def restart_database(_service: Service) -> str:
+    command = ["pg_ctlcluster", "--skip-systemctl-redirect", postgres_cluster_version(), "main", "restart"]
+    subprocess.run(command, check=True, timeout=120, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not wait_until(postgres_answers, 60):
+        raise RuntimeError("PostgreSQL did not come back")
+    return "restarted PostgreSQL"
+
+
+INJECT: dict[str, Callable[[Service], str]] = {
+    "child-kill": kill_child,
+    "worker-kill": kill_worker,
+    "service-kill": kill_service,
+    "broker-drop": drop_broker_connections,
+    "broker-restart": restart_broker,
+    "db-restart": restart_database,
+}
+
+
+# --- rounds and checks ------------------------------------------------------------------------------
+
+
+@dataclass
+class RoundResult:
+    mode: str
+    fault: str
+    number: int
+    jobs: list[int]
+    statuses: list[str]
+    hit: bool
+    recovery_s: float | None
+    detail: str
+    back_to_work_s: float | None = None
+    lost: list[str] = field(default_factory=list)
+    duplicated: list[str] = field(default_factory=list)
+    stuck: list[str] = field(default_factory=list)
+
+    @property
+    def broken(self) -> bool:
+        return bool(self.lost or self.duplicated or self.stuck)
+
+
+@dataclass
+class Target:
+    """The running job the fault aims at, as seen just before the fault."""
+
+    experiment_id: int
+    attempt: int
+    epochs_done: int
+
+
+def find_target(service: Service, ids: list[int], epochs: int, timeout_s: float) -> Target | None:
+    def check() -> Target | None:
+        for experiment_id in ids:
+            body = service.get(f"/experiments/{experiment_id}", timeout_s=10)
+            # Mid-run: at least one epoch finished (so a resume has something to keep), at least one to go.
+            if body and body["status"] == "running" and 1 <= body["summary"]["epochs_done"] < epochs:
+                return Target(experiment_id, len(body["attempts"]), body["summary"]["epochs_done"])
+        return None
+
+    found: Target | None = wait_until(check, timeout_s, 0.1)
+    return found
+
+
+def check_job(service: Service, body: dict[str, Any], target: Target | None, result: RoundResult) -> None:
+    """Add every broken invariant of one finished job to `result`."""
+    experiment_id = body["id"]
+    name = f"experiment {experiment_id}"
+    attempts = body["attempts"]
+    status = body["status"]
+    if status == "failed":
+        lost_attempts = sum(a["outcome"] == "lost" for a in attempts)
+        if not body["error"] or not body["error"].startswith("AttemptsExhausted"):
+            result.lost.append(f"{name} failed, not after the attempt cap ({lost_attempts} lost): {body['error']!r}")
+    elif status != "succeeded":
+        result.lost.append(f"{name} ended {status}, but nobody cancelled it")
+    rows = service.get(f"/experiments/{experiment_id}/metrics") or []
+    epochs = [row["epoch"] for row in rows]
+    if len(epochs) != len(set(epochs)):
+        result.duplicated.append(f"{name}: epoch rows {epochs}")
+    if status == "succeeded" and epochs != list(range(1, body["epochs"] + 1)):
+        result.lost.append(f"{name} succeeded with epochs {epochs}, not 1..{body['epochs']}")
+    numbers = [row["attempt"] for row in rows]
+    if numbers != sorted(numbers):
+        result.duplicated.append(f"{name}: epoch rows' attempts go down: {numbers}")
+    by_number = {a["number"]: a for a in attempts}
+    for number in dict.fromkeys(numbers):
+        first = next(row["epoch"] for row in rows if row["attempt"] == number)
+        attempt = by_number.get(number)
+        if attempt is None or first != attempt["resumed_from_epoch"] + 1:
+            resumed = None if attempt is None else attempt["resumed_from_epoch"]
+            result.duplicated.append(f"{name}: attempt {number} resumed after {resumed} but first wrote epoch {first}")
+    if target is not None and target.experiment_id == experiment_id:
+        # Epochs finished before the fault are in the database: the next attempt must not train them again.
+        later = [a for a in attempts if a["number"] > target.attempt]
+        if later and later[0]["resumed_from_epoch"] < target.epochs_done:
+            result.duplicated.append(
+                f"{name}: {target.epochs_done} epochs were done before the fault, "
+                f"attempt {later[0]['number']} resumed after {later[0]['resumed_from_epoch']}"
+            )
+    if status == "succeeded":
+        listed = service.get(f"/experiments/{experiment_id}/artifacts") or []
+        checkpoint = next((a for a in listed if a["name"] == "best_model.h5"), None)
+        content = service.download(f"/experiments/{experiment_id}/artifacts/best_model.h5")
+        if checkpoint is None or content is None or hashlib.sha256(content).hexdigest() != checkpoint["sha256"]:
+            result.lost.append(f"{name}: checkpoint missing or its sha256 differs from the listed one")
+
+
+def run_round(service: Service, fault: str, number: int, options: argparse.Namespace) -> RoundResult:
+    spec = {
+        "dataset": "mnist",
+        "epochs": options.epochs,
+        "batch_size": options.batch_size,
+        "train_size": options.train_size,
+        "name": f"chaos {fault} {number}",
+    }
+    ids = [service.submit(spec) for _ in range(options.jobs)]
+    result = RoundResult(service.settings.mode, fault, number, ids, [], False, None, "")
+    target = find_target(service, ids, options.epochs, options.target_timeout)
+    fault_at = time.time()
+    if target is None:
+        result.detail = "no job was running mid-run before the deadline: no fault injected"
+    else:
+        try:
+            result.detail = INJECT[fault](service)
+        except Exception as exc:  # a fault that could not be injected or restored: the round says so
+            result.detail = f"injection failed: {type(exc).__name__}: {exc}"
+            if not service.healthy():
+                service.stop()
+                service.start()
+
+    deadline = time.monotonic() + options.round_timeout
+    bodies: dict[int, dict[str, Any]] = {}
+    while time.monotonic() < deadline and len(bodies) < len(ids):
+        for experiment_id in ids:
+            if experiment_id not in bodies:
+                body = service.get(f"/experiments/{experiment_id}", timeout_s=10)
+                if body and body["status"] in FINISHED:
+                    bodies[experiment_id] = body
+        reap_zombies()
+        time.sleep(0.5)
+    for experiment_id in ids:
+        if experiment_id not in bodies:
+            body = service.get(f"/experiments/{experiment_id}", timeout_s=30)
+            status = body["status"] if body else "unreadable"
+            result.stuck.append(f"experiment {experiment_id} still {status} after {options.round_timeout:g} s")
+            result.statuses.append(status)
+            if body:
+                result.detail += f"\n  evidence: {json.dumps(body)}"
+            continue
+        body = bodies[experiment_id]
+        result.statuses.append(body["status"])
+        check_job(service, body, target, result)
+        if any(a["outcome"] in {"lost", "interrupted"} for a in body["attempts"]):
+            result.hit = True
+        if target is not None and experiment_id == target.experiment_id:
+            later = [a for a in body["attempts"] if a["number"] > target.attempt]
+            resumed_at = when(later[0]["started_at"]) if later else when(body["finished_at"])
+            hit_it = any(
+                a["number"] == target.attempt and a["outcome"] in {"lost", "interrupted"} for a in body["attempts"]
+            )
+            if hit_it and resumed_at is not None:
+                result.recovery_s = max(0.0, resumed_at - fault_at)
+        if result.lost or result.duplicated:
+            result.detail += f"\n  evidence: {json.dumps(body)}"
+    # With one training slot, the hit job may wait behind another job of the round; this is when the
+    # service trained anything again, the recovery of the service rather than of the one job.
+    restarts = [
+        started
+        for body in bodies.values()
+        for a in body["attempts"]
+        if (started := when(a["started_at"])) is not None and started > fault_at
+    ]
+    if result.hit and target is not None and restarts:
+        result.back_to_work_s = min(restarts) - fault_at
+    for status in ("running", "queued"):
+        left = service.count(status)
+        if left:
+            result.stuck.append(f"{left} experiments left {status} after the round")
+    return result
+
+
+# --- setup of the servers (server mode) and the data ------------------------------------------------
+
+
+def prepare_server_mode(database_url: str, broker_url: str) -> None:
+    """Start PostgreSQL and Redis if they do not answer; give this benchmark an empty database and Redis db."""
+    import psycopg
+
+    if not redis_answers():
+        log("Redis on 127.0.0.1:6379 does not answer: starting it")
+        start_machine_redis()
+    if not postgres_answers():
+        log("PostgreSQL on 127.0.0.1:5432 does not answer: starting it")
+        version = postgres_cluster_version()
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], check=True)
+        if not wait_until(postgres_answers, 60):
+            raise RuntimeError("PostgreSQL did not start")
+    drop_database(database_url)
+    name = urlparse(database_url).path.lstrip("/")
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    flush_broker_db(broker_url)
+
+
+def drop_database(database_url: str) -> None:
+    import psycopg
+
+    name = urlparse(database_url).path.lstrip("/")
+    if not name.startswith("epochal_chaos"):
+        raise RuntimeError(f"refusing to drop {name!r}: only this benchmark's own database")
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def flush_broker_db(broker_url: str) -> None:
+    # Only this db number: the machine's Redis holds other people's databases too.
+    url = urlparse(broker_url)
+    db = int(url.path.lstrip("/") or 0)
+    redis.Redis(host=url.hostname or "127.0.0.1", port=url.port or 6379, db=db, socket_timeout=5).flushdb()
+
+
+def data_folder(option: str | None, scratch: Path) -> Path:
+    if option:
+        return Path(option).resolve()
+    shared = ROOT.parent / "shared" / "datasets"
+    if (shared / "mnist.npz").exists():
+        return shared.resolve()
+    from tests.datagen import write_mnist
+
+    # Generated digits: enough examples for --train-size, and a small test split to validate on.
+    write_mnist(scratch / "mnist.npz", train=3000, test=500)
+    return scratch
+
+
+# --- the report -------------------------------------------------------------------------------------
+
+
+def planned(rounds: int, faults: list[str], started: float, max_minutes: float) -> Iterator[tuple[int, str]]:
+    """Faults interleaved round by round, so a run cut short by --max-minutes still covers each about equally."""
+    for number in range(1, rounds + 1):
+        for fault in faults:
+            if time.monotonic() - started > max_minutes * 60:
+                log(f"--max-minutes {max_minutes:g} reached: no more rounds")
+                return
+            yield number, fault
+
+
+def spread(values: list[float]) -> str:
+    """'median | worst' of some durations, or dashes when there are none."""
+    return f"{statistics.median(values):.1f} | {max(values):.1f}" if values else "- | -"
+
+
+def table(results: list[RoundResult]) -> str:
+    lines = [
+        "| mode | fault | rounds | jobs | lost | duplicated | stuck | hits | misses "
+        "| median recovery (s) | worst (s) | median back to work (s) | worst (s) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    groups: dict[tuple[str, str], list[RoundResult]] = {}
+    for result in results:
+        groups.setdefault((result.mode, result.fault), []).append(result)
+    for (mode, fault), rounds in groups.items():
+        recoveries = [r.recovery_s for r in rounds if r.recovery_s is not None]
+        hits = sum(r.hit for r in rounds)
+        back = [r.back_to_work_s for r in rounds if r.back_to_work_s is not None]
+        lines.append(
+            f"| {mode} | {fault} | {len(rounds)} | {sum(len(r.jobs) for r in rounds)} "
+            f"| {sum(len(r.lost) for r in rounds)} | {sum(len(r.duplicated) for r in rounds)} "
+            f"| {sum(len(r.stuck) for r in rounds)} | {hits} | {len(rounds) - hits} "
+            f"| {spread(recoveries)} | {spread(back)} |"
+        )
+    return "\n".join(lines)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=("embedded", "server"), default="embedded")
+    parser.add_argument("--faults", help=f"comma-separated, of {', '.join(FAULTS)}; default: all of the mode")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each fault (interleaved)")
+    parser.add_argument("--jobs", type=int, default=2, help="jobs submitted per round")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--train-size", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
+    parser.add_argument("--database-url", default=SERVER_DATABASE_URL, help="server mode; emptied and dropped")
+    parser.add_argument("--broker-url", default=SERVER_BROKER_URL, help="server mode; this db number is flushed")
+    parser.add_argument("--data-dir", help="folder with mnist.npz (default: ../shared/datasets, else generated)")
+    parser.add_argument("--lease-s", type=float, default=5)
+    parser.add_argument("--heartbeat-s", type=float, default=1)
+    parser.add_argument("--reaper-interval-s", type=float, default=1)
+    parser.add_argument("--republish-after-s", type=float, default=10)
+    parser.add_argument("--target-timeout", type=float, default=180, help="seconds to wait for a job mid-run")
+    parser.add_argument("--round-timeout", type=float, help="seconds for a round's jobs to end (lease + 150)")
+    parser.add_argument("--max-minutes", type=float, default=600, help="start no round after this")
+    parser.add_argument("--results", help="write every round as JSON here")
+    parser.add_argument("--keep-state", action="store_true", help="keep the state folder (always kept on failure)")
+    options = parser.parse_args()
+    options.round_timeout = options.round_timeout or options.lease_s + 150
+
+    available = EMBEDDED_FAULTS if options.mode == "embedded" else FAULTS
+    faults = options.faults.split(",") if options.faults else list(available)
+    for fault in faults:
+        if fault not in FAULTS:
+            parser.error(f"unknown fault {fault!r}; choose from {', '.join(FAULTS)}")
+        if options.mode == "embedded" and fault == "db-restart":
+            parser.error("db-restart needs --mode server: the embedded SQLite has no server to restart")
+    if options.mode == "embedded" and "broker-restart" in faults:
+        # serve stops everything when its broker child exits, so this is exactly service-kill.
+        log("embedded broker-restart is the same as service-kill (serve stops all when the broker exits)")
+        faults = ["service-kill" if f == "broker-restart" else f for f in dict.fromkeys(faults)]
+
+    become_subreaper()
+    # SIGTERM (a `timeout`, a CI cancel) must still stop the service and drop the benchmark's database.
+    signal.signal(signal.SIGTERM, _interrupt)
+    state_dir = Path(tempfile.mkdtemp(prefix="epochal-chaos-")).resolve()
+    server = options.mode == "server"
+    settings = Settings(
+        mode=options.mode,
+        port=options.port or free_port(),
+        state_dir=state_dir,
+        data_dir=data_folder(options.data_dir, state_dir / "data"),
+        lease_s=options.lease_s,
+        heartbeat_s=options.heartbeat_s,
+        reaper_interval_s=options.reaper_interval_s,
+        republish_after_s=options.republish_after_s,
+        database_url=options.database_url if server else None,
+        broker_url=options.broker_url if server else None,
+    )
+    if server:
+        prepare_server_mode(options.database_url, options.broker_url)
+    log(f"{options.mode} mode, faults {faults}, {options.rounds} rounds each, state in {state_dir}")
+    log(f"service: {shlex.join(Service(settings).serve_argv)} (cwd {ROOT.name}/)")
+    service = Service(settings)
+    results: list[RoundResult] = []
+    started = time.monotonic()
+    failed_setup = False
+    try:
+        service.start()
+        for number, fault in planned(options.rounds, faults, started, options.max_minutes):
+            # The pool child is replaced after every job (one task per child): give it a moment to appear.
+            if not service.healthy() or not wait_until(lambda: service.roles().child, 30, 0.5):
+                log("the service is not healthy before a round: restarting it")
+                service.stop()
+                service.start()
+            result = run_round(service, fault, number, options)
+            results.append(result)
+            recovery = "-" if result.recovery_s is None else f"{result.recovery_s:.1f} s"
+            if result.back_to_work_s is not None:
+                recovery += f" (back to work {result.back_to_work_s:.1f} s)"
+            verdict = "BROKEN" if result.broken else "ok"
+            log(
+                f"{options.mode} {fault} #{number}: {verdict}, {'hit' if result.hit else 'MISS'}, "
+                f"recovery {recovery}, jobs {dict(zip(result.jobs, result.statuses, strict=True))}: "
+                f"{result.detail}"
+            )
+            for problem in [*result.lost, *result.duplicated, *result.stuck]:
+                log(f"  INVARIANT BROKEN: {problem}")
+            if result.broken:
+                log(f"  logs:\n{service.logs()}")
+    except (Exception, KeyboardInterrupt) as exc:
+        failed_setup = True  # an interrupted run is no evidence that the invariants hold
+        log(f"aborted: {type(exc).__name__}: {exc}")
+    finally:
+        service.stop()
+        reap_zombies()
+        if server:
+            with contextlib.suppress(Exception):
+                drop_database(options.database_url)
+                flush_broker_db(options.broker_url)
+
+    broken = any(r.broken for r in results) or failed_setup
+    if options.results:
+        payload = {
+            "mode": options.mode,
+            "argv": sys.argv,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+            "settings": {k: str(v) for k, v in asdict(settings).items() if k != "state_dir"},
+            "rounds": [{**asdict(r), "broken": r.broken} for r in results],
+        }
+        Path(options.results).write_text(json.dumps(payload, indent=1))
+    print(table(results), flush=True)
+    if broken or options.keep_state:
+        log(f"state folder kept: {state_dir}")
+    else:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
