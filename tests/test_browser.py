@@ -48,7 +48,9 @@ WATCH_POINTS = """
 window.__points = [];
 document.addEventListener("DOMContentLoaded", () => {
   new MutationObserver((records) => {
-    for (const r of records) window.__points.push(Number(r.oldValue || 0), Number(r.target.dataset.points));
+    // A record holds the value before its change; the value after it is the next record's (or the current) one.
+    // (r.target.dataset.points is the value when the callback runs, which may be several changes later.)
+    for (const r of records) window.__points.push(Number(r.oldValue || 0));
   }).observe(document.body, { subtree: true, attributes: true, attributeOldValue: true,
                               attributeFilter: ["data-points"] });
 });
@@ -152,7 +154,7 @@ def test_a_person_trains_watches_inspects_and_predicts(page: Any, service: Servi
 
     # The curves grow while it trains: one point per finished epoch, seen arriving one by one.
     expect(page.locator("#curves")).to_have_attribute("data-points", "2", timeout=TRAINED_S)
-    seen = page.evaluate("window.__points")
+    seen = [*page.evaluate("window.__points"), int(page.locator("#curves").get_attribute("data-points") or 0)]
     assert 1 in seen and seen.index(1) < seen.index(2), f"the curve did not grow epoch by epoch: {seen}"
     assert seen == sorted(seen), f"points went missing on the way: {seen}"
     # Reconnections continued after the last event seen, with the key in the header and never in the URL.
