@@ -1,7 +1,8 @@
 """Start the whole service on this machine: `python -m epochal serve`.
 
 It applies the migrations, starts the embedded broker when the broker URL is a unix socket, one
-Celery worker and the API, and stops them all on Ctrl-C.
+Celery worker, the reaper and the API, starts the worker or the reaper again if one dies, and stops
+them all on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -33,15 +34,20 @@ def serve(host: str, port: int) -> int:
     subprocess.run(with_this_python(migrate_argv()), env=env, check=True)
     # Secure by default: no request is served without a key, so the first start makes the first one.
     ensure_first_key(settings)
-    children: list[subprocess.Popen[bytes]] = []
+    broker: subprocess.Popen[bytes] | None = None
     socket_path = socket_path_of(settings.broker_url)
     if socket_path is not None and not answers(socket_path):
-        children.append(start_embedded_broker(socket_path))
+        broker = start_embedded_broker(socket_path)
         print(f"epochal: embedded broker on {socket_path}", flush=True)
-    children.append(subprocess.Popen(with_this_python(worker_argv(settings.default_queue)), env=env))
     schedule = str(settings.state_dir.resolve() / "reaper-schedule")
-    children.append(subprocess.Popen(with_this_python(reaper_argv(schedule, hostname="reaper@%h")), env=env))
-    children.append(subprocess.Popen(with_this_python(api_argv(host, port)), env=env))
+    # The worker and the reaper are started again when they die (an out-of-memory kill, a crash): the
+    # jobs they held come back through their leases. The API and the broker are not: without them
+    # nothing works, so the whole service stops and says so.
+    restartable = {
+        "worker": Supervised("worker", with_this_python(worker_argv(settings.default_queue)), env),
+        "reaper": Supervised("reaper", with_this_python(reaper_argv(schedule, hostname="reaper@%h")), env),
+    }
+    api = subprocess.Popen(with_this_python(api_argv(host, port)), env=env)
     print(
         f"epochal: API on http://{host}:{port} (reference: http://{host}:{port}/docs), "
         f"database {redact_url(settings.database_url)}, data folder {settings.data_dir.resolve()}",
@@ -53,21 +59,51 @@ def serve(host: str, port: int) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        while all(child.poll() is None for child in children):
+        while api.poll() is None and (broker is None or broker.poll() is None):
+            for name, supervised in restartable.items():
+                if not supervised.keep_running():
+                    print(f"epochal: the {name} keeps exiting; stopping the service", file=sys.stderr, flush=True)
+                    return 1
             time.sleep(0.5)
-        print("epochal: a service process exited; stopping the others", file=sys.stderr)
+        print("epochal: the API or the broker exited; stopping the others", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
-        # API and worker first, broker last, so nothing loses its broker mid-shutdown.
-        for child in reversed(children):
+        # API and workers first, broker last, so nothing loses its broker mid-shutdown.
+        children = [api, *(s.process for s in restartable.values()), *([broker] if broker else [])]
+        for child in children:
             child.terminate()
-        for child in reversed(children):
+        for child in children:
             try:
                 child.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 child.kill()
+
+
+class Supervised:
+    """A child process started again when it exits, unless it exits over and over (then it is given up)."""
+
+    MAX_RESTARTS = 5
+    WITHIN_S = 60.0
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.name, self.argv, self.env = name, argv, env
+        self.restarts: list[float] = []
+        self.process = subprocess.Popen(argv, env=env)
+
+    def keep_running(self) -> bool:
+        """Start the process again if it exited; False once it exited MAX_RESTARTS times within WITHIN_S."""
+        code = self.process.poll()
+        if code is None:
+            return True
+        now = time.monotonic()
+        self.restarts = [t for t in self.restarts if now - t < self.WITHIN_S] + [now]
+        if len(self.restarts) > self.MAX_RESTARTS:
+            return False
+        print(f"epochal: the {self.name} exited ({code}); starting it again", file=sys.stderr, flush=True)
+        self.process = subprocess.Popen(self.argv, env=self.env)
+        return True
 
 
 def main() -> int:
