@@ -19,7 +19,10 @@ from models.queries import best_experiment
 from models.users import User
 from training.spec import Dataset
 
-MAX_ID = 2**63 - 1  # the largest id any supported database stores; a larger one cannot exist
+# The largest id any row can have: ids are INTEGER columns, 32-bit on PostgreSQL (a larger one in a query is
+# an error there, not an empty answer). A larger id cannot exist, so it is a 404 before the database is asked.
+MAX_ID = 2**31 - 1
+MAX_OFFSET = 2**63 - 1  # OFFSET is a 64-bit integer on every supported database
 S = TypeVar("S", bound=Select[Any])
 
 # Unbounded on purpose: an id out of range is a resource that does not exist (404), checked in the lookup,

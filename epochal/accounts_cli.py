@@ -94,7 +94,7 @@ def _keys_create(args: argparse.Namespace) -> int:
 def _keys_revoke(args: argparse.Namespace) -> int:
     with session_scope() as session:
         # An id beyond 64 bits cannot exist, and SQLite would overflow on it.
-        key = session.get(ApiKey, args.key_id) if 1 <= args.key_id < 2**63 else None
+        key = session.get(ApiKey, args.key_id) if 1 <= args.key_id < 2**31 else None  # INTEGER ids
         if key is None:
             print(f"no key {args.key_id}; `users list` shows each user's keys", file=sys.stderr)
             return 1

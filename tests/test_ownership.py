@@ -190,7 +190,7 @@ def test_dataset_predictions_use_the_callers_best_model(client: TestClient, othe
     assert admin_view["mnist"]["best_experiment_id"] is not None
 
 
-@pytest.mark.parametrize("bad_id", ["0", "-1", str(2**63), str(2**64 + 1), "9" * 40])
+@pytest.mark.parametrize("bad_id", ["0", "-1", str(2**31), str(70771313422288), str(2**63), str(2**64 + 1), "9" * 40])
 @pytest.mark.parametrize(
     "template", ["/experiments/{}", "/experiments/{}/metrics", "/sweeps/{}", "/sweeps/{}/tensorboard"]
 )

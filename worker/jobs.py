@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import ColumnElement, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, undefer
 
@@ -182,7 +182,20 @@ def record_split(job: ClaimedJob, train_count: int, validation_count: int) -> No
     with_db_retry(write, "recording the split sizes")
 
 
+def _bound_idle_transaction(session: Session) -> None:
+    """On PostgreSQL, end this transaction server-side if the process stalls in it for a lease.
+
+    A fenced write locks the experiment row until it commits. A process frozen in between (stopped,
+    swapping, cut off) would keep that lock, and the reaper could never hand the job on; the server
+    ends such a session after a lease instead. Our transactions take milliseconds.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        timeout_ms = max(1000, int(get_settings().lease_s * 1000))
+        session.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {timeout_ms}"))
+
+
 def _fence(session: Session, job: ClaimedJob, **values: object) -> None:
+    _bound_idle_transaction(session)
     if not rows_changed(session, update(Experiment).where(*_current(job)).values(**values)):
         raise Superseded(f"experiment {job.experiment_id}: attempt {job.attempt} is no longer current")
 

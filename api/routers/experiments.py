@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response, status
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import selectinload
 
-from api.access import MAX_ID, ExperimentId, owned, visible_artifact, visible_evaluation, visible_experiment
+from api.access import MAX_ID, MAX_OFFSET, ExperimentId, owned, visible_artifact, visible_evaluation, visible_experiment
 from api.auth import CurrentUser
 from api.deps import SessionDep, SettingsDep
 from api.errors import conflict, responses
@@ -76,7 +76,7 @@ def list_experiments(
     optimizer: Optimizer | None = None,
     sweep_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,  # past 64 bits the database raises instead of answering
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,  # past 64 bits the database raises instead of answering
 ) -> ExperimentPage:
     """Your experiments (an admin: everyone's), newest first, filtered by any of status, dataset, optimizer, sweep."""
     conditions = [

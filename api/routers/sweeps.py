@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.access import MAX_ID, SweepId, owned, visible_sweep
+from api.access import MAX_OFFSET, SweepId, owned, visible_sweep
 from api.auth import CurrentUser
 from api.deps import SessionDep, SettingsDep
 from api.errors import describe_validation_errors, responses
@@ -102,7 +102,7 @@ def list_sweeps(
     session: SessionDep,
     user: CurrentUser,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[SweepRead]:
     """Your sweeps (an admin: everyone's), newest first, `limit` at a time (each one carries its experiments)."""
     ids = session.scalars(
