@@ -114,6 +114,7 @@ def claim(experiment_id: int, worker: str, pid: int | None = None) -> ClaimedJob
     A job that was running before continues after its last finished epoch (its resume state).
     """
     with session_scope() as session:
+        _bound_idle_transaction(session)
         claimed = rows_changed(
             session,
             update(Experiment)
@@ -151,10 +152,10 @@ def claim(experiment_id: int, worker: str, pid: int | None = None) -> ClaimedJob
 
 def renew_lease(job: ClaimedJob) -> bool:
     """Extend this attempt's lease; False when it is no longer the current attempt (stop, write nothing)."""
+    renewal = update(Experiment).where(*_current(job)).values(lease_expires_at=lease_deadline())
     with session_scope() as session:
-        return bool(
-            rows_changed(session, update(Experiment).where(*_current(job)).values(lease_expires_at=lease_deadline()))
-        )
+        _bound_idle_transaction(session)
+        return bool(rows_changed(session, renewal))
 
 
 def record_device(job: ClaimedJob, device: str, warnings: list[str]) -> None:
@@ -162,6 +163,7 @@ def record_device(job: ClaimedJob, device: str, warnings: list[str]) -> None:
 
     def write() -> None:
         with session_scope() as session:
+            _bound_idle_transaction(session)
             experiment = session.get_one(Experiment, job.experiment_id)
             if experiment.attempt != job.attempt or experiment.status is not Status.RUNNING:
                 raise Superseded(f"experiment {job.experiment_id}: attempt {job.attempt} was superseded")
