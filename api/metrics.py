@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config import get_settings
 from models import EpochMetric, Experiment
-from models.base import utcnow
+from models.base import as_utc, utcnow
 from models.db import session_scope
 from training.spec import Status
 
@@ -94,8 +94,7 @@ class StoredStateCollector(Collector):
             ).all()
             for experiment_id, worker, expires in running:
                 if expires is not None:
-                    expires = expires if expires.tzinfo else expires.replace(tzinfo=now.tzinfo)
-                    leases.add_metric([str(experiment_id), worker or ""], (expires - now).total_seconds())
+                    leases.add_metric([str(experiment_id), worker or ""], (as_utc(expires) - now).total_seconds())
         yield from (jobs, epochs, seconds, leases)
         yield self._queue_depths()
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from models import Experiment
+from models.base import as_utc
 from models.specs import head_of, validation_of
 from training.spec import (
     MAX_REPEATS,
@@ -21,13 +22,7 @@ from training.spec import (
     Validation,
 )
 
-
-def _as_utc(value: datetime) -> datetime:
-    # Times are stored in UTC, but SQLite hands them back without a zone: say so, as PostgreSQL does.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 class ExperimentCreate(ExperimentSpec):

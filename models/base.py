@@ -22,3 +22,8 @@ class Base(DeclarativeBase):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """A stored time with its zone: SQLite hands UTC times back naive, PostgreSQL with the zone."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

@@ -24,7 +24,7 @@ from config import get_settings
 from epochal import events
 from models import Attempt, Experiment
 from models.attempts import Outcome, attempt_story, end_attempt
-from models.base import utcnow
+from models.base import as_utc, utcnow
 from models.db import rows_changed, session_scope
 from training.spec import Status
 
@@ -43,22 +43,15 @@ class ReapReport:
     published: list[int] = field(default_factory=list)
 
 
-def _as_utc(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes for timezone-aware columns; they were written in UTC.
-    from datetime import UTC
-
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _decide(experiment: Experiment, attempt: Attempt | None, now: datetime) -> tuple[Status, str, str]:
     """What becomes of a job whose attempt was lost: (new status, the attempt's outcome, the reason)."""
     settings = get_settings()
-    lease_expired = _as_utc(experiment.lease_expires_at) if experiment.lease_expires_at else now
+    lease_expired = as_utc(experiment.lease_expires_at) if experiment.lease_expires_at else now
     silent_since = (lease_expired - timedelta(seconds=settings.lease_s)).isoformat(timespec="seconds")
     cause = f"no heartbeat from {experiment.worker} since {silent_since} (lease of {settings.lease_s:g} s expired)"
     if experiment.cancel_requested:
         return Status.CANCELLED, Outcome.LOST, cause
-    started = _as_utc(attempt.started_at) if attempt is not None else None
+    started = as_utc(attempt.started_at) if attempt is not None else None
     if started is not None and (now - started).total_seconds() > settings.task_time_limit_s:
         return (
             Status.FAILED,

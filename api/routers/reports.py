@@ -7,7 +7,6 @@ evaluation in the database, so a report is available for as long as the experime
 from __future__ import annotations
 
 from collections.abc import Hashable
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -21,6 +20,7 @@ from api.errors import ERROR_DESCRIPTIONS, ErrorRead, not_found, responses
 from api.sweep_table import configuration_key
 from api.tensorboard_export import EpochScalars, Run, logdir_tarball, run_name
 from models import EpochMetric, Experiment, Sweep
+from models.base import as_utc
 from models.specs import validation_of
 from training.spec import DATASETS, Validation
 
@@ -65,11 +65,6 @@ def _require_epochs(experiment: Experiment) -> list[EpochMetric]:
     return list(experiment.metrics)
 
 
-def _as_utc(value: datetime) -> datetime:
-    # SQLite hands stored UTC times back without a zone; a naive time would be read as local time.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
 def _run(experiment: Experiment, id_width: int = 0) -> Run:
     return Run(
         name=run_name(experiment.id, experiment.name, id_width),
@@ -80,7 +75,7 @@ def _run(experiment: Experiment, id_width: int = 0) -> Run:
                 accuracy=m.accuracy,
                 val_loss=m.val_loss,
                 val_accuracy=m.val_accuracy,
-                wall_time=_as_utc(m.created_at).timestamp(),
+                wall_time=as_utc(m.created_at).timestamp(),
             )
             for m in experiment.metrics
         ],
