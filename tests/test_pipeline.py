@@ -73,6 +73,30 @@ def test_xla_trains_the_same_network_within_float_tolerance(data_dir: Path, tmp_
     assert compiled.evaluation.test_accuracy == pytest.approx(plain.evaluation.test_accuracy, abs=0.02)
 
 
+def test_several_steps_per_call_train_exactly_the_same_batches(data_dir: Path, tmp_path: Path) -> None:
+    # 320 examples in batches of 64: 5 steps an epoch, so 3 per call leaves a short last call each epoch;
+    # a call that ran on into the next epoch's batches would change every figure after the first epoch.
+    exact = spec(deterministic=True, epochs=3)
+    progress: list[tuple[int, int, int]] = []
+    one = run_experiment(exact, data_dir, tmp_path / "one", steps_per_execution=1)
+    grouped = run_experiment(
+        exact,
+        data_dir,
+        tmp_path / "grouped",
+        steps_per_execution=3,
+        on_progress=lambda epoch, done, total, loss, accuracy: progress.append((epoch, done, total)),
+        progress_every_s=0,
+    )
+    assert [(e.loss, e.accuracy, e.val_loss, e.val_accuracy) for e in grouped.epochs] == [
+        (e.loss, e.accuracy, e.val_loss, e.val_accuracy) for e in one.epochs
+    ]
+    assert one.evaluation is not None and grouped.evaluation is not None
+    assert grouped.evaluation.confusion_matrix == one.evaluation.confusion_matrix
+    assert grouped.evaluation.test_loss == one.evaluation.test_loss
+    # Progress is heard after each call and never counts past the epoch's batches.
+    assert progress == [(epoch, done, 5) for epoch in (1, 2, 3) for done in (3, 5)]
+
+
 def test_xla_and_deterministic_ops_cannot_be_asked_together() -> None:
     with pytest.raises(ValueError, match="jit_compile and deterministic"):
         spec(jit_compile=True, deterministic=True)

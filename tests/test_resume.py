@@ -58,10 +58,16 @@ def test_a_run_interrupted_mid_epoch_and_resumed_has_the_history_of_an_uninterru
         seen.append(epoch)
         points.append(point)
 
-    # Interrupted during the second epoch, after its first two batches: that epoch must be dropped.
-    batches = iter(range(100))
+    # Two batches per call, so 3 calls an epoch (2, 2, 1), and the stop is checked after each call:
+    # interrupted after the second epoch's first two batches (the 4th call), that epoch must be dropped.
+    calls = iter(range(100))
     stopped = run_experiment(
-        spec(), data_dir, tmp_path / "first", on_epoch_end=keep, interrupted=lambda: next(batches) >= 6
+        spec(),
+        data_dir,
+        tmp_path / "first",
+        on_epoch_end=keep,
+        interrupted=lambda: next(calls) >= 3,
+        steps_per_execution=2,
     )
     assert stopped.stopped is StopReason.INTERRUPTED
     assert [e.epoch for e in seen] == [1]

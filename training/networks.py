@@ -75,12 +75,31 @@ def default_jit_compile(spec: ExperimentSpec, on_gpu: bool) -> bool:
     return on_gpu or spec.resolved_network is Network.MLP
 
 
-def compile_network(network: keras.Model, spec: ExperimentSpec, *, jit_compile: bool = False) -> keras.Model:
+# Batches per call into the compiled step when batches are cheap: one Python round trip (callbacks,
+# iterator, dispatch) per this many steps instead of per step. 32 MLP steps take about 0.2 s on 2 CPU
+# cores, so a stop request still lands within a fraction of a second.
+STEPS_PER_EXECUTION = 32
+
+
+def default_steps_per_execution(spec: ExperimentSpec, on_gpu: bool) -> int:
+    """Steps per compiled call: many where a step is short (the MLP; anything on a GPU), one otherwise.
+
+    It changes how often Python runs between steps, not what the steps compute: the same batches, in
+    the same order, through the same updates (checked equal in the tests). A convnet step on a CPU takes
+    over 100 ms, so grouping saves nothing measurable there and would delay a stop by seconds.
+    """
+    return STEPS_PER_EXECUTION if on_gpu or spec.resolved_network is Network.MLP else 1
+
+
+def compile_network(
+    network: keras.Model, spec: ExperimentSpec, *, jit_compile: bool = False, steps_per_execution: int = 1
+) -> keras.Model:
     """Compile `network` with the spec's optimizer, loss and head-appropriate accuracy."""
     network.compile(
         optimizer=build_optimizer(spec),
         loss=str(spec.resolved_loss),
         metrics=[accuracy_metric(spec)],
         jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
     )
     return network

@@ -16,7 +16,13 @@ import keras
 
 from training.data import load_splits
 from training.evaluation import evaluate_network
-from training.networks import accuracy_metric, build_network, compile_network, default_jit_compile
+from training.networks import (
+    accuracy_metric,
+    build_network,
+    compile_network,
+    default_jit_compile,
+    default_steps_per_execution,
+)
 from training.results import CHECKPOINT_NAME, EpochResult, ResumePoint, RunResult, StopReason, finite_or_none
 from training.resume import capture_state, restore_state
 from training.spec import ExperimentSpec
@@ -77,7 +83,8 @@ class _EpochReporter(keras.callbacks.Callback):
             loss, accuracy = logs.get("loss"), logs.get("accuracy")
             self.on_progress(
                 self._epoch,
-                batch + 1,
+                # With several steps per call, Keras names the call's last step, which can pass the epoch's end.
+                min(batch + 1, self.steps_per_epoch),
                 self.steps_per_epoch,
                 None if loss is None else finite_or_none(loss),
                 None if accuracy is None else finite_or_none(accuracy),
@@ -117,13 +124,28 @@ class _EpochReporter(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def _on_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def _set_op_determinism(on: bool) -> None:
+    # A process-wide TensorFlow switch, set for every run: left on by a deterministic run, it would also
+    # make Keras quietly drop XLA for every later run in the same process.
+    from tensorflow.python.framework import config as tf_config
+
+    if on:
+        tf_config.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()
+
+
 def resolved_jit_compile(spec: ExperimentSpec) -> bool:
     """The spec's jit_compile, or the faster choice for its network on this process' devices."""
     if spec.jit_compile is not None:
         return spec.jit_compile
-    import tensorflow as tf
-
-    return default_jit_compile(spec, on_gpu=bool(tf.config.list_physical_devices("GPU")))
+    return default_jit_compile(spec, on_gpu=_on_gpu())
 
 
 def run_experiment(
@@ -138,6 +160,7 @@ def run_experiment(
     on_split: Callable[[int, int], None] = lambda train_count, validation_count: None,
     on_progress: ProgressCallback | None = None,
     progress_every_s: float = 1.0,
+    steps_per_execution: int | None = None,
 ) -> RunResult:
     """Train `spec` to completion (or until stopped), then evaluate the best checkpoint on the test split.
 
@@ -146,17 +169,20 @@ def run_experiment(
     `should_stop` is read at each epoch end (cancel); `interrupted` after each batch (shutdown).
     `on_split` hears how many examples train and validate, once the data is split and before training.
     `on_progress` hears how far the current epoch is, at most every `progress_every_s`, with the running
-    loss and accuracy.
+    loss and accuracy. `steps_per_execution` (batches per compiled call) defaults to the faster choice
+    for the network and device; it does not change what is computed.
     """
     keras.utils.set_random_seed(spec.seed)
-    if spec.deterministic:
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
+    _set_op_determinism(spec.deterministic)
     splits = load_splits(spec, data_dir)
     on_split(splits.train_count, splits.validation_count)
     workdir.mkdir(parents=True, exist_ok=True)
-    network = compile_network(build_network(spec), spec, jit_compile=resolved_jit_compile(spec))
+    network = compile_network(
+        build_network(spec),
+        spec,
+        jit_compile=resolved_jit_compile(spec),
+        steps_per_execution=steps_per_execution or default_steps_per_execution(spec, on_gpu=_on_gpu()),
+    )
     reporter = _EpochReporter(
         workdir / CHECKPOINT_NAME,
         on_epoch_end,
@@ -171,17 +197,21 @@ def run_experiment(
         restore_state(network, resume.state)
         reporter.resume_from(resume, resume.best_checkpoint)
         first_epoch = resume.epoch
-    if first_epoch < spec.epochs:
+    for epoch in range(first_epoch, spec.epochs):
+        # One fit() per epoch over exactly that epoch's batches: with several steps per compiled call, a
+        # stream of all epochs would let an epoch's last call run on into the next epoch's batches.
         network.fit(
-            splits.train.epochs(first_epoch, spec.epochs),
+            splits.train.epochs(epoch, epoch + 1),
             steps_per_epoch=splits.train.steps_per_epoch,
-            initial_epoch=first_epoch,
-            epochs=spec.epochs,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
             validation_data=splits.validation,
             callbacks=[reporter],
             shuffle=False,  # the order is the pipeline's own: a function of (seed, epoch)
             verbose=0,
         )
+        if reporter.stopped is not None:
+            break
     best_val_accuracy = finite_or_none(reporter.best_val_accuracy)
     if reporter.stopped is not None:
         return RunResult(reporter.results, reporter.stopped, reporter.best_epoch, best_val_accuracy, None, None)
