@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import Depends, FastAPI
 
 from api.auth import current_user
@@ -23,9 +25,22 @@ keys at /users.
 """
 
 
+def silence_access_log() -> None:
+    """What uvicorn's --no-access-log does, from the settings: no line is even formatted per request.
+
+    uvicorn reads whether "uvicorn.access" has handlers when it opens a connection, after it imported the app,
+    so emptying them here takes effect however uvicorn was started (CLI, Dockerfile, Compose).
+    """
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.propagate = False
+
+
 def create_app() -> FastAPI:
     install_log_redaction()  # no configured password in any log line the API process writes
     settings = get_settings()
+    if not settings.access_log:
+        silence_access_log()
     # /docs and /redoc are served by install_ui from vendored files, not from FastAPI's CDN links.
     app = FastAPI(title="Epochal", version="0.1.0", description=DESCRIPTION, docs_url=None, redoc_url=None)
     install_error_handlers(app)

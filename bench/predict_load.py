@@ -35,6 +35,7 @@ import psutil
 from PIL import Image
 
 from bench.load import Result, closed_loop, http_request, multipart
+from epochal.commands import api_argv, with_this_python
 from tests.datagen import write_mnist
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -173,9 +174,17 @@ def measure(args: argparse.Namespace, servers: list[Server], key: str, experimen
         print(f"{route:14s} {count:3d} clients  {label:28s} {figures}")
 
 
-def start_api(cwd: Path, env: dict[str, str], window_ms: str) -> tuple[str, subprocess.Popen[bytes]]:
+def start_api(
+    cwd: Path, env: dict[str, str], window_ms: str, older: bool = False
+) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    # This tree's API starts with its own command (epochal/commands.py). An older tree predates uvloop and httptools
+    # in the requirements, so it gets what uvicorn picked without them, not what it would "auto"-pick from this venv.
+    if older:
+        argv = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)]
+        argv += ["--loop", "asyncio", "--http", "h11"]
+    else:
+        argv = with_this_python(api_argv("127.0.0.1", port))
     process = subprocess.Popen(
         argv, cwd=cwd, env={**env, "EPOCHAL_PREDICT_BATCH_WINDOW_MS": window_ms}, stdout=subprocess.DEVNULL
     )
@@ -222,7 +231,7 @@ def own_service(args: argparse.Namespace, folder: Path, pngs: list[bytes]) -> No
         servers = [Server("batching on (window 2 ms)", on_url, pid=on.pid)]
         servers.append(Server("batching off (window 0)", off_url, pid=off.pid))
         if args.before_tree:
-            before_url, before = start_api(Path(args.before_tree).resolve(), shared, "0")
+            before_url, before = start_api(Path(args.before_tree).resolve(), shared, "0", older=True)
             processes.append(before)
             servers.append(Server("before (older tree)", before_url, batch_route=False, pid=before.pid))
         measure(args, servers, key, experiment_id, pngs)

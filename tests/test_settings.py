@@ -135,3 +135,33 @@ def test_a_worker_uses_the_configured_or_inherited_gpus(monkeypatch: pytest.Monk
     assert lifecycle.worker_gpu_ids() == [], "an empty CUDA_VISIBLE_DEVICES hides every GPU"
     monkeypatch.setattr(lifecycle, "get_settings", lambda: Settings(worker_gpus="1"))
     assert lifecycle.worker_gpu_ids() == ["1"], "EPOCHAL_WORKER_GPUS wins over the environment"
+
+
+@pytest.mark.parametrize(("access_log", "logged"), [(None, False), ("1", True)])
+def test_the_api_logs_a_line_per_request_only_when_asked(
+    access_log: str | None, logged: bool, migrated_database: str, broker_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    log_path = tmp_path / "api.log"
+    env = {k: v for k, v in os.environ.items() if k != "EPOCHAL_ACCESS_LOG"}
+    if access_log is not None:
+        env["EPOCHAL_ACCESS_LOG"] = access_log
+    with log_path.open("wb") as log:
+        api = subprocess.Popen(
+            with_this_python(api_argv("127.0.0.1", port)), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health?probe=1", timeout=10)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.2)
+    finally:
+        api.terminate()
+        api.wait(timeout=20)
+    text = log_path.read_text()
+    assert "Application startup complete" in text  # uvicorn's own lines are still there either way
+    assert ("GET /health?probe=1" in text) is logged
