@@ -125,8 +125,10 @@ class ExperimentRead(BaseModel):
     finished_at: UtcDatetime | None
 
     @classmethod
-    def of(cls, row: Experiment) -> ExperimentRead:
-        evaluation = row.evaluation
+    def of(cls, row: Experiment, *, new: bool = False) -> ExperimentRead:
+        """The answer for `row`. With `new` (a row this request just inserted) its attempts, evaluation and
+        epochs are known to be empty: three queries that would find nothing are not sent."""
+        evaluation = None if new else row.evaluation
         return cls(
             id=row.id,
             name=row.name,
@@ -158,10 +160,10 @@ class ExperimentRead(BaseModel):
             warnings=list(row.warnings or []),
             worker=row.worker,
             device=row.device,
-            attempts=[AttemptRead.model_validate(a) for a in row.attempts],
+            attempts=[] if new else [AttemptRead.model_validate(a) for a in row.attempts],
             lease_expires_at=row.lease_expires_at,
             summary=ExperimentSummary(
-                epochs_done=row.epochs_done,  # type: ignore[attr-defined]
+                epochs_done=0 if new else row.epochs_done,  # type: ignore[attr-defined]
                 best_epoch=row.best_epoch,
                 best_val_accuracy=row.best_val_accuracy,
                 test_loss=evaluation.test_loss if evaluation else None,

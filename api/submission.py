@@ -8,9 +8,10 @@ from fastapi import HTTPException
 from sqlalchemy.orm import Session
 
 from api.queue import BrokerUnavailable, enqueue_training
-from config import get_settings
+from api.quotas import check_active_jobs
+from config import Settings, get_settings
 from epochal import events
-from models import Experiment, Sweep
+from models import Experiment, Sweep, User
 from models.base import utcnow
 from training.spec import Status
 
@@ -27,16 +28,32 @@ def check_queues(experiments: list[Experiment]) -> None:
         )
 
 
-def submit(session: Session, experiments: list[Experiment], *, new_sweep: Sweep | None = None) -> None:
+def submit(
+    session: Session,
+    experiments: list[Experiment],
+    settings: Settings,
+    *,
+    new_sweep: Sweep | None = None,
+    quota_of: User | None = None,
+) -> None:
     """Commit queued rows, then enqueue each; if the broker refuses, every row not yet queued ends failed.
+
+    With `quota_of`, the rows count against that user's active-jobs quota (429 over it). The check takes a lock
+    that one user's submissions queue behind, held until the commit: everything that can be done before it
+    (the queue check, the rows' fields) is, so only the count, the insert and the commit run inside it.
 
     Should this process die between the commit and the publish, the reaper publishes the rows once
     their `next_publish_at` has passed: an accepted job is never left waiting for a message that was never sent.
     """
     check_queues(experiments)
-    due = utcnow() + timedelta(seconds=get_settings().republish_after_s)
+    due = utcnow() + timedelta(seconds=settings.republish_after_s)
     for experiment in experiments:
         experiment.next_publish_at, experiment.publish_count = due, 0
+    if quota_of is not None:
+        # Before the rows join the session: autoflush would otherwise insert them ahead of the lock and the count.
+        check_active_jobs(session, settings, quota_of, adding=len(experiments))
+    if new_sweep is not None:
+        session.add(new_sweep)
     session.add_all(experiments)
     # Commit before enqueueing: a worker must never receive an id that is not in the database yet.
     session.commit()

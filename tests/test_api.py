@@ -186,6 +186,66 @@ def test_submit_answers_202_with_location_and_resolved_defaults(client: TestClie
     assert task_args(after[0]) == [body["id"]]
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"dataset": "mnist"},
+        {
+            "name": "every field, ünïcode",
+            "dataset": "cats_vs_dogs",
+            "optimizer": "sgd_nesterov",
+            "learning_rate": 0.1 + 0.2,  # a float whose shortest repr has 17 digits
+            "head": {"units": 1, "activation": "sigmoid"},
+            "epochs": 2,
+            "batch_size": 20,
+            "train_size": 300,
+            "validation": "test",
+            "seed": 123,
+            "deterministic": True,
+            "jit_compile": False,
+            "queue": "gpu-api-tests.1",
+        },
+        {"dataset": "mnist", "repeats": 3, "validation_split": 0.25},
+    ],
+)
+def test_the_submit_answer_is_byte_for_byte_the_experiment_read_back(
+    client: TestClient, fields: dict[str, Any]
+) -> None:
+    # The 202 is built from the row in memory, not read back: it must be exactly what a GET then answers.
+    response = client.post("/experiments", json=fields)
+    assert response.status_code == 202, response.text
+    read_back = client.get(response.headers["location"])
+    assert read_back.status_code == 200
+    assert response.content == read_back.content
+
+
+def test_a_submission_is_one_connection_and_no_read_after_the_insert(client: TestClient) -> None:
+    from sqlalchemy import event
+
+    from models.db import get_engine
+
+    # A key's first use records it (a commit of its own, at most once a minute): not what is measured here.
+    client.get("/experiments")
+    engine, statements, checkouts = get_engine(), [], []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement.split()[0].upper())
+
+    def checked_out(*_args: object) -> None:
+        checkouts.append(1)
+
+    event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine.pool, "checkout", checked_out)
+    try:
+        submit(client)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine.pool, "checkout", checked_out)
+    # The key (with its user), the quota's lock and count, the insert; the answer needs nothing more.
+    assert statements[-1] == "INSERT" and statements.count("INSERT") == 1, statements
+    assert len(checkouts) == 1
+
+
 def test_submit_to_a_named_queue(client: TestClient) -> None:
     queue = "gpu-api-tests.1"
     before = broker_queue(queue)

@@ -51,20 +51,19 @@ def create_experiment(
     """
     if body.repeats > 1:
         check_sweep_size(settings, user, body.repeats)
-    check_active_jobs(session, settings, user, adding=body.repeats)
     experiments = repeated_experiments(body, body.repeats)
     sweep = None
     if body.repeats > 1:
         spec = body.model_dump(mode="json", exclude={"repeats", "queue"}, exclude_none=True)
         sweep = Sweep(name=body.name, base=spec, grid={}, owner_id=user.id)
-        session.add(sweep)
     for experiment in experiments:
         experiment.queue = body.queue or settings.default_queue
         experiment.owner_id = user.id
         experiment.sweep = sweep
-    submit(session, experiments, new_sweep=sweep)
+    submit(session, experiments, settings, new_sweep=sweep, quota_of=user)
     response.headers["Location"] = f"/experiments/{experiments[0].id}"
-    return ExperimentRead.of(visible_experiment(session, user, experiments[0].id))
+    # From the row in memory: the session's connection went back to the pool at the commit, and stays there.
+    return ExperimentRead.of(experiments[0], new=True)
 
 
 @router.get("", response_model=ExperimentPage, responses=responses(422))
@@ -266,5 +265,5 @@ def retry_experiment(
     session.commit()
     session.expire_all()
     experiment = visible_experiment(session, user, experiment_id)
-    submit(session, [experiment])
+    submit(session, [experiment], settings)
     return ExperimentRead.of(visible_experiment(session, user, experiment_id))

@@ -15,7 +15,7 @@ from api.access import MAX_OFFSET, SweepId, owned, visible_sweep
 from api.auth import CurrentUser
 from api.deps import SessionDep, SettingsDep
 from api.errors import describe_validation_errors, responses
-from api.quotas import check_active_jobs, check_sweep_size
+from api.quotas import check_sweep_size
 from api.schemas import ExperimentCreate, ExperimentRead, SweepCreate, SweepRead
 from api.submission import submit
 from api.sweep_table import STATISTICS, comparison_rows, configuration_rows
@@ -81,7 +81,6 @@ def create_sweep(
     """Create and queue one experiment per grid combination; nothing is created if any combination is invalid."""
     expanded = expand_grid(body)
     check_sweep_size(settings, user, len(expanded) * body.repeats)
-    check_active_jobs(session, settings, user, adding=len(expanded) * body.repeats)
     # The sweep and every experiment it creates belong to the caller.
     sweep = Sweep(name=body.name, base=body.base, grid=body.grid, owner_id=user.id)
     experiments = []
@@ -91,8 +90,7 @@ def create_sweep(
             experiment.sweep = sweep
             experiment.owner_id = user.id
             experiments.append(experiment)
-    session.add(sweep)
-    submit(session, experiments, new_sweep=sweep)
+    submit(session, experiments, settings, new_sweep=sweep, quota_of=user)
     response.headers["Location"] = f"/sweeps/{sweep.id}"
     return _sweep_read(session, user, sweep.id)
 
