@@ -6,7 +6,7 @@ import logging
 
 from fastapi import Depends, FastAPI
 
-from api.auth import current_user
+from api.auth import bearer_key, current_user
 from api.errors import install_error_handlers, responses
 from api.limits import BodySizeLimit, StorableText
 from api.metrics import RequestMetrics
@@ -50,8 +50,11 @@ def create_app() -> FastAPI:
     app.add_middleware(RequestMetrics)  # outermost: it times and counts every answer, a 413 included
     # One dependency guards every router but health's: a route added to any of them needs a key. Checking
     # the key reads the database, so any of these routes can also answer 503 when the database is down.
-    for module in (experiments, events, sweeps, reports, predictions, datasets, backprop, users, metrics):
+    for module in (experiments, events, sweeps, reports, datasets, backprop, users, metrics):
         app.include_router(module.router, dependencies=[Depends(current_user)], responses=responses(401, 503))
+    # The prediction routes verify the key in the same worker-thread hop as their lookups (api/auth.py says how
+    # they keep the same answers); without a key they are a 401 here already, as every other route.
+    app.include_router(predictions.router, dependencies=[Depends(bearer_key)], responses=responses(401, 503))
     app.include_router(health.router)
     install_ui(app)  # public pages: the dashboard at /ui/ and the API reference; their data calls need a key
     return app

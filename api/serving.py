@@ -1,8 +1,9 @@
-"""Answering predictions: find the caller's network, decode the uploads, call it through its batcher.
+"""Answering predictions: verify the caller, find their network, decode the uploads, call it through its batcher.
 
-The blocking part (database lookups, loading a network on a cache miss, decoding images) runs in one
-worker thread per request, so the event loop only ever waits; the model call goes through the
-network's micro-batcher, where concurrent requests share one call.
+The blocking part (the key, the rate limit, reading the uploads, database lookups, loading a network on a
+cache miss, decoding images) runs in one worker thread per request, so the event loop only ever waits and
+a request makes one hop to a thread before its model call (each hop costs about as much CPU as the model
+call itself); the model call goes through the network's micro-batcher, where concurrent requests share one call.
 """
 
 from __future__ import annotations
@@ -10,22 +11,28 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from fastapi import HTTPException, UploadFile
+from fastapi import HTTPException, Request, UploadFile
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.access import MAX_ID, best_visible_experiment, owned, visible_experiment
+from api.auth import authenticate
 from api.errors import conflict, not_found
 from api.predictors import ServedModel, get_predictor_cache
+from api.quotas import check_prediction_rate
 from api.schemas import PredictionRead
+from config import get_settings
 from models import Artifact, Experiment, User
+from models.db import get_sessionmaker
 from training.errors import ImageTooLarge, InvalidImage
 from training.results import CHECKPOINT_NAME
 from training.spec import Dataset, Status
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 FindExperiment = Callable[[Session, User], Experiment]
+# Reads the request's uploads as (part name or None, bytes): called in the worker thread, after the rate check.
+ReadImages = Callable[[], list[tuple[str | None, bytes]]]
 
 
 def by_id(experiment_id: int) -> FindExperiment:
@@ -55,9 +62,9 @@ def best_on(dataset: Dataset) -> FindExperiment:
     return find
 
 
-async def read_image(upload: UploadFile, part: str | None = None) -> bytes:
-    """The upload's bytes; 413 past MAX_IMAGE_BYTES (read no further than that)."""
-    data = await upload.read(MAX_IMAGE_BYTES + 1)
+def read_image(upload: UploadFile, part: str | None = None) -> bytes:
+    """The upload's bytes; 413 past MAX_IMAGE_BYTES (read no further than that). Blocking: a worker thread's job."""
+    data = upload.file.read(MAX_IMAGE_BYTES + 1)
     if len(data) > MAX_IMAGE_BYTES:
         limit = f"{MAX_IMAGE_BYTES // 2**20} MiB"
         raise HTTPException(status_code=413, detail=f"{_prefix(part)}images must be at most {limit}")
@@ -97,29 +104,37 @@ def _decode(served: ServedModel, images: list[tuple[str | None, bytes]]) -> np.n
 
 
 def _prepare(
-    session: Session, user: User, find: FindExperiment, images: list[tuple[str | None, bytes]]
+    request: Request, key: str, find: FindExperiment, images: int, read: ReadImages
 ) -> tuple[int, ServedModel, np.ndarray]:
-    experiment = find(session, user)
-    if experiment.status is not Status.SUCCEEDED:
-        raise conflict(f"experiment {experiment.id} is {experiment.status}; predictions need a succeeded experiment")
-    sha256, content = _checkpoint(session, experiment)
-    served = get_predictor_cache().get(experiment, sha256, content)
-    experiment_id = experiment.id
-    # The connection goes back to the pool now, not after the model call: a request waiting in the batcher
-    # holding one starved the pool under load (16 clients, 15 connections), and new ones cost a connect each.
-    session.close()
+    # In the order a request is refused on every route: the key (401), the caller's rate (429), then what they sent.
+    with get_sessionmaker()() as session:
+        user = authenticate(session, request, key)
+        check_prediction_rate(get_settings(), user, images=images)
+        uploads = read()
+        experiment = find(session, user)
+        if experiment.status is not Status.SUCCEEDED:
+            raise conflict(
+                f"experiment {experiment.id} is {experiment.status}; predictions need a succeeded experiment"
+            )
+        sha256, content = _checkpoint(session, experiment)
+        served = get_predictor_cache().get(experiment, sha256, content)
+        experiment_id = experiment.id
+    # The connection went back to the pool as the block ended, before the decoding and the model call: a request
+    # waiting in the batcher holding one starved the pool under load (16 clients, 15 connections).
     # Decoded once, to the network's input array: the batcher only concatenates.
-    return experiment_id, served, _decode(served, images)
+    return experiment_id, served, _decode(served, uploads)
 
 
 async def predict(
-    session: Session, user: User, find: FindExperiment, images: list[tuple[str | None, bytes]]
+    request: Request, key: str, find: FindExperiment, images: int, read: ReadImages
 ) -> list[PredictionRead]:
-    """One prediction per image, in order; `images` pairs each upload's bytes with the name of its part.
+    """One prediction per image of `read()`, in order, for the caller whose unverified bearer key is `key`.
 
-    A part name is given for batches only: an error about one image then says which one it was.
+    `images` is what the request counts against the caller's rate, known before anything is read. `read`
+    pairs each upload's bytes with the name of its part; a part name is given for batches only: an error
+    about one image then says which one it was.
     """
-    experiment_id, served, inputs = await run_in_threadpool(_prepare, session, user, find, images)
+    experiment_id, served, inputs = await run_in_threadpool(_prepare, request, key, find, images, read)
     outputs = await served.batcher.predict(inputs)
     return [
         PredictionRead(

@@ -86,11 +86,11 @@ def fill(path: str, values: dict[str, Any]) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: str(values.get(m.group(1), SAMPLE_VALUES.get(m.group(1), "1"))), path)
 
 
-def call(client: TestClient, method: str, route: APIRoute, path: str) -> Any:
+def call(client: TestClient, method: str, route: APIRoute, path: str, headers: dict[str, str] | None = None) -> Any:
     # Every body of these routes is an upload (one image, or several): send a valid image in each part, so
     # the answer is about who asks, not about a missing body.
     files = [(param.alias, ("digit.png", png(), "image/png")) for param in route.dependant.body_params]
-    return client.request(method, path, files=files or None)
+    return client.request(method, path, files=files or None, headers=headers)
 
 
 OWNED_ROUTES = [
@@ -138,6 +138,25 @@ def test_every_route_but_the_public_ones_is_401_without_a_key(
     response = call(anonymous_client, method, route, fill(path, admins_work))
     assert response.status_code == 401, (path, response.text)
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+UNKNOWN_KEY = {"Authorization": "Bearer epk_" + "x" * 43}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "route"), PROTECTED_ROUTES, ids=[f"{m} {p}" for m, p, _ in PROTECTED_ROUTES]
+)
+def test_every_route_but_the_public_ones_is_401_with_an_unknown_key_before_validating_the_request(
+    anonymous_client: TestClient, admins_work: dict[str, int], method: str, path: str, route: APIRoute
+) -> None:
+    # With its body and without: a route that gets the caller from a dependency and one that verifies the key in
+    # its own handler (the prediction routes) both refuse an invalid key before anything else, a 422 included.
+    url = fill(path, admins_work)
+    without_body = anonymous_client.request(method, url, headers=UNKNOWN_KEY)
+    for response in (call(anonymous_client, method, route, url, UNKNOWN_KEY), without_body):
+        assert response.status_code == 401, (path, response.text)
+        assert "not valid" in response.json()["detail"]
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 @pytest.mark.parametrize("path", ["/health", "/openapi.json", "/docs", "/redoc"])
