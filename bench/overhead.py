@@ -5,8 +5,9 @@
 Each round runs, one after the other (never at once, so they do not share the CPU):
   1. plain Keras in a fresh Python process, as a user's script would: numpy arrays and `fit()` for
      the MNIST MLP; `image_dataset_from_directory` for the cats-vs-dogs convnet;
-  2. the same spec as a job through the service, with XLA off (the same computation as plain Keras);
-  3. the same spec with the service's defaults (XLA on for the MLP on a CPU).
+  2. the same spec as a job through the service, with the service's defaults (on a CPU: no XLA, the
+     same computation as plain Keras);
+  3. for the MLP, the same spec with XLA on (the default on a GPU).
 It prints seconds per epoch (epochs 2.., which excludes tracing and compilation: the lower quartile
 over the rounds) and whole-run times (script start to evaluation; POST to `succeeded`), and their
 ratios to plain Keras. The service must serve the default queue with an idle worker. The API key
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+from epochal.client import Client
 
 PLAIN_MLP = r"""
 import json, sys, time
@@ -92,25 +93,24 @@ def plain(script: str, data_dir: Path, epochs: int, batch: int) -> dict[str, Any
     return result
 
 
-def service(http: httpx.Client, spec: dict[str, Any]) -> dict[str, Any]:
+def service(client: Client, spec: dict[str, Any]) -> dict[str, Any]:
+    """One job, POST to its end, followed on the event stream as a user's `epochal run --watch` would.
+
+    Not by polling: a GET every few milliseconds would take API CPU from the training it measures.
+    """
     started = time.perf_counter()
-    response = http.post("/experiments", json=spec)
-    if response.status_code != 202:
-        raise SystemExit(f"POST /experiments -> {response.status_code}: {response.text}")
-    experiment_id = response.json()["id"]
-    deadline = time.monotonic() + 3600
-    while (body := http.get(f"/experiments/{experiment_id}").json())["status"] not in ("succeeded", "failed"):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"experiment {experiment_id} did not finish in an hour")
-        time.sleep(0.05)
+    experiment = client.submit(spec)
+    for progress in client.watch(experiment["id"]):
+        if progress.finished:
+            experiment = progress.experiment
+            break
     total = time.perf_counter() - started
-    if body["status"] != "succeeded":
-        raise SystemExit(f"experiment {experiment_id} failed: {body['error']}")
-    metrics = http.get(f"/experiments/{experiment_id}/metrics").json()
+    if experiment["status"] != "succeeded":
+        raise SystemExit(f"experiment {experiment['id']} ended {experiment['status']}: {experiment['error']}")
     return {
-        "epoch_seconds": [m["seconds"] for m in metrics],
+        "epoch_seconds": [m["seconds"] for m in client.metrics(experiment["id"])],
         "total_s": total,
-        "test_accuracy": body["summary"]["test_accuracy"],
+        "test_accuracy": experiment["summary"]["test_accuracy"],
     }
 
 
@@ -146,7 +146,6 @@ def main() -> int:
     args = parser.parse_args()
     if not args.key:
         raise SystemExit("no API key: pass --key, set EPOCHAL_API_KEY, or run where the service wrote var/api-key")
-    headers = {"Authorization": f"Bearer {args.key}"}
     mlp = {"dataset": "mnist", "optimizer": "adam", "epochs": args.mlp_epochs, "batch_size": 128, "validation": "test"}
     cats = {
         "dataset": "cats_vs_dogs",
@@ -159,18 +158,26 @@ def main() -> int:
         "validation": "test",
     }
     print(f"{os.cpu_count()} CPUs; {args.rounds} MLP rounds, {args.convnet_rounds} convnet rounds, alternating")
-    with httpx.Client(base_url=args.url, headers=headers, timeout=60) as http:
-        benches = [("MNIST MLP, batch 128", PLAIN_MLP, mlp, args.rounds, args.mlp_epochs, 128)]
+    with Client(args.url, args.key) as client:
+        mlp_sides = {"service, defaults": mlp, "service, XLA on": {**mlp, "jit_compile": True}}
+        benches = [("MNIST MLP, batch 128", PLAIN_MLP, mlp_sides, args.rounds, args.mlp_epochs, 128)]
         if not args.skip_convnet:
             benches.append(
-                ("cats vs dogs convnet, batch 20", PLAIN_CONVNET, cats, args.convnet_rounds, args.convnet_epochs, 20)
+                (
+                    "cats vs dogs convnet, batch 20",
+                    PLAIN_CONVNET,
+                    {"service, defaults": cats},
+                    args.convnet_rounds,
+                    args.convnet_epochs,
+                    20,
+                )
             )
-        for name, script, spec, rounds, epochs, batch in benches:
-            runs: dict[str, list[dict[str, Any]]] = {"plain Keras": [], "service, XLA off": [], "service, defaults": []}
+        for name, script, sides, rounds, epochs, batch in benches:
+            runs: dict[str, list[dict[str, Any]]] = {"plain Keras": [], **{side: [] for side in sides}}
             for round_ in range(1, rounds + 1):
                 runs["plain Keras"].append(plain(script, args.data_dir, epochs, batch))
-                runs["service, XLA off"].append(service(http, {**spec, "jit_compile": False}))
-                runs["service, defaults"].append(service(http, spec))
+                for side, spec in sides.items():
+                    runs[side].append(service(client, spec))
                 print(f"{name}: round {round_}/{rounds} done", flush=True)
             compare(name, runs)
     return 0

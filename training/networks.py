@@ -66,13 +66,15 @@ def build_network(spec: ExperimentSpec) -> keras.Model:
 
 
 def default_jit_compile(spec: ExperimentSpec, on_gpu: bool) -> bool:
-    """Whether XLA pays off when the spec leaves it open: always on a GPU; on a CPU only for the MLP.
+    """Whether XLA pays off when the spec leaves it open: on a GPU, yes; on a CPU, no.
 
-    Measured on 2 CPU cores: XLA halves the MLP's epoch and doubles the convnet's (DESIGN.md).
+    Measured on 2 CPU cores (docs/results/performance.md): XLA doubles the convnet's epoch; it takes
+    about a tenth off the MLP's epoch, but compiling it (two batch shapes each for training and
+    validation) costs about 10 s, which a job repays only after some 40 epochs.
     """
     if spec.deterministic:
         return False  # TensorFlow has no deterministic XLA: Keras would turn it off with a warning
-    return on_gpu or spec.resolved_network is Network.MLP
+    return on_gpu
 
 
 # Batches per call into the compiled step when batches are cheap: one Python round trip (callbacks,
