@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import time
+from typing import cast
 
 from fastapi import HTTPException
 from limits import RateLimitItemPerSecond
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from config import Settings
@@ -35,20 +36,30 @@ def too_many(detail: str, retry_after_s: int) -> HTTPException:
     return HTTPException(status_code=429, detail=detail, headers={"Retry-After": str(max(1, retry_after_s))})
 
 
-def check_active_jobs(session: Session, settings: Settings, user: User, adding: int) -> None:
+# Built once: they run on every submission. Core statements on the tables, without the ORM's bookkeeping for an
+# UPDATE (no loaded object changes: the write is a no-op).
+_USERS, _EXPERIMENTS = cast(Table, User.__table__), cast(Table, Experiment.__table__)
+_LOCK_USER = update(_USERS).where(_USERS.c.id == bindparam("user_id")).values(admin=_USERS.c.admin)
+_COUNT_ACTIVE = select(func.count()).where(
+    _EXPERIMENTS.c.owner_id == bindparam("user_id"), _EXPERIMENTS.c.status.in_(ACTIVE)
+)
+
+
+def check_active_jobs(session: Session, settings: Settings, user: User, adding: int, *, inserted: bool = False) -> None:
     """429 if queueing `adding` more experiments would take the user over their active-jobs limit.
 
     The caller must commit the new rows in the same transaction: the check holds a write lock until then.
+    With `inserted`, the new rows are already in this transaction (and so in the count): the lock is then held
+    for the count and the commit only, not for the insert too. On a 429 the caller rolls back.
     """
     limit = user.max_active_jobs or settings.max_active_jobs
     # Count, then insert, is a race: two requests of one user could both count below the limit. A no-op write
     # to the user's row first serializes them: it locks the row on PostgreSQL and takes the database's
     # write lock on SQLite, until the caller commits its new experiments.
-    session.execute(update(User).where(User.id == user.id).values(admin=User.admin))
-    active = session.scalar(
-        select(func.count(Experiment.id)).where(Experiment.owner_id == user.id, Experiment.status.in_(ACTIVE))
-    )
-    active = active or 0
+    session.execute(_LOCK_USER, {"user_id": user.id})
+    active = session.scalar(_COUNT_ACTIVE, {"user_id": user.id}) or 0
+    if inserted:
+        active -= adding
     if active + adding > limit:
         raise too_many(
             f"quota: {active} of your experiments are queued or running and this would add {adding}; the limit "

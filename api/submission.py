@@ -38,9 +38,11 @@ def submit(
 ) -> None:
     """Commit queued rows, then enqueue each; if the broker refuses, every row not yet queued ends failed.
 
-    With `quota_of`, the rows count against that user's active-jobs quota (429 over it). The check takes a lock
-    that one user's submissions queue behind, held until the commit: everything that can be done before it
-    (the queue check, the rows' fields) is, so only the count, the insert and the commit run inside it.
+    With `quota_of`, the rows count against that user's active-jobs quota (429 over it, and nothing stored). The
+    check takes a lock that one user's submissions queue behind, held until the commit, so everything else comes
+    before it, the insert included: inside it there are only the count and the commit. Each statement inside
+    is a wait for the database and then for this thread's turn at the interpreter lock, which under load is
+    what one user's concurrent submissions queue behind.
 
     Should this process die between the commit and the publish, the reaper publishes the rows once
     their `next_publish_at` has passed: an accepted job is never left waiting for a message that was never sent.
@@ -49,12 +51,16 @@ def submit(
     due = utcnow() + timedelta(seconds=settings.republish_after_s)
     for experiment in experiments:
         experiment.next_publish_at, experiment.publish_count = due, 0
-    if quota_of is not None:
-        # Before the rows join the session: autoflush would otherwise insert them ahead of the lock and the count.
-        check_active_jobs(session, settings, quota_of, adding=len(experiments))
     if new_sweep is not None:
         session.add(new_sweep)
     session.add_all(experiments)
+    if quota_of is not None:
+        session.flush()
+        try:
+            check_active_jobs(session, settings, quota_of, adding=len(experiments), inserted=True)
+        except HTTPException:
+            session.rollback()
+            raise
     # Commit before enqueueing: a worker must never receive an id that is not in the database yet.
     session.commit()
     events.forget([e.id for e in experiments], new_sweep.id if new_sweep is not None else None)

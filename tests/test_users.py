@@ -241,6 +241,23 @@ def test_active_jobs_are_capped_per_user(client: TestClient, other_client: TestC
     assert_429(other_client.post(f"/experiments/{ids[0]}/retry"), "EPOCHAL_MAX_ACTIVE_JOBS")
 
 
+def test_a_refused_submission_counts_only_what_was_active_and_stores_nothing(
+    client: TestClient, other_client: TestClient
+) -> None:
+    set_quota(client, other_user_id(other_client), max_active_jobs=3)
+    assert other_client.post("/experiments", json={"dataset": "mnist"}).status_code == 202
+    # Three repeats (a sweep of one configuration) would make four: refused, the refused rows not counted as active.
+    refused = other_client.post("/experiments", json={"dataset": "mnist", "repeats": 3})
+    assert_429(refused, "1 of your experiments are queued or running and this would add 3", "limit is 3")
+    sweep = {"base": {"dataset": "mnist"}, "grid": {"optimizer": ["adam", "sgd", "rmsprop"]}}
+    assert_429(other_client.post("/sweeps", json=sweep), "1 of your experiments", "would add 3")
+    assert other_client.get("/experiments").json()["total"] == 1
+    assert other_client.get("/sweeps").json() == []
+    # Exactly up to the limit is allowed.
+    assert other_client.post("/experiments", json={"dataset": "mnist", "repeats": 2}).status_code == 202
+    assert other_client.get("/experiments").json()["total"] == 3
+
+
 def test_the_setting_applies_when_the_user_has_no_override(client: TestClient) -> None:
     app.dependency_overrides[get_settings] = lambda: get_settings().model_copy(update={"max_active_jobs": 1})
     try:
