@@ -23,7 +23,7 @@ from training.spec import Dataset
 # an error there, not an empty answer). A larger id cannot exist, so it is a 404 before the database is asked.
 MAX_ID = 2**31 - 1
 MAX_OFFSET = 2**63 - 1  # OFFSET is a 64-bit integer on every supported database
-S = TypeVar("S", bound=Select[Any])
+S = TypeVar("S", bound=Select[*tuple[Any, ...]])  # a select of any columns
 
 # Unbounded on purpose: an id out of range is a resource that does not exist (404), checked in the lookup,
 # not a malformed request (422), and it must never reach the database, which overflows on it.

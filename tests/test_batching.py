@@ -383,3 +383,39 @@ def test_an_upload_at_the_network_size_gets_the_pixels_the_resize_would_give() -
     resized = tf.image.resize(pixels[..., np.newaxis].astype("float32"), (28, 28), antialias=True)
     expected = np.clip(resized.numpy()[..., 0], 0, 255)
     np.testing.assert_array_equal(_grayscale_digit(Image.fromarray(pixels, mode="L"), (28, 28)), expected)
+
+
+def test_a_prediction_with_a_loaded_network_is_two_queries_and_two_hops_to_a_thread(
+    client: TestClient, network_h5: bytes, cache: PredictorCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anyio import to_thread
+    from sqlalchemy import event
+
+    from models.db import get_engine
+
+    experiment_id = succeeded_with_checkpoint(client, network_h5)
+    path = f"/experiments/{experiment_id}/predictions"
+    single(client, path, digits(1)[0])  # loads the network, and records the key's first use
+    engine, statements, hops = get_engine(), [], []
+    original_run_sync = to_thread.run_sync
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    async def counting_run_sync(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(function, "__name__", repr(function)))
+        return await original_run_sync(function, *args, **kwargs)
+
+    # Every worker-thread hop (run_in_threadpool, sync dependencies, the batcher's call) goes through run_sync.
+    monkeypatch.setattr(to_thread, "run_sync", counting_run_sync)
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        single(client, path, digits(1)[0])
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    # The key with its user, then the experiment with its checkpoint's sha256 (no attempts, no evaluation).
+    assert len(statements) == 2, statements
+    assert "FROM api_key" in statements[0] and "JOIN artifact" in statements[1]
+    assert "FROM attempt" not in statements[1] and "FROM epoch_metric" not in statements[1]
+    # One hop for the key, the lookup and the decoding, one for the model call.
+    assert len(hops) == 2, hops
