@@ -63,17 +63,18 @@ def submit(
             raise
     # Commit before enqueueing: a worker must never receive an id that is not in the database yet.
     session.commit()
-    events.forget([e.id for e in experiments], new_sweep.id if new_sweep is not None else None)
+    events.queued_afresh([(e.id, e.sweep_id) for e in experiments], new_sweep.id if new_sweep is not None else None)
     for position, experiment in enumerate(experiments):
         try:
             enqueue_training(experiment.id, experiment.queue)
-            events.status(experiment.id, experiment.sweep_id, "queued")
         except BrokerUnavailable as exc:
             # Failed with the reason, not left queued forever: nothing will ever deliver these.
             stranded = experiments[position:]
             for row in stranded:
                 row.status, row.error, row.finished_at = Status.FAILED, f"could not be queued: {exc}", utcnow()
             session.commit()
+            for row in stranded:
+                events.status(row.id, row.sweep_id, "failed", error=row.error)
             ids = ", ".join(str(row.id) for row in stranded)
             raise HTTPException(
                 status_code=503,

@@ -52,35 +52,44 @@ def redis_client() -> redis.Redis:
     return redis.Redis.from_url(redis_url(get_settings().broker_url), socket_timeout=2, socket_connect_timeout=2)
 
 
-def publish(experiment_id: int, sweep_id: int | None, event: str, data: dict[str, Any]) -> None:
-    """Append one event to the experiment's stream (and its sweep's); a terminal status starts their expiry."""
+def _append(pipeline: Any, experiment_id: int, sweep_id: int | None, event: str, data: dict[str, Any]) -> None:
     payload = json.dumps({"experiment_id": experiment_id, **data}, allow_nan=False, default=str)
     streams = [experiment_stream(experiment_id)] + ([sweep_stream(sweep_id)] if sweep_id is not None else [])
     final = event == "status" and data.get("status") in TERMINAL_STATUSES
+    for stream in streams:
+        pipeline.xadd(stream, {"event": event, "data": payload}, maxlen=STREAM_MAXLEN, approximate=True)
+        if final:
+            pipeline.expire(stream, KEEP_FINISHED_S)
+
+
+def publish(experiment_id: int, sweep_id: int | None, event: str, data: dict[str, Any]) -> None:
+    """Append one event to the experiment's stream (and its sweep's); a terminal status starts their expiry."""
     try:
         pipeline = redis_client().pipeline(transaction=False)
-        for stream in streams:
-            pipeline.xadd(stream, {"event": event, "data": payload}, maxlen=STREAM_MAXLEN, approximate=True)
-            if final:
-                pipeline.expire(stream, KEEP_FINISHED_S)
+        _append(pipeline, experiment_id, sweep_id, event, data)
         pipeline.execute()
     except (redis.RedisError, OSError, ValueError) as exc:
         log.warning("experiment %s: %s event not published (%s)", experiment_id, event, type(exc).__name__)
 
 
-def forget(experiment_ids: list[int], sweep_id: int | None = None) -> None:
-    """Drop the streams of experiments (and a sweep) starting afresh: new rows, or a retry from scratch.
+def queued_afresh(experiments: list[tuple[int, int | None]], new_sweep_id: int | None = None) -> None:
+    """Experiments starting afresh (new rows, or a retry from scratch), as (experiment id, sweep id): drop their
+    streams (and a new sweep's), then publish their `queued` status, in one round trip to Redis.
 
     An id can come back (a database restored or reset under the same broker, SQLite reusing the
-    highest id): a stream left over under it must not be replayed as this job's history.
+    highest id): a stream left over under it must not be replayed as this job's history. Called before the
+    jobs are enqueued, so a worker's `running` always comes after `queued`.
     """
-    keys = [experiment_stream(i) for i in experiment_ids] + ([sweep_stream(sweep_id)] if sweep_id else [])
-    if not keys:
-        return
+    keys = [experiment_stream(i) for i, _ in experiments] + ([sweep_stream(new_sweep_id)] if new_sweep_id else [])
     try:
-        redis_client().delete(*keys)
-    except (redis.RedisError, OSError) as exc:
-        log.warning("event streams not reset (%s)", type(exc).__name__)
+        pipeline = redis_client().pipeline(transaction=False)
+        if keys:
+            pipeline.delete(*keys)
+        for experiment_id, sweep_id in experiments:
+            _append(pipeline, experiment_id, sweep_id, "status", {"status": "queued"})
+        pipeline.execute()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        log.warning("queued events not published (%s)", type(exc).__name__)
 
 
 def status(experiment_id: int, sweep_id: int | None, new_status: str, **details: Any) -> None:

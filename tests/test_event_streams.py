@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from epochal import events
@@ -55,3 +56,21 @@ def test_cancelling_a_queued_job_publishes_it(client: TestClient) -> None:
     experiment_id = client.post("/experiments", json={"dataset": "mnist"}).json()["id"]
     assert client.post(f"/experiments/{experiment_id}/cancel").status_code == 200
     assert [data["status"] for _kind, data in stream(experiment_id)] == ["queued", "cancelled"]
+
+
+def test_a_submission_the_broker_refuses_ends_its_stream_failed(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the job's publish fails (Celery pointed at a port where nothing listens); the events' Redis answers.
+    from celery import Celery
+
+    import api.queue
+
+    dead = Celery("epochal-api-dead", broker="redis://127.0.0.1:1/0")
+    dead.conf.broker_connection_timeout = 1
+    monkeypatch.setattr(api.queue, "get_celery_client", lambda: dead)
+    assert client.post("/experiments", json={"dataset": "mnist"}).status_code == 503
+    experiment_id = client.get("/experiments").json()["items"][0]["id"]
+    published = stream(experiment_id)
+    assert [data["status"] for _kind, data in published] == ["queued", "failed"]
+    assert "could not be queued" in published[-1][1]["error"]
