@@ -178,13 +178,13 @@ def start_api(
     cwd: Path, env: dict[str, str], window_ms: str, older: bool = False
 ) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
-    # This tree's API starts with its own command (epochal/commands.py). An older tree predates uvloop and httptools
-    # in the requirements, so it gets what uvicorn picked without them, not what it would "auto"-pick from this venv.
-    if older:
+    # This tree's API starts with its own command (epochal/commands.py). An older tree that predates uvloop and
+    # httptools in its requirements gets what uvicorn picked without them, not what it would "auto"-pick from
+    # this venv; one that has them starts as this tree does.
+    argv = with_this_python(api_argv("127.0.0.1", port))
+    if older and "uvloop" not in (cwd / "requirements" / "base.txt").read_text():
         argv = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--loop", "asyncio", "--http", "h11"]
-    else:
-        argv = with_this_python(api_argv("127.0.0.1", port))
     process = subprocess.Popen(
         argv, cwd=cwd, env={**env, "EPOCHAL_PREDICT_BATCH_WINDOW_MS": window_ms}, stdout=subprocess.DEVNULL
     )
