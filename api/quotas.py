@@ -8,16 +8,13 @@ a message naming the limit and its setting.
 from __future__ import annotations
 
 import math
-import time
 from typing import cast
 
 from fastapi import HTTPException
-from limits import RateLimitItemPerSecond
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
+from api.ratelimit import MovingWindow
 from config import Settings
 from models import Experiment
 from models.users import User
@@ -29,7 +26,7 @@ ACTIVE_JOBS_RETRY_AFTER_S = 60
 
 # In memory, per API process: with N API processes a user gets up to N times the rate. Good enough to stop
 # one client from monopolising the predictor; a shared limit would need a shared store (e.g. Redis).
-_limiter = MovingWindowRateLimiter(MemoryStorage())
+_limiter = MovingWindow(window_s=1.0)
 
 
 def too_many(detail: str, retry_after_s: int) -> HTTPException:
@@ -87,7 +84,6 @@ def check_prediction_rate(settings: Settings, user: User, images: int = 1) -> No
     requests (otherwise the batch route would be a way around it).
     """
     per_second = user.predictions_per_second or settings.predictions_per_second
-    item = RateLimitItemPerSecond(per_second)
     if images > per_second:
         raise too_many(
             f"rate limit: this batch has {images} images and the limit is {per_second} predictions per second per "
@@ -95,10 +91,10 @@ def check_prediction_rate(settings: Settings, user: User, images: int = 1) -> No
             "counts as n); send smaller batches",
             1,
         )
-    if not _limiter.hit(item, "predictions", str(user.id), cost=images):
-        reset_at = _limiter.get_window_stats(item, "predictions", str(user.id)).reset_time
+    wait_s = _limiter.hit(str(user.id), per_second, cost=images)
+    if wait_s:
         raise too_many(
             f"rate limit: at most {per_second} predictions per second per user "
             "(EPOCHAL_PREDICTIONS_PER_SECOND, or the user's predictions_per_second; a batch of n images counts as n)",
-            math.ceil(reset_at - time.time()),
+            math.ceil(wait_s),
         )

@@ -18,13 +18,12 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 from PIL import Image
 
 from api import predictors, quotas
 from api.batcher import MicroBatcher
 from api.predictors import PredictorCache, ServedModel
+from api.ratelimit import MovingWindow
 from config import get_settings
 from models import Artifact, Experiment
 from models.base import utcnow
@@ -351,7 +350,7 @@ def test_a_batch_over_the_cap_is_413_and_one_without_files_422(client: TestClien
 
 def test_a_batch_counts_each_image_against_the_rate_limit(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(get_settings(), "predictions_per_second", 4)
-    monkeypatch.setattr(quotas, "_limiter", MovingWindowRateLimiter(MemoryStorage()))  # no earlier test's hits
+    monkeypatch.setattr(quotas, "_limiter", MovingWindow())  # no earlier test's hits
     images = digits(3)
     # Nothing trained: 404, but counted, like the single route.
     assert batch(client, "/datasets/mnist/predictions/batch", images).status_code == 404
