@@ -6,13 +6,14 @@ it once per request for both). The prediction routes verify the key themselves, 
 hop as their lookups (api/serving.py): each sync dependency is a hop between the event loop and a thread,
 and those hops were a quarter of the API's CPU on that route. Their router is guarded by `bearer_key`
 (401 without a key, before anything else) and built with `KeyVerifiedRoute` (an invalid key is a 401 before
-a 422), so they answer exactly as a `CurrentUser` route would.
+a 422), so they answer exactly as a `CurrentUser` route would. The submission routes (POST /experiments,
+POST /sweeps) do the same through `as_caller`: the key and the whole submission in one hop.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -32,6 +33,8 @@ HOW_TO_GET_A_KEY = (
     "an admin creates users and keys with POST /users and POST /users/{id}/keys, or on the server with "
     "`python -m epochal users create NAME` and `python -m epochal keys create NAME`"
 )
+
+T = TypeVar("T")
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer epk_...`.")
 
@@ -78,6 +81,21 @@ async def bearer_key(credentials: Credentials) -> str:
 
 
 BearerKey = Annotated[str, Depends(bearer_key)]
+
+
+async def as_caller(request: Request, key: str, work: Callable[[Session, User], T]) -> T:
+    """`work(session, caller)` for the caller whose unverified bearer key is `key`, in one worker-thread hop.
+
+    The key is verified first (401), in the same session and thread as the work: for an `async` route taking
+    `BearerKey` and built with `KeyVerifiedRoute`, in place of `CurrentUser`, `SessionDep` and a sync handler,
+    each of which is a hop of its own.
+    """
+
+    def verified_then_work() -> T:
+        with get_sessionmaker()() as session:
+            return work(session, authenticate(session, request, key))
+
+    return await run_in_threadpool(verified_then_work)
 
 
 def _verify(request: Request, token: str | None) -> None:

@@ -6,16 +6,18 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import delete, text
+from sqlalchemy import delete, event, text
 from sqlalchemy.orm import Session
 
 from config import get_settings
@@ -212,3 +214,39 @@ def wait_until_finished(
         if time.monotonic() > deadline:
             raise AssertionError(f"not finished in {timeout_s}s: {[b['status'] for b in bodies]}\n{service.logs()}")
         time.sleep(0.5)
+
+
+@dataclass
+class Work:
+    """What a request cost: the functions each worker-thread hop ran, and the SQL statements sent."""
+
+    hops: list[str] = field(default_factory=list)
+    statements: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def counted_work() -> Iterator[Work]:
+    """Record the worker-thread hops and SQL statements of the requests made inside.
+
+    Every hop (run_in_threadpool, a sync dependency or handler, FastAPI validating a sync route's answer, the
+    batcher's model call) goes through anyio's `to_thread.run_sync`: counting its calls counts the hops.
+    """
+    from anyio import to_thread
+
+    work, engine, original_run_sync = Work(), get_engine(), to_thread.run_sync
+
+    async def counting_run_sync(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        called = function.func if isinstance(function, partial) else function  # run_in_threadpool wraps it
+        work.hops.append(getattr(called, "__name__", repr(called)))
+        return await original_run_sync(function, *args, **kwargs)
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        work.statements.append(statement)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(to_thread, "run_sync", counting_run_sync)
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            yield work
+        finally:
+            event.remove(engine, "before_cursor_execute", record)

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from config import TRAIN_TASK_NAME, get_settings
 from epochal.broker import socket_path_of
+from tests.support import counted_work
 from training.datafiles import in_data_dir
 from training.results import CHECKPOINT_NAME, EpochResult, EvaluationResult
 from training.spec import (
@@ -244,6 +245,24 @@ def test_a_submission_is_one_connection_and_no_read_after_the_insert(client: Tes
     # The key (with its user), the insert, then the quota's lock and count; the answer reads nothing back.
     assert statements == ["SELECT", "INSERT", "UPDATE", "SELECT"], statements
     assert len(checkouts) == 1
+
+
+def test_a_submission_is_one_hop_to_a_thread(client: TestClient) -> None:
+    client.get("/experiments")  # the key's first use, recorded once
+    with counted_work() as work:
+        submit(client)
+    # The key, the quota, the insert, the publish and the answer in one worker-thread hop: no sync dependency
+    # (settings, session, caller), no sync handler, no answer validated in a thread of its own.
+    assert work.hops == ["verified_then_work"], work.hops
+
+
+def test_a_sweep_is_one_hop_to_a_thread(client: TestClient) -> None:
+    client.get("/sweeps")
+    with counted_work() as work:
+        response = client.post("/sweeps", json={"base": {"dataset": "mnist"}, "grid": {"optimizer": ["adam", "sgd"]}})
+    assert response.status_code == 202, response.text
+    assert response.headers["location"] == f"/sweeps/{response.json()['id']}"
+    assert work.hops == ["verified_then_work"], work.hops
 
 
 def test_submit_to_a_named_queue(client: TestClient) -> None:

@@ -28,6 +28,7 @@ from config import get_settings
 from models import Artifact, Experiment
 from models.base import utcnow
 from models.db import get_sessionmaker
+from tests.support import counted_work
 from training.results import CHECKPOINT_NAME
 from training.spec import Status
 
@@ -385,33 +386,14 @@ def test_an_upload_at_the_network_size_gets_the_pixels_the_resize_would_give() -
 
 
 def test_a_prediction_with_a_loaded_network_is_two_queries_and_two_hops_to_a_thread(
-    client: TestClient, network_h5: bytes, cache: PredictorCache, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, network_h5: bytes, cache: PredictorCache
 ) -> None:
-    from anyio import to_thread
-    from sqlalchemy import event
-
-    from models.db import get_engine
-
     experiment_id = succeeded_with_checkpoint(client, network_h5)
     path = f"/experiments/{experiment_id}/predictions"
     single(client, path, digits(1)[0])  # loads the network, and records the key's first use
-    engine, statements, hops = get_engine(), [], []
-    original_run_sync = to_thread.run_sync
-
-    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        statements.append(statement)
-
-    async def counting_run_sync(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        hops.append(getattr(function, "__name__", repr(function)))
-        return await original_run_sync(function, *args, **kwargs)
-
-    # Every worker-thread hop (run_in_threadpool, sync dependencies, the batcher's call) goes through run_sync.
-    monkeypatch.setattr(to_thread, "run_sync", counting_run_sync)
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with counted_work() as work:
         single(client, path, digits(1)[0])
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    statements, hops = work.statements, work.hops
     # The key with its user, then the experiment with its checkpoint's sha256 (no attempts, no evaluation).
     assert len(statements) == 2, statements
     assert "FROM api_key" in statements[0] and "JOIN artifact" in statements[1]

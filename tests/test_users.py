@@ -258,13 +258,10 @@ def test_a_refused_submission_counts_only_what_was_active_and_stores_nothing(
     assert other_client.get("/experiments").json()["total"] == 3
 
 
-def test_the_setting_applies_when_the_user_has_no_override(client: TestClient) -> None:
-    app.dependency_overrides[get_settings] = lambda: get_settings().model_copy(update={"max_active_jobs": 1})
-    try:
-        assert client.post("/experiments", json={"dataset": "mnist"}).status_code == 202
-        assert_429(client.post("/experiments", json={"dataset": "mnist"}), "limit is 1")
-    finally:
-        app.dependency_overrides.clear()
+def test_the_setting_applies_when_the_user_has_no_override(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(get_settings(), "max_active_jobs", 1)
+    assert client.post("/experiments", json={"dataset": "mnist"}).status_code == 202
+    assert_429(client.post("/experiments", json={"dataset": "mnist"}), "limit is 1")
 
 
 def test_sweeps_are_capped_per_user_and_create_nothing_over_it(client: TestClient, other_client: TestClient) -> None:

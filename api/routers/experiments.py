@@ -1,15 +1,16 @@
-"""Experiments: submit, list, read results, download the checkpoint, cancel."""
+"""Experiments: submit, list, read results, download the checkpoint, cancel, retry."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from api.access import MAX_ID, MAX_OFFSET, ExperimentId, owned, visible_artifact, visible_evaluation, visible_experiment
-from api.auth import CurrentUser
+from api.auth import BearerKey, CurrentUser, KeyVerifiedRoute, as_caller
 from api.deps import SessionDep, SettingsDep
 from api.errors import conflict, responses
 from api.model_contract import model_input
@@ -24,6 +25,7 @@ from api.schemas import (
     ExperimentRead,
 )
 from api.submission import submit
+from config import get_settings
 from epochal import events
 from models import Artifact, EpochMetric, Evaluation, Experiment, ResumeState, Sweep, User
 from models.attempts import Outcome, end_attempt
@@ -33,22 +35,31 @@ from models.specs import repeated_experiments
 from training.spec import Dataset, Optimizer, Status
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
+# POST /experiments verifies the key in the same worker-thread hop as the submission (`as_caller`, api/auth.py):
+# each sync dependency (settings, session, caller) and a sync handler were a hop each, about a quarter of the API's
+# CPU per submission. So it is a router of its own, which api/main.py guards with `bearer_key`, not `current_user`.
+submissions = APIRouter(prefix="/experiments", tags=["experiments"], route_class=KeyVerifiedRoute)
 
 
-@router.post(
+@submissions.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ExperimentRead,
     responses=responses(400, 413, 422, 429, 503),
 )
-def create_experiment(
-    body: ExperimentCreate, session: SessionDep, settings: SettingsDep, user: CurrentUser, response: Response
+async def create_experiment(
+    body: ExperimentCreate, request: Request, key: BearerKey, response: Response
 ) -> ExperimentRead:
     """Store an experiment and queue it for training. Poll the Location to follow it.
 
     With `repeats` > 1 the runs form a sweep of one configuration: the response is the first run, and its
     `sweep_id` leads to their statistics (GET /sweeps/{id}).
     """
+    return await as_caller(request, key, partial(_create_experiment, body, response))
+
+
+def _create_experiment(body: ExperimentCreate, response: Response, session: Session, user: User) -> ExperimentRead:
+    settings = get_settings()
     if body.repeats > 1:
         check_sweep_size(settings, user, body.repeats)
     experiments = repeated_experiments(body, body.repeats)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import itertools
 import math
+from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.access import MAX_OFFSET, SweepId, owned, visible_sweep
-from api.auth import CurrentUser
-from api.deps import SessionDep, SettingsDep
+from api.auth import BearerKey, CurrentUser, KeyVerifiedRoute, as_caller
+from api.deps import SessionDep
 from api.errors import describe_validation_errors, responses
 from api.quotas import check_sweep_size
 from api.schemas import ExperimentCreate, ExperimentRead, SweepCreate, SweepRead
@@ -24,6 +25,8 @@ from models import Sweep, User
 from models.specs import repeated_experiments
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
+# POST /sweeps verifies the key in the same worker-thread hop as the submission, as POST /experiments does (see there).
+submissions = APIRouter(prefix="/sweeps", tags=["sweeps"], route_class=KeyVerifiedRoute)
 
 VARIANTS = "variants"  # grid key whose entries are partial specs, e.g. {"head": ..., "loss": ...} pairs
 
@@ -72,13 +75,16 @@ def expand_grid(body: SweepCreate) -> list[ExperimentCreate]:
     return expanded
 
 
-@router.post(
+@submissions.post(
     "", status_code=status.HTTP_202_ACCEPTED, response_model=SweepRead, responses=responses(400, 413, 422, 429, 503)
 )
-def create_sweep(
-    body: SweepCreate, session: SessionDep, settings: SettingsDep, user: CurrentUser, response: Response
-) -> SweepRead:
+async def create_sweep(body: SweepCreate, request: Request, key: BearerKey, response: Response) -> SweepRead:
     """Create and queue one experiment per grid combination; nothing is created if any combination is invalid."""
+    return await as_caller(request, key, partial(_create_sweep, body, response))
+
+
+def _create_sweep(body: SweepCreate, response: Response, session: Session, user: User) -> SweepRead:
+    settings = get_settings()
     expanded = expand_grid(body)
     check_sweep_size(settings, user, len(expanded) * body.repeats)
     # The sweep and every experiment it creates belong to the caller.
