@@ -69,8 +69,8 @@ def default_jit_compile(spec: ExperimentSpec, on_gpu: bool) -> bool:
     """Whether XLA pays off when the spec leaves it open: on a GPU, yes; on a CPU, no.
 
     Measured on 2 CPU cores (docs/results/performance.md): XLA doubles the convnet's epoch; it takes
-    about a tenth off the MLP's epoch, but compiling it (two batch shapes each for training and
-    validation) costs about 10 s, which a job repays only after some 40 epochs.
+    at most a sixth off the MLP's epoch (not in every run), but compiling it (two batch shapes each
+    for training and validation) costs 6-10 s, which a short job never repays.
     """
     if spec.deterministic:
         return False  # TensorFlow has no deterministic XLA: Keras would turn it off with a warning

@@ -210,8 +210,8 @@ class ExperimentSpec(BaseModel):
     jit_compile: bool | None = Field(
         default=None,
         description="XLA-compile the training step. Default: on on a GPU, off on a CPU (there it doubles the "
-        "convnet's epoch, and for the MLP its compilation, about 10 s, outweighs what it saves in a job of "
-        "under about 40 epochs: set true for long MLP jobs).",
+        "convnet's epoch, and for the MLP its compilation, 6-10 s, outweighs what it saves in a short job: "
+        "set true for long MLP jobs).",
     )
 
     @field_validator("learning_rate")
