@@ -141,11 +141,11 @@ def _set_op_determinism(on: bool) -> None:
         tf_config.disable_op_determinism()
 
 
-def resolved_jit_compile(spec: ExperimentSpec) -> bool:
+def resolved_jit_compile(spec: ExperimentSpec, on_gpu: bool) -> bool:
     """The spec's jit_compile, or the faster choice for its network on this process' devices."""
     if spec.jit_compile is not None:
         return spec.jit_compile
-    return default_jit_compile(spec, on_gpu=_on_gpu())
+    return default_jit_compile(spec, on_gpu=on_gpu)
 
 
 def run_experiment(
@@ -177,11 +177,12 @@ def run_experiment(
     splits = load_splits(spec, data_dir)
     on_split(splits.train_count, splits.validation_count)
     workdir.mkdir(parents=True, exist_ok=True)
+    on_gpu = _on_gpu()
     network = compile_network(
         build_network(spec),
         spec,
-        jit_compile=resolved_jit_compile(spec),
-        steps_per_execution=steps_per_execution or default_steps_per_execution(spec, on_gpu=_on_gpu()),
+        jit_compile=resolved_jit_compile(spec, on_gpu),
+        steps_per_execution=steps_per_execution or default_steps_per_execution(spec, on_gpu=on_gpu),
     )
     reporter = _EpochReporter(
         workdir / CHECKPOINT_NAME,
