@@ -13,7 +13,7 @@ import pytest
 
 from config import Settings
 from epochal.commands import api_argv, with_this_python, worker_argv
-from tests.support import ROOT, free_port
+from tests.support import ROOT, Service, free_port
 from worker.lifecycle import gpu_for_child
 
 UNREACHABLE_BROKER = "redis://127.0.0.1:1/0"
@@ -141,27 +141,14 @@ def test_a_worker_uses_the_configured_or_inherited_gpus(monkeypatch: pytest.Monk
 def test_the_api_logs_a_line_per_request_only_when_asked(
     access_log: str | None, logged: bool, migrated_database: str, broker_url: str, tmp_path: Path
 ) -> None:
-    port = free_port()
-    log_path = tmp_path / "api.log"
     env = {k: v for k, v in os.environ.items() if k != "EPOCHAL_ACCESS_LOG"}
     if access_log is not None:
         env["EPOCHAL_ACCESS_LOG"] = access_log
-    with log_path.open("wb") as log:
-        api = subprocess.Popen(
-            with_this_python(api_argv("127.0.0.1", port)), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+    service = Service(tmp_path, "access-log", env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health?probe=1", timeout=10)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.2)
+        service.start_api()  # polls GET /health until the API answers: the requests whose lines are looked for
     finally:
-        api.terminate()
-        api.wait(timeout=20)
-    text = log_path.read_text()
+        service.stop()
+    text = (tmp_path / "api.log").read_text()
     assert "Application startup complete" in text  # uvicorn's own lines are still there either way
-    assert ("GET /health?probe=1" in text) is logged
+    assert ("GET /health" in text) is logged
