@@ -52,4 +52,4 @@ USER 10001:10001
 # named volume there. The state folder (EPOCHAL_STATE_DIR) is only used by the embedded defaults.
 EXPOSE 8000 5555
 # The API, as epochal.commands.api_argv("0.0.0.0", 8000); compose gives each service its command.
-CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000", "--loop", "uvloop", "--http", "httptools"]
+CMD ["python", "-m", "epochal.api_server", "--host", "0.0.0.0", "--port", "8000"]

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # Off by default: formatting and printing uvicorn's line per request was 7 % of the API's CPU on the prediction
     # route, and a proxy in front usually logs requests anyway. Errors are logged either way.
     access_log: bool = Field(default=False, description="Log one line per HTTP request in the API process.")
+    # One process serves ~100-200 predictions or submissions a second on one core (docs/results/performance.md):
+    # past that, more processes on more cores. They share the rate limits (in Redis) and /metrics' counts.
+    api_workers: int = Field(default=1, ge=1, le=64, description="API processes behind the one port.")
 
     # Hostile-input caps: a request, an image or a sweep bigger than these is refused with a 4xx, never served.
     max_body_bytes: int = Field(
@@ -105,7 +108,7 @@ class Settings(BaseSettings):
     )
     max_sweep_experiments: int = Field(default=50, ge=1, description="Most experiments in one sweep of one user.")
     predictions_per_second: int = Field(
-        default=20, ge=1, description="Prediction requests one user may make per second (per API process)."
+        default=20, ge=1, description="Prediction requests one user may make per second (all API processes together)."
     )
 
     worker_gpus: str = Field(

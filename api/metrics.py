@@ -2,16 +2,20 @@
 
 Counters that live in the database or the broker (jobs by status, epochs trained and their seconds,
 queue depth, leases of running jobs) are read when Prometheus scrapes, so every API process reports
-the same truth and nothing is lost when one restarts. Only HTTP traffic is counted in process.
+the same truth and nothing is lost when one restarts. Only HTTP traffic is counted in process; with several
+API processes on one host (EPOCHAL_API_WORKERS), each counts in files of a shared folder that the launcher
+names (epochal/api_server.py) and a scrape adds them all up, whichever process answers it.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -110,3 +114,16 @@ class StoredStateCollector(Collector):
 
 
 REGISTRY.register(StoredStateCollector())
+
+
+def scrape_registry() -> CollectorRegistry:
+    """What GET /metrics reads: this process's registry, or, with several API processes, all of their counts."""
+    return _all_processes() if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else REGISTRY
+
+
+@lru_cache
+def _all_processes() -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    multiprocess.MultiProcessCollector(registry)  # every process's REQUESTS and LATENCY, summed from their files
+    registry.register(StoredStateCollector())
+    return registry

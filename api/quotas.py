@@ -8,14 +8,17 @@ a message naming the limit and its setting.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import cast
 
+import redis
 from fastapi import HTTPException
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from api.ratelimit import MovingWindow
-from config import Settings
+from api.ratelimit import FallbackWindow, MovingWindow, SharedMovingWindow, Window
+from config import Settings, get_settings
+from epochal import events
 from models import Experiment
 from models.users import User
 from training.spec import Status
@@ -24,9 +27,17 @@ ACTIVE = (Status.QUEUED, Status.RUNNING)
 # A job takes minutes: asking again sooner than this only costs a request.
 ACTIVE_JOBS_RETRY_AFTER_S = 60
 
-# In memory, per API process: with N API processes a user gets up to N times the rate. Good enough to stop
-# one client from monopolising the predictor; a shared limit would need a shared store (e.g. Redis).
-_limiter = MovingWindow(window_s=1.0)
+
+@lru_cache
+def _limiter_for(broker_url: str) -> Window:
+    # In the broker's Redis, so N API processes (EPOCHAL_API_WORKERS, or several hosts) share one window per user;
+    # per process only while Redis does not answer.
+    shared = SharedMovingWindow(events.redis_client(), window_s=1.0)
+    return FallbackWindow(shared, MovingWindow(window_s=1.0), errors=(redis.RedisError, OSError))
+
+
+def _limiter() -> Window:
+    return _limiter_for(events.redis_url(get_settings().broker_url))
 
 
 def too_many(detail: str, retry_after_s: int) -> HTTPException:
@@ -91,7 +102,7 @@ def check_prediction_rate(settings: Settings, user: User, images: int = 1) -> No
             "counts as n); send smaller batches",
             1,
         )
-    wait_s = _limiter.hit(str(user.id), per_second, cost=images)
+    wait_s = _limiter().hit(str(user.id), per_second, cost=images)
     if wait_s:
         raise too_many(
             f"rate limit: at most {per_second} predictions per second per user "

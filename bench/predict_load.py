@@ -1,12 +1,13 @@
 """Prediction throughput and latency over HTTP, with closed-loop clients, batching on and off in one run.
 
     python bench/predict_load.py [--data-dir DIR] [--seconds 5] [--repeats 2] [--clients 1,4,16]
-                                 [--batch-images 8] [--before-tree DIR]
+                                 [--batch-images 8] [--processes 2] [--before-tree DIR]
     python bench/predict_load.py --url http://127.0.0.1:8000 --key KEY --experiment ID
 
 By default it starts its own service (`python -m epochal serve` in a temporary state folder), trains a
 1-epoch MNIST experiment, then starts two API processes on the same database that differ only in
-micro-batching: on (EPOCHAL_PREDICT_BATCH_WINDOW_MS=2) and off (0). With --before-tree (a checkout of
+micro-batching: on (EPOCHAL_PREDICT_BATCH_WINDOW_MS=2) and off (0), and a third with batching on and
+--processes API processes behind its port (EPOCHAL_API_WORKERS). With --before-tree (a checkout of
 an older commit), a third API runs that code. Rows alternate between the servers, repeat by repeat, so
 each comparison sees the same machine load; each row is 1, 4, 16... clients sending one image per
 request (the single route) or --batch-images per request (the batch route) for --seconds. Images are
@@ -52,8 +53,9 @@ class Server:
     def cpu_seconds(self) -> float:
         if self.pid is None:
             return float("nan")
-        times = psutil.Process(self.pid).cpu_times()
-        return float(times.user + times.system)
+        # With several API processes (EPOCHAL_API_WORKERS) the launcher's children serve: all of them count.
+        process = psutil.Process(self.pid)
+        return sum(float(t.user + t.system) for t in (p.cpu_times() for p in [process, *process.children(True)]))
 
 
 def free_port() -> int:
@@ -175,18 +177,24 @@ def measure(args: argparse.Namespace, servers: list[Server], key: str, experimen
 
 
 def start_api(
-    cwd: Path, env: dict[str, str], window_ms: str, older: bool = False
+    cwd: Path, env: dict[str, str], window_ms: str, older: bool = False, processes: int = 1
 ) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
-    # This tree's API starts with its own command (epochal/commands.py). An older tree that predates uvloop and
-    # httptools in its requirements gets what uvicorn picked without them, not what it would "auto"-pick from
-    # this venv; one that has them starts as this tree does.
+    # This tree's API starts with its own command (epochal/commands.py). An older tree without the launcher starts
+    # uvicorn as it did; one that also predates uvloop and httptools in its requirements gets what uvicorn picked
+    # without them, not what it would "auto"-pick from this venv.
     argv = with_this_python(api_argv("127.0.0.1", port))
-    if older and "uvloop" not in (cwd / "requirements" / "base.txt").read_text():
+    if older and not (cwd / "epochal" / "api_server.py").exists():
         argv = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)]
-        argv += ["--loop", "asyncio", "--http", "h11"]
+        if "uvloop" in (cwd / "requirements" / "base.txt").read_text():
+            argv += ["--loop", "uvloop", "--http", "httptools"]
+        else:
+            argv += ["--loop", "asyncio", "--http", "h11"]
     process = subprocess.Popen(
-        argv, cwd=cwd, env={**env, "EPOCHAL_PREDICT_BATCH_WINDOW_MS": window_ms}, stdout=subprocess.DEVNULL
+        argv,
+        cwd=cwd,
+        env={**env, "EPOCHAL_PREDICT_BATCH_WINDOW_MS": window_ms, "EPOCHAL_API_WORKERS": str(processes)},
+        stdout=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, process)
@@ -230,6 +238,10 @@ def own_service(args: argparse.Namespace, folder: Path, pngs: list[bytes]) -> No
         processes += [on, off]
         servers = [Server("batching on (window 2 ms)", on_url, pid=on.pid)]
         servers.append(Server("batching off (window 0)", off_url, pid=off.pid))
+        if args.processes > 1:
+            many_url, many = start_api(ROOT, shared, "2", processes=args.processes)
+            processes.append(many)
+            servers.append(Server(f"batching on, {args.processes} processes", many_url, pid=many.pid))
         if args.before_tree:
             before_url, before = start_api(Path(args.before_tree).resolve(), shared, "0", older=True)
             processes.append(before)
@@ -258,6 +270,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--batch-images", type=int, default=8)
+    parser.add_argument("--processes", type=int, default=2, help="also an API of this many processes (1: none)")
     parser.add_argument("--before-tree", help="a checkout of older code, run as a third API for 'before' figures")
     args = parser.parse_args()
     pngs = mnist_pngs(Path(args.data_dir) if args.data_dir else None, 64)

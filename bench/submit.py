@@ -10,9 +10,9 @@ EPOCHAL_QUEUES must list it, or every POST is a 422) and belong to a user made f
 cancelled over the API and, with --broker-url, the queue's messages and the jobs' event streams are
 deleted from Redis: nothing is left to train or to republish.
 
-With --database-url the script starts its own API (uvicorn, one process) on that database (migrated
-first) and broker; with --before-tree a second API runs older code on the same database, and rows
-alternate between the two so that both see the same machine load.
+With --database-url the script starts its own APIs on that database (migrated first) and broker: one of one
+process, and one of --processes processes (EPOCHAL_API_WORKERS); with --before-tree another API runs older
+code on the same database. Rows alternate between them so that all see the same machine load.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import httpx
 import psutil
 
 from bench.load import Result, closed_loop, http_request
+from epochal.commands import api_argv, with_this_python
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_QUEUE = "epochal-bench-submit"
@@ -95,9 +96,13 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 
     raise RuntimeError(f"{url} did not become healthy")
 
 
-def start_api(cwd: Path, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["--no-access-log"]  # as a production API behind a proxy that logs: a log line per request is CPU
+def start_api(cwd: Path, env: dict[str, str], port: int, processes: int = 1) -> subprocess.Popen[bytes]:
+    # This tree's command (epochal/commands.py); an older tree without the launcher starts uvicorn as it did.
+    argv = with_this_python(api_argv("127.0.0.1", port))
+    if not (cwd / "epochal" / "api_server.py").exists():
+        argv = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)]
+        argv += ["--no-access-log"]  # as a production API behind a proxy that logs: a log line per request is CPU
+    env = {**env, "EPOCHAL_API_WORKERS": str(processes)}
     process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL)
     wait_healthy(f"http://127.0.0.1:{port}", process)
     return process
@@ -130,8 +135,9 @@ def cpu_seconds(pid: int | None) -> float:
     """CPU time of the API process, when this script started it (NaN otherwise)."""
     if pid is None:
         return float("nan")
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
+    # With several API processes (EPOCHAL_API_WORKERS) the launcher's children serve: all of them count.
+    process = psutil.Process(pid)
+    return sum(float(t.user + t.system) for t in (p.cpu_times() for p in [process, *process.children(True)]))
 
 
 def measure(args: argparse.Namespace, servers: list[tuple[str, str, int | None]], admin_key: str) -> None:
@@ -184,6 +190,10 @@ def own_api(args: argparse.Namespace) -> None:
         port = free_port()
         processes.append(start_api(ROOT, env, port))
         servers: list[tuple[str, str, int | None]] = [("this tree", f"http://127.0.0.1:{port}", processes[-1].pid)]
+        if args.processes > 1:
+            many_port = free_port()
+            processes.append(start_api(ROOT, env, many_port, processes=args.processes))
+            servers.append((f"{args.processes} processes", f"http://127.0.0.1:{many_port}", processes[-1].pid))
         if args.before_tree:
             before_port = free_port()
             processes.append(start_api(Path(args.before_tree).resolve(), env, before_port))
@@ -202,6 +212,7 @@ def main() -> int:
     parser.add_argument("--database-url", help="start an API on this database (migrated first)")
     parser.add_argument("--broker-url", help="the broker: where the API publishes, and whose queue is emptied after")
     parser.add_argument("--before-tree", help="with --database-url: older code, run as a second API for comparison")
+    parser.add_argument("--processes", type=int, default=2, help="also an API of this many processes (1: none)")
     parser.add_argument("--queue", default=DEFAULT_QUEUE)
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--users", type=int, default=1, help="bench users to submit as: client i is user i mod N")

@@ -2,7 +2,8 @@
 
 `scripts/serve`, the tests, the Dockerfile and docker-compose.yml all use these argument lists, so
 there is one way to start anything. Each is a console script that is also runnable as
-`python -m <name>`, which is how local runs call them (no reliance on PATH).
+`python -m <name>`, which is how local runs call them (no reliance on PATH), or, for the API, `python -m` of
+our own module.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ FLOWER_CONFIG = "epochal/flowerconfig.py"
 
 
 def api_argv(host: str, port: int) -> list[str]:
-    # uvloop and httptools (pinned) are C: the pure-Python loop and h11 parser cost the API more CPU per request.
-    # The access log is switched in the app (EPOCHAL_ACCESS_LOG, api/main.py), so this list stays the same everywhere.
-    return ["uvicorn", API_APP, "--host", host, "--port", str(port), "--loop", "uvloop", "--http", "httptools"]
+    # A module of ours rather than uvicorn's script: it starts EPOCHAL_API_WORKERS processes (epochal/api_server.py).
+    return ["python", "-m", "epochal.api_server", "--host", host, "--port", str(port)]
 
 
 def worker_argv(queues: str, concurrency: int = 1, hostname: str | None = None) -> list[str]:
@@ -50,5 +50,7 @@ def migrate_argv() -> list[str]:
 
 
 def with_this_python(argv: list[str]) -> list[str]:
-    """Run a console script through the current interpreter, so the active venv is always the one used."""
+    """Run a console script (or `python -m`) through the current interpreter, so the active venv is always used."""
+    if argv[0] == "python":
+        return [sys.executable, *argv[1:]]
     return [sys.executable, "-m", *argv]

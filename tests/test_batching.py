@@ -11,6 +11,7 @@ import hashlib
 import io
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -20,10 +21,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from api import predictors, quotas
+from api import predictors
 from api.batcher import MicroBatcher
 from api.predictors import PredictorCache, ServedModel
-from api.ratelimit import MovingWindow
+from api.ratelimit import SharedMovingWindow
 from config import get_settings
 from models import Artifact, Experiment
 from models.base import utcnow
@@ -351,7 +352,7 @@ def test_a_batch_over_the_cap_is_413_and_one_without_files_422(client: TestClien
 
 def test_a_batch_counts_each_image_against_the_rate_limit(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(get_settings(), "predictions_per_second", 4)
-    monkeypatch.setattr(quotas, "_limiter", MovingWindow())  # no earlier test's hits
+    monkeypatch.setattr(SharedMovingWindow, "PREFIX", f"epochal:test-rate:{uuid.uuid4().hex}:")  # no earlier hits
     images = digits(3)
     # Nothing trained: 404, but counted, like the single route.
     assert batch(client, "/datasets/mnist/predictions/batch", images).status_code == 404

@@ -170,10 +170,11 @@ def test_only_the_gpu_worker_gets_gpu_tensorflow(services: dict[str, dict[str, A
 # --- what each command names is real ------------------------------------------------------------------
 
 
-def test_uvicorn_target_is_the_fastapi_app_on_the_published_port(services: dict[str, dict[str, Any]]) -> None:
+def test_api_launcher_serves_the_fastapi_app_on_the_published_port(services: dict[str, dict[str, Any]]) -> None:
     command = services["api"]["command"]
-    assert command[0] == "uvicorn"
-    module_name, attribute = command[1].split(":")
+    assert command[:3] == ["python", "-m", "epochal.api_server"]
+    launcher = importlib.import_module(command[2])
+    module_name, attribute = launcher.API_APP.split(":")
     app = getattr(importlib.import_module(module_name), attribute)
     assert isinstance(app, FastAPI)
     assert option(command, "--host") == "0.0.0.0"

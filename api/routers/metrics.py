@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import CurrentUser
 from api.errors import responses
-from api.metrics import REGISTRY
+from api.metrics import scrape_registry
 
 router = APIRouter(tags=["metrics"])
 
@@ -26,5 +26,5 @@ async def metrics(user: CurrentUser) -> Response:
     if not user.admin:
         raise HTTPException(status_code=403, detail="only an admin can read the service's metrics; use an admin's key")
     # Reading the database and the broker blocks: off the event loop.
-    body = await run_in_threadpool(generate_latest, REGISTRY)
+    body = await run_in_threadpool(lambda: generate_latest(scrape_registry()))
     return Response(content=body, media_type=CONTENT_TYPE_LATEST)
