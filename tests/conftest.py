@@ -140,5 +140,33 @@ def anonymous_client(client: object) -> Iterator[object]:
         yield test_client
 
 
+# What these modules check cannot change with the database or broker in use: training and its numbers, the client
+# and CLI over HTTP, the pages, the contracts of files and routes. CI runs them once, on the embedded defaults, and
+# runs every other module again on PostgreSQL and a Redis server (`-m "not backend_independent"` in .ci/run).
+BACKEND_INDEPENDENT = {
+    "test_backprop",
+    "test_browser",
+    "test_cli",
+    "test_client",
+    "test_client_parts",
+    "test_compose",
+    "test_contract",
+    "test_homework_quick",
+    "test_images",
+    "test_layering",
+    "test_pipeline",
+    "test_resume",
+    "test_spec",
+    "test_training",
+    "test_ui_pages",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.rpartition(".")[2] in BACKEND_INDEPENDENT:
+            item.add_marker(pytest.mark.backend_independent)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_TMP, ignore_errors=True)

@@ -6,7 +6,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -184,13 +184,14 @@ def service_env(queue: str, queues: Sequence[str] = ()) -> dict[str, str]:
 
 @contextmanager
 def running_service(
-    workdir: Path, queue: str, workers: Sequence[str], *, queues: Sequence[str] = ()
+    workdir: Path, queue: str, workers: Sequence[str], *, queues: Sequence[str] = (), env: Mapping[str, str] = {}
 ) -> Iterator[Service]:
     """The API, the reaper, and one worker process per name in `workers`, all on `queue`; stopped on exit.
 
-    `queues` are further queues the API accepts (tests start their workers themselves).
+    `queues` are further queues the API accepts (tests start their workers themselves); `env` adds or overrides
+    settings of every process.
     """
-    service = Service(workdir, queue, service_env(queue, queues))
+    service = Service(workdir, queue, {**service_env(queue, queues), **env})
     try:
         for name in workers:
             service.start_worker(name)

@@ -1,4 +1,10 @@
-"""The homework script's quick mode, end to end against a real worker and the API over HTTP."""
+"""The homework script's quick mode, end to end against a real worker and the API over HTTP.
+
+On generated data, whatever the suite's data folder: what is checked is the script's plan, waiting and report,
+and 20 jobs evaluated on the real 10,000 MNIST and 1,000 cats-vs-dogs test images took most of the CI's time.
+Real data end to end is tests/test_end_to_end.py's job. Two workers share the 20 jobs, so one child imports
+TensorFlow while the other trains.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.datagen import write_all
 from tests.support import ROOT, Service, running_service
 
 pytestmark = pytest.mark.e2e
@@ -20,7 +27,10 @@ QUEUE = "e2e-homework"
 
 @pytest.fixture(scope="module")
 def service(migrated_database: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    with running_service(tmp_path_factory.mktemp("homework"), QUEUE, ["worker"]) as running:
+    data = write_all(tmp_path_factory.mktemp("homework-data"))
+    with running_service(
+        tmp_path_factory.mktemp("homework"), QUEUE, ["worker", "worker2"], env={"EPOCHAL_DATA_DIR": str(data)}
+    ) as running:
         yield running
 
 
