@@ -29,10 +29,10 @@ ACTIVE_JOBS_RETRY_AFTER_S = 60
 
 
 @lru_cache
-def _limiter_for(broker_url: str) -> Window:
+def _limiter_for(redis_url: str) -> Window:
     # In the broker's Redis, so N API processes (EPOCHAL_API_WORKERS, or several hosts) share one window per user;
     # per process only while Redis does not answer.
-    shared = SharedMovingWindow(events.redis_client(), window_s=1.0)
+    shared = SharedMovingWindow(events.client_for(redis_url), window_s=1.0)
     return FallbackWindow(shared, MovingWindow(window_s=1.0), errors=(redis.RedisError, OSError))
 
 

@@ -1,10 +1,10 @@
-"""A moving-window rate limiter in process memory: at most `limit` units per key in any `window_s` seconds.
+"""Moving-window rate limits: at most `limit` units per key in any `window_s` seconds.
 
-Our own rather than the `limits` library's in-memory storage: that one expired its entries from a
-`threading.Timer` which it started anew whenever the last one had run, about once per request at the
-prediction route's rates (7 % of the API's busy samples). Here expiry happens inline, under the lock, on
-the key being counted; keys nobody used for a window are dropped by a sweep that runs at most once a window,
-so memory holds only the keys of the last two windows.
+`MovingWindow` counts in process memory. Our own rather than the `limits` library's in-memory storage: that
+one expired its entries from a `threading.Timer` which it started anew whenever the last one had run, about
+once per request at the prediction route's rates (7 % of the API's busy samples). Here expiry happens inline,
+under the lock, on the key being counted; keys nobody used for a window are dropped by a sweep that runs at
+most once a window, so memory holds only the keys of the last two windows.
 
 `SharedMovingWindow` is the same window in Redis (the broker's), for several API processes: one script call per
 hit counts and checks atomically, whichever process makes it. `FallbackWindow` uses it, and counts in process

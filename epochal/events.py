@@ -49,11 +49,11 @@ def redis_url(broker_url: str) -> str:
 @lru_cache
 def redis_client() -> redis.Redis:
     """A client of the broker's Redis, for events, rate limits and queue depths: one per broker URL and process."""
-    return _client_for(redis_url(get_settings().broker_url))
+    return client_for(redis_url(get_settings().broker_url))
 
 
 @lru_cache
-def _client_for(url: str) -> redis.Redis:
+def client_for(url: str) -> redis.Redis:
     # One connection pool per process, kept: a new client per call meant a new connection (and its handshake) per
     # submission. The pool is thread-safe, checks a pooled connection before lending it (one the server closed is
     # replaced) and starts afresh in a forked child.
