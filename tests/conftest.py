@@ -164,7 +164,7 @@ BACKEND_INDEPENDENT = {
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.module is not None and item.module.__name__.rpartition(".")[2] in BACKEND_INDEPENDENT:
+        if item.path.stem in BACKEND_INDEPENDENT:
             item.add_marker(pytest.mark.backend_independent)
 
 
