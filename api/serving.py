@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from fastapi import HTTPException, Request, UploadFile
+from fastapi import HTTPException, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer, lazyload
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile as StarletteUpload
 
 from api.access import MAX_ID, best_visible_experiment, owned, visible_experiment
 from api.auth import authenticate
@@ -74,9 +75,13 @@ def best_on(dataset: Dataset) -> FindExperiment:
     return find
 
 
-def read_image(upload: UploadFile, part: str | None = None) -> bytes:
+def read_image(upload: StarletteUpload, part: str | None = None) -> bytes:
     """The upload's bytes; 413 past MAX_IMAGE_BYTES (read no further than that). Blocking: a worker thread's job."""
-    data = upload.file.read(MAX_IMAGE_BYTES + 1)
+    return capped(upload.file.read(MAX_IMAGE_BYTES + 1), part)
+
+
+def capped(data: bytes, part: str | None = None) -> bytes:
+    """`data`, or a 413 if it is more than MAX_IMAGE_BYTES."""
     if len(data) > MAX_IMAGE_BYTES:
         limit = f"{MAX_IMAGE_BYTES // 2**20} MiB"
         raise HTTPException(status_code=413, detail=f"{_prefix(part)}images must be at most {limit}")

@@ -1,16 +1,18 @@
 """Prediction throughput and latency over HTTP, with closed-loop clients, batching on and off in one run.
 
     python bench/predict_load.py [--data-dir DIR] [--seconds 5] [--repeats 2] [--clients 1,4,16]
-                                 [--batch-images 8] [--processes 2] [--before-tree DIR]
+                                 [--batch-images 8] [--routes single,raw,batch] [--processes 2]
+                                 [--before-tree DIR]
     python bench/predict_load.py --url http://127.0.0.1:8000 --key KEY --experiment ID
 
 By default it starts its own service (`python -m epochal serve` in a temporary state folder), trains a
 1-epoch MNIST experiment, then starts two API processes on the same database that differ only in
 micro-batching: on (EPOCHAL_PREDICT_BATCH_WINDOW_MS=2) and off (0), and a third with batching on and
 --processes API processes behind its port (EPOCHAL_API_WORKERS). With --before-tree (a checkout of
-an older commit), a third API runs that code. Rows alternate between the servers, repeat by repeat, so
+an older commit), another API runs that code. Rows alternate between the servers, repeat by repeat, so
 each comparison sees the same machine load; each row is 1, 4, 16... clients sending one image per
-request (the single route) or --batch-images per request (the batch route) for --seconds. Images are
+request (the single route: a multipart part, or with "raw" the image as the whole body) or
+--batch-images per request (the batch route) for --seconds. Images are
 MNIST test digits as PNGs. Figures: images per second, request latency percentiles, and the CPU time the
 API process spent per request (steadier than throughput on a shared machine).
 """
@@ -48,6 +50,7 @@ class Server:
     label: str
     url: str
     batch_route: bool = True
+    raw_route: bool = True  # takes an image as the whole body (Content-Type: image/png)
     pid: int | None = None  # the API process, when this script started it: its CPU time per request is reported
 
     def cpu_seconds(self) -> float:
@@ -113,13 +116,26 @@ def train_one(url: str, key: str, timeout_s: float = 600) -> int:
     raise RuntimeError("the training job did not finish in time")
 
 
-def requests_for(server: Server, key: str, experiment_id: int, pngs: list[bytes], per_request: int) -> list[bytes]:
-    """Ready-to-send requests cycling through the digits, one image each or `per_request` on the batch route."""
+@dataclass(frozen=True)
+class Route:
+    name: str
+    images: int  # per request
+    raw: bool = False  # the image as the whole body, not a multipart part
+
+    def served_by(self, server: Server) -> bool:
+        return (self.images == 1 or server.batch_route) and (not self.raw or server.raw_route)
+
+
+def requests_for(server: Server, key: str, experiment_id: int, pngs: list[bytes], route: Route) -> list[bytes]:
+    """Ready-to-send requests cycling through the digits, one image each or `route.images` on the batch route."""
     headers = {"Authorization": f"Bearer {key}"}
     built = []
-    for start in range(0, len(pngs), per_request):
-        group = pngs[start : start + per_request]
-        if per_request == 1:
+    for start in range(0, len(pngs), route.images):
+        group = pngs[start : start + route.images]
+        if route.raw:
+            content_type, body = "image/png", group[0]
+            path = f"/experiments/{experiment_id}/predictions"
+        elif route.images == 1:
             content_type, body = multipart([("file", "digit.png", group[0])])
             path = f"/experiments/{experiment_id}/predictions"
         else:
@@ -133,47 +149,53 @@ def row(route: str, clients: int, label: str, result: Result, images: int, cpu_m
     failed = sum(result.failures.values())
     note = f"  FAILED {failed} {result.failures} {result.failure_sample!r}" if failed else ""
     return (
-        f"{route:14s} {clients:3d} clients  {label:28s} {result.per_second(images):8.0f} images/s "
+        f"{route:16s} {clients:3d} clients  {label:28s} {result.per_second(images):8.0f} images/s "
         f"{result.per_second():7.0f} req/s  p50 {result.percentile(50):7.2f} ms  p99 {result.percentile(99):7.2f} ms"
         f"  API CPU {cpu_ms:5.2f} ms/req{note}"
     )
 
 
 def measure(args: argparse.Namespace, servers: list[Server], key: str, experiment_id: int, pngs: list[bytes]) -> None:
-    routes = [("single", 1), (f"batch of {args.batch_images}", args.batch_images)]
+    known = {
+        "single": Route("single", 1),
+        "raw": Route("single, raw body", 1, raw=True),
+        "batch": Route(f"batch of {args.batch_images}", args.batch_images),
+    }
+    routes = [known[name] for name in args.routes.split(",")]
     clients = [int(c) for c in args.clients.split(",")]
     # Every server answers once first: loads the network, so no row pays for that.
     for server in servers:
-        for _route, per_request in routes:
-            if per_request == 1 or server.batch_route:
-                closed_loop(server.url, requests_for(server, key, experiment_id, pngs, per_request), 1, 0.5)
+        for route in routes:
+            if route.served_by(server):
+                closed_loop(server.url, requests_for(server, key, experiment_id, pngs, route), 1, 0.5)
     results: dict[tuple[str, int, str], list[Result]] = {}
     cpu: dict[tuple[str, int, str], list[float]] = {}
-    print(f"{'route':14s} {'':11s}  {'server':28s} (one line per run; rows alternate between servers)", flush=True)
+    print(f"{'route':16s} {'':11s}  {'server':28s} (one line per run; rows alternate between servers)", flush=True)
     for repeat in range(args.repeats):
-        for route, per_request in routes:
+        for route in routes:
             for count in clients:
                 # Alternate the order too, so no server always runs right after the same neighbour.
                 for server in servers if repeat % 2 == 0 else list(reversed(servers)):
-                    if per_request > 1 and not server.batch_route:
+                    if not route.served_by(server):
                         continue
-                    built = requests_for(server, key, experiment_id, pngs, per_request)
+                    built = requests_for(server, key, experiment_id, pngs, route)
                     cpu_before = server.cpu_seconds()
                     result = closed_loop(server.url, built, count, args.seconds)
                     # CPU time of the API process per answered request: steadier than throughput on a busy machine.
                     cpu_ms = (server.cpu_seconds() - cpu_before) * 1000 / max(1, result.requests)
-                    results.setdefault((route, count, server.label), []).append(result)
-                    cpu.setdefault((route, count, server.label), []).append(cpu_ms)
-                    print(row(route, count, server.label, result, per_request, cpu_ms), flush=True)
+                    results.setdefault((route.name, count, server.label), []).append(result)
+                    cpu.setdefault((route.name, count, server.label), []).append(cpu_ms)
+                    print(row(route.name, count, server.label, result, route.images, cpu_ms), flush=True)
     print(f"\nmedian over {args.repeats} repeats of {args.seconds:g} s:")
-    for (route, count, label), runs in results.items():
-        per_request = 1 if route == "single" else args.batch_images
+    images = {route.name: route.images for route in routes}
+    for (route_name, count, label), runs in results.items():
+        per_request = images[route_name]
         throughput = statistics.median(r.per_second(per_request) for r in runs)
         p50 = statistics.median(r.percentile(50) for r in runs)
         p99 = statistics.median(r.percentile(99) for r in runs)
-        cpu_ms = statistics.median(cpu[(route, count, label)])
+        cpu_ms = statistics.median(cpu[(route_name, count, label)])
         figures = f"{throughput:8.0f} images/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  API CPU {cpu_ms:5.2f} ms/req"
-        print(f"{route:14s} {count:3d} clients  {label:28s} {figures}")
+        print(f"{route_name:16s} {count:3d} clients  {label:28s} {figures}")
 
 
 def start_api(
@@ -245,7 +267,8 @@ def own_service(args: argparse.Namespace, folder: Path, pngs: list[bytes]) -> No
         if args.before_tree:
             before_url, before = start_api(Path(args.before_tree).resolve(), shared, "0", older=True)
             processes.append(before)
-            servers.append(Server("before (older tree)", before_url, batch_route=False, pid=before.pid))
+            older = Server("before (older tree)", before_url, batch_route=False, raw_route=False, pid=before.pid)
+            servers.append(older)
         measure(args, servers, key, experiment_id, pngs)
     except Exception:
         print((folder / "serve.log").read_text(errors="replace")[-3000:], file=sys.stderr)
@@ -270,6 +293,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--batch-images", type=int, default=8)
+    parser.add_argument("--routes", default="single,raw,batch", help="of single, raw (image as the body), batch")
     parser.add_argument("--processes", type=int, default=2, help="also an API of this many processes (1: none)")
     parser.add_argument("--before-tree", help="a checkout of older code, run as a third API for 'before' figures")
     args = parser.parse_args()

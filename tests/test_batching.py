@@ -25,6 +25,7 @@ from api import predictors
 from api.batcher import MicroBatcher
 from api.predictors import PredictorCache, ServedModel
 from api.ratelimit import SharedMovingWindow
+from api.serving import MAX_IMAGE_BYTES
 from config import get_settings
 from models import Artifact, Experiment
 from models.base import utcnow
@@ -337,6 +338,35 @@ def test_a_batch_with_one_bad_image_fails_naming_that_part(
     response = client.post(f"/experiments/{experiment_id}/predictions/batch", files=files)
     assert response.status_code == 415, response.text
     assert response.json()["detail"].startswith("files[2] ('c.gif'): images must be PNG or JPEG; this file is GIF")
+
+
+def test_an_image_sent_as_the_whole_body_gets_the_multipart_answer(
+    client: TestClient, network_h5: bytes, cache: PredictorCache
+) -> None:
+    experiment_id = succeeded_with_checkpoint(client, network_h5)
+    image = digits(1)[0]
+    for path in (f"/experiments/{experiment_id}/predictions", "/datasets/mnist/predictions"):
+        as_part = single(client, path, image)
+        as_body = client.post(path, content=image, headers={"Content-Type": "image/png"})
+        assert as_body.status_code == 200, as_body.text
+        assert as_body.json() == as_part  # one network, one decoder: the same numbers exactly
+
+
+def test_a_raw_body_that_is_no_image_or_too_big_is_refused_saying_why(client: TestClient, network_h5: bytes) -> None:
+    path = f"/experiments/{succeeded_with_checkpoint(client, network_h5)}/predictions"
+    not_an_image = client.post(path, content=b"GIF89a not a png", headers={"Content-Type": "image/png"})
+    assert not_an_image.status_code == 415, not_an_image.text
+    too_big = client.post(path, content=b"\0" * (MAX_IMAGE_BYTES + 1), headers={"Content-Type": "image/png"})
+    assert too_big.status_code == 413, too_big.text
+    assert "images must be at most 20 MiB" in too_big.json()["detail"]
+    # Neither an image body nor a form: the 422 says both ways to send one.
+    as_text = client.post(path, content=b"a digit", headers={"Content-Type": "text/plain"})
+    assert as_text.status_code == 422, as_text.text
+    assert "multipart/form-data part named 'file', or the image as the whole body" in as_text.json()["message"]
+    # Who asks is answered first, as on every route: an unknown key is a 401 whatever the body.
+    for headers in ({"Content-Type": "text/plain"}, {"Content-Type": "image/png"}):
+        unknown = client.post(path, content=b"x", headers={**headers, "Authorization": "Bearer epk_unknown"})
+        assert unknown.status_code == 401, unknown.text
 
 
 def test_a_batch_over_the_cap_is_413_and_one_without_files_422(client: TestClient, network_h5: bytes) -> None:
