@@ -172,9 +172,10 @@ def measure(args: argparse.Namespace, servers: list[Server], key: str, experimen
     cpu: dict[tuple[str, int, str], list[float]] = {}
     print(f"{'route':16s} {'':11s}  {'server':28s} (one line per run; rows alternate between servers)", flush=True)
     for repeat in range(args.repeats):
-        for route in routes:
-            for count in clients:
-                # Alternate the order too, so no server always runs right after the same neighbour.
+        for count in clients:
+            # Routes and servers alternate within each client count, so the rows compared sit side by side in time;
+            # the order flips every repeat, so no row always runs right after the same neighbour.
+            for route in routes if repeat % 2 == 0 else list(reversed(routes)):
                 for server in servers if repeat % 2 == 0 else list(reversed(servers)):
                     if not route.served_by(server):
                         continue
