@@ -201,8 +201,16 @@ def test_cancel_a_queued_job(service: Service) -> None:
 def test_ctrl_c_while_watching_asks_and_cancels(service: Service) -> None:
     env = {**os.environ, "EPOCHAL_URL": service.base_url, "EPOCHAL_API_KEY": service.api_key}
     argv = [str(EPOCHAL), "run", *TINY, "--queue", IDLE_QUEUE, "--watch", "--poll", "0.2"]
+    # As a person's foreground command gets Ctrl-C: a command started in the background by a non-interactive shell
+    # (a CI script's `... &`) inherits SIGINT ignored, and so would the CLI, which would then watch on forever.
     process = subprocess.Popen(
-        argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        argv,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stdout is not None and process.stdin is not None
     first = process.stdout.readline()  # printed once the job is queued: the watch loop is running
