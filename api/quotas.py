@@ -17,7 +17,7 @@ from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from api.ratelimit import FallbackWindow, MovingWindow, SharedMovingWindow, Window
-from config import Settings, get_settings
+from config import Settings
 from epochal import events
 from models import Experiment
 from models.users import User
@@ -29,15 +29,11 @@ ACTIVE_JOBS_RETRY_AFTER_S = 60
 
 
 @lru_cache
-def _limiter_for(redis_url: str) -> Window:
-    # In the broker's Redis, so N API processes (EPOCHAL_API_WORKERS, or several hosts) share one window per user;
-    # per process only while Redis does not answer.
-    shared = SharedMovingWindow(events.client_for(redis_url), window_s=1.0)
-    return FallbackWindow(shared, MovingWindow(window_s=1.0), errors=(redis.RedisError, OSError))
-
-
 def _limiter() -> Window:
-    return _limiter_for(events.redis_url(get_settings().broker_url))
+    # In the broker's Redis (the process's one client, events.redis_client), so N API processes (EPOCHAL_API_WORKERS,
+    # or several hosts) share one window per user; per process only while Redis does not answer.
+    shared = SharedMovingWindow(events.redis_client(), window_s=1.0)
+    return FallbackWindow(shared, MovingWindow(window_s=1.0), errors=(redis.RedisError, OSError))
 
 
 def too_many(detail: str, retry_after_s: int) -> HTTPException:

@@ -48,16 +48,8 @@ def redis_url(broker_url: str) -> str:
 
 @lru_cache
 def redis_client() -> redis.Redis:
-    """A client of the broker's Redis, for events, rate limits and queue depths: one per broker URL and process."""
-    return client_for(redis_url(get_settings().broker_url))
-
-
-@lru_cache
-def client_for(url: str) -> redis.Redis:
-    # One connection pool per process, kept: a new client per call meant a new connection (and its handshake) per
-    # submission. The pool is thread-safe, checks a pooled connection before lending it (one the server closed is
-    # replaced) and starts afresh in a forked child.
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    """A client of the broker's Redis, for events and for reading queue depths."""
+    return redis.Redis.from_url(redis_url(get_settings().broker_url), socket_timeout=2, socket_connect_timeout=2)
 
 
 def _append(pipeline: Any, experiment_id: int, sweep_id: int | None, event: str, data: dict[str, Any]) -> None:
