@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import psutil
+
 
 @dataclass
 class Result:
@@ -108,3 +110,12 @@ def closed_loop(
     With `per_client`, client c cycles through `per_client[c % len(per_client)]` instead (e.g. one user each).
     """
     return asyncio.run(_run(url, per_client or [requests], clients, seconds, ok))
+
+
+def api_cpu_seconds(pid: int | None) -> float:
+    """CPU time of an API this script started (NaN otherwise), its launcher's children included: with several
+    API processes (EPOCHAL_API_WORKERS) they are what serves."""
+    if pid is None:
+        return float("nan")
+    process = psutil.Process(pid)
+    return sum(float(t.user + t.system) for t in (p.cpu_times() for p in [process, *process.children(True)]))

@@ -34,10 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 import numpy as np
-import psutil
 from PIL import Image
 
-from bench.load import Result, closed_loop, http_request, multipart
+from bench.load import Result, api_cpu_seconds, closed_loop, http_request, multipart
 from epochal.commands import api_argv, with_this_python
 from tests.datagen import write_mnist
 
@@ -54,11 +53,7 @@ class Server:
     pid: int | None = None  # the API process, when this script started it: its CPU time per request is reported
 
     def cpu_seconds(self) -> float:
-        if self.pid is None:
-            return float("nan")
-        # With several API processes (EPOCHAL_API_WORKERS) the launcher's children serve: all of them count.
-        process = psutil.Process(self.pid)
-        return sum(float(t.user + t.system) for t in (p.cpu_times() for p in [process, *process.children(True)]))
+        return api_cpu_seconds(self.pid)
 
 
 def free_port() -> int:

@@ -30,9 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
-import psutil
 
-from bench.load import Result, closed_loop, http_request
+from bench.load import Result, api_cpu_seconds, closed_loop, http_request
 from epochal.commands import api_argv, with_this_python
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,15 +130,6 @@ def row(clients: int, label: str, result: Result, cpu_ms: float) -> str:
     )
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """CPU time of the API process, when this script started it (NaN otherwise)."""
-    if pid is None:
-        return float("nan")
-    # With several API processes (EPOCHAL_API_WORKERS) the launcher's children serve: all of them count.
-    process = psutil.Process(pid)
-    return sum(float(t.user + t.system) for t in (p.cpu_times() for p in [process, *process.children(True)]))
-
-
 def measure(args: argparse.Namespace, servers: list[tuple[str, str, int | None]], admin_key: str) -> None:
     # One user's submissions are counted against their quota one at a time (a row lock): with --users 1 every
     # client queues behind that lock; with as many users as clients, it is many people submitting at once.
@@ -155,9 +145,9 @@ def measure(args: argparse.Namespace, servers: list[tuple[str, str, int | None]]
             for clients in [int(c) for c in args.clients.split(",")]:
                 for label, url, pid in servers if repeat % 2 == 0 else list(reversed(servers)):
                     built = [submit_requests(url, user_key, args.queue, user) for user, user_key in users]
-                    cpu_before = cpu_seconds(pid)
+                    cpu_before = api_cpu_seconds(pid)
                     result = closed_loop(url, [], clients, args.seconds, ok=202, per_client=built)
-                    cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000 / max(1, result.requests)
+                    cpu_ms = (api_cpu_seconds(pid) - cpu_before) * 1000 / max(1, result.requests)
                     cpu.setdefault((clients, label), []).append(cpu_ms)
                     results.setdefault((clients, label), []).append(result)
                     print(row(clients, label, result, cpu_ms), flush=True)
