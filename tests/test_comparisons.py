@@ -369,7 +369,11 @@ def test_selected_on_test_is_labelled_in_the_table(client: TestClient, tmp_path:
 def test_sweep_curves_are_the_mean_of_the_repeats_with_a_min_max_band() -> None:
     from api import plots
 
-    runs = [[(1, 0.5), (2, 0.7), (3, 0.8)], [(1, 0.7), (2, None), (3, 0.6)], [(1, 0.9)]]
+    runs: list[list[tuple[int, float | None]]] = [
+        [(1, 0.5), (2, 0.7), (3, 0.8)],
+        [(1, 0.7), (2, None), (3, 0.6)],
+        [(1, 0.9)],
+    ]
     epochs, means, lows, highs = plots.mean_band(runs)
     assert epochs == [1, 2, 3]
     assert means == pytest.approx([0.7, 0.7, 0.7])

@@ -240,7 +240,7 @@ def test_settings_accept_the_service_environment(services: dict[str, dict[str, A
     env = environment_of(services[name])
     assert {"EPOCHAL_DATABASE_URL", "EPOCHAL_BROKER_URL"} <= set(env)
     fields = {key.removeprefix(ENV_PREFIX).lower(): value for key, value in env.items() if key.startswith(ENV_PREFIX)}
-    settings = Settings(**fields)  # runs the same validators as the service's get_settings()
+    settings = Settings(**fields)  # type: ignore[arg-type]  # strings, as the environment gives them; runs the same validators as the service's get_settings()
     assert settings.database_url == env["EPOCHAL_DATABASE_URL"]
     assert settings.broker_url == env["EPOCHAL_BROKER_URL"]
 

@@ -14,7 +14,9 @@ from worker import jobs
 
 
 def stream(experiment_id: int) -> list[tuple[str, dict[str, Any]]]:
-    entries = events.redis_client().xrange(events.experiment_stream(experiment_id))
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = events.redis_client().xrange(
+        events.experiment_stream(experiment_id)
+    )  # type: ignore[assignment]
     return [(fields[b"event"].decode(), json.loads(fields[b"data"])) for _id, fields in entries]
 
 

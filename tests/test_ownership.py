@@ -71,7 +71,7 @@ def api_routes(table: list[Any]) -> list[APIRoute]:
 
 def routes() -> list[tuple[str, str, APIRoute]]:
     return sorted(
-        ((method, route.path, route) for route in api_routes(app.routes) for method in route.methods),
+        ((method, route.path, route) for route in api_routes(app.routes) for method in route.methods or ()),
         key=lambda item: (item[1], item[0]),
     )
 

@@ -192,9 +192,14 @@ def test_a_job_that_kills_its_worker_every_time_fails_after_the_attempt_cap(
     experiment_id = submit(http, epochs=50)
     cap = 3  # EPOCHAL_MAX_ATTEMPTS' default
     for attempt in range(1, cap + 1):
+
+        def training(n: int = attempt) -> dict[str, Any] | None:
+            body = read(http, experiment_id)
+            return body if body["status"] == "running" and len(body["attempts"]) == n else None
+
         body = wait_for(
             f"attempt {attempt} training",
-            lambda n=attempt: (b := read(http, experiment_id))["status"] == "running" and len(b["attempts"]) == n and b,
+            training,
             service,
             timeout_s=LEASE_S + 120,
         )

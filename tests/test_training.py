@@ -41,6 +41,7 @@ def test_fit_reports_every_epoch_and_learns(mnist_run: tuple[Any, list[EpochResu
     assert [e.epoch for e in seen] == [1, 2]
     assert seen == result.epochs
     assert all(e.seconds > 0 for e in seen)
+    assert seen[-1].loss is not None and seen[0].loss is not None and seen[-1].val_accuracy is not None
     assert seen[-1].loss < seen[0].loss
     # Ten classes: chance is 0.1; even 400 examples and two epochs are well above it.
     assert seen[-1].val_accuracy > 0.3
@@ -48,7 +49,7 @@ def test_fit_reports_every_epoch_and_learns(mnist_run: tuple[Any, list[EpochResu
 
 def test_best_checkpoint_is_the_best_validation_epoch(mnist_run: tuple[Any, list[EpochResult]]) -> None:
     result, seen = mnist_run
-    best = max(seen, key=lambda e: e.val_accuracy)
+    best = max(seen, key=lambda e: e.val_accuracy or 0.0)
     assert result.best_epoch == best.epoch
     assert result.best_val_accuracy == best.val_accuracy
     assert result.checkpoint.name == "best_model.h5"
@@ -90,6 +91,7 @@ def test_cats_vs_dogs_one_sigmoid_unit_streams_images_and_evaluates(data_dir: Pa
         train_size=32,
     )
     result = run_experiment(cats, data_dir, tmp_path)
+    assert result.evaluation is not None
     matrix = np.array(result.evaluation.confusion_matrix)
     assert result.evaluation.labels == ["cat", "dog"]
     assert matrix.shape == (2, 2)
