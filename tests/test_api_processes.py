@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.mmap_dict import MmapedDict
 
 from tests.seed import png
-from tests.support import Service, bearer
+from tests.support import Service, bearer, empty_all_tables
 
 LIMIT = 3  # predictions per second per user
 PREDICT = "/datasets/mnist/predictions"  # nothing trained here: a 404, counted against the rate like any answer
@@ -41,6 +41,7 @@ def service(
         # The launcher makes a fresh folder of its own when none is named; naming one lets the test look inside.
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
+    empty_all_tables()  # no experiment left by an earlier module: the burst's answers are 404s and 429s
     service = Service(tmp_path_factory.mktemp("api-processes"), "api-processes", env)
     try:
         service.start_api()
