@@ -2,19 +2,19 @@
 
     python bench/predict_load.py [--data-dir DIR] [--seconds 5] [--repeats 2] [--clients 1,4,16]
                                  [--batch-images 8] [--routes single,raw,batch] [--processes 2]
-                                 [--before-tree DIR]
+                                 [--before-tree DIR [--before-window-ms 2]]
     python bench/predict_load.py --url http://127.0.0.1:8000 --key KEY --experiment ID
 
 By default it starts its own service (`python -m epochal serve` in a temporary state folder), trains a
 1-epoch MNIST experiment, then starts two API processes on the same database that differ only in
 micro-batching: on (EPOCHAL_PREDICT_BATCH_WINDOW_MS=2) and off (0), and a third with batching on and
 --processes API processes behind its port (EPOCHAL_API_WORKERS). With --before-tree (a checkout of
-an older commit), another API runs that code. Rows alternate between the servers, repeat by repeat, so
-each comparison sees the same machine load; each row is 1, 4, 16... clients sending one image per
-request (the single route: a multipart part, or with "raw" the image as the whole body) or
---batch-images per request (the batch route) for --seconds. Images are
-MNIST test digits as PNGs. Figures: images per second, request latency percentiles, and the CPU time the
-API process spent per request (steadier than throughput on a shared machine).
+an older commit), another API runs that code (batching off unless --before-window-ms). Rows alternate
+between the servers, repeat by repeat, so each comparison sees the same machine load; each row is 1, 4,
+16... clients sending one image per request (the single route: a multipart part, or with "raw" the image
+as the whole body) or --batch-images per request (the batch route) for --seconds. Images are MNIST test
+digits as PNGs. Figures: images per second, request latency percentiles, and the CPU time the API
+process spent per request (steadier than throughput on a shared machine).
 """
 
 from __future__ import annotations
@@ -261,9 +261,14 @@ def own_service(args: argparse.Namespace, folder: Path, pngs: list[bytes]) -> No
             processes.append(many)
             servers.append(Server(f"batching on, {args.processes} processes", many_url, pid=many.pid))
         if args.before_tree:
-            before_url, before = start_api(Path(args.before_tree).resolve(), shared, "0", older=True)
+            tree = Path(args.before_tree).resolve()
+            before_url, before = start_api(tree, shared, args.before_window_ms, older=True)
             processes.append(before)
-            older = Server("before (older tree)", before_url, batch_route=False, raw_route=False, pid=before.pid)
+            # The routes the older tree has, read from its source: the batch route and raw bodies came later.
+            routes = (tree / "api" / "routers" / "predictions.py").read_text()
+            batch_route, raw_route = "/predictions/batch" in routes, "image/png" in routes
+            name = f"before (older tree, window {args.before_window_ms} ms)"
+            older = Server(name, before_url, batch_route=batch_route, raw_route=raw_route, pid=before.pid)
             servers.append(older)
         measure(args, servers, key, experiment_id, pngs)
     except Exception:
@@ -292,6 +297,9 @@ def main() -> int:
     parser.add_argument("--routes", default="single,raw,batch", help="of single, raw (image as the body), batch")
     parser.add_argument("--processes", type=int, default=2, help="also an API of this many processes (1: none)")
     parser.add_argument("--before-tree", help="a checkout of older code, run as a third API for 'before' figures")
+    parser.add_argument(
+        "--before-window-ms", default="0", help="the older tree's batching window (default 0: as before batching)"
+    )
     args = parser.parse_args()
     pngs = mnist_pngs(Path(args.data_dir) if args.data_dir else None, 64)
     print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at the start")
