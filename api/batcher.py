@@ -12,16 +12,12 @@ no load, so the rule is:
 
 The batcher lives on one event loop; the model calls run in the shared worker threads, one call at a
 time per network. (A thread of its own per network measured slower for a lone client on a busy machine:
-one more thread to wake per request.) A request already in a worker thread (api/serving.py decodes its
-images there) may claim an idle network and call it on the spot, `call_if_idle`: a lone request then makes
-one hop to a thread instead of two. Whether the network is busy is the one piece of state threads touch, under
-a lock; the queue stays the event loop's.
+one more thread to wake per request.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -51,8 +47,7 @@ class MicroBatcher:
         self.batch_sizes: Counter[int] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: list[_Waiting] = []
-        self._running = False  # a call runs, or is claimed: read and set under _claim
-        self._claim = threading.Lock()
+        self._running = False
         self._arrival = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
 
@@ -60,52 +55,27 @@ class MicroBatcher:
     def enabled(self) -> bool:
         return self.window_s > 0
 
-    def call_if_idle(self, inputs: np.ndarray, loop: asyncio.AbstractEventLoop) -> np.ndarray | None:
-        """From a worker thread serving a request on `loop`: the outputs now if the network is idle, else None.
-
-        None means a call is running: the request should `predict`, where it joins the next gathered call.
-        """
-        if self.enabled:
-            with self._claim:
-                # Not yet seen on this loop: `predict` resets the batcher for it first.
-                if self._running or loop is not self._loop:
-                    return None
-                self._running = True
-        self.batch_sizes[len(inputs)] += 1
-        try:
-            return self.call(inputs)
-        finally:
-            if self.enabled:
-                # Requests that arrived during the call queued on the loop: the loop decides what runs next.
-                loop.call_soon_threadsafe(self._call_ended)
-
-    def _call_ended(self) -> None:
-        if self._queue:  # requests arrived during the call: they go together, in the next one
-            self._drainer = asyncio.get_running_loop().create_task(self._drain())  # kept: the loop holds it weakly
-        else:
-            with self._claim:
-                self._running = False
-
     async def predict(self, inputs: np.ndarray) -> np.ndarray:
         """The network's outputs for `inputs` (a batch of one or more images), one row per image."""
         if not self.enabled:
             self.batch_sizes[len(inputs)] += 1
             return await to_thread.run_sync(self.call, inputs)
         loop = asyncio.get_running_loop()
-        with self._claim:
-            if loop is not self._loop:
-                # A new event loop (a restarted server, a new test client): the old loop's waiters are gone with it.
-                self._loop, self._queue, self._running, self._arrival = loop, [], False, asyncio.Event()
-            idle = not self._running
+        if loop is not self._loop:
+            # A new event loop (a restarted server, a new test client): the old loop's waiters are gone with it.
+            self._loop, self._queue, self._running, self._arrival = loop, [], False, asyncio.Event()
+        if not self._running:
+            # Idle: nothing is queued, so there is nothing to gather; this request's call starts now, from
+            # this coroutine (a task and a future in between cost a lone request a third of its throughput).
             self._running = True
-        if idle:
-            # Nothing is queued, so there is nothing to gather; this request's call starts now, from this
-            # coroutine (a task and a future in between cost a lone request a third of its throughput).
             self.batch_sizes[len(inputs)] += 1
             try:
                 return await to_thread.run_sync(self.call, inputs)
             finally:
-                self._call_ended()
+                if self._queue:  # requests arrived during the call: they go together, in the next one
+                    self._drainer = loop.create_task(self._drain())  # kept: the loop holds tasks only weakly
+                else:
+                    self._running = False
         waiting = _Waiting(inputs, time.monotonic(), loop.create_future())
         self._queue.append(waiting)
         self._arrival.set()
@@ -117,8 +87,7 @@ class MicroBatcher:
                 await self._gather()
                 await self._run(self._take())
         finally:
-            with self._claim:
-                self._running = False
+            self._running = False
 
     async def _gather(self) -> None:
         """Wait for more requests until the oldest queued one has waited `window_s`, or the batch is full."""

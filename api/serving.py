@@ -1,15 +1,13 @@
 """Answering predictions: verify the caller, find their network, decode the uploads, call it through its batcher.
 
 The blocking part (the key, the rate limit, reading the uploads, database lookups, loading a network on a
-cache miss, decoding images) runs in one worker thread per request, so the event loop only ever waits (each
-hop to a thread costs about as much CPU as the model call itself). If the network is idle, the model call
-runs in that same thread: a lone request is one hop. Otherwise the request joins the network's
-micro-batcher on the event loop, where concurrent requests share one call.
+cache miss, decoding images) runs in one worker thread per request, so the event loop only ever waits and
+a request makes one hop to a thread before its model call (each hop costs about as much CPU as the model
+call itself); the model call goes through the network's micro-batcher, where concurrent requests share one call.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import numpy as np
@@ -116,8 +114,8 @@ def _decode(served: ServedModel, images: list[tuple[str | None, bytes]]) -> np.n
 
 
 def _prepare(
-    request: Request, key: str, find: FindExperiment, images: int, read: ReadImages, loop: asyncio.AbstractEventLoop
-) -> tuple[int, ServedModel, np.ndarray, np.ndarray | None]:
+    request: Request, key: str, find: FindExperiment, images: int, read: ReadImages
+) -> tuple[int, ServedModel, np.ndarray]:
     # In the order a request is refused on every route: the key (401), the caller's rate (429), then what they sent.
     with get_sessionmaker()() as session:
         user = authenticate(session, request, key)
@@ -140,8 +138,7 @@ def _prepare(
     # The connection went back to the pool as the block ended, before the decoding and the model call: a request
     # waiting in the batcher holding one starved the pool under load (16 clients, 15 connections).
     # Decoded once, to the network's input array: the batcher only concatenates.
-    inputs = _decode(served, uploads)
-    return experiment_id, served, inputs, served.batcher.call_if_idle(inputs, loop)
+    return experiment_id, served, _decode(served, uploads)
 
 
 async def predict(
@@ -153,10 +150,8 @@ async def predict(
     pairs each upload's bytes with the name of its part; a part name is given for batches only: an error
     about one image then says which one it was.
     """
-    loop = asyncio.get_running_loop()
-    experiment_id, served, inputs, outputs = await run_in_threadpool(_prepare, request, key, find, images, read, loop)
-    if outputs is None:  # the network was busy: join the next gathered call
-        outputs = await served.batcher.predict(inputs)
+    experiment_id, served, inputs = await run_in_threadpool(_prepare, request, key, find, images, read)
+    outputs = await served.batcher.predict(inputs)
     return [
         PredictionRead(
             experiment_id=experiment_id,

@@ -116,56 +116,6 @@ def test_window_zero_turns_gathering_off() -> None:
     assert batcher.batch_sizes == {1: 8}
 
 
-def test_a_thread_claims_an_idle_network_and_requests_arriving_meanwhile_share_the_next_call() -> None:
-    call = HeldCall()
-    batcher = MicroBatcher(call, window_s=10.0, max_batch=IMAGES - 1)
-
-    async def scenario() -> tuple[np.ndarray | None, list[np.ndarray], np.ndarray | None]:
-        loop = asyncio.get_running_loop()
-        await batcher.predict(np.zeros((1, 2), dtype="float32"))  # the batcher meets this loop
-        call.calls.clear()
-        # A request's worker thread finds the network idle and calls it there (held).
-        claimed = loop.run_in_executor(None, batcher.call_if_idle, np.full((1, 2), 0.0, dtype="float32"), loop)
-        await _wait(lambda: batcher._running)
-        # Busy now: another thread is told to go through `predict`, and these requests queue.
-        busy = await loop.run_in_executor(None, batcher.call_if_idle, np.ones((1, 2), dtype="float32"), loop)
-        rest = [asyncio.ensure_future(batcher.predict(np.full((1, 2), i, dtype="float32"))) for i in range(1, IMAGES)]
-        await _queued(batcher, IMAGES - 1)
-        call.release.set()
-        first = await claimed
-        return first, list(await asyncio.gather(*rest)), busy
-
-    call.calls.append(0)  # the warm-up call above is not held
-    first, rest, busy = asyncio.run(scenario())
-    assert busy is None
-    assert first is not None and first.tolist() == [[0.0, 0.0]]
-    assert [o.tolist() for o in rest] == [[[2.0 * i, 2.0 * i]] for i in range(1, IMAGES)]
-    # The claimed call, then everything that queued during it, gathered into one.
-    assert call.calls == [1, IMAGES - 1]
-    assert not batcher._running
-
-
-def test_a_thread_does_not_claim_a_network_on_a_loop_the_batcher_has_not_seen() -> None:
-    call = HeldCall()
-    call.release.set()
-    batcher = MicroBatcher(call, window_s=10.0, max_batch=64)
-    assert asyncio.run(_call_from_a_thread(batcher)) is None  # `predict` resets the batcher for a new loop first
-    assert call.calls == []
-    # Without gathering there is no state to share: the network is called at once.
-    outputs = asyncio.run(_call_from_a_thread(MicroBatcher(call, window_s=0.0, max_batch=64)))
-    assert outputs is not None and outputs.tolist() == [[2.0]]
-
-
-async def _call_from_a_thread(batcher: MicroBatcher) -> np.ndarray | None:
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, batcher.call_if_idle, np.ones((1, 1), dtype="float32"), loop)
-
-
-async def _wait(condition: Callable[[], bool]) -> None:
-    while not condition():
-        await asyncio.sleep(0.001)
-
-
 def test_a_failing_call_fails_every_request_in_it() -> None:
     def broken(_inputs: np.ndarray) -> np.ndarray:
         raise RuntimeError("the network broke")
@@ -466,7 +416,7 @@ def test_an_upload_at_the_network_size_gets_the_pixels_the_resize_would_give() -
     np.testing.assert_array_equal(_grayscale_digit(Image.fromarray(pixels, mode="L"), (28, 28)), expected)
 
 
-def test_a_prediction_with_a_loaded_network_is_two_queries_and_one_hop_to_a_thread(
+def test_a_prediction_with_a_loaded_network_is_two_queries_and_two_hops_to_a_thread(
     client: TestClient, network_h5: bytes, cache: PredictorCache
 ) -> None:
     experiment_id = succeeded_with_checkpoint(client, network_h5)
@@ -479,5 +429,5 @@ def test_a_prediction_with_a_loaded_network_is_two_queries_and_one_hop_to_a_thre
     assert len(statements) == 2, statements
     assert "FROM api_key" in statements[0] and "JOIN artifact" in statements[1]
     assert "FROM attempt" not in statements[1] and "FROM epoch_metric" not in statements[1]
-    # One hop for the key, the lookup, the decoding and, the network being idle, the model call.
-    assert len(hops) == 1, hops
+    # One hop for the key, the lookup and the decoding, one for the model call.
+    assert len(hops) == 2, hops
