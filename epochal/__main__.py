@@ -2,7 +2,8 @@
 
 It applies the migrations, starts the embedded broker when the broker URL is a unix socket, one
 Celery worker, the reaper and the API, starts the worker or the reaper again if one dies, and stops
-them all on Ctrl-C.
+them all on Ctrl-C. Killed outright, it takes the worker, the reaper and the API with it (epochal/lifeline.py);
+the embedded broker stays, and the next start uses it.
 """
 
 from __future__ import annotations
@@ -13,12 +14,19 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from types import FrameType
 
 from config import get_settings, redact_url
 from epochal.accounts_cli import add_commands, ensure_first_key
 from epochal.broker import answers, socket_path_of, start_embedded_broker
 from epochal.commands import api_argv, migrate_argv, reaper_argv, with_this_python, worker_argv
+from epochal.lifeline import die_with_parent
+
+
+def tied(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`argv` started as a child that ends when this process does, however it ends."""
+    return subprocess.Popen(argv, env=env, preexec_fn=partial(die_with_parent, os.getpid()))
 
 
 def serve(host: str, port: int) -> int:
@@ -47,7 +55,7 @@ def serve(host: str, port: int) -> int:
         "worker": Supervised("worker", with_this_python(worker_argv(settings.default_queue)), env),
         "reaper": Supervised("reaper", with_this_python(reaper_argv(schedule, hostname="reaper@%h")), env),
     }
-    api = subprocess.Popen(with_this_python(api_argv(host, port)), env=env)
+    api = tied(with_this_python(api_argv(host, port)), env)
     print(
         f"epochal: API on http://{host}:{port} (reference: http://{host}:{port}/docs), "
         f"database {redact_url(settings.database_url)}, data folder {settings.data_dir.resolve()}",
@@ -90,7 +98,7 @@ class Supervised:
     def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         self.name, self.argv, self.env = name, argv, env
         self.restarts: list[float] = []
-        self.process = subprocess.Popen(argv, env=env)
+        self.process = tied(argv, env)
 
     def keep_running(self) -> bool:
         """Start the process again if it exited; False once it exited MAX_RESTARTS times within WITHIN_S."""
@@ -102,7 +110,7 @@ class Supervised:
         if len(self.restarts) > self.MAX_RESTARTS:
             return False
         print(f"epochal: the {self.name} exited ({code}); starting it again", file=sys.stderr, flush=True)
-        self.process = subprocess.Popen(self.argv, env=self.env)
+        self.process = tied(self.argv, self.env)
         return True
 
 

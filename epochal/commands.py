@@ -12,7 +12,6 @@ import sys
 
 from config import MAINTENANCE_QUEUE
 
-API_APP = "api.main:app"
 CELERY_APP = "worker.celery_app"
 FLOWER_CONFIG = "epochal/flowerconfig.py"
 

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from prometheus_client.mmap_dict import MmapedDict
 
@@ -100,3 +101,22 @@ def test_one_rate_limit_for_a_user_whichever_process_answers(service: Service, m
     else:
         pytest.fail("no burst fell inside one window with both processes answering (machine too busy?)")
     assert sorted(answers) == [404] * LIMIT + [429] * (3 * LIMIT), answers
+
+
+def test_the_api_processes_end_with_a_launcher_killed_outright(
+    migrated_database: str, broker_url: str, tmp_path: Path
+) -> None:
+    # Its own launcher: the module's is still needed. SIGKILL runs none of the launcher's cleanup.
+    service = Service(tmp_path, "api-processes", {**os.environ, "EPOCHAL_API_WORKERS": "2"})
+    try:
+        service.start_api()
+        launcher = psutil.Process(service.process("api").pid)
+        children = launcher.children()  # the API processes, and multiprocessing's resource tracker
+        assert len([c for c in children if "resource_tracker" not in " ".join(c.cmdline())]) == 2, children
+        launcher.kill()
+        _gone, alive = psutil.wait_procs(children, timeout=30)
+        assert alive == [], "processes outlived their launcher (API processes would hold the port)"
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{service.base_url}/health", timeout=2)
+    finally:
+        service.stop()

@@ -174,8 +174,8 @@ def test_api_launcher_serves_the_fastapi_app_on_the_published_port(services: dic
     command = services["api"]["command"]
     assert command[:3] == ["python", "-m", "epochal.api_server"]
     launcher = importlib.import_module(command[2])
-    module_name, attribute = launcher.API_APP.split(":")
-    app = getattr(importlib.import_module(module_name), attribute)
+    module_name, attribute = launcher.APP_FACTORY.split(":")
+    app = getattr(importlib.import_module(module_name), attribute)()
     assert isinstance(app, FastAPI)
     assert option(command, "--host") == "0.0.0.0"
     port = int(option(command, "--port"))

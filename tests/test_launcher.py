@@ -20,11 +20,10 @@ from tests.support import ROOT, free_port
 pytestmark = pytest.mark.e2e
 
 
-def test_serve_starts_everything_on_embedded_defaults_and_stops_cleanly(tmp_path: Path, data_dir: Path) -> None:
-    port = free_port()
+def start_serve(tmp_path: Path, data_dir: Path, port: int, log_name: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EPOCHAL_")}
     env |= {"EPOCHAL_STATE_DIR": str(tmp_path / "state"), "EPOCHAL_DATA_DIR": str(data_dir)}
-    log = (tmp_path / "serve.log").open("wb")
+    log = (tmp_path / log_name).open("wb")
     serve = subprocess.Popen(
         [sys.executable, "-m", "epochal", "serve", "--port", str(port)],
         cwd=ROOT,
@@ -33,15 +32,22 @@ def test_serve_starts_everything_on_embedded_defaults_and_stops_cleanly(tmp_path
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    deadline = time.monotonic() + 90
+    while True:
+        if time.monotonic() > deadline:
+            os.killpg(serve.pid, signal.SIGKILL)
+            raise AssertionError((tmp_path / log_name).read_text(errors="replace"))
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
+                return serve
+        time.sleep(0.3)
+
+
+def test_serve_starts_everything_on_embedded_defaults_and_stops_cleanly(tmp_path: Path, data_dir: Path) -> None:
+    port = free_port()
+    serve = start_serve(tmp_path, data_dir, port, "serve.log")
     try:
-        deadline = time.monotonic() + 90
-        health = None
-        while health is None or health.status_code != 200:
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text(errors="replace")
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
-            except httpx.TransportError:
-                time.sleep(0.3)
+        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
         assert health.json()["broker"]["ok"] is True
         assert (tmp_path / "state" / "epochal.db").is_file(), "the SQLite database lives in the state folder"
         assert (tmp_path / "state" / "broker.sock").exists(), "the embedded broker listens on its socket"
@@ -85,3 +91,27 @@ def test_serve_starts_everything_on_embedded_defaults_and_stops_cleanly(tmp_path
             if os.getpgid(process.pid) == serve.pid and process.info["status"] != psutil.STATUS_ZOMBIE:
                 left.append(process.info)
     assert left == []
+
+
+def test_serve_killed_outright_takes_its_processes_with_it_and_starts_again(tmp_path: Path, data_dir: Path) -> None:
+    port = free_port()
+    serve = start_serve(tmp_path, data_dir, port, "serve.log")
+    group = serve.pid
+    try:
+        children = psutil.Process(serve.pid).children()
+        broker = next(c for c in children if "redis-server" in " ".join(c.cmdline()))
+        others = [c for c in children if c.pid != broker.pid]
+        assert len(others) == 3, children  # the API launcher, the worker and the reaper
+        serve.kill()  # no cleanup runs: what follows is the kernel's doing (epochal/lifeline.py)
+        serve.wait(timeout=10)
+        _gone, alive = psutil.wait_procs(others, timeout=60)
+        assert alive == [], f"outlived serve: {[' '.join(p.cmdline()) for p in alive]}"
+        assert broker.is_running(), "the embedded broker stays for the next start"
+        # The port is free again, and the next start serves on it with the broker that stayed.
+        again = start_serve(tmp_path, data_dir, port, "serve-again.log")
+        assert "embedded broker on" not in (tmp_path / "serve-again.log").read_text(errors="replace")
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(timeout=60) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)  # the broker, and anything a failure left
