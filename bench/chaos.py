@@ -23,9 +23,9 @@ none). It prints one table per mode and fault and exits non-zero if any invarian
 goes to 127.0.0.1 and unix sockets; every wait is bounded.
 
 Faults: child-kill (kill -9 the training pool child), worker-kill (kill -9 the worker parent and
-child, start it again with the same command), service-kill (kill -9 the whole serve tree, run the
-README command again), broker-drop (Redis drops the worker's connections), and in server mode only
-broker-restart (the machine's Redis, losing every queued message) and db-restart (PostgreSQL).
+child; serve starts it again, as after an out-of-memory kill), service-kill (kill -9 the whole serve
+tree, run the README command again), broker-drop (Redis drops the worker's connections), and in server
+mode only broker-restart (the machine's Redis, losing every queued message) and db-restart (PostgreSQL).
 """
 
 from __future__ import annotations
@@ -314,14 +314,12 @@ def kill_worker(service: Service) -> str:
     if not roles.worker:
         raise RuntimeError("no worker process to kill")
     worker = roles.worker[0]
-    argv, env, cwd = worker.cmdline(), worker.environ(), worker.cwd()
-    # serve stops every other process when one of its children exits, which would turn this into a
-    # whole-service restart: so its supervisor goes first, and API, reaper and broker keep running.
-    kill_all(roles.serve)
+    killed = {worker.pid, *(child.pid for child in roles.child)}
+    # serve starts a worker that died again (API, reaper and broker keep running): the fault is the kill alone.
     kill_all([*roles.child, worker])
-    subprocess.Popen(argv, cwd=cwd, env=env, stdout=service.log_file("worker-restarted"), stderr=subprocess.STDOUT)
-    service.wait_for_worker()
-    return f"killed worker {worker.pid} and its child, started it again"
+    if not wait_until(lambda: [c for c in service.roles().child if c.pid not in killed], 120, 0.5):
+        raise RuntimeError(f"serve did not start the worker again:\n{service.logs()}")
+    return f"killed worker {worker.pid} and its child; serve started it again"
 
 
 def kill_service(service: Service) -> str:
