@@ -46,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -244,8 +244,9 @@ class Service:
         self.http.headers["Authorization"] = f"Bearer {self.key}"
         self.wait_for_worker()
 
-    def wait_for_worker(self) -> None:
-        if not wait_until(lambda: self.roles().child, 120, 0.5):
+    def wait_for_worker(self, replacing: Collection[int] = ()) -> None:
+        """Until the worker has a pool child; with `replacing` (pids of a killed worker), a new one."""
+        if not wait_until(lambda: [c for c in self.roles().child if c.pid not in replacing], 120, 0.5):
             raise RuntimeError(f"the worker did not start its pool child:\n{self.logs()}")
 
     def healthy(self) -> bool:
@@ -317,8 +318,7 @@ def kill_worker(service: Service) -> str:
     killed = {worker.pid, *(child.pid for child in roles.child)}
     # serve starts a worker that died again (API, reaper and broker keep running): the fault is the kill alone.
     kill_all([*roles.child, worker])
-    if not wait_until(lambda: [c for c in service.roles().child if c.pid not in killed], 120, 0.5):
-        raise RuntimeError(f"serve did not start the worker again:\n{service.logs()}")
+    service.wait_for_worker(replacing=killed)
     return f"killed worker {worker.pid} and its child; serve started it again"
 
 
