@@ -48,7 +48,8 @@ def redis_url(broker_url: str) -> str:
 
 @lru_cache
 def redis_client() -> redis.Redis:
-    """A client of the broker's Redis, for events and for reading queue depths."""
+    """The process's client of the broker's Redis (one connection pool), for events, the prediction rate limit and
+    reading queue depths."""
     return redis.Redis.from_url(redis_url(get_settings().broker_url), socket_timeout=2, socket_connect_timeout=2)
 
 
