@@ -96,7 +96,7 @@ def test_serve_starts_everything_on_embedded_defaults_and_stops_cleanly(tmp_path
 def test_serve_killed_outright_takes_its_processes_with_it_and_starts_again(tmp_path: Path, data_dir: Path) -> None:
     port = free_port()
     serve = start_serve(tmp_path, data_dir, port, "serve.log")
-    group = serve.pid
+    groups = [serve.pid]
     try:
         children = psutil.Process(serve.pid).children()
         broker = next(c for c in children if "redis-server" in " ".join(c.cmdline()))
@@ -109,9 +109,11 @@ def test_serve_killed_outright_takes_its_processes_with_it_and_starts_again(tmp_
         assert broker.is_running(), "the embedded broker stays for the next start"
         # The port is free again, and the next start serves on it with the broker that stayed.
         again = start_serve(tmp_path, data_dir, port, "serve-again.log")
+        groups.append(again.pid)
         assert "embedded broker on" not in (tmp_path / "serve-again.log").read_text(errors="replace")
         again.send_signal(signal.SIGTERM)
         assert again.wait(timeout=60) == 0
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)  # the broker, and anything a failure left
+        for group in groups:  # the broker (in the first), and anything a failure left
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
