@@ -228,6 +228,39 @@ def test_a_job_given_back_resumes_on_the_next_claim(client: TestClient) -> None:
     assert again.resume is not None and again.resume.epoch == 1
 
 
+def test_a_claim_reads_a_resume_state_written_between_its_read_and_its_claim(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A claim reads the resume state before it locks the row (models/attempt_sessions.py says why); when
+    # another attempt ran and was lost in between, the claim must resume from that attempt's newer state.
+    experiment_id = submit(client)
+    job = jobs.claim(experiment_id, WORKER)
+    assert job is not None
+    jobs.record_epoch(job, epoch(1), point(1))
+    jobs.give_back(job, "its worker was shutting down")
+    newer = point(2)
+    original = jobs._load_resume
+    reads: list[int | None] = []
+
+    def read_then_overtaken(session: Any, experiment: int) -> ResumePoint | None:
+        loaded = original(session, experiment)
+        if not reads:
+            with session_scope() as other:  # committed while this claim has not yet taken the row
+                other.execute(
+                    update(ResumeState)
+                    .where(ResumeState.experiment_id == experiment)
+                    .values(epoch=2, state=newer.state, state_sha256=newer.sha256)
+                )
+        reads.append(None if loaded is None else loaded.epoch)
+        return loaded
+
+    monkeypatch.setattr(jobs, "_load_resume", read_then_overtaken)
+    again = jobs.claim(experiment_id, WORKER)
+    assert reads == [1, 2]
+    assert again is not None and again.resume is not None
+    assert (again.resume.epoch, again.resume.state) == (2, newer.state)
+
+
 def test_a_retry_starts_from_scratch_with_a_fresh_attempt_budget(client: TestClient) -> None:
     experiment_id = submit(client)
     job = jobs.claim(experiment_id, WORKER)

@@ -18,13 +18,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import ColumnElement, delete, func, insert, select, text, update
+from sqlalchemy import ColumnElement, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, undefer
 
 from config import get_settings
 from epochal import events
-from models import Artifact, Attempt, EpochMetric, Evaluation, Experiment, ResumeState
+from models import Artifact, Attempt, EpochMetric, Evaluation, Experiment, ResumeState, attempt_sessions
 from models.attempts import Outcome, end_attempt
 from models.base import utcnow
 from models.db import rows_changed, session_scope
@@ -106,6 +106,18 @@ def _load_resume(session: Session, experiment_id: int) -> ResumePoint | None:
     return ResumePoint(row.epoch, row.state, row.best_epoch, row.best_val_accuracy, row.best_checkpoint)
 
 
+def _key_of(resume: ResumePoint | None) -> tuple[int, str] | None:
+    return None if resume is None else (resume.epoch, resume.sha256)
+
+
+def _resume_key(session: Session, experiment_id: int) -> tuple[int, str] | None:
+    """The stored resume state's epoch and checksum, without its bytes."""
+    row = session.execute(
+        select(ResumeState.epoch, ResumeState.state_sha256).where(ResumeState.experiment_id == experiment_id)
+    ).first()
+    return None if row is None else (row.epoch, row.state_sha256)
+
+
 def claim(experiment_id: int, worker: str, pid: int | None = None) -> ClaimedJob | None:
     """Start a new attempt at a queued experiment and return it, or None when this delivery must do nothing.
 
@@ -114,7 +126,10 @@ def claim(experiment_id: int, worker: str, pid: int | None = None) -> ClaimedJob
     A job that was running before continues after its last finished epoch (its resume state).
     """
     with session_scope() as session:
-        _bound_idle_transaction(session)
+        attempt_sessions.bound_idle_transaction(session, get_settings().lease_s)
+        # Read before the claim locks the row: megabytes of resume state going to a process that stops
+        # halfway would otherwise hold that lock with no timeout (models/attempt_sessions.py).
+        resume = _load_resume(session, experiment_id)
         claimed = rows_changed(
             session,
             update(Experiment)
@@ -131,7 +146,10 @@ def claim(experiment_id: int, worker: str, pid: int | None = None) -> ClaimedJob
         if not claimed:
             return None
         experiment = session.get_one(Experiment, experiment_id)
-        resume = _load_resume(session, experiment_id)
+        attempt_sessions.name_transaction(session, experiment_id, experiment.attempt)
+        if _resume_key(session, experiment_id) != _key_of(resume):
+            # Another attempt ran and was lost between the read and the claim: read its newer state.
+            resume = _load_resume(session, experiment_id)
         done = 0 if resume is None else resume.epoch
         # Rows past the resume point cannot exist (both are written in one transaction), but a row from a
         # database that predates resume states could: a fresh start must never mix with it.
@@ -154,7 +172,7 @@ def renew_lease(job: ClaimedJob) -> bool:
     """Extend this attempt's lease; False when it is no longer the current attempt (stop, write nothing)."""
     renewal = update(Experiment).where(*_current(job)).values(lease_expires_at=lease_deadline())
     with session_scope() as session:
-        _bound_idle_transaction(session)
+        _as_attempt(session, job)
         return bool(rows_changed(session, renewal))
 
 
@@ -163,7 +181,7 @@ def record_device(job: ClaimedJob, device: str, warnings: list[str]) -> None:
 
     def write() -> None:
         with session_scope() as session:
-            _bound_idle_transaction(session)
+            _as_attempt(session, job)
             experiment = session.get_one(Experiment, job.experiment_id)
             if experiment.attempt != job.attempt or experiment.status is not Status.RUNNING:
                 raise Superseded(f"experiment {job.experiment_id}: attempt {job.attempt} was superseded")
@@ -184,20 +202,18 @@ def record_split(job: ClaimedJob, train_count: int, validation_count: int) -> No
     with_db_retry(write, "recording the split sizes")
 
 
-def _bound_idle_transaction(session: Session) -> None:
-    """On PostgreSQL, end this transaction server-side if the process stalls in it for a lease.
+def _as_attempt(session: Session, job: ClaimedJob) -> None:
+    """Open this transaction as the attempt's own: bounded when idle, and named so a stalled one can be ended.
 
-    A fenced write locks the experiment row until it commits. A process frozen in between (stopped,
-    swapping, cut off) would keep that lock, and the reaper could never hand the job on; the server
-    ends such a session after a lease instead. Our transactions take milliseconds.
+    See models/attempt_sessions.py: a process frozen inside a fenced write must not keep the job's row
+    locked, or the reaper could never hand the job on. Our transactions take milliseconds.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        timeout_ms = max(1000, int(get_settings().lease_s * 1000))
-        session.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {timeout_ms}"))
+    attempt_sessions.bound_idle_transaction(session, get_settings().lease_s)
+    attempt_sessions.name_transaction(session, job.experiment_id, job.attempt)
 
 
 def _fence(session: Session, job: ClaimedJob, **values: object) -> None:
-    _bound_idle_transaction(session)
+    _as_attempt(session, job)
     if not rows_changed(session, update(Experiment).where(*_current(job)).values(**values)):
         raise Superseded(f"experiment {job.experiment_id}: attempt {job.attempt} is no longer current")
 

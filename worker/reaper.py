@@ -18,11 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Update, select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from config import get_settings
 from epochal import events
-from models import Attempt, Experiment
+from models import Attempt, Experiment, attempt_sessions
 from models.attempts import Outcome, attempt_story, end_attempt
 from models.base import as_utc, utcnow
 from models.db import rows_changed, session_scope
@@ -31,6 +33,9 @@ from training.spec import Status
 log = logging.getLogger(__name__)
 
 MAX_REPUBLISH_BACKOFF_S = 3600.0
+# How long a pass waits for a locked job row. A live writer holds it for milliseconds (most of a second
+# for a convnet's resume state); a pass must not sit behind a writer that never finishes.
+LOCK_WAIT_S = 2.0
 
 Publish = Callable[[int, str], None]
 
@@ -63,9 +68,55 @@ def _decide(experiment: Experiment, attempt: Attempt | None, now: datetime) -> t
     return Status.QUEUED, Outcome.LOST, cause
 
 
+class RowBusy(RuntimeError):
+    """A job's row stayed locked by a transaction that is not the expired attempt's: left for the next pass."""
+
+
+def _update_fencing_stalled(session: Session, statement: Update, experiment_id: int, attempt: int) -> int:
+    """Run the conditional update of an expired job; first end any transaction its attempt left stalled.
+
+    On PostgreSQL the wait for the row is bounded (LOCK_WAIT_S). When it runs out, the row is held by a
+    transaction that does not end; if it is the expired attempt's (a process stopped mid-write, see
+    models/attempt_sessions.py), the server ends it and the update is tried once more. Any other holder
+    (a user's cancel, a migration) is waited for at the next pass.
+    """
+    if not attempt_sessions.on_postgresql(session):
+        return rows_changed(session, statement)  # SQLite: one writer at a time, behind its busy timeout
+    for tries_left in (1, 0):
+        savepoint = session.begin_nested()
+        try:
+            changed = rows_changed(session, statement)
+        except DBAPIError as exc:
+            savepoint.rollback()
+            if not attempt_sessions.is_lock_timeout(exc):
+                raise
+            ended = attempt_sessions.end_stalled_transactions(session, experiment_id, attempt) if tries_left else 0
+            if not ended:
+                raise RowBusy(f"experiment {experiment_id}: its row is locked by another transaction") from exc
+            log.warning(
+                "experiment %s: attempt %s's lease expired while %s of its transactions held the job's row "
+                "(a process stopped mid-write?); ended them on the server",
+                experiment_id,
+                attempt,
+                ended,
+            )
+            continue
+        savepoint.commit()
+        return changed
+    raise AssertionError("unreachable")
+
+
 def _reap_expired(experiment_id: int, now: datetime, report: ReapReport) -> None:
+    try:
+        _settle_expired(experiment_id, now, report)
+    except RowBusy as exc:
+        log.warning("%s; the next pass tries again", exc)
+
+
+def _settle_expired(experiment_id: int, now: datetime, report: ReapReport) -> None:
     settings = get_settings()
     with session_scope() as session:
+        attempt_sessions.bound_lock_wait(session, LOCK_WAIT_S)
         experiment = session.get(Experiment, experiment_id)
         if experiment is None or experiment.status is not Status.RUNNING:
             return
@@ -81,7 +132,7 @@ def _reap_expired(experiment_id: int, now: datetime, report: ReapReport) -> None
         else:
             values["finished_at"] = now
         # Conditional on the very attempt and lease we looked at: a heartbeat or another reaper in between wins.
-        changed = rows_changed(
+        changed = _update_fencing_stalled(
             session,
             update(Experiment)
             .where(
@@ -93,6 +144,8 @@ def _reap_expired(experiment_id: int, now: datetime, report: ReapReport) -> None
             .values(**values)
             # No in-Python evaluation against the loaded row: SQLite hands its times back without a zone.
             .execution_options(synchronize_session=False),
+            experiment_id,
+            experiment.attempt,
         )
         if not changed:
             return
@@ -134,12 +187,19 @@ def _republish_due(now: datetime, publish: Publish, report: ReapReport) -> None:
             return  # the broker is down: the rest would fail the same way
         # Doubling: a job that waits behind hours of others collects a handful of duplicates, not thousands.
         backoff = min(settings.republish_after_s * 2 ** (count + 1), MAX_REPUBLISH_BACKOFF_S)
-        with session_scope() as session:
-            session.execute(
-                update(Experiment)
-                .where(Experiment.id == experiment_id, Experiment.next_publish_at == planned)
-                .values(next_publish_at=now + timedelta(seconds=backoff), publish_count=count + 1)
-            )
+        try:
+            with session_scope() as session:
+                attempt_sessions.bound_lock_wait(session, LOCK_WAIT_S)
+                session.execute(
+                    update(Experiment)
+                    .where(Experiment.id == experiment_id, Experiment.next_publish_at == planned)
+                    .values(next_publish_at=now + timedelta(seconds=backoff), publish_count=count + 1)
+                )
+        except DBAPIError as exc:
+            if not attempt_sessions.is_lock_timeout(exc):
+                raise
+            # Held by a claim in progress: it is being taken; at worst the next pass publishes once more.
+            log.warning("experiment %s: published, but its row is locked; the next pass looks again", experiment_id)
         report.published.append(experiment_id)
 
 
