@@ -22,10 +22,12 @@ Recovery is the time from the fault to the hit job's next attempt start (or its 
 none). It prints one table per mode and fault and exits non-zero if any invariant broke. All traffic
 goes to 127.0.0.1 and unix sockets; every wait is bounded.
 
-Faults: child-kill (kill -9 the training pool child), worker-kill (kill -9 the worker parent and
-child; serve starts it again, as after an out-of-memory kill), service-kill (kill -9 the whole serve
-tree, run the README command again), broker-drop (Redis drops the worker's connections), and in server
-mode only broker-restart (the machine's Redis, losing every queued message) and db-restart (PostgreSQL).
+Faults: child-kill (kill -9 the training pool child), child-freeze (SIGSTOP it for two leases, then
+SIGCONT: a VM pause or a swap storm; it wakes superseded and must write nothing), worker-kill (kill -9
+the worker parent and child; serve starts it again, as after an out-of-memory kill), service-kill
+(kill -9 the whole serve tree, run the README command again), broker-drop (Redis drops the worker's
+connections), and in server mode only broker-restart (the machine's Redis, losing every queued
+message) and db-restart (PostgreSQL).
 """
 
 from __future__ import annotations
@@ -62,8 +64,8 @@ sys.path.insert(0, str(ROOT))  # run as a script: epochal.commands and tests.dat
 
 from epochal.commands import with_this_python  # noqa: E402
 
-FAULTS = ("child-kill", "worker-kill", "service-kill", "broker-drop", "broker-restart", "db-restart")
-EMBEDDED_FAULTS = ("child-kill", "worker-kill", "service-kill", "broker-drop")
+FAULTS = ("child-kill", "child-freeze", "worker-kill", "service-kill", "broker-drop", "broker-restart", "db-restart")
+EMBEDDED_FAULTS = ("child-kill", "child-freeze", "worker-kill", "service-kill", "broker-drop")
 FINISHED = {"succeeded", "failed", "cancelled"}
 SERVER_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/epochal_chaos"
 SERVER_BROKER_URL = "redis://127.0.0.1:6379/14"
@@ -310,6 +312,22 @@ def kill_child(service: Service) -> str:
     return f"killed pool child {[p.pid for p in children]}"
 
 
+def freeze_child(service: Service) -> str:
+    children = service.roles().child
+    # Long enough for the reaper to presume it dead and requeue its job; then it wakes, superseded. Wherever
+    # the stop lands (between statements, or halfway through sending an epoch's resume state), its open
+    # transaction must not keep the job's row from the reaper (models/attempt_sessions.py).
+    settings = service.settings
+    frozen_s = 2 * settings.lease_s + settings.reaper_interval_s
+    for child in children:
+        child.suspend()
+    time.sleep(frozen_s)
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.resume()
+    return f"stopped pool child {[p.pid for p in children]} for {frozen_s:g} s, then let it go on"
+
+
 def kill_worker(service: Service) -> str:
     roles = service.roles()
     if not roles.worker:
@@ -399,6 +417,7 @@ def restart_database(_service: Service) -> str:
 
 INJECT: dict[str, Callable[[Service], str]] = {
     "child-kill": kill_child,
+    "child-freeze": freeze_child,
     "worker-kill": kill_worker,
     "service-kill": kill_service,
     "broker-drop": drop_broker_connections,
