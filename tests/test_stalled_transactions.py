@@ -224,6 +224,35 @@ def test_a_row_held_by_anyone_else_waits_for_the_next_pass_and_is_left_running(c
     assert reap_within(reaper.LOCK_WAIT_S * 2 + 30).requeued == [experiment_id]
 
 
+def test_a_row_the_reaper_may_not_free_is_left_for_the_next_pass_and_the_pass_goes_on(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # E.g. a reaper whose database role may not end the workers' sessions: that job waits, the others do not.
+    stalled, other = submit(client), submit(client)
+    jobs_ = [jobs.claim(i, WORKER) for i in (stalled, other)]
+    assert jobs_[0] is not None and jobs_[1] is not None
+    for experiment_id in (stalled, other):
+        expire_lease(experiment_id)
+
+    def refused(session: Session, _experiment_id: int, _attempt: int) -> int:
+        session.execute(text("SELECT pg_terminate_backend(pid) FROM no_such_view"))  # fails, as a refusal would
+        return 0
+
+    monkeypatch.setattr(attempt_sessions, "end_stalled_transactions", refused)
+    engine = make_engine(get_settings().database_url)
+    holder = hold_row(engine, stalled, name=attempt_sessions.attempt_name(stalled, jobs_[0].attempt))
+    try:
+        report = reap_within(reaper.LOCK_WAIT_S * 2 + 30)
+        assert report.requeued == [other]
+        assert holder.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        holder.rollback()
+        holder.close()
+        engine.dispose()
+    monkeypatch.undo()
+    assert reap_within(reaper.LOCK_WAIT_S * 2 + 30).requeued == [stalled]
+
+
 def test_a_row_held_by_a_live_attempt_is_never_taken(client: TestClient) -> None:
     # Its lease is current: the reaper does not even look at the row, let alone end the attempt's session.
     experiment_id = submit(client)

@@ -90,7 +90,7 @@ def _update_fencing_stalled(session: Session, statement: Update, experiment_id: 
             savepoint.rollback()
             if not attempt_sessions.is_lock_timeout(exc):
                 raise
-            ended = attempt_sessions.end_stalled_transactions(session, experiment_id, attempt) if tries_left else 0
+            ended = _end_stalled(session, experiment_id, attempt) if tries_left else 0
             if not ended:
                 raise RowBusy(f"experiment {experiment_id}: its row is locked by another transaction") from exc
             log.warning(
@@ -104,6 +104,20 @@ def _update_fencing_stalled(session: Session, statement: Update, experiment_id: 
         savepoint.commit()
         return changed
     raise AssertionError("unreachable")
+
+
+def _end_stalled(session: Session, experiment_id: int, attempt: int) -> int:
+    """End the expired attempt's open sessions; 0 when the database refuses (see models/attempt_sessions.py)."""
+    savepoint = session.begin_nested()
+    try:
+        ended = attempt_sessions.end_stalled_transactions(session, experiment_id, attempt)
+    except DBAPIError as exc:
+        savepoint.rollback()
+        # PostgreSQL lets a role end only its own sessions: the reaper needs the workers' role, or pg_signal_backend.
+        log.warning("experiment %s: could not end attempt %s's sessions (%s)", experiment_id, attempt, exc.orig)
+        return 0
+    savepoint.commit()
+    return ended
 
 
 def _reap_expired(experiment_id: int, now: datetime, report: ReapReport) -> None:
@@ -209,7 +223,9 @@ def reap(publish: Publish, now: datetime | None = None) -> ReapReport:
     report = ReapReport()
     with session_scope() as session:
         expired = session.scalars(
-            select(Experiment.id).where(Experiment.status == Status.RUNNING, Experiment.lease_expires_at < now)
+            select(Experiment.id)
+            .where(Experiment.status == Status.RUNNING, Experiment.lease_expires_at < now)
+            .order_by(Experiment.id)
         ).all()
     for experiment_id in expired:
         _reap_expired(experiment_id, now, report)
