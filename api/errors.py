@@ -11,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from models.attempt_sessions import RowBusy, is_lock_timeout
+
 
 class ErrorRead(BaseModel):
     """Every error the API answers: `detail` says what is wrong and how to fix it."""
@@ -88,7 +90,17 @@ async def _validation_handler(_request: Request, exc: Exception) -> JSONResponse
     return JSONResponse(status_code=422, content=body)
 
 
-async def _database_unavailable_handler(_request: Request, exc: Exception) -> JSONResponse:
+async def _row_busy_handler(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        status_code=503,
+        content={"detail": f"{exc} right now (its worker may be stopped mid-write); try again in a few seconds"},
+        headers={"Retry-After": "5"},
+    )
+
+
+async def _database_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    if is_lock_timeout(exc):  # a bounded wait for a row (models/attempt_sessions.py) ran out: busy, not down
+        return await _row_busy_handler(request, RowBusy("the experiment is being written by another transaction"))
     # A database restart or outage is the server's dependency failing, not a bug: say so, and that it is temporary.
     return JSONResponse(
         status_code=503,
@@ -104,5 +116,6 @@ def install_error_handlers(app: FastAPI) -> None:
     from sqlalchemy.exc import InterfaceError, OperationalError
 
     app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(RowBusy, _row_busy_handler)
     app.add_exception_handler(OperationalError, _database_unavailable_handler)
     app.add_exception_handler(InterfaceError, _database_unavailable_handler)

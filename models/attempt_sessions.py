@@ -9,10 +9,10 @@ waits: the reaper, the next attempt, a user's cancel. Two bounds make sure it ca
 - It does not cover a process stopped in the middle of sending one statement (an epoch's resume state
   or a checkpoint, megabytes long): the server then waits inside that statement for the rest of the
   message, with no timer running, for as long as the process stays stopped. So each transaction is named
-  after its attempt (`application_name`), and the reaper, once that attempt's lease has expired and its
-  wait for the row runs out, ends the named sessions itself (`end_stalled_transactions`). The attempt was
-  already presumed dead and its writes are fenced; ending its sessions only rolls back what it could
-  never have committed.
+  after its attempt (`application_name`), and whoever settles a job whose lease has expired (the reaper,
+  a user's cancel) waits a bounded time for the row, then ends that attempt's named sessions itself
+  (`update_ending_stalled`). The attempt was already presumed dead and its writes are fenced; ending its
+  sessions only rolls back what it could never have committed.
 
 On SQLite every function here does nothing: it has no row locks and no server to end a session on.
 """
@@ -21,13 +21,22 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import text
+from sqlalchemy import Update, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+
+from models.db import rows_changed
 
 log = logging.getLogger(__name__)
 
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout that ran out
+# How long the reaper or a user's cancel waits for a job's row. A live writer holds it for milliseconds
+# (most of a second for a convnet's resume state); nobody should sit behind a writer that never finishes.
+LOCK_WAIT_S = 2.0
+
+
+class RowBusy(RuntimeError):
+    """A job's row stayed locked past LOCK_WAIT_S by a transaction that could not be ended: try again later."""
 
 
 def on_postgresql(session: Session) -> bool:
@@ -54,7 +63,7 @@ def name_transaction(session: Session, experiment_id: int, attempt: int) -> None
         session.execute(text("SELECT set_config('application_name', :name, true)"), {"name": name})
 
 
-def bound_lock_wait(session: Session, seconds: float) -> None:
+def bound_lock_wait(session: Session, seconds: float = LOCK_WAIT_S) -> None:
     """Let the statements of this transaction wait at most `seconds` for a row lock, then raise."""
     if on_postgresql(session):
         session.execute(text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": str(max(1, int(seconds * 1000)))})
@@ -81,3 +90,51 @@ def end_stalled_transactions(session: Session, experiment_id: int, attempt: int)
         {"name": attempt_name(experiment_id, attempt)},
     )
     return int(ended or 0)
+
+
+def _end_refusable(session: Session, experiment_id: int, attempt: int) -> int:
+    savepoint = session.begin_nested()
+    try:
+        ended = end_stalled_transactions(session, experiment_id, attempt)
+    except DBAPIError as exc:
+        savepoint.rollback()
+        # PostgreSQL lets a role end only its own sessions: this needs the workers' role, or pg_signal_backend.
+        log.warning("experiment %s: could not end attempt %s's sessions (%s)", experiment_id, attempt, exc.orig)
+        return 0
+    savepoint.commit()
+    return ended
+
+
+def update_ending_stalled(session: Session, statement: Update, experiment_id: int, attempt: int) -> int:
+    """Run a conditional update of a job whose attempt's lease expired; return the rows it changed.
+
+    The wait for the row is bounded (LOCK_WAIT_S). When it runs out, the row is held by a transaction that
+    does not end; if it is that attempt's (a process stopped mid-write), its sessions are ended on the
+    server and the update is tried once more. Any other holder raises `RowBusy`, and nothing is ended.
+    Only for an attempt already presumed dead: the caller's statement must require the expired lease.
+    """
+    if not on_postgresql(session):
+        return rows_changed(session, statement)  # SQLite: one writer at a time, behind its busy timeout
+    bound_lock_wait(session)
+    for tries_left in (1, 0):
+        savepoint = session.begin_nested()
+        try:
+            changed = rows_changed(session, statement)
+        except DBAPIError as exc:
+            savepoint.rollback()
+            if not is_lock_timeout(exc):
+                raise
+            ended = _end_refusable(session, experiment_id, attempt) if tries_left else 0
+            if not ended:
+                raise RowBusy(f"experiment {experiment_id} is being written by another transaction") from exc
+            log.warning(
+                "experiment %s: attempt %s's lease expired while %s of its transactions held the job's row "
+                "(a process stopped mid-write?); ended them on the server",
+                experiment_id,
+                attempt,
+                ended,
+            )
+            continue
+        savepoint.commit()
+        return changed
+    raise AssertionError("unreachable")

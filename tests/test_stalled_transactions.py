@@ -18,7 +18,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from fastapi.testclient import TestClient
@@ -33,6 +33,8 @@ from tests.test_fencing import Published, expire_lease, read, submit
 from worker import jobs, reaper
 
 WORKER = "stalled-test@host"
+DEADLINE_S = attempt_sessions.LOCK_WAIT_S * 2 + 30
+T = TypeVar("T")
 
 pytestmark = pytest.mark.skipif(
     not get_settings().database_url.startswith("postgresql"),
@@ -134,22 +136,27 @@ def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 60) -> Any:
     return value
 
 
-def reap_within(deadline_s: float) -> reaper.ReapReport:
-    """One reaper pass, which must end: a pass stuck behind a lock fails the test instead of hanging it."""
-    outcome: list[reaper.ReapReport | BaseException] = []
+def within(deadline_s: float, call: Callable[[], T]) -> T:
+    """`call()`, which must return: a call stuck behind a lock fails the test instead of hanging it."""
+    outcome: list[T | BaseException] = []
 
     def run() -> None:
         try:
-            outcome.append(reaper.reap(Published()))
+            outcome.append(call())
         except BaseException as exc:
             outcome.append(exc)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     thread.join(deadline_s)
-    assert not thread.is_alive(), f"the reaper pass was still waiting after {deadline_s:g} s"
-    assert isinstance(outcome[0], reaper.ReapReport), outcome[0]
+    assert not thread.is_alive(), f"still waiting after {deadline_s:g} s"
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
     return outcome[0]
+
+
+def reap_within(deadline_s: float) -> reaper.ReapReport:
+    return within(deadline_s, lambda: reaper.reap(Published()))
 
 
 def test_a_process_stopped_mid_write_loses_its_row_to_the_reaper_once_its_lease_expired(
@@ -177,7 +184,7 @@ def test_a_process_stopped_mid_write_loses_its_row_to_the_reaper_once_its_lease_
         time.sleep(2.5)
         assert ("active", "ClientRead") in backends_named(*_key(job)), "the server ended it on its own"
 
-        report = reap_within(reaper.LOCK_WAIT_S * 2 + 30)
+        report = reap_within(DEADLINE_S)
 
         assert report.requeued == [experiment_id]
         assert read(client, experiment_id)["status"] == "queued"
@@ -197,7 +204,11 @@ def _key(job: jobs.ClaimedJob) -> tuple[int, int]:
 
 
 def hold_row(engine: Engine, experiment_id: int, name: str | None) -> Session:
-    """An open transaction that locks the job's row and stays open, under `name` (None: unnamed)."""
+    """An open transaction that locks the job's row and stays open, under `name` (None: unnamed).
+
+    With no idle bound of its own, it stands for the stall the server cannot time out (a process stopped
+    mid-statement, as in the first test) without needing the proxy.
+    """
     holder = Session(engine)
     if name is not None:
         holder.execute(text("SELECT set_config('application_name', :name, true)"), {"name": name})
@@ -214,14 +225,14 @@ def test_a_row_held_by_anyone_else_waits_for_the_next_pass_and_is_left_running(c
     engine = make_engine(get_settings().database_url)
     holder = hold_row(engine, experiment_id, name="someone else")
     try:
-        report = reap_within(reaper.LOCK_WAIT_S * 2 + 30)
+        report = reap_within(DEADLINE_S)
         assert experiment_id not in report.requeued
         assert holder.execute(text("SELECT 1")).scalar() == 1  # still connected
         holder.commit()
     finally:
         holder.close()
         engine.dispose()
-    assert reap_within(reaper.LOCK_WAIT_S * 2 + 30).requeued == [experiment_id]
+    assert reap_within(DEADLINE_S).requeued == [experiment_id]
 
 
 def test_a_row_the_reaper_may_not_free_is_left_for_the_next_pass_and_the_pass_goes_on(
@@ -242,7 +253,7 @@ def test_a_row_the_reaper_may_not_free_is_left_for_the_next_pass_and_the_pass_go
     engine = make_engine(get_settings().database_url)
     holder = hold_row(engine, stalled, name=attempt_sessions.attempt_name(stalled, jobs_[0].attempt))
     try:
-        report = reap_within(reaper.LOCK_WAIT_S * 2 + 30)
+        report = reap_within(DEADLINE_S)
         assert report.requeued == [other]
         assert holder.execute(text("SELECT 1")).scalar() == 1
     finally:
@@ -250,7 +261,7 @@ def test_a_row_the_reaper_may_not_free_is_left_for_the_next_pass_and_the_pass_go
         holder.close()
         engine.dispose()
     monkeypatch.undo()
-    assert reap_within(reaper.LOCK_WAIT_S * 2 + 30).requeued == [stalled]
+    assert reap_within(DEADLINE_S).requeued == [stalled]
 
 
 def test_a_row_held_by_a_live_attempt_is_never_taken(client: TestClient) -> None:
@@ -261,7 +272,7 @@ def test_a_row_held_by_a_live_attempt_is_never_taken(client: TestClient) -> None
     engine = make_engine(get_settings().database_url)
     holder = hold_row(engine, experiment_id, name=attempt_sessions.attempt_name(*_key(job)))
     try:
-        report = reap_within(reaper.LOCK_WAIT_S * 2 + 30)
+        report = reap_within(DEADLINE_S)
         assert experiment_id not in report.requeued
         assert holder.execute(text("SELECT 1")).scalar() == 1
     finally:
@@ -290,3 +301,44 @@ def test_the_server_ends_a_transaction_left_idle_for_a_lease(client: TestClient)
     with session_scope() as session:  # the lock went with it
         attempt_sessions.bound_lock_wait(session, 5)
         session.execute(update(Experiment).where(Experiment.id == experiment_id).values(worker="after"))
+
+
+def test_cancelling_a_job_whose_worker_stopped_mid_write_ends_it_at_once(client: TestClient) -> None:
+    experiment_id = submit(client)
+    job = jobs.claim(experiment_id, WORKER)
+    assert job is not None
+    expire_lease(experiment_id)
+    engine = make_engine(get_settings().database_url)
+    holder = hold_row(engine, experiment_id, name=attempt_sessions.attempt_name(*_key(job)))
+    try:
+        response = within(DEADLINE_S, lambda: client.post(f"/experiments/{experiment_id}/cancel"))
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "cancelled"
+        assert [a["outcome"] for a in response.json()["attempts"]] == ["lost"]
+        with pytest.raises(DBAPIError):  # the stalled transaction was ended, and its lock with it
+            holder.execute(text("SELECT 1"))
+    finally:
+        holder.close()
+        engine.dispose()
+
+
+def test_a_cancel_behind_a_row_that_stays_locked_answers_503_instead_of_hanging(client: TestClient) -> None:
+    # The lease is current, so the holder is presumed alive and nothing is ended: the user is told to retry.
+    experiment_id = submit(client)
+    job = jobs.claim(experiment_id, WORKER)
+    assert job is not None
+    engine = make_engine(get_settings().database_url)
+    holder = hold_row(engine, experiment_id, name=attempt_sessions.attempt_name(*_key(job)))
+    try:
+        response = within(DEADLINE_S, lambda: client.post(f"/experiments/{experiment_id}/cancel"))
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"] == "5"
+        assert "is being written" in response.json()["detail"] and "try again" in response.json()["detail"]
+        assert holder.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        holder.rollback()
+        holder.close()
+        engine.dispose()
+    response = client.post(f"/experiments/{experiment_id}/cancel")
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "running"  # flagged: it stops at its next epoch end

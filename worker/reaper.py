@@ -18,24 +18,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Update, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from config import get_settings
 from epochal import events
 from models import Attempt, Experiment, attempt_sessions
 from models.attempts import Outcome, attempt_story, end_attempt
 from models.base import as_utc, utcnow
-from models.db import rows_changed, session_scope
+from models.db import session_scope
 from training.spec import Status
 
 log = logging.getLogger(__name__)
 
 MAX_REPUBLISH_BACKOFF_S = 3600.0
-# How long a pass waits for a locked job row. A live writer holds it for milliseconds (most of a second
-# for a convnet's resume state); a pass must not sit behind a writer that never finishes.
-LOCK_WAIT_S = 2.0
 
 Publish = Callable[[int, str], None]
 
@@ -68,69 +64,17 @@ def _decide(experiment: Experiment, attempt: Attempt | None, now: datetime) -> t
     return Status.QUEUED, Outcome.LOST, cause
 
 
-class RowBusy(RuntimeError):
-    """A job's row stayed locked by a transaction that is not the expired attempt's: left for the next pass."""
-
-
-def _update_fencing_stalled(session: Session, statement: Update, experiment_id: int, attempt: int) -> int:
-    """Run the conditional update of an expired job; first end any transaction its attempt left stalled.
-
-    On PostgreSQL the wait for the row is bounded (LOCK_WAIT_S). When it runs out, the row is held by a
-    transaction that does not end; if it is the expired attempt's (a process stopped mid-write, see
-    models/attempt_sessions.py), the server ends it and the update is tried once more. Any other holder
-    (a user's cancel, a migration) is waited for at the next pass.
-    """
-    if not attempt_sessions.on_postgresql(session):
-        return rows_changed(session, statement)  # SQLite: one writer at a time, behind its busy timeout
-    for tries_left in (1, 0):
-        savepoint = session.begin_nested()
-        try:
-            changed = rows_changed(session, statement)
-        except DBAPIError as exc:
-            savepoint.rollback()
-            if not attempt_sessions.is_lock_timeout(exc):
-                raise
-            ended = _end_stalled(session, experiment_id, attempt) if tries_left else 0
-            if not ended:
-                raise RowBusy(f"experiment {experiment_id}: its row is locked by another transaction") from exc
-            log.warning(
-                "experiment %s: attempt %s's lease expired while %s of its transactions held the job's row "
-                "(a process stopped mid-write?); ended them on the server",
-                experiment_id,
-                attempt,
-                ended,
-            )
-            continue
-        savepoint.commit()
-        return changed
-    raise AssertionError("unreachable")
-
-
-def _end_stalled(session: Session, experiment_id: int, attempt: int) -> int:
-    """End the expired attempt's open sessions; 0 when the database refuses (see models/attempt_sessions.py)."""
-    savepoint = session.begin_nested()
-    try:
-        ended = attempt_sessions.end_stalled_transactions(session, experiment_id, attempt)
-    except DBAPIError as exc:
-        savepoint.rollback()
-        # PostgreSQL lets a role end only its own sessions: the reaper needs the workers' role, or pg_signal_backend.
-        log.warning("experiment %s: could not end attempt %s's sessions (%s)", experiment_id, attempt, exc.orig)
-        return 0
-    savepoint.commit()
-    return ended
-
-
 def _reap_expired(experiment_id: int, now: datetime, report: ReapReport) -> None:
     try:
         _settle_expired(experiment_id, now, report)
-    except RowBusy as exc:
+    except attempt_sessions.RowBusy as exc:
         log.warning("%s; the next pass tries again", exc)
 
 
 def _settle_expired(experiment_id: int, now: datetime, report: ReapReport) -> None:
     settings = get_settings()
     with session_scope() as session:
-        attempt_sessions.bound_lock_wait(session, LOCK_WAIT_S)
+        attempt_sessions.bound_lock_wait(session)
         experiment = session.get(Experiment, experiment_id)
         if experiment is None or experiment.status is not Status.RUNNING:
             return
@@ -146,7 +90,8 @@ def _settle_expired(experiment_id: int, now: datetime, report: ReapReport) -> No
         else:
             values["finished_at"] = now
         # Conditional on the very attempt and lease we looked at: a heartbeat or another reaper in between wins.
-        changed = _update_fencing_stalled(
+        # A transaction the expired attempt left stalled on the row is ended first (models/attempt_sessions.py).
+        changed = attempt_sessions.update_ending_stalled(
             session,
             update(Experiment)
             .where(
@@ -203,7 +148,7 @@ def _republish_due(now: datetime, publish: Publish, report: ReapReport) -> None:
         backoff = min(settings.republish_after_s * 2 ** (count + 1), MAX_REPUBLISH_BACKOFF_S)
         try:
             with session_scope() as session:
-                attempt_sessions.bound_lock_wait(session, LOCK_WAIT_S)
+                attempt_sessions.bound_lock_wait(session)
                 session.execute(
                     update(Experiment)
                     .where(Experiment.id == experiment_id, Experiment.next_publish_at == planned)

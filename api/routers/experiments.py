@@ -27,7 +27,7 @@ from api.schemas import (
 from api.submission import submit
 from config import get_settings
 from epochal import events
-from models import Artifact, EpochMetric, Evaluation, Experiment, ResumeState, Sweep, User
+from models import Artifact, EpochMetric, Evaluation, Experiment, ResumeState, Sweep, User, attempt_sessions
 from models.attempts import Outcome, end_attempt
 from models.base import utcnow
 from models.db import rows_changed
@@ -186,6 +186,8 @@ def download_artifact(experiment_id: ExperimentId, name: str, session: SessionDe
 def cancel_experiment(experiment_id: ExperimentId, session: SessionDep, user: CurrentUser) -> ExperimentRead:
     """A queued job never starts; a running one stops at the end of its current epoch."""
     visible_experiment(session, user, experiment_id)
+    # A row its worker keeps locked is waited for a bounded time: 503 with Retry-After, never a hung request.
+    attempt_sessions.bound_lock_wait(session)
     # Conditional updates, so a worker claiming or finishing the job at the same moment cannot be overwritten.
     never_started = rows_changed(
         session,
@@ -196,9 +198,10 @@ def cancel_experiment(experiment_id: ExperimentId, session: SessionDep, user: Cu
     flagged_running = 0
     if not never_started:
         # A running job whose lease expired has no worker left to read the flag at an epoch end: end it now.
-        current = session.scalar(select(Experiment.attempt).where(Experiment.id == experiment_id))
+        current = session.scalar(select(Experiment.attempt).where(Experiment.id == experiment_id)) or 0
         now = utcnow()
-        flagged_running = rows_changed(
+        # That worker may be stopped inside a write, keeping the row: its transactions are ended first.
+        flagged_running = attempt_sessions.update_ending_stalled(
             session,
             update(Experiment)
             .where(
@@ -210,8 +213,10 @@ def cancel_experiment(experiment_id: ExperimentId, session: SessionDep, user: Cu
             .values(status=Status.CANCELLED, cancel_requested=True, finished_at=now, lease_expires_at=None)
             # No in-Python evaluation against the loaded row: SQLite hands its times back without a zone.
             .execution_options(synchronize_session=False),
+            experiment_id,
+            current,
         )
-        if flagged_running and current is not None:
+        if flagged_running and current:
             end_attempt(session, experiment_id, current, Outcome.LOST, "cancelled while its worker was gone")
     if not (never_started or flagged_running):
         flagged_running = rows_changed(
