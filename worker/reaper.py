@@ -74,7 +74,6 @@ def _reap_expired(experiment_id: int, now: datetime, report: ReapReport) -> None
 def _settle_expired(experiment_id: int, now: datetime, report: ReapReport) -> None:
     settings = get_settings()
     with session_scope() as session:
-        attempt_sessions.bound_lock_wait(session)
         experiment = session.get(Experiment, experiment_id)
         if experiment is None or experiment.status is not Status.RUNNING:
             return
