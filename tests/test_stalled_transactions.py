@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, make_url, select, text, update
+from sqlalchemy import make_url, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -162,9 +162,8 @@ def reap_within(deadline_s: float) -> reaper.ReapReport:
 def test_a_process_stopped_mid_write_loses_its_row_to_the_reaper_once_its_lease_expired(
     client: TestClient, proxy: StallingProxy
 ) -> None:
-    experiment_id = submit(client)
-    job = jobs.claim(experiment_id, WORKER)
-    assert job is not None
+    job = claimed(client)
+    experiment_id = job.experiment_id
     expire_lease(experiment_id)  # committed now: the stalled write below would renew it, but never commits
     url = make_url(get_settings().database_url).set(host="127.0.0.1", port=proxy.port)
     through_proxy = url.render_as_string(hide_password=False)
@@ -203,94 +202,90 @@ def _key(job: jobs.ClaimedJob) -> tuple[int, int]:
     return job.experiment_id, job.attempt
 
 
-def hold_row(engine: Engine, experiment_id: int, name: str | None) -> Session:
-    """An open transaction that locks the job's row and stays open, under `name` (None: unnamed).
+def claimed(client: TestClient) -> jobs.ClaimedJob:
+    """A job submitted and claimed by a worker: running, with a live lease."""
+    job = jobs.claim(submit(client), WORKER)
+    assert job is not None
+    return job
+
+
+@contextlib.contextmanager
+def row_held(experiment_id: int, by: jobs.ClaimedJob | None) -> Iterator[Session]:
+    """An open transaction that locks the job's row, as attempt `by`'s own (None: nobody's); rolled back after.
 
     With no idle bound of its own, it stands for the stall the server cannot time out (a process stopped
     mid-statement, as in the first test) without needing the proxy.
     """
+    engine = make_engine(get_settings().database_url)
     holder = Session(engine)
-    if name is not None:
-        holder.execute(text("SELECT set_config('application_name', :name, true)"), {"name": name})
-    holder.execute(update(Experiment).where(Experiment.id == experiment_id).values(worker=Experiment.worker))
-    return holder
+    try:
+        if by is not None:
+            attempt_sessions.name_transaction(holder, *_key(by))
+        holder.execute(update(Experiment).where(Experiment.id == experiment_id).values(worker=Experiment.worker))
+        yield holder
+    finally:
+        with contextlib.suppress(DBAPIError):  # a holder ended on the server has nothing left to roll back
+            holder.rollback()
+        holder.close()
+        engine.dispose()
+
+
+def alive(holder: Session) -> bool:
+    try:
+        return holder.execute(text("SELECT 1")).scalar() == 1
+    except DBAPIError:
+        return False
 
 
 def test_a_row_held_by_anyone_else_waits_for_the_next_pass_and_is_left_running(client: TestClient) -> None:
     # A user's cancel, an operator's query: the reaper ends only the expired attempt's own transactions.
-    experiment_id = submit(client)
-    job = jobs.claim(experiment_id, WORKER)
-    assert job is not None
-    expire_lease(experiment_id)
-    engine = make_engine(get_settings().database_url)
-    holder = hold_row(engine, experiment_id, name="someone else")
-    try:
+    job = claimed(client)
+    expire_lease(job.experiment_id)
+    with row_held(job.experiment_id, by=None) as holder:
         report = reap_within(DEADLINE_S)
-        assert experiment_id not in report.requeued
-        assert holder.execute(text("SELECT 1")).scalar() == 1  # still connected
-        holder.commit()
-    finally:
-        holder.close()
-        engine.dispose()
-    assert reap_within(DEADLINE_S).requeued == [experiment_id]
+        assert job.experiment_id not in report.requeued
+        assert alive(holder)
+    assert reap_within(DEADLINE_S).requeued == [job.experiment_id]
 
 
 def test_a_row_the_reaper_may_not_free_is_left_for_the_next_pass_and_the_pass_goes_on(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # E.g. a reaper whose database role may not end the workers' sessions: that job waits, the others do not.
-    stalled, other = submit(client), submit(client)
-    jobs_ = [jobs.claim(i, WORKER) for i in (stalled, other)]
-    assert jobs_[0] is not None and jobs_[1] is not None
-    for experiment_id in (stalled, other):
-        expire_lease(experiment_id)
+    stalled, other = claimed(client), claimed(client)
+    for job in (stalled, other):
+        expire_lease(job.experiment_id)
 
     def refused(session: Session, _experiment_id: int, _attempt: int) -> int:
         session.execute(text("SELECT pg_terminate_backend(pid) FROM no_such_view"))  # fails, as a refusal would
         return 0
 
     monkeypatch.setattr(attempt_sessions, "end_stalled_transactions", refused)
-    engine = make_engine(get_settings().database_url)
-    holder = hold_row(engine, stalled, name=attempt_sessions.attempt_name(stalled, jobs_[0].attempt))
-    try:
+    with row_held(stalled.experiment_id, by=stalled) as holder:
         report = reap_within(DEADLINE_S)
-        assert report.requeued == [other]
-        assert holder.execute(text("SELECT 1")).scalar() == 1
-    finally:
-        holder.rollback()
-        holder.close()
-        engine.dispose()
+        assert report.requeued == [other.experiment_id]
+        assert alive(holder)
     monkeypatch.undo()
-    assert reap_within(DEADLINE_S).requeued == [stalled]
+    assert reap_within(DEADLINE_S).requeued == [stalled.experiment_id]
 
 
 def test_a_row_held_by_a_live_attempt_is_never_taken(client: TestClient) -> None:
     # Its lease is current: the reaper does not even look at the row, let alone end the attempt's session.
-    experiment_id = submit(client)
-    job = jobs.claim(experiment_id, WORKER)
-    assert job is not None
-    engine = make_engine(get_settings().database_url)
-    holder = hold_row(engine, experiment_id, name=attempt_sessions.attempt_name(*_key(job)))
-    try:
+    job = claimed(client)
+    with row_held(job.experiment_id, by=job) as holder:
         report = reap_within(DEADLINE_S)
-        assert experiment_id not in report.requeued
-        assert holder.execute(text("SELECT 1")).scalar() == 1
-    finally:
-        holder.rollback()
-        holder.close()
-        engine.dispose()
-    assert read(client, experiment_id)["status"] == "running"
+        assert job.experiment_id not in report.requeued
+        assert alive(holder)
+    assert read(client, job.experiment_id)["status"] == "running"
 
 
 def test_the_server_ends_a_transaction_left_idle_for_a_lease(client: TestClient) -> None:
     # Between statements the idle-in-transaction bound is enough: the server ends the session by itself.
-    experiment_id = submit(client)
-    job = jobs.claim(experiment_id, WORKER)
-    assert job is not None
+    job = claimed(client)
     engine = make_engine(get_settings().database_url)
     holder = Session(engine)
     attempt_sessions.bound_idle_transaction(holder, lease_s=1)
-    holder.execute(update(Experiment).where(Experiment.id == experiment_id).values(worker=Experiment.worker))
+    holder.execute(update(Experiment).where(Experiment.id == job.experiment_id).values(worker=Experiment.worker))
     try:
         time.sleep(2.5)
         with pytest.raises(DBAPIError):
@@ -300,45 +295,29 @@ def test_the_server_ends_a_transaction_left_idle_for_a_lease(client: TestClient)
         engine.dispose()
     with session_scope() as session:  # the lock went with it
         attempt_sessions.bound_lock_wait(session, 5)
-        session.execute(update(Experiment).where(Experiment.id == experiment_id).values(worker="after"))
+        session.execute(update(Experiment).where(Experiment.id == job.experiment_id).values(worker="after"))
 
 
 def test_cancelling_a_job_whose_worker_stopped_mid_write_ends_it_at_once(client: TestClient) -> None:
-    experiment_id = submit(client)
-    job = jobs.claim(experiment_id, WORKER)
-    assert job is not None
-    expire_lease(experiment_id)
-    engine = make_engine(get_settings().database_url)
-    holder = hold_row(engine, experiment_id, name=attempt_sessions.attempt_name(*_key(job)))
-    try:
-        response = within(DEADLINE_S, lambda: client.post(f"/experiments/{experiment_id}/cancel"))
+    job = claimed(client)
+    expire_lease(job.experiment_id)
+    with row_held(job.experiment_id, by=job) as holder:
+        response = within(DEADLINE_S, lambda: client.post(f"/experiments/{job.experiment_id}/cancel"))
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "cancelled"
         assert [a["outcome"] for a in response.json()["attempts"]] == ["lost"]
-        with pytest.raises(DBAPIError):  # the stalled transaction was ended, and its lock with it
-            holder.execute(text("SELECT 1"))
-    finally:
-        holder.close()
-        engine.dispose()
+        assert not alive(holder)  # the stalled transaction was ended, and its lock with it
 
 
 def test_a_cancel_behind_a_row_that_stays_locked_answers_503_instead_of_hanging(client: TestClient) -> None:
     # The lease is current, so the holder is presumed alive and nothing is ended: the user is told to retry.
-    experiment_id = submit(client)
-    job = jobs.claim(experiment_id, WORKER)
-    assert job is not None
-    engine = make_engine(get_settings().database_url)
-    holder = hold_row(engine, experiment_id, name=attempt_sessions.attempt_name(*_key(job)))
-    try:
-        response = within(DEADLINE_S, lambda: client.post(f"/experiments/{experiment_id}/cancel"))
+    job = claimed(client)
+    with row_held(job.experiment_id, by=job) as holder:
+        response = within(DEADLINE_S, lambda: client.post(f"/experiments/{job.experiment_id}/cancel"))
         assert response.status_code == 503, response.text
         assert response.headers["Retry-After"] == "5"
         assert "is being written" in response.json()["detail"] and "try again" in response.json()["detail"]
-        assert holder.execute(text("SELECT 1")).scalar() == 1
-    finally:
-        holder.rollback()
-        holder.close()
-        engine.dispose()
-    response = client.post(f"/experiments/{experiment_id}/cancel")
+        assert alive(holder)
+    response = client.post(f"/experiments/{job.experiment_id}/cancel")
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "running"  # flagged: it stops at its next epoch end
