@@ -11,6 +11,7 @@ import base64
 import io
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -55,6 +56,13 @@ document.addEventListener("DOMContentLoaded", () => {
                               attributeFilter: ["data-points"] });
 });
 """
+# Every Content-Security-Policy violation of a page, handed to the test as it happens (a binding of the context).
+REPORT_CSP_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (e) => window.__cspViolation({
+  directive: e.effectiveDirective, blocked: e.blockedURI, page: e.documentURI, sample: e.sample }));
+"""
+# What the policy refuses on purpose: ReDoc always shows its logo from its CDN (and hides it when it does not load).
+EXPECTED_CSP_VIOLATIONS = {("img-src", "https://cdn.redoc.ly/redoc/logo-mini.svg")}
 
 
 @pytest.fixture(scope="module")
@@ -75,26 +83,55 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
+@dataclass
+class Watched:
+    """What a page did that it should not: requests to other hosts, and what its CSP refused."""
+
+    outside: list[str] = field(default_factory=list)
+    violations: list[dict[str, str]] = field(default_factory=list)
+    console: list[str] = field(default_factory=list)
+
+    def unexpected(self) -> list[Any]:
+        """The refusals, from either source, that are not in EXPECTED_CSP_VIOLATIONS."""
+        events = [v for v in self.violations if (v["directive"], v["blocked"]) not in EXPECTED_CSP_VIOLATIONS]
+        lines = [text for text in self.console if not any(b in text for _, b in EXPECTED_CSP_VIOLATIONS)]
+        return [*events, *lines]
+
+
 @pytest.fixture
-def page(browser: Any, service: Service) -> Iterator[Any]:
-    """A fresh browser context that can reach the service only: any other host is blocked and remembered."""
+def watched() -> Watched:
+    return Watched()
+
+
+@pytest.fixture
+def page(browser: Any, service: Service, watched: Watched) -> Iterator[Any]:
+    """A fresh browser context that can reach the service only (any other host is blocked and remembered), and
+    whose pages may not break their Content-Security-Policy: each violation fails the test on the way out."""
     context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=service.base_url)
-    context.outside = []  # type: ignore[attr-defined]
 
     def local_only(route: Any) -> None:
         if urlparse(route.request.url).hostname == "127.0.0.1":
             route.continue_()
         else:
-            context.outside.append(route.request.url)  # type: ignore[attr-defined]
+            watched.outside.append(route.request.url)
             route.abort()
 
+    def note_console(message: Any) -> None:
+        # Chromium reports each refusal on the console too, also where no event reaches the page (a worker's).
+        if "Content Security Policy" in message.text:
+            watched.console.append(message.text)
+
     context.route("**/*", local_only)
+    context.expose_binding("__cspViolation", lambda _source, violation: watched.violations.append(violation))
     context.set_default_timeout(30_000)
     opened = context.new_page()
+    opened.add_init_script(REPORT_CSP_VIOLATIONS)
     opened.add_init_script(WATCH_POINTS)
+    opened.on("console", note_console)
     yield opened
-    assert context.outside == [], f"requests left the machine: {context.outside}"  # type: ignore[attr-defined]
     context.close()
+    assert watched.outside == [], f"requests left the machine: {watched.outside}"
+    assert watched.unexpected() == [], "the page broke its Content-Security-Policy"
 
 
 def screenshot(page: Any, name: str) -> None:
@@ -227,13 +264,43 @@ def test_the_form_shows_the_apis_422_next_to_the_field(page: Any, service: Servi
     screenshot(page, "validation")
 
 
-def test_the_api_reference_renders_with_no_network(page: Any, service: Service) -> None:
+def test_the_api_reference_renders_with_no_network(page: Any, service: Service, watched: Watched) -> None:
     page.goto("/docs")
     expect(page.locator("#swagger-ui .information-container")).to_contain_text("Epochal")
     expect(page.locator("#swagger-ui .opblock").first).to_be_visible()
+    assert page.locator("#swagger-ui .opblock").count() >= 30  # every operation, not an error box
+    assert (watched.violations, watched.console) == ([], []), "Swagger UI broke the Content-Security-Policy"
     page.goto("/redoc")
     expect(page.locator("redoc h1").first).to_contain_text("Epochal")
-    # The page fixture checks, on the way out, that no request went anywhere but 127.0.0.1.
+    expect(page.locator("redoc [data-section-id*='/operation/']").first).to_be_attached()
+    assert page.locator("redoc [data-section-id*='/operation/']").count() >= 30
+    # The page fixture checks, on the way out, that no request went anywhere but 127.0.0.1 and that the CSP
+    # refused nothing but ReDoc's logo.
+
+
+def test_the_pages_refuse_inline_scripts_and_styles(page: Any, service: Service, watched: Watched) -> None:
+    # What an injected piece of markup would try: run an inline script, style itself by attribute.
+    page.goto("/ui/")
+    expect(page.locator("#key-state")).not_to_be_empty()
+    ran = page.evaluate(
+        """() => {
+          const script = document.createElement("script");
+          script.textContent = "window.__injected = true";
+          document.head.append(script);
+          document.body.setAttribute("style", "background: red");
+          return window.__injected === true;
+        }"""
+    )
+    assert ran is False
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") != "rgb(255, 0, 0)"
+    for _ in range(100):  # the events are dispatched after the refusal, and the binding answers after that
+        if len(watched.violations) >= 2:
+            break
+        page.wait_for_timeout(50)
+    refused = {v["directive"] for v in watched.violations}
+    assert refused == {"script-src-elem", "style-src-attr"}, watched.violations
+    watched.violations.clear()  # refused as they should be: not a failure of the page
+    watched.console.clear()
 
 
 def test_a_wrong_key_is_said_plainly(page: Any, service: Service) -> None:
