@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from tests.support import ADMIN, Service, running_service
+from tests.support import ADMIN, Service, running_service, wait_until_finished
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -33,6 +33,7 @@ expect = playwright_api.expect
 pytestmark = pytest.mark.e2e
 
 QUEUE = "e2e-browser"
+PARKED = "e2e-browser-parked"  # accepted by the API, served by no worker: its jobs stay queued until cancelled
 TINY = {"train_size": "300", "epochs": "2", "batch_size": "64"}  # a job of a few seconds on a CPU
 TRAINED_S = 240_000  # ms: the worker's first job also pays TensorFlow's start on a busy machine
 CHROMIUM_ARGS = [
@@ -71,7 +72,7 @@ def service(migrated_database: str, broker_url: str, tmp_path_factory: pytest.Te
         # Event streams closed by the server every second: the dashboard must reconnect with Last-Event-ID
         # while a job trains, as it would after the production limit or a dropped connection.
         patch.setenv("EPOCHAL_EVENTS_MAX_S", "1")
-        with running_service(tmp_path_factory.mktemp("browser"), QUEUE, ["browser-worker"]) as running:
+        with running_service(tmp_path_factory.mktemp("browser"), QUEUE, ["browser-worker"], queues=[PARKED]) as running:
             yield running
 
 
@@ -200,9 +201,8 @@ def test_a_person_trains_watches_inspects_and_predicts(page: Any, service: Servi
     assert all(headers.get("authorization") == f"Bearer {service.api_key}" for headers in streams)
     expect(page.locator("#status [data-status]")).to_have_text("succeeded", timeout=TRAINED_S)
 
-    page.click("#confusion-details summary")
     matrix = page.locator("#confusion-matrix")
-    expect(matrix).to_be_visible()
+    expect(matrix).to_be_visible()  # open from the start, not folded away
     assert matrix.locator("tbody tr").count() == 10
     expect(page.locator("#classification-report")).to_contain_text("macro avg")
     expect(page.locator("#model-contract")).to_contain_text("0..255, raw")
@@ -251,6 +251,88 @@ def test_a_sweep_shows_its_ranked_configurations(page: Any, service: Service) ->
         expect(rows.nth(index).locator("td").nth(1)).to_have_text(configuration["label"])
     expect(page.locator("#comparison tbody tr")).to_have_count(2)
     screenshot(page, "sweep")
+
+
+def inside(box: dict[str, float], outer: dict[str, float]) -> bool:
+    return all(
+        outer[start] <= box[start] and box[start] + box[size] <= outer[start] + outer[size]
+        for start, size in (("x", "width"), ("y", "height"))
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_experiment(service: Service) -> int:
+    """A succeeded experiment: the one an earlier test trained through the page, else one trained here."""
+    with service.http() as http:
+        done = http.get("/experiments", params={"status": "succeeded", "limit": 1}).json()["items"]
+        if done:
+            return int(done[0]["id"])
+        body = {"dataset": "mnist", **{name: int(value) for name, value in TINY.items()}}
+        created = http.post("/experiments", json=body)
+        assert created.status_code == 202, created.text
+        [finished] = wait_until_finished(http, [created.json()["id"]], TRAINED_S / 1000, service)
+    assert finished["status"] == "succeeded", finished
+    return int(finished["id"])
+
+
+def test_charts_fit_their_card_on_a_phone_and_have_real_legends(
+    page: Any, service: Service, trained_experiment: int
+) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    sign_in(page, service)
+    page.goto(f"/ui/#/experiments/{trained_experiment}")
+    expect(page.locator("#status [data-status]")).to_have_text("succeeded")
+    charts = ("#chart-accuracy", "#chart-loss")
+    for chart in charts:
+        expect(page.locator(f"{chart} .uplot")).to_be_visible()
+    card_box = page.locator(".card", has=page.locator("#curves")).bounding_box()
+    for chart in charts:
+        box = page.locator(f"{chart} .uplot").bounding_box()
+        assert inside(box, card_box), f"{chart} at {box} overflows its card at {card_box}"
+
+    # The legend: one filled swatch in the line's colour and a label per series, with no input-like cells.
+    legend = page.locator("#chart-accuracy .u-legend")
+    expect(legend.locator("tr.u-series")).to_have_count(2)
+    expect(legend).to_contain_text("train")
+    expect(legend).to_contain_text("validation")
+    looks = legend.evaluate(
+        """(table) => [...table.querySelectorAll("tr.u-series")].map((row) => {
+          const marker = getComputedStyle(row.querySelector(".u-marker"));
+          const cells = [...row.children].map((cell) => getComputedStyle(cell));
+          return { swatch: marker.backgroundColor, edge: marker.borderTopColor,
+                   boxed: cells.some((c) => c.borderTopWidth !== "0px" || c.backgroundColor !== "rgba(0, 0, 0, 0)"),
+                   values: row.querySelectorAll(".u-value").length };
+        })"""
+    )
+    for look in looks:
+        assert look["swatch"] == look["edge"] != "rgba(0, 0, 0, 0)", look  # filled with the line's colour
+        assert not look["boxed"] and look["values"] == 0, look
+    page.locator("#chart-accuracy").scroll_into_view_if_needed()
+    screenshot(page, "experiment-phone")
+
+
+def test_a_sweep_whose_runs_were_all_cancelled_reads_cancelled(page: Any, service: Service) -> None:
+    with service.http() as http:
+        tiny = {name: int(value) for name, value in TINY.items()}
+        body = {"name": "browser cancelled", "base": {"dataset": "mnist", "queue": PARKED, **tiny}}
+        created = http.post("/sweeps", json={**body, "grid": {"optimizer": ["sgd", "adam"]}})
+        assert created.status_code == 202, created.text
+        sweep = created.json()
+        for experiment in sweep["experiments"]:
+            assert http.post(f"/experiments/{experiment['id']}/cancel").json()["status"] == "cancelled"
+    sign_in(page, service)
+    page.goto(f"/ui/#/sweeps/{sweep['id']}")
+    state = page.locator("#sweep-state")
+    expect(state).to_have_text("cancelled")
+    expect(state).to_have_attribute("class", "status status-cancelled")  # grey, not success-green
+    expect(page.locator("#no-curves")).to_contain_text("No run finished an epoch")
+    expect(page.locator("#sweep-curves .uplot")).to_have_count(0)
+    expect(page.locator("#configurations thead")).to_contain_text("runs ok/running/failed/cancelled")
+    rows = page.locator("#configurations tbody tr")
+    expect(rows).to_have_count(2)
+    for index in range(2):
+        expect(rows.nth(index).locator("td").nth(3)).to_have_text("0/0/0/1")
+    screenshot(page, "sweep-cancelled")
 
 
 def test_the_form_shows_the_apis_422_next_to_the_field(page: Any, service: Service) -> None:

@@ -41,7 +41,7 @@ export function reportTable(report) {
 export function evaluationCard(evaluation) {
   return h("div", { class: "card", id: "evaluation" },
     h("h2", {}, `Test evaluation: accuracy ${pct(evaluation.test_accuracy)}, loss ${fmt(evaluation.test_loss)}`),
-    h("details", { id: "confusion-details" }, h("summary", {}, "Confusion matrix (rows: true class)"),
+    h("details", { id: "confusion-details", open: true }, h("summary", {}, "Confusion matrix (rows: true class)"),
       h("div", { class: "scroll" }, heatmap(evaluation.confusion_matrix))),
     h("h2", {}, "Classification report"), h("div", { class: "scroll" }, reportTable(evaluation.classification_report)));
 }
