@@ -7,6 +7,7 @@ import logging
 from fastapi import Depends, FastAPI
 
 from api.auth import bearer_key, current_user
+from api.browser_headers import BrowserHeaders
 from api.errors import install_error_handlers, responses
 from api.limits import BodySizeLimit, StorableText
 from api.metrics import RequestMetrics
@@ -47,7 +48,9 @@ def create_app() -> FastAPI:
     # The last added runs first: the size cap, so the text check only ever buffers a capped body.
     app.add_middleware(StorableText)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_json_bytes=settings.max_json_bytes)
-    app.add_middleware(RequestMetrics)  # outermost: it times and counts every answer, a 413 included
+    app.add_middleware(RequestMetrics)  # it times and counts every answer, a 413 included
+    # Outermost: the browser headers go on every answer, a 413 from the size cap included.
+    app.add_middleware(BrowserHeaders)
     # One dependency guards every router but health's: a route added to any of them needs a key. Checking
     # the key reads the database, so any of these routes can also answer 503 when the database is down.
     for module in (experiments, events, sweeps, reports, datasets, backprop, users, metrics):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
@@ -389,7 +390,8 @@ class ConfigurationRow(BaseModel):
     seeds: list[int]
     succeeded: int
     unfinished: int = Field(description="Runs still queued or running.")
-    failed: int = Field(description="Runs failed or cancelled: not in the statistics.")
+    failed: int = Field(description="Runs that failed: not in the statistics.")
+    cancelled: int = Field(description="Runs cancelled: not in the statistics, and not failures.")
     best_val_accuracy: Stats = Field(description="The selection metric, over succeeded runs.")
     test_accuracy: Stats = Field(description="The one final test evaluation of each succeeded run.")
     collapsed: int = Field(description="Succeeded runs whose test accuracy is at chance (statistics.collapse).")
@@ -409,6 +411,16 @@ class StatisticsNote(BaseModel):
     collapse: str
 
 
+class SweepState(StrEnum):
+    """What a sweep's runs came to, taken together."""
+
+    RUNNING = "running"  # some run is still queued or running
+    SUCCEEDED = "succeeded"  # every run succeeded
+    PARTLY_SUCCEEDED = "partly_succeeded"  # some succeeded, the others failed or were cancelled
+    FAILED = "failed"  # none succeeded, and some failed
+    CANCELLED = "cancelled"  # every run was cancelled
+
+
 class SweepRead(BaseModel):
     id: int
     name: str | None
@@ -416,7 +428,8 @@ class SweepRead(BaseModel):
     grid: dict[str, list[Any]]
     created_at: UtcDatetime
     status_counts: dict[str, int]
-    finished: bool
+    finished: bool = Field(description="No run is queued or running (whatever they came to: see `state`).")
+    state: SweepState = Field(description="What the runs came to, taken together: a finished sweep is not a success.")
     repeats: int = Field(description="Runs per configuration asked for (older sweeps: 1).")
     experiments: list[ExperimentRead]
     comparison: list[ComparisonRow] = Field(description="One row per run, best validation accuracy first.")

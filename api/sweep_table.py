@@ -1,4 +1,4 @@
-"""The comparison tables of a sweep, derived from the stored history and evaluations.
+"""The comparison tables of a sweep, derived from the stored history and evaluations, and what its runs came to.
 
 `comparison_rows` has one row per run; `configuration_rows` puts the repeats of a configuration
 together: n, mean, standard deviation and 95% interval of best validation accuracy and of test
@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 
-from api.schemas import ComparisonRow, ConfigurationRow, Distinction, StatisticsNote, Stats, selection_label
+from api.schemas import (
+    ComparisonRow,
+    ConfigurationRow,
+    Distinction,
+    StatisticsNote,
+    Stats,
+    SweepState,
+    selection_label,
+)
 from models import Experiment
 from models.specs import head_of, validation_of
 from training import stats
@@ -22,6 +30,19 @@ STATISTICS = StatisticsNote(
     confidence_interval=stats.CI_METHOD,
     collapse=stats.COLLAPSE_RULE,
 )
+
+
+def sweep_state(experiments: list[Experiment]) -> SweepState:
+    """What the runs came to together: cancelled runs are neither a success nor a failure."""
+    statuses = [e.status for e in experiments]
+    if not all(s.finished for s in statuses):
+        return SweepState.RUNNING
+    succeeded = statuses.count(Status.SUCCEEDED)
+    if statuses and succeeded == len(statuses):
+        return SweepState.SUCCEEDED
+    if succeeded:
+        return SweepState.PARTLY_SUCCEEDED
+    return SweepState.FAILED if Status.FAILED in statuses else SweepState.CANCELLED
 
 
 def _extreme(values: list[float | None], pick: Callable[[list[float]], float]) -> float | None:
@@ -170,7 +191,8 @@ def configuration_rows(experiments: list[Experiment]) -> list[ConfigurationRow]:
             seeds=[e.seed for e in runs],
             succeeded=len(succeeded),
             unfinished=sum(not e.status.finished for e in runs),
-            failed=sum(e.status in (Status.FAILED, Status.CANCELLED) for e in runs),
+            failed=sum(e.status is Status.FAILED for e in runs),
+            cancelled=sum(e.status is Status.CANCELLED for e in runs),
             best_val_accuracy=_stats(val),
             test_accuracy=_stats(test),
             collapsed=sum(_collapsed(e) is True for e in succeeded),

@@ -11,6 +11,7 @@ import base64
 import io
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -18,7 +19,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from tests.support import ADMIN, Service, running_service
+from tests.support import ADMIN, Service, running_service, wait_until_finished
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -32,6 +33,7 @@ expect = playwright_api.expect
 pytestmark = pytest.mark.e2e
 
 QUEUE = "e2e-browser"
+PARKED = "e2e-browser-parked"  # accepted by the API, served by no worker: its jobs stay queued until cancelled
 TINY = {"train_size": "300", "epochs": "2", "batch_size": "64"}  # a job of a few seconds on a CPU
 TRAINED_S = 240_000  # ms: the worker's first job also pays TensorFlow's start on a busy machine
 CHROMIUM_ARGS = [
@@ -55,6 +57,13 @@ document.addEventListener("DOMContentLoaded", () => {
                               attributeFilter: ["data-points"] });
 });
 """
+# Every Content-Security-Policy violation of a page, handed to the test as it happens (a binding of the context).
+REPORT_CSP_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (e) => window.__cspViolation({
+  directive: e.effectiveDirective, blocked: e.blockedURI, page: e.documentURI, sample: e.sample }));
+"""
+# What the policy refuses on purpose: ReDoc always shows its logo from its CDN (and hides it when it does not load).
+EXPECTED_CSP_VIOLATIONS = {("img-src", "https://cdn.redoc.ly/redoc/logo-mini.svg")}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +72,7 @@ def service(migrated_database: str, broker_url: str, tmp_path_factory: pytest.Te
         # Event streams closed by the server every second: the dashboard must reconnect with Last-Event-ID
         # while a job trains, as it would after the production limit or a dropped connection.
         patch.setenv("EPOCHAL_EVENTS_MAX_S", "1")
-        with running_service(tmp_path_factory.mktemp("browser"), QUEUE, ["browser-worker"]) as running:
+        with running_service(tmp_path_factory.mktemp("browser"), QUEUE, ["browser-worker"], queues=[PARKED]) as running:
             yield running
 
 
@@ -75,26 +84,55 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
+@dataclass
+class Watched:
+    """What a page did that it should not: requests to other hosts, and what its CSP refused."""
+
+    outside: list[str] = field(default_factory=list)
+    violations: list[dict[str, str]] = field(default_factory=list)
+    console: list[str] = field(default_factory=list)
+
+    def unexpected(self) -> list[Any]:
+        """The refusals, from either source, that are not in EXPECTED_CSP_VIOLATIONS."""
+        events = [v for v in self.violations if (v["directive"], v["blocked"]) not in EXPECTED_CSP_VIOLATIONS]
+        lines = [text for text in self.console if not any(b in text for _, b in EXPECTED_CSP_VIOLATIONS)]
+        return [*events, *lines]
+
+
 @pytest.fixture
-def page(browser: Any, service: Service) -> Iterator[Any]:
-    """A fresh browser context that can reach the service only: any other host is blocked and remembered."""
+def watched() -> Watched:
+    return Watched()
+
+
+@pytest.fixture
+def page(browser: Any, service: Service, watched: Watched) -> Iterator[Any]:
+    """A fresh browser context that can reach the service only (any other host is blocked and remembered), and
+    whose pages may not break their Content-Security-Policy: each violation fails the test on the way out."""
     context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=service.base_url)
-    context.outside = []  # type: ignore[attr-defined]
 
     def local_only(route: Any) -> None:
         if urlparse(route.request.url).hostname == "127.0.0.1":
             route.continue_()
         else:
-            context.outside.append(route.request.url)  # type: ignore[attr-defined]
+            watched.outside.append(route.request.url)
             route.abort()
 
+    def note_console(message: Any) -> None:
+        # Chromium reports each refusal on the console too, also where no event reaches the page (a worker's).
+        if "Content Security Policy" in message.text:
+            watched.console.append(message.text)
+
     context.route("**/*", local_only)
+    context.expose_binding("__cspViolation", lambda _source, violation: watched.violations.append(violation))
     context.set_default_timeout(30_000)
     opened = context.new_page()
+    opened.add_init_script(REPORT_CSP_VIOLATIONS)
     opened.add_init_script(WATCH_POINTS)
+    opened.on("console", note_console)
     yield opened
-    assert context.outside == [], f"requests left the machine: {context.outside}"  # type: ignore[attr-defined]
     context.close()
+    assert watched.outside == [], f"requests left the machine: {watched.outside}"
+    assert watched.unexpected() == [], "the page broke its Content-Security-Policy"
 
 
 def screenshot(page: Any, name: str) -> None:
@@ -163,9 +201,8 @@ def test_a_person_trains_watches_inspects_and_predicts(page: Any, service: Servi
     assert all(headers.get("authorization") == f"Bearer {service.api_key}" for headers in streams)
     expect(page.locator("#status [data-status]")).to_have_text("succeeded", timeout=TRAINED_S)
 
-    page.click("#confusion-details summary")
     matrix = page.locator("#confusion-matrix")
-    expect(matrix).to_be_visible()
+    expect(matrix).to_be_visible()  # open from the start, not folded away
     assert matrix.locator("tbody tr").count() == 10
     expect(page.locator("#classification-report")).to_contain_text("macro avg")
     expect(page.locator("#model-contract")).to_contain_text("0..255, raw")
@@ -216,6 +253,88 @@ def test_a_sweep_shows_its_ranked_configurations(page: Any, service: Service) ->
     screenshot(page, "sweep")
 
 
+def inside(box: dict[str, float], outer: dict[str, float]) -> bool:
+    return all(
+        outer[start] <= box[start] and box[start] + box[size] <= outer[start] + outer[size]
+        for start, size in (("x", "width"), ("y", "height"))
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_experiment(service: Service) -> int:
+    """A succeeded experiment: the one an earlier test trained through the page, else one trained here."""
+    with service.http() as http:
+        done = http.get("/experiments", params={"status": "succeeded", "limit": 1}).json()["items"]
+        if done:
+            return int(done[0]["id"])
+        body = {"dataset": "mnist", **{name: int(value) for name, value in TINY.items()}}
+        created = http.post("/experiments", json=body)
+        assert created.status_code == 202, created.text
+        [finished] = wait_until_finished(http, [created.json()["id"]], TRAINED_S / 1000, service)
+    assert finished["status"] == "succeeded", finished
+    return int(finished["id"])
+
+
+def test_charts_fit_their_card_on_a_phone_and_have_real_legends(
+    page: Any, service: Service, trained_experiment: int
+) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    sign_in(page, service)
+    page.goto(f"/ui/#/experiments/{trained_experiment}")
+    expect(page.locator("#status [data-status]")).to_have_text("succeeded")
+    charts = ("#chart-accuracy", "#chart-loss")
+    for chart in charts:
+        expect(page.locator(f"{chart} .uplot")).to_be_visible()
+    card_box = page.locator(".card", has=page.locator("#curves")).bounding_box()
+    for chart in charts:
+        box = page.locator(f"{chart} .uplot").bounding_box()
+        assert inside(box, card_box), f"{chart} at {box} overflows its card at {card_box}"
+
+    # The legend: one filled swatch in the line's colour and a label per series, with no input-like cells.
+    legend = page.locator("#chart-accuracy .u-legend")
+    expect(legend.locator("tr.u-series")).to_have_count(2)
+    expect(legend).to_contain_text("train")
+    expect(legend).to_contain_text("validation")
+    looks = legend.evaluate(
+        """(table) => [...table.querySelectorAll("tr.u-series")].map((row) => {
+          const marker = getComputedStyle(row.querySelector(".u-marker"));
+          const cells = [...row.children].map((cell) => getComputedStyle(cell));
+          return { swatch: marker.backgroundColor, edge: marker.borderTopColor,
+                   boxed: cells.some((c) => c.borderTopWidth !== "0px" || c.backgroundColor !== "rgba(0, 0, 0, 0)"),
+                   values: row.querySelectorAll(".u-value").length };
+        })"""
+    )
+    for look in looks:
+        assert look["swatch"] == look["edge"] != "rgba(0, 0, 0, 0)", look  # filled with the line's colour
+        assert not look["boxed"] and look["values"] == 0, look
+    page.locator("#chart-accuracy").scroll_into_view_if_needed()
+    screenshot(page, "experiment-phone")
+
+
+def test_a_sweep_whose_runs_were_all_cancelled_reads_cancelled(page: Any, service: Service) -> None:
+    with service.http() as http:
+        tiny = {name: int(value) for name, value in TINY.items()}
+        body = {"name": "browser cancelled", "base": {"dataset": "mnist", "queue": PARKED, **tiny}}
+        created = http.post("/sweeps", json={**body, "grid": {"optimizer": ["sgd", "adam"]}})
+        assert created.status_code == 202, created.text
+        sweep = created.json()
+        for experiment in sweep["experiments"]:
+            assert http.post(f"/experiments/{experiment['id']}/cancel").json()["status"] == "cancelled"
+    sign_in(page, service)
+    page.goto(f"/ui/#/sweeps/{sweep['id']}")
+    state = page.locator("#sweep-state")
+    expect(state).to_have_text("cancelled")
+    expect(state).to_have_attribute("class", "status status-cancelled")  # grey, not success-green
+    expect(page.locator("#no-curves")).to_contain_text("No run finished an epoch")
+    expect(page.locator("#sweep-curves .uplot")).to_have_count(0)
+    expect(page.locator("#configurations thead")).to_contain_text("runs ok/running/failed/cancelled")
+    rows = page.locator("#configurations tbody tr")
+    expect(rows).to_have_count(2)
+    for index in range(2):
+        expect(rows.nth(index).locator("td").nth(3)).to_have_text("0/0/0/1")
+    screenshot(page, "sweep-cancelled")
+
+
 def test_the_form_shows_the_apis_422_next_to_the_field(page: Any, service: Service) -> None:
     sign_in(page, service)
     page.goto("/ui/#/new")
@@ -227,13 +346,49 @@ def test_the_form_shows_the_apis_422_next_to_the_field(page: Any, service: Servi
     screenshot(page, "validation")
 
 
-def test_the_api_reference_renders_with_no_network(page: Any, service: Service) -> None:
+def test_the_api_reference_renders_with_no_network(page: Any, service: Service, watched: Watched) -> None:
     page.goto("/docs")
     expect(page.locator("#swagger-ui .information-container")).to_contain_text("Epochal")
     expect(page.locator("#swagger-ui .opblock").first).to_be_visible()
+    assert page.locator("#swagger-ui .opblock").count() >= 30  # every operation, not an error box
+    # "Try it out" still calls the API from the page (connect-src 'self').
+    health = page.locator(".opblock", has=page.locator(".opblock-summary-path[data-path='/health']"))
+    health.locator(".opblock-summary").click()
+    health.locator("button.try-out__btn").click()
+    health.locator("button.execute").click()
+    expect(health.locator(".live-responses-table tbody .response-col_status")).to_have_text("200")
+    assert (watched.violations, watched.console) == ([], []), "Swagger UI broke the Content-Security-Policy"
     page.goto("/redoc")
     expect(page.locator("redoc h1").first).to_contain_text("Epochal")
-    # The page fixture checks, on the way out, that no request went anywhere but 127.0.0.1.
+    expect(page.locator("redoc [data-section-id*='/operation/']").first).to_be_attached()
+    assert page.locator("redoc [data-section-id*='/operation/']").count() >= 30
+    # The page fixture checks, on the way out, that no request went anywhere but 127.0.0.1 and that the CSP
+    # refused nothing but ReDoc's logo.
+
+
+def test_the_pages_refuse_inline_scripts_and_styles(page: Any, service: Service, watched: Watched) -> None:
+    # What an injected piece of markup would try: run an inline script, style itself by attribute.
+    page.goto("/ui/")
+    expect(page.locator("#key-state")).not_to_be_empty()
+    ran = page.evaluate(
+        """() => {
+          const script = document.createElement("script");
+          script.textContent = "window.__injected = true";
+          document.head.append(script);
+          document.body.setAttribute("style", "background: red");
+          return window.__injected === true;
+        }"""
+    )
+    assert ran is False
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") != "rgb(255, 0, 0)"
+    for _ in range(100):  # the events are dispatched after the refusal, and the binding answers after that
+        if len(watched.violations) >= 2:
+            break
+        page.wait_for_timeout(50)
+    refused = {v["directive"] for v in watched.violations}
+    assert refused == {"script-src-elem", "style-src-attr"}, watched.violations
+    watched.violations.clear()  # refused as they should be: not a failure of the page
+    watched.console.clear()
 
 
 def test_a_wrong_key_is_said_plainly(page: Any, service: Service) -> None:
@@ -256,6 +411,8 @@ def test_the_list_pages_through_a_thousand_experiments(page: Any, service: Servi
     from models.specs import experiment_from_spec
     from training.spec import ExperimentSpec, Status
 
+    with service.http() as http:  # other tests of this module may have cancelled some already
+        total = 1000 + int(http.get("/experiments", params={"status": "cancelled", "limit": 1}).json()["total"])
     # Written straight to the database, cancelled: nothing trains them and the reaper leaves them alone.
     with session_scope() as session:
         owner = session.scalars(select(User).where(User.name == ADMIN)).one()
@@ -266,10 +423,10 @@ def test_the_list_pages_through_a_thousand_experiments(page: Any, service: Servi
     sign_in(page, service)
     page.goto("/ui/#/experiments?status=cancelled")
     rows = page.locator("#experiments tbody tr")
-    expect(page.locator("#page-info")).to_have_text("1-25 of 1000")
+    expect(page.locator("#page-info")).to_have_text(f"1-25 of {total}")
     expect(rows).to_have_count(25)
     expect(rows.first).to_contain_text("seeded 999")
     page.click("#page-older")
-    expect(page.locator("#page-info")).to_have_text("26-50 of 1000")
+    expect(page.locator("#page-info")).to_have_text(f"26-50 of {total}")
     expect(rows).to_have_count(25)
     expect(rows.first).to_contain_text("seeded 974")

@@ -135,6 +135,59 @@ def test_the_comparison_ranks_by_best_validation_accuracy(client: TestClient, tm
     assert client.get(f"/sweeps/{sweep['id']}").json()["status_counts"] == {"succeeded": 2, "running": 1}
 
 
+def cancel(client: TestClient, experiment_id: int) -> None:
+    response = client.post(f"/experiments/{experiment_id}/cancel")
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "cancelled"
+
+
+def test_cancelled_runs_are_counted_apart_from_failed_ones(client: TestClient, tmp_path: Path) -> None:
+    sweep = create(
+        client, {"base": {"dataset": "mnist", "epochs": 2}, "grid": {"optimizer": ["sgd", "adam"]}, "repeats": 2}
+    )
+    by_optimizer: dict[str, list[int]] = {}
+    for experiment in sweep["experiments"]:
+        by_optimizer.setdefault(experiment["optimizer"], []).append(experiment["id"])
+    sgd_ok, sgd_cancelled = by_optimizer["sgd"]
+    adam_failed, adam_cancelled = by_optimizer["adam"]
+    finish(sgd_ok, [0.5, 0.6], 0.6, tmp_path)
+    cancel(client, sgd_cancelled)
+    job = jobs.claim(adam_failed, "w@h")
+    assert job is not None
+    jobs.finish_failed(job, "ValueError: the network diverged")
+    cancel(client, adam_cancelled)
+
+    body = client.get(f"/sweeps/{sweep['id']}").json()
+    rows = {row["label"]: row for row in body["configurations"]}
+    counts = {label: (r["succeeded"], r["unfinished"], r["failed"], r["cancelled"]) for label, r in rows.items()}
+    assert counts == {"optimizer=sgd": (1, 0, 0, 1), "optimizer=adam": (0, 0, 1, 1)}
+    assert rows["optimizer=sgd"]["best_val_accuracy"]["n"] == 1  # the cancelled run is not in the statistics
+    assert (body["finished"], body["state"]) == (True, "partly_succeeded")
+
+
+def test_a_sweep_whose_runs_were_all_cancelled_reads_cancelled_not_succeeded(client: TestClient) -> None:
+    sweep = create(client, {"base": {"dataset": "mnist", "epochs": 2}, "grid": {"optimizer": ["sgd", "adam"]}})
+    assert sweep["state"] == "running"  # queued
+    for experiment in sweep["experiments"]:
+        cancel(client, experiment["id"])
+    body = client.get(f"/sweeps/{sweep['id']}").json()
+    assert (body["finished"], body["state"]) == (True, "cancelled")
+    assert [(r["failed"], r["cancelled"]) for r in body["configurations"]] == [(0, 1), (0, 1)]
+    [listed] = [s for s in client.get("/sweeps").json() if s["id"] == sweep["id"]]
+    assert listed["state"] == "cancelled"
+
+
+def test_a_sweep_with_a_failure_and_no_success_reads_failed(client: TestClient) -> None:
+    sweep = create(client, {"base": {"dataset": "mnist", "epochs": 2}, "grid": {"optimizer": ["sgd", "adam"]}})
+    failing, cancelled = (e["id"] for e in sweep["experiments"])
+    job = jobs.claim(failing, "w@h")
+    assert job is not None
+    assert client.get(f"/sweeps/{sweep['id']}").json()["state"] == "running"
+    jobs.finish_failed(job, "ValueError: the network diverged")
+    cancel(client, cancelled)
+    assert client.get(f"/sweeps/{sweep['id']}").json()["state"] == "failed"
+
+
 def test_unknown_sweep_is_404(client: TestClient) -> None:
     response = client.get("/sweeps/999")
     assert response.status_code == 404

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -71,3 +72,58 @@ def test_the_input_contract_follows_the_dataset() -> None:
     assert cats.input_shape == [None, 150, 150, 3]
     assert "RGB" in cats.preprocessing
     assert model_input(Dataset.FASHION_MNIST).input_shape == [None, 28, 28]
+
+
+def _directives(policy: str) -> dict[str, list[str]]:
+    return {name: sources for name, *sources in (part.split() for part in policy.split(";") if part.strip())}
+
+
+def _assert_browser_headers(response: Any) -> dict[str, list[str]]:
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    policy = _directives(response.headers["Content-Security-Policy"])
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert policy["default-src"] == ["'none'"]
+    assert policy["script-src"] == ["'self'"]  # no 'unsafe-inline', no 'unsafe-eval', no other host
+    assert policy["base-uri"] == ["'none'"]
+    assert "'unsafe-inline'" not in policy["style-src"]
+    return policy
+
+
+PUBLIC_FILES = ["/ui/", "/ui/js/main.js", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"]
+
+
+@pytest.mark.parametrize("path", PUBLIC_FILES)
+def test_pages_and_their_files_send_the_browser_headers(anonymous_client: TestClient, path: str) -> None:
+    response = anonymous_client.get(path)
+    assert response.status_code == 200
+    policy = _assert_browser_headers(response)
+    if path != "/redoc":  # ReDoc's own exceptions are in api/browser_headers.py, for its page alone
+        assert policy["style-src"] == ["'self'"]
+
+
+def test_json_answers_send_the_browser_headers_too(client: TestClient, anonymous_client: TestClient) -> None:
+    answers = [
+        client.get("/experiments"),
+        client.get("/health"),
+        anonymous_client.get("/experiments"),  # a 401
+        client.get("/experiments/999999"),  # a 404
+        client.post("/experiments", json={"dataset": "mnist", "x": "y" * 2**21}),  # a 413 from the size cap
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 401, 404, 413]
+    for answer in answers:
+        assert answer.headers["content-type"].startswith("application/json")
+        _assert_browser_headers(answer)
+
+
+INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)(?![^>]*type=\"application/json\")[^>]*>", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("path", ["/docs", "/docs/oauth2-redirect", "/redoc", "/ui/"])
+def test_pages_carry_no_inline_script_or_style(anonymous_client: TestClient, path: str) -> None:
+    # The policy would refuse them: a page that has any is broken in the browser.
+    page = anonymous_client.get(path).text
+    assert not INLINE_SCRIPT.search(page), page
+    assert "<style" not in page and " style=" not in page
+    assert not re.search(r"\son[a-z]+=", page), "an inline event handler is an inline script"

@@ -19,7 +19,7 @@ from api.errors import describe_validation_errors, responses
 from api.quotas import check_sweep_size
 from api.schemas import ExperimentCreate, ExperimentRead, SweepCreate, SweepRead
 from api.submission import submit
-from api.sweep_table import STATISTICS, comparison_rows, configuration_rows
+from api.sweep_table import STATISTICS, comparison_rows, configuration_rows, sweep_state
 from config import get_settings
 from models import Sweep, User
 from models.specs import repeated_experiments
@@ -134,6 +134,7 @@ def _sweep_read(session: Session, user: User, sweep_id: int) -> SweepRead:
         created_at=sweep.created_at,
         status_counts=counts,
         finished=all(e.status.finished for e in sweep.experiments),
+        state=sweep_state(sweep.experiments),
         repeats=max((e.repeat or 0 for e in sweep.experiments), default=0) + 1,
         experiments=[ExperimentRead.of(e) for e in sweep.experiments],
         comparison=comparison_rows(sweep.experiments),

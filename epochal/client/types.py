@@ -10,6 +10,8 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+# What a sweep's runs came to together (GET /sweeps/{id} `state`): finished is not the same as succeeded.
+SweepState = Literal["running", "succeeded", "partly_succeeded", "failed", "cancelled"]
 
 
 class Head(TypedDict):
@@ -140,6 +142,7 @@ class Sweep(TypedDict):
     created_at: str
     status_counts: dict[str, int]
     finished: bool
+    state: SweepState
     experiments: list[Experiment]
     comparison: list[ComparisonRow]
 

@@ -22,7 +22,7 @@ export function heatmap(cm) {
     h("tbody", {}, cm.matrix.map((counts, i) => h("tr", {}, h("th", {}, cm.labels[i]), counts.map((n, j) => {
       const share = n / max;
       const hue = i === j ? "37, 99, 235" : "180, 35, 24";  // the diagonal is right: blue; mistakes red
-      const style = `background: rgba(${hue}, ${share.toFixed(3)}); color: ${share > 0.55 ? "#fff" : "inherit"}`;
+      const style = { background: `rgba(${hue}, ${share.toFixed(3)})`, color: share > 0.55 ? "#fff" : "inherit" };
       return h("td", { style, title: `true ${cm.labels[i]}, predicted ${cm.labels[j]}: ${n}` }, n);
     })))));
 }
@@ -41,7 +41,7 @@ export function reportTable(report) {
 export function evaluationCard(evaluation) {
   return h("div", { class: "card", id: "evaluation" },
     h("h2", {}, `Test evaluation: accuracy ${pct(evaluation.test_accuracy)}, loss ${fmt(evaluation.test_loss)}`),
-    h("details", { id: "confusion-details" }, h("summary", {}, "Confusion matrix (rows: true class)"),
+    h("details", { id: "confusion-details", open: true }, h("summary", {}, "Confusion matrix (rows: true class)"),
       h("div", { class: "scroll" }, heatmap(evaluation.confusion_matrix))),
     h("h2", {}, "Classification report"), h("div", { class: "scroll" }, reportTable(evaluation.classification_report)));
 }
@@ -68,7 +68,7 @@ function probabilityBars(prediction) {
   const entries = Object.entries(prediction.probabilities || {}).sort((a, b) => b[1] - a[1]);
   return h("div", { class: "bars", id: "probabilities" }, entries.flatMap(([label, p]) => [
     h("span", {}, label),
-    h("div", {}, h("div", { class: `bar${label === prediction.label ? " top" : ""}`, style: `width: ${(p * 100).toFixed(1)}%` })),
+    h("div", {}, h("div", { class: `bar${label === prediction.label ? " top" : ""}`, style: { width: `${(p * 100).toFixed(1)}%` } })),
     h("span", { class: "num" }, pct(p))]));
 }
 

@@ -7,6 +7,11 @@ import { showError } from "./list.js";
 import { follow } from "./sse.js";
 
 const PAGE = 20;
+// GET /sweeps/{id}'s `state`, in words: a sweep that finished is not a success unless its runs were.
+const STATES = {
+  running: "in progress", succeeded: "finished", partly_succeeded: "finished, not every run succeeded",
+  failed: "failed", cancelled: "cancelled",
+};
 
 export function renderSweeps(view) {
   const body = h("tbody");
@@ -39,11 +44,11 @@ function versus(d) {
 }
 
 function configurationTable(rows) {
-  const heads = ["rank", "configuration", "selected on", "runs ok/running/failed", "best val acc (mean ± std)",
+  const heads = ["rank", "configuration", "selected on", "runs ok/running/failed/cancelled", "best val acc (mean ± std)",
     "95% CI", "vs next", "test acc (mean ± std)", "95% CI", "test vs next", "collapsed"];
   return h("table", { id: "configurations" }, h("thead", {}, h("tr", {}, heads.map((c) => h("th", {}, c)))),
     h("tbody", {}, rows.map((r) => h("tr", {}, h("td", { class: "num" }, r.rank ?? "–"), h("td", {}, r.label ?? "base"),
-      h("td", {}, r.selected_on), h("td", {}, `${r.succeeded}/${r.unfinished}/${r.failed}`),
+      h("td", {}, r.selected_on), h("td", {}, `${r.succeeded}/${r.unfinished}/${r.failed}/${r.cancelled}`),
       h("td", { class: "num" }, stats(r.best_val_accuracy)), h("td", {}, ci(r.best_val_accuracy)), h("td", {}, versus(r.vs_next)),
       h("td", { class: "num" }, stats(r.test_accuracy)), h("td", {}, ci(r.test_accuracy)), h("td", {}, versus(r.test_vs_next)),
       h("td", { class: "num" }, r.collapsed)))));
@@ -72,12 +77,19 @@ export function renderSweep(view, id) {
   let stop = () => {};
   let pending = null;
 
+  let finished = false;
+
   function draw() {
     const ids = [...curves.keys()].sort((a, b) => a - b);
+    if (![...curves.values()].some((points) => points.size)) {  // no axes and legends around nothing
+      charts.replaceChildren(h("p", { class: "muted", id: "no-curves" }, finished
+        ? "No run finished an epoch: there are no curves to draw." : "No run has finished an epoch yet."));
+      return;
+    }
     const series = (key) => ids.map((eid, i) => ({ label: labels.get(eid) || `#${eid}`, color: color(i),
       points: new Map([...curves.get(eid)].map(([epoch, m]) => [epoch, m[key]])) }));
-    const acc = h("div");
-    const loss = h("div");
+    const acc = h("div", { class: "chart" });
+    const loss = h("div", { class: "chart" });
     charts.replaceChildren(acc, loss);
     lineChart(acc, "validation accuracy", series("val_accuracy"));
     lineChart(loss, "validation loss", series("val_loss"));
@@ -86,9 +98,10 @@ export function renderSweep(view, id) {
     const sweep = await api(`/sweeps/${id}`);
     if (!alive) return sweep;
     labels = new Map(sweep.comparison.map((r) => [r.experiment_id, `#${r.experiment_id} ${r.label ?? ""} r${r.repeat}`]));
+    finished = sweep.finished;
     header.replaceChildren(h("h1", {}, `Sweep #${id}${sweep.name ? `: ${sweep.name}` : ""} `,
-      h("span", { id: "sweep-state", class: `status status-${sweep.finished ? "succeeded" : "running"}` },
-        sweep.finished ? "finished" : "in progress")),
+      h("span", { id: "sweep-state", class: `status status-${sweep.state}`, "data-state": sweep.state },
+        STATES[sweep.state] ?? sweep.state)),
       h("p", { class: "muted" }, Object.entries(sweep.status_counts).map(([k, n]) => `${k}: ${n}`).join(", ")));
     const notes = Object.entries(sweep.statistics).map(([k, v]) => h("li", {}, h("strong", {}, k.replace(/_/g, " ")), `: ${v}`));
     tables.replaceChildren(h("div", { class: "card" }, h("h2", {}, "Configurations, ranked (repeats together)"),
