@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 
 from config import get_settings, redact_url
+from epochal import backup
 from epochal.accounts_cli import add_commands, ensure_first_key
 from epochal.broker import (
     log_path,
@@ -231,6 +232,7 @@ def main() -> int:
     serve_parser.add_argument("--host", default="127.0.0.1")
     serve_parser.add_argument("--port", type=int, default=8000)
     add_commands(commands)
+    backup.add_commands(commands)
     args = parser.parse_args()
     if args.command == "serve":
         return serve(args.host, args.port)

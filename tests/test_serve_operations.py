@@ -1,5 +1,6 @@
 """`python -m epochal serve` as an operator relies on it: a process killed outright (as the out-of-memory killer
-does) comes back by itself, the broker with its queue, and the state folder is for its owner alone.
+does) comes back by itself, the broker with its queue; the state folder is for its owner alone; and a backup taken while
+it runs restores into a new state folder that serves the same work.
 
 Each serve start costs seconds, so the module shares one service; each test asks for what it needs of it.
 """
@@ -11,6 +12,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +28,9 @@ import redis
 from celery import Celery
 
 from epochal.__main__ import Restartable, wait_until_bindable
-from tests.support import FINISHED, bearer, free_port, start_serve
+from epochal.backup import BackupError, restore
+from tests.seed import png
+from tests.support import FINISHED, ROOT, bearer, free_port, start_serve
 
 pytestmark = pytest.mark.e2e
 
@@ -181,6 +185,58 @@ def test_everything_in_the_state_folder_is_for_its_owner_only(served: Served, tr
     assert list((served.state / "appendonlydir").iterdir()), "the broker's append-only files"
     open_to_others = {str(p.relative_to(served.workdir)): oct(stat.S_IMODE(p.lstat().st_mode)) for p in paths}
     assert {path: mode for path, mode in open_to_others.items() if int(mode, 8) & 0o077} == {}
+
+
+def epochal(command: list[str], state: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m epochal COMMAND` as an operator runs it beside serve: only the state folder set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPOCHAL_")} | {"EPOCHAL_STATE_DIR": str(state)}
+    return subprocess.run(
+        [sys.executable, "-m", "epochal", *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_a_backup_taken_while_it_serves_restores_into_a_new_state_folder_that_serves_the_same(
+    served: Served, trained: Trained, tmp_path: Path, data_dir: Path
+) -> None:
+    image = png()
+    predict = f"/experiments/{trained.experiment['id']}/predictions"
+    with served.http() as http:
+        experiments = http.get("/experiments").json()
+        prediction = http.post(predict, content=image, headers={"Content-Type": "image/png"})
+        assert prediction.status_code == 200, prediction.text
+        file = tmp_path / "epochal.backup"
+        made = epochal(["backup", str(file)], served.state)
+        assert made.returncode == 0, made.stderr
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600
+
+        # Over the running service's database: refused, and that database goes on serving as before.
+        with pytest.raises(BackupError, match="--force"):
+            restore(f"sqlite:///{served.state / 'epochal.db'}", file)
+        assert http.get("/experiments").json() == experiments
+
+    restored_state = tmp_path / "restored" / "state"
+    restored = epochal(["restore", str(file)], restored_state)
+    assert restored.returncode == 0, restored.stderr
+    assert stat.S_IMODE(restored_state.stat().st_mode) == 0o700
+    port = free_port()
+    again = start_serve(tmp_path / "restored", data_dir, port, "serve.log")
+    try:
+        # The keys are in the database: the old key works, and no new first key was made.
+        assert not (restored_state / "api-key").exists()
+        with served.http() as old_key:
+            old_key.base_url = httpx.URL(f"http://127.0.0.1:{port}")
+            assert old_key.get("/experiments").json() == experiments
+            same = old_key.post(predict, content=image, headers={"Content-Type": "image/png"})
+            assert same.status_code == 200, same.text
+            assert same.json()["probabilities"] == pytest.approx(prediction.json()["probabilities"], abs=1e-6)
+            assert same.json()["label"] == prediction.json()["label"]
+    finally:
+        again.send_signal(signal.SIGTERM)
+        try:
+            assert again.wait(timeout=60) == 0
+        finally:
+            with suppress(ProcessLookupError):
+                os.killpg(again.pid, signal.SIGKILL)
 
 
 def test_a_process_that_keeps_exiting_is_given_up_after_five_restarts_in_a_minute() -> None:
