@@ -8,6 +8,9 @@ still there and the worker reconnects. Killed outright, it takes the worker, the
 (epochal/lifeline.py); the embedded broker stays, and the next start uses it (and starts it again if it dies).
 
 Everything it and its children create in the state folder is for the owner alone (epochal/state_folder.py).
+
+The operator's other commands sit beside it: `users` and `keys` (epochal/accounts_cli.py), `backup` and `restore`
+(epochal/backup.py).
 """
 
 from __future__ import annotations

@@ -111,7 +111,10 @@ def _sqlite_path(database_url: str) -> Path:
 
 def _sqlite_backup(database: Path, target: Path) -> None:
     if not database.is_file():
-        raise BackupError(f"no database at {database}: set EPOCHAL_STATE_DIR (or EPOCHAL_DATABASE_URL) to its folder")
+        raise BackupError(
+            f"no database at {database}: set EPOCHAL_STATE_DIR to the service's state folder "
+            "(or EPOCHAL_DATABASE_URL to its database)"
+        )
     try:
         _sqlite_copy(_opened(database, "rw"), target)  # rw, not rwc: never create an empty one where it was expected
     except sqlite3.Error as error:
@@ -137,8 +140,12 @@ def _sqlite_copy(source: sqlite3.Connection, target: Path) -> None:
 
 
 def _sqlite_restore(source: Path, database: Path, *, force: bool) -> Restored:
+    replacing = database.is_file() and _sqlite_holds_tables(database)
+    if replacing and not force:
+        raise BackupError(_in_use_message(database, _sqlite_experiments(database)))
     folder = database.parent
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new state folder, made as serve makes it
+    # The backup is copied and checked beside the database before anything of the database is touched.
     staged = folder / f".{database.name}.restoring"
     staged.unlink(missing_ok=True)
     _private_file(staged)
@@ -148,9 +155,7 @@ def _sqlite_restore(source: Path, database: Path, *, force: bool) -> Restored:
         except sqlite3.DatabaseError as error:
             raise BackupError(f"{source} is damaged: {error}") from None
         restored = _checked_sqlite(staged, source)
-        if database.is_file() and _sqlite_holds_tables(database):
-            if not force:
-                raise BackupError(_in_use_message(database, _sqlite_experiments(database)))
+        if replacing:
             # Into the database itself, not a rename over it: a service still using it sees the restored data (not
             # an unlinked file), and SQLite writes it in one transaction, rolled back if anything fails.
             try:

@@ -27,7 +27,7 @@ import pytest
 import redis
 from celery import Celery
 
-from epochal.__main__ import Restartable, wait_until_bindable
+from epochal.__main__ import Adopted, Restartable, wait_until_bindable
 from epochal.backup import BackupError, restore
 from tests.seed import png
 from tests.support import FINISHED, ROOT, bearer, free_port, start_serve
@@ -264,3 +264,12 @@ def test_a_restarted_api_waits_until_its_port_is_free() -> None:
     closing.join()
     assert 0.9 < waited < 10
     socket.create_server(("127.0.0.1", port)).close()  # and the new one can bind it
+
+
+def test_a_broker_left_by_an_earlier_start_is_watched_by_its_pid() -> None:
+    left = subprocess.Popen(["sleep", "60"])  # stands for a broker whose serve was killed: not this one's child
+    adopted = Adopted(left.pid)
+    assert adopted.poll() is None
+    left.kill()
+    left.wait(timeout=10)  # reaped, as its real parent (init) would
+    assert adopted.poll() is not None, "gone: serve starts a broker of its own"
