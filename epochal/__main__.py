@@ -42,8 +42,10 @@ from epochal.commands import api_argv, migrate_argv, reaper_argv, with_this_pyth
 from epochal.lifeline import die_with_parent
 from epochal.state_folder import OWNER_ONLY_UMASK, make_private
 
-# How long a restarted API waits for the port its predecessor's processes are still closing.
+# How long a restarted API waits for the port its predecessor's processes are still closing; at the first start,
+# how long before saying the port is taken (the processes of a `serve` killed a moment ago may still be closing it).
 PORT_WAIT_S = 30.0
+FIRST_PORT_WAIT_S = 3.0
 
 
 def tied(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -55,6 +57,13 @@ def serve(host: str, port: int) -> int:
     # Before anything is created: the database, its -wal and -shm, the broker's files, the key, the schedule.
     os.umask(OWNER_ONLY_UMASK)
     settings = get_settings()
+    if not wait_until_bindable(host, port, FIRST_PORT_WAIT_S):
+        # Said now, not after the API fails to start again and again.
+        print(
+            f"epochal: port {port} on {host} is in use (another `serve`?); stop it, or choose another with --port",
+            file=sys.stderr,
+        )
+        return 1
     loosened = make_private(settings.state_dir)
     if loosened:
         print(
@@ -86,7 +95,7 @@ def serve(host: str, port: int) -> int:
     api = Restartable(
         "API",
         partial(tied, with_this_python(api_argv(host, port)), env),
-        before_restart=partial(wait_until_bindable, host, port),
+        before_restart=partial(wait_for_port, host, port),
     )
     print(
         f"epochal: API on http://{host}:{port} (reference: http://{host}:{port}/docs), "
@@ -143,13 +152,21 @@ def restart_broker(socket_path: Path) -> subprocess.Popen[bytes]:
     return process
 
 
-def wait_until_bindable(host: str, port: int, timeout_s: float = PORT_WAIT_S) -> None:
-    """Wait until the API's port can be listened on again, for at most `timeout_s`.
+def wait_for_port(host: str, port: int) -> None:
+    """Before the API starts again: wait for its port, and start it anyway after PORT_WAIT_S (its error says why).
 
     An API launcher killed outright leaves its uvicorn processes (EPOCHAL_API_WORKERS > 1) to stop on their parent-
     death signal (epochal/lifeline.py); they close the port first, but a new launcher started in between would fail
-    to bind it. SO_REUSEADDR, as uvicorn binds: the old connections in TIME_WAIT do not count. Past the deadline the
-    API is started anyway, and its own error says what holds the port.
+    to bind it.
+    """
+    if not wait_until_bindable(host, port, PORT_WAIT_S):
+        print(f"epochal: port {port} is still in use after {PORT_WAIT_S:.0f}s", file=sys.stderr, flush=True)
+
+
+def wait_until_bindable(host: str, port: int, timeout_s: float) -> bool:
+    """Whether `port` on `host` can be listened on within `timeout_s`.
+
+    With SO_REUSEADDR, as uvicorn binds: the old connections in TIME_WAIT do not count, a listening socket does.
     """
     family, kind, proto, _name, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     deadline = time.monotonic() + timeout_s
@@ -158,10 +175,11 @@ def wait_until_bindable(host: str, port: int, timeout_s: float = PORT_WAIT_S) ->
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(address)
-                return
+                return True
             except OSError:
                 pass
         time.sleep(0.1)
+    return False
 
 
 class Adopted:

@@ -259,11 +259,22 @@ def test_a_restarted_api_waits_until_its_port_is_free() -> None:
     closing = threading.Timer(1.0, holder.close)
     closing.start()
     began = time.monotonic()
-    wait_until_bindable("127.0.0.1", port, timeout_s=30)
+    assert wait_until_bindable("127.0.0.1", port, timeout_s=30)
     waited = time.monotonic() - began
     closing.join()
     assert 0.9 < waited < 10
     socket.create_server(("127.0.0.1", port)).close()  # and the new one can bind it
+
+
+def test_serve_on_a_port_in_use_says_so_at_once(tmp_path: Path) -> None:
+    port = free_port()
+    with socket.create_server(("127.0.0.1", port)):  # another program listening there
+        began = time.monotonic()
+        refused = epochal(["serve", "--port", str(port)], tmp_path / "state")
+    assert refused.returncode == 1
+    assert f"port {port} on 127.0.0.1 is in use" in refused.stderr and "--port" in refused.stderr
+    assert time.monotonic() - began < 60, "not after the API failed to start again and again"
+    assert not (tmp_path / "state" / "epochal.db").exists(), "it stopped before migrating anything"
 
 
 def test_a_broker_left_by_an_earlier_start_is_watched_by_its_pid() -> None:
