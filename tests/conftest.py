@@ -156,6 +156,7 @@ BACKEND_INDEPENDENT = {
     "test_layering",
     "test_pipeline",
     "test_resume",
+    "test_serve_operations",  # `serve` on its own embedded defaults, whatever the suite runs on
     "test_spec",
     "test_training",
     "test_ui_pages",

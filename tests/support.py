@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -201,6 +203,36 @@ def running_service(
         yield service
     finally:
         service.stop()
+
+
+def start_serve(
+    tmp_path: Path, data_dir: Path, port: int, log_name: str, env: Mapping[str, str] = {}
+) -> subprocess.Popen[bytes]:
+    """`python -m epochal serve` on its embedded defaults, state in `tmp_path / "state"`, once /health answers 200.
+
+    In a session of its own, so that a test can end the whole tree with `os.killpg(serve.pid, ...)`; `env` adds
+    settings (EPOCHAL_*) to the defaults.
+    """
+    serve_env = {k: v for k, v in os.environ.items() if not k.startswith("EPOCHAL_")}
+    serve_env |= {"EPOCHAL_STATE_DIR": str(tmp_path / "state"), "EPOCHAL_DATA_DIR": str(data_dir), **env}
+    log = (tmp_path / log_name).open("wb")
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "epochal", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=serve_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 90
+    while True:
+        if time.monotonic() > deadline:
+            os.killpg(serve.pid, signal.SIGKILL)
+            raise AssertionError((tmp_path / log_name).read_text(errors="replace"))
+        with suppress(httpx.TransportError):
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
+                return serve
+        time.sleep(0.3)
 
 
 def wait_until_finished(

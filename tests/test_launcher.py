@@ -6,8 +6,6 @@ import contextlib
 import os
 import signal
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,32 +13,9 @@ import httpx
 import psutil
 import pytest
 
-from tests.support import ROOT, free_port
+from tests.support import free_port, start_serve
 
 pytestmark = pytest.mark.e2e
-
-
-def start_serve(tmp_path: Path, data_dir: Path, port: int, log_name: str) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EPOCHAL_")}
-    env |= {"EPOCHAL_STATE_DIR": str(tmp_path / "state"), "EPOCHAL_DATA_DIR": str(data_dir)}
-    log = (tmp_path / log_name).open("wb")
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "epochal", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 90
-    while True:
-        if time.monotonic() > deadline:
-            os.killpg(serve.pid, signal.SIGKILL)
-            raise AssertionError((tmp_path / log_name).read_text(errors="replace"))
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                return serve
-        time.sleep(0.3)
 
 
 def test_serve_starts_everything_on_embedded_defaults_and_stops_cleanly(tmp_path: Path, data_dir: Path) -> None:
