@@ -9,7 +9,16 @@ from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from api.access import MAX_ID, MAX_OFFSET, ExperimentId, owned, visible_artifact, visible_evaluation, visible_experiment
+from api.access import (
+    ExperimentId,
+    PageLimit,
+    PageOffset,
+    QuerySweepId,
+    owned,
+    visible_artifact,
+    visible_evaluation,
+    visible_experiment,
+)
 from api.auth import BearerKey, CurrentUser, KeyVerifiedRoute, as_caller
 from api.deps import SessionDep, SettingsDep
 from api.errors import conflict, responses
@@ -84,9 +93,9 @@ def list_experiments(
     status_: Annotated[Status | None, Query(alias="status")] = None,
     dataset: Dataset | None = None,
     optimizer: Optimizer | None = None,
-    sweep_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,  # past 64 bits the database raises instead of answering
+    sweep_id: QuerySweepId = None,
+    limit: PageLimit = 50,
+    offset: PageOffset = 0,
 ) -> ExperimentPage:
     """Your experiments (an admin: everyone's), newest first, filtered by any of status, dataset, optimizer, sweep."""
     conditions = [
