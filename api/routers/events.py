@@ -34,21 +34,17 @@ router = APIRouter(tags=["events"])
 
 # Stream entry ids: milliseconds-sequence. Anything else in Last-Event-ID starts from the beginning.
 ENTRY_ID = r"^\d{1,20}-\d{1,20}$"
+# The body is text in the Server-Sent Events format, not one JSON object: a generated client reads it as text (or
+# a stream of lines) instead of decoding it as JSON, which fails on the first `event:` line.
 EVENT_STREAM: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "A text/event-stream of `status`, `epoch` and `progress` events, each `data` a JSON object.",
-        # One event: its name, its stream entry id, and its data, a JSON object as text.
+        "description": "A text/event-stream (Server-Sent Events) of `status`, `epoch` and `progress` events. Each "
+        "event is an `id:` line (its stream entry id, for Last-Event-ID), an `event:` line and a `data:` line "
+        "holding a JSON object, then a blank line; a `: keep-alive` comment comes every 10 s of silence.",
         "content": {
             "text/event-stream": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "event": {"type": "string", "enum": ["status", "epoch", "progress"]},
-                        "id": {"type": "string", "pattern": ENTRY_ID},
-                        "data": {"type": "string", "contentMediaType": "application/json"},
-                    },
-                    "required": ["event", "data"],
-                }
+                "schema": {"type": "string"},
+                "example": 'id: 1764612000000-0\nevent: status\ndata: {"experiment_id": 1, "status": "running"}\n\n',
             }
         },
     }

@@ -23,6 +23,7 @@ from api.auth import BearerKey, CurrentUser, KeyVerifiedRoute, as_caller
 from api.deps import SessionDep, SettingsDep
 from api.errors import conflict, responses
 from api.model_contract import model_input
+from api.openapi import file_response
 from api.quotas import check_active_jobs, check_sweep_size
 from api.schemas import (
     ArtifactRead,
@@ -176,7 +177,8 @@ def list_artifacts(experiment_id: ExperimentId, session: SessionDep, user: Curre
 @router.get(
     "/{experiment_id}/artifacts/{name}",
     response_class=Response,
-    responses={200: {"content": {"application/x-hdf5": {}}, "description": "The file."}, **responses(404, 422)},
+    # Every artifact the worker stores is the checkpoint, an HDF5 file.
+    responses={200: file_response("The file.", "application/x-hdf5"), **responses(404, 422)},
 )
 def download_artifact(experiment_id: ExperimentId, name: str, session: SessionDep, user: CurrentUser) -> Response:
     """Download a file, e.g. best_model.h5 (loadable with keras.models.load_model)."""
