@@ -96,14 +96,17 @@ def test_operation_ids_are_the_route_names_and_unique() -> None:
 @pytest.mark.parametrize(("method", "path", "operation"), OPERATIONS, ids=IDS)
 def test_every_answer_that_is_not_json_says_what_it_is(method: str, path: str, operation: dict[str, Any]) -> None:
     # A generator decodes by media type and schema: a file with no schema came back as nothing, and the event
-    # stream described as one JSON object crashed the call on its first line.
+    # stream whose schema was one JSON event crashed the call on its first line.
     for status, response in operation["responses"].items():
         for media_type, content in response.get("content", {}).items():
             if media_type == "application/json":
                 continue
-            schema = content.get("schema", {})
+            schema, where = content.get("schema", {}), f"{method} {path} {status} {media_type}"
+            if media_type == "text/event-stream":  # the body is text; `itemSchema` describes one event
+                assert "type" not in schema and content["itemSchema"]["type"] == "object", where
+                continue
             expected = {"type": "string"} if media_type.startswith("text/") else BINARY
-            assert {key: schema.get(key) for key in expected} == expected, f"{method} {path} {status} {media_type}"
+            assert {key: schema.get(key) for key in expected} == expected, where
 
 
 def test_the_event_streams_are_text_and_the_downloads_bytes() -> None:

@@ -34,8 +34,9 @@ router = APIRouter(tags=["events"])
 
 # Stream entry ids: milliseconds-sequence. Anything else in Last-Event-ID starts from the beginning.
 ENTRY_ID = r"^\d{1,20}-\d{1,20}$"
-# The body is text in the Server-Sent Events format, not one JSON object: a generated client reads it as text (or
-# a stream of lines) instead of decoding it as JSON, which fails on the first `event:` line.
+# The body is text in the Server-Sent Events format, not one JSON object. `itemSchema` (OpenAPI 3.2's word for it,
+# which Schemathesis reads) describes one event, and `schema` the whole body, left open: a generator that took
+# `schema` for one event decoded the stream as JSON and crashed on its first line; given no type, it returns text.
 EVENT_STREAM: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "A text/event-stream (Server-Sent Events) of `status`, `epoch` and `progress` events. Each "
@@ -43,7 +44,16 @@ EVENT_STREAM: dict[int | str, dict[str, Any]] = {
         "holding a JSON object, then a blank line; a `: keep-alive` comment comes every 10 s of silence.",
         "content": {
             "text/event-stream": {
-                "schema": {"type": "string"},
+                "schema": {"description": "The whole stream, as text: one event after another."},
+                "itemSchema": {
+                    "type": "object",
+                    "properties": {
+                        "event": {"type": "string", "enum": ["status", "epoch", "progress"]},
+                        "id": {"type": "string", "pattern": ENTRY_ID},
+                        "data": {"type": "string", "contentMediaType": "application/json"},
+                    },
+                    "required": ["event", "data"],
+                },
                 "example": 'id: 1764612000000-0\nevent: status\ndata: {"experiment_id": 1, "status": "running"}\n\n',
             }
         },
