@@ -19,8 +19,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from api.main import app
+from api.schemas import ExperimentCreate
+from models.specs import experiment_from_spec, spec_of
 from tests.seed import png
 from tests.support import ADMIN, bearer, new_key
+from training.spec import DATASETS, Dataset
 
 DOCUMENT = app.openapi()
 EDGES = [2**31 - 1, 2**31, 2**63 - 1, 2**63, 2**64, 10**30, -1, -(2**31) - 1, -(2**63) - 1, -(10**30)]
@@ -193,3 +196,13 @@ def test_train_size_is_bounded_by_the_datasets_training_split(api: TestClient) -
     assert response.status_code == 422, response.text
     assert "train_size must be from 1 to 2000 for cats_vs_dogs" in response.json()["message"]
     assert api.post("/experiments", json={"dataset": "cats_vs_dogs", "train_size": 2000}).status_code == 202
+
+
+def test_a_stored_train_size_past_the_split_still_runs_on_the_whole_split() -> None:
+    # Rows written before the bound (SQLite took up to 2^63 - 1) are read back as what training did with them.
+    spec = ExperimentCreate(dataset=Dataset.MNIST, train_size=500)
+    row = experiment_from_spec(spec)
+    row.train_size = 2**40
+    assert spec_of(row).train_size == DATASETS[Dataset.MNIST].train_examples
+    row.train_size = 500
+    assert spec_of(row).train_size == 500
