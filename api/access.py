@@ -1,4 +1,5 @@
-"""Who may see what, in one place: a user sees their own experiments and sweeps, an admin sees all.
+"""Who may see what, in one place: a user sees their own experiments and sweeps, an admin sees all. And the
+ids and pages clients name them by, with their ranges.
 
 Every router finds experiments and sweeps through these functions. Another user's resource is a 404
 with the same words as a missing one, so ids reveal nothing about other people's work.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Path
+from fastapi import Path, Query
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
@@ -17,18 +18,43 @@ from api.errors import not_found
 from models import Artifact, Evaluation, Experiment, Sweep
 from models.queries import best_experiment
 from models.users import User
+from training.bounds import INT32_MAX, INT64_MAX, Between
 from training.spec import Dataset
 
 # The largest id any row can have: ids are INTEGER columns, 32-bit on PostgreSQL (a larger one in a query is
 # an error there, not an empty answer). A larger id cannot exist, so it is a 404 before the database is asked.
-MAX_ID = 2**31 - 1
-MAX_OFFSET = 2**63 - 1  # OFFSET is a 64-bit integer on every supported database
+MAX_ID = INT32_MAX
+MAX_OFFSET = INT64_MAX  # OFFSET is a 64-bit integer on every supported database
 S = TypeVar("S", bound=Select[*tuple[Any, ...]])  # a select of any columns
 
-# Unbounded on purpose: an id out of range is a resource that does not exist (404), checked in the lookup,
-# not a malformed request (422), and it must never reach the database, which overflows on it.
-ExperimentId = Annotated[int, Path(description="An experiment id (yours, unless you are an admin).", examples=[1])]
-SweepId = Annotated[int, Path(description="A sweep id (yours, unless you are an admin).", examples=[1])]
+
+def id_path(description: str) -> Any:
+    """A path id: its range is in the document, but an id outside it is a 404, not a 422.
+
+    Such an id is a resource that does not exist, checked by `in_id_range` in the lookup; it must never reach the
+    database, which overflows on it.
+    """
+    return Path(
+        description=f"{description} From 1 to {MAX_ID}: any other number is a 404, as for an id not in use.",
+        examples=[1],
+        json_schema_extra={"minimum": 1, "maximum": MAX_ID},
+    )
+
+
+def in_id_range(ident: int) -> bool:
+    """Whether a row can have this id; one that cannot is a 404 without asking the database."""
+    return 1 <= ident <= MAX_ID
+
+
+ExperimentId = Annotated[int, id_path("An experiment id (yours, unless you are an admin).")]
+SweepId = Annotated[int, id_path("A sweep id (yours, unless you are an admin).")]
+UserId = Annotated[int, id_path("A user id, as GET /users lists them.")]
+KeyId = Annotated[int, id_path("A key id, as GET /users lists them.")]
+# Lists are read a page at a time, newest first. Past 64 bits an OFFSET is a database error, not an empty page.
+MAX_PAGE = 500
+PageLimit = Annotated[int, Between(1, MAX_PAGE), Query(description="How many to answer at most.")]
+PageOffset = Annotated[int, Between(0, MAX_OFFSET), Query(description="How many of the newest to skip.")]
+QuerySweepId = Annotated[Annotated[int, Between(1, MAX_ID)] | None, Query(description="Only this sweep's.")]
 
 
 def owner_filter(user: User) -> int | None:
@@ -43,7 +69,7 @@ def owned(statement: S, user: User, entity: type[Experiment] | type[Sweep]) -> S
 
 
 def _visible(session: Session, user: User, entity: type[Any], ident: int, options: list[LoaderOption]) -> Any:
-    if not 1 <= ident <= MAX_ID:
+    if not in_id_range(ident):
         return None
     row = session.get(entity, ident, options=options)
     if row is None or (not user.admin and row.owner_id != user.id):

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas import UtcDatetime
 from models.users import ApiKey, User
+from training.bounds import Between
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$"
+
+
+Quota = Annotated[int, Between(1, 1_000_000)]  # far above any sensible limit, far below what the column holds
 
 
 class QuotaOverrides(BaseModel):
@@ -15,13 +21,9 @@ class QuotaOverrides(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_active_jobs: int | None = Field(default=None, ge=1, le=1_000_000, description="EPOCHAL_MAX_ACTIVE_JOBS")
-    max_sweep_experiments: int | None = Field(
-        default=None, ge=1, le=1_000_000, description="EPOCHAL_MAX_SWEEP_EXPERIMENTS"
-    )
-    predictions_per_second: int | None = Field(
-        default=None, ge=1, le=1_000_000, description="EPOCHAL_PREDICTIONS_PER_SECOND"
-    )
+    max_active_jobs: Quota | None = Field(default=None, description="EPOCHAL_MAX_ACTIVE_JOBS")
+    max_sweep_experiments: Quota | None = Field(default=None, description="EPOCHAL_MAX_SWEEP_EXPERIMENTS")
+    predictions_per_second: Quota | None = Field(default=None, description="EPOCHAL_PREDICTIONS_PER_SECOND")
 
 
 class UserCreate(QuotaOverrides):

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from models import Experiment
 from models.base import as_utc
 from models.specs import head_of, validation_of
+from training.bounds import Between
 from training.spec import (
     MAX_REPEATS,
     Dataset,
@@ -35,10 +36,8 @@ class ExperimentCreate(ExperimentSpec):
         pattern=r"^[A-Za-z0-9_.-]+$",
         description="Celery queue to run on (e.g. 'gpu'); default: the server's EPOCHAL_DEFAULT_QUEUE.",
     )
-    repeats: int = Field(
+    repeats: Annotated[int, Between(1, MAX_REPEATS)] = Field(
         default=1,
-        ge=1,
-        le=MAX_REPEATS,
         description="Train this configuration this many times, repeat i with seed (seed + i x 1,000,003) mod 2^31. "
         "With more than one, the runs form a sweep of one configuration (see its sweep_id) whose comparison "
         "gives their mean, spread and confidence interval; the response is the first run.",
@@ -282,10 +281,8 @@ class SweepCreate(BaseModel):
         "or 'variants': a list of partial specs taken together (e.g. [{'head': {...}, 'loss': 'mse'}]).",
         examples=[{"optimizer": ["sgd_nesterov", "adagrad", "rmsprop", "adadelta", "adam"]}],
     )
-    repeats: int = Field(
+    repeats: Annotated[int, Between(1, MAX_REPEATS)] = Field(
         default=1,
-        ge=1,
-        le=MAX_REPEATS,
         description="Runs of each combination, repeat i with seed (seed + i x 1,000,003) mod 2^31; counted in the "
         "sweep size (combinations x repeats). The comparison then gives each configuration's mean, standard "
         "deviation and 95% confidence interval, and which ranked neighbours a Welch t-test can tell apart.",

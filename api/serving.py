@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, defer, lazyload
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUpload
 
-from api.access import MAX_ID, best_visible_experiment, owned, visible_experiment
+from api.access import best_visible_experiment, in_id_range, owned, visible_experiment
 from api.auth import authenticate
 from api.errors import conflict, not_found
 from api.predictors import ServedModel, get_predictor_cache
@@ -44,7 +44,7 @@ def by_id(experiment_id: int) -> FindExperiment:
         # and sha256; without what a prediction never reads: the evaluation that visible_experiment loads, the
         # attempts every other read loads (a query each) and the count of epochs (a subquery). SQL was the largest
         # share of this route's CPU. A miss goes through visible_experiment for its one 404 wording.
-        if 1 <= experiment_id <= MAX_ID:
+        if in_id_range(experiment_id):
             is_checkpoint = (Artifact.experiment_id == Experiment.id) & (Artifact.name == CHECKPOINT_NAME)
             statement = (
                 select(Experiment, Artifact.id, Artifact.sha256)

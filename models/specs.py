@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from models.tables import Experiment
-from training.spec import ExperimentSpec, Head, Validation, repeat_seed
+from training.spec import DATASETS, ExperimentSpec, Head, Validation, repeat_seed
 
 
 def experiment_from_spec(spec: ExperimentSpec) -> Experiment:
@@ -54,6 +54,14 @@ def head_of(experiment: Experiment) -> Head:
     return Head(units=experiment.head_units, activation=experiment.head_activation)
 
 
+def _train_size_of(experiment: Experiment) -> int | None:
+    # A row from before train_size was bounded by the training split may ask for more than there is; training
+    # took the whole split then (it slices the shuffled split), so the split's size reads it the same way.
+    if experiment.train_size is None:
+        return None
+    return min(experiment.train_size, DATASETS[experiment.dataset].train_examples)
+
+
 def spec_of(experiment: Experiment) -> ExperimentSpec:
     """The spec stored in `experiment`, validated again (a row may predate a rule)."""
     return ExperimentSpec(
@@ -66,7 +74,7 @@ def spec_of(experiment: Experiment) -> ExperimentSpec:
         loss=experiment.loss,
         epochs=experiment.epochs,
         batch_size=experiment.batch_size,
-        train_size=experiment.train_size,
+        train_size=_train_size_of(experiment),
         validation=validation_of(experiment),
         validation_split=experiment.validation_split,
         seed=experiment.seed,

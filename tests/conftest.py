@@ -151,6 +151,7 @@ BACKEND_INDEPENDENT = {
     "test_client_parts",
     "test_compose",
     "test_contract",
+    "test_generated_client",
     "test_homework_quick",
     "test_images",
     "test_layering",

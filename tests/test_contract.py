@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fastapi.routing import APIRoute
 
 from api.main import app
+from api.openapi import BINARY
 
 PUBLIC = {"/health"}
 ERROR_REF = "#/components/schemas/ErrorRead"
@@ -69,3 +71,52 @@ def test_every_error_uses_the_one_schema(method: str, path: str, operation: dict
 def test_the_key_is_in_the_document() -> None:
     schemes = app.openapi()["components"]["securitySchemes"]
     assert any(s.get("scheme") == "bearer" for s in schemes.values())
+
+
+# --- what client generators read ------------------------------------------------------------------------------
+
+
+def route_names(table: list[Any]) -> list[str]:
+    names = []
+    for route in table:
+        if isinstance(route, APIRoute):
+            names.append(route.name)
+        elif hasattr(route, "original_router"):  # FastAPI keeps an included router as one entry
+            names += route_names(route.original_router.routes)
+    return names
+
+
+def test_operation_ids_are_the_route_names_and_unique() -> None:
+    ids = [operation["operationId"] for _method, _path, operation in OPERATIONS]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    assert set(ids) <= set(route_names(app.routes))  # `create_experiment`, not `create_experiment_experiments_post`
+    assert "create_experiment" in ids
+
+
+@pytest.mark.parametrize(("method", "path", "operation"), OPERATIONS, ids=IDS)
+def test_every_answer_that_is_not_json_says_what_it_is(method: str, path: str, operation: dict[str, Any]) -> None:
+    # A generator decodes by media type and schema: a file with no schema came back as nothing, and the event
+    # stream whose schema was one JSON event crashed the call on its first line.
+    for status, response in operation["responses"].items():
+        for media_type, content in response.get("content", {}).items():
+            if media_type == "application/json":
+                continue
+            schema, where = content.get("schema", {}), f"{method} {path} {status} {media_type}"
+            if media_type == "text/event-stream":  # the body is text; `itemSchema` describes one event
+                assert "type" not in schema and content["itemSchema"]["type"] == "object", where
+                continue
+            expected = {"type": "string"} if media_type.startswith("text/") else BINARY
+            assert {key: schema.get(key) for key in expected} == expected, where
+
+
+def test_the_event_streams_are_text_and_the_downloads_bytes() -> None:
+    paths = app.openapi()["paths"]
+    for path in ("/experiments/{experiment_id}/events", "/sweeps/{sweep_id}/events"):
+        assert list(paths[path]["get"]["responses"]["200"]["content"]) == ["text/event-stream"]
+    downloads = {
+        "/experiments/{experiment_id}/artifacts/{name}": "application/x-hdf5",
+        "/experiments/{experiment_id}/plots/history.png": "image/png",
+        "/sweeps/{sweep_id}/tensorboard": "application/gzip",
+    }
+    for path, media_type in downloads.items():
+        assert paths[path]["get"]["responses"]["200"]["content"][media_type]["schema"] == BINARY

@@ -9,8 +9,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from training.bounds import INT32_MAX, Between
 
 MAX_EPOCHS = 1000
 MAX_BATCH_SIZE = 8192
@@ -102,6 +105,7 @@ class DatasetInfo:
     default_network: Network
     test_split: str
     description: str
+    train_examples: int  # in the standard training split: the most that train_size can take
 
     @property
     def num_classes(self) -> int:
@@ -124,6 +128,7 @@ DATASETS: dict[Dataset, DatasetInfo] = {
         Network.MLP,
         "test (10,000 images)",
         "Handwritten digits, 28x28 grayscale, 60,000 train + 10,000 test.",
+        60_000,
     ),
     Dataset.FASHION_MNIST: DatasetInfo(
         Dataset.FASHION_MNIST,
@@ -143,6 +148,7 @@ DATASETS: dict[Dataset, DatasetInfo] = {
         Network.MLP,
         "test (10,000 images)",
         "Zalando clothing images, 28x28 grayscale, 60,000 train + 10,000 test.",
+        60_000,
     ),
     Dataset.CATS_VS_DOGS: DatasetInfo(
         Dataset.CATS_VS_DOGS,
@@ -151,8 +157,11 @@ DATASETS: dict[Dataset, DatasetInfo] = {
         Network.CONVNET,
         "validation (1,000 images)",
         "cats_and_dogs_filtered: 2,000 train + 1,000 validation JPEGs, resized to 150x150 RGB.",
+        2_000,
     ),
 }
+MAX_TRAIN_SIZE = max(info.train_examples for info in DATASETS.values())
+MAX_HEAD_UNITS = 1000
 
 
 class Head(BaseModel):
@@ -160,7 +169,9 @@ class Head(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    units: int = Field(ge=1, le=1000, description="1 for a binary score, or one unit per class.")
+    units: Annotated[int, Between(1, MAX_HEAD_UNITS)] = Field(
+        description="1 for a binary score, or one unit per class."
+    )
     activation: Activation
 
 
@@ -182,9 +193,13 @@ class ExperimentSpec(BaseModel):
         default=None,
         description="Default: binary_crossentropy for a 1-unit head, sparse_categorical_crossentropy otherwise.",
     )
-    epochs: int = Field(default=5, ge=1, le=MAX_EPOCHS)
-    batch_size: int = Field(default=32, ge=1, le=MAX_BATCH_SIZE)
-    train_size: int | None = Field(default=None, ge=1, description="Use only the first N training examples.")
+    epochs: Annotated[int, Between(1, MAX_EPOCHS)] = 5
+    batch_size: Annotated[int, Between(1, MAX_BATCH_SIZE)] = 32
+    train_size: Annotated[int, Between(1, MAX_TRAIN_SIZE)] | None = Field(
+        default=None,
+        description="Use only the first N training examples (of the shuffled training split; at most its size: "
+        "60,000 for mnist and fashion_mnist, 2,000 for cats_vs_dogs).",
+    )
     validation: Validation = Field(
         default=Validation.HELD_OUT,
         description="held_out: a stratified, seeded fraction of the training data selects the best epoch and the "
@@ -198,7 +213,7 @@ class ExperimentSpec(BaseModel):
         description=f"Fraction of the training data held out for validation (default {DEFAULT_VALIDATION_SPLIT} "
         "with validation held_out); not allowed with validation test.",
     )
-    seed: int = Field(default=42, ge=0, le=2**31 - 1)
+    seed: Annotated[int, Between(0, INT32_MAX)] = 42
     mixed_precision: bool = Field(
         default=False,
         description="Train in float16 on a GPU; ignored, with a recorded warning, on a CPU.",
@@ -249,6 +264,11 @@ class ExperimentSpec(BaseModel):
         if self.network is Network.CONVNET and info.is_grayscale:
             raise ValueError(
                 f"network 'convnet' needs 150x150 RGB images; {self.dataset} is 28x28 grayscale: use network 'mlp'"
+            )
+        if self.train_size is not None and self.train_size > info.train_examples:
+            raise ValueError(
+                f"train_size must be from 1 to {info.train_examples} for {self.dataset} (its training split has "
+                f"{info.train_examples:,} examples); omit it to train on all of them"
             )
         if self.head is None:
             self.head = Head(units=info.num_classes, activation=Activation.SOFTMAX)

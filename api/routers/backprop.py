@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from api.errors import responses
 from training.backprop import WORKED_EXAMPLE, Example, NeuronStep, NeuronWeights, TraceDiverged, trace_single_neuron
+from training.bounds import Between
 
 router = APIRouter(prefix="/backprop", tags=["backprop"])
 
@@ -50,7 +51,7 @@ class SingleNeuronRequest(BaseModel):
         max_length=MAX_EXAMPLES,
         description="Visited in this order every epoch, one SGD step per example.",
     )
-    epochs: int = Field(default=WORKED_EXAMPLE.epochs, ge=1, le=MAX_EPOCHS)
+    epochs: Annotated[int, Between(1, MAX_EPOCHS)] = WORKED_EXAMPLE.epochs
 
     @field_validator("epochs")
     @classmethod

@@ -34,13 +34,18 @@ router = APIRouter(tags=["events"])
 
 # Stream entry ids: milliseconds-sequence. Anything else in Last-Event-ID starts from the beginning.
 ENTRY_ID = r"^\d{1,20}-\d{1,20}$"
+# The body is text in the Server-Sent Events format, not one JSON object. `itemSchema` (OpenAPI 3.2's word for it,
+# which Schemathesis reads) describes one event, and `schema` the whole body, left open: a generator that took
+# `schema` for one event decoded the stream as JSON and crashed on its first line; given no type, it returns text.
 EVENT_STREAM: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "A text/event-stream of `status`, `epoch` and `progress` events, each `data` a JSON object.",
-        # One event: its name, its stream entry id, and its data, a JSON object as text.
+        "description": "A text/event-stream (Server-Sent Events) of `status`, `epoch` and `progress` events. Each "
+        "event is an `id:` line (its stream entry id, for Last-Event-ID), an `event:` line and a `data:` line "
+        "holding a JSON object, then a blank line; a `: keep-alive` comment comes every 10 s of silence.",
         "content": {
             "text/event-stream": {
-                "schema": {
+                "schema": {"description": "The whole stream, as text: one event after another."},
+                "itemSchema": {
                     "type": "object",
                     "properties": {
                         "event": {"type": "string", "enum": ["status", "epoch", "progress"]},
@@ -48,7 +53,8 @@ EVENT_STREAM: dict[int | str, dict[str, Any]] = {
                         "data": {"type": "string", "contentMediaType": "application/json"},
                     },
                     "required": ["event", "data"],
-                }
+                },
+                "example": 'id: 1764612000000-0\nevent: status\ndata: {"experiment_id": 1, "status": "running"}\n\n',
             }
         },
     }

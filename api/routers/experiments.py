@@ -9,11 +9,21 @@ from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from api.access import MAX_ID, MAX_OFFSET, ExperimentId, owned, visible_artifact, visible_evaluation, visible_experiment
+from api.access import (
+    ExperimentId,
+    PageLimit,
+    PageOffset,
+    QuerySweepId,
+    owned,
+    visible_artifact,
+    visible_evaluation,
+    visible_experiment,
+)
 from api.auth import BearerKey, CurrentUser, KeyVerifiedRoute, as_caller
 from api.deps import SessionDep, SettingsDep
 from api.errors import conflict, responses
 from api.model_contract import model_input
+from api.openapi import file_response
 from api.quotas import check_active_jobs, check_sweep_size
 from api.schemas import (
     ArtifactRead,
@@ -84,9 +94,9 @@ def list_experiments(
     status_: Annotated[Status | None, Query(alias="status")] = None,
     dataset: Dataset | None = None,
     optimizer: Optimizer | None = None,
-    sweep_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,  # past 64 bits the database raises instead of answering
+    sweep_id: QuerySweepId = None,
+    limit: PageLimit = 50,
+    offset: PageOffset = 0,
 ) -> ExperimentPage:
     """Your experiments (an admin: everyone's), newest first, filtered by any of status, dataset, optimizer, sweep."""
     conditions = [
@@ -167,7 +177,8 @@ def list_artifacts(experiment_id: ExperimentId, session: SessionDep, user: Curre
 @router.get(
     "/{experiment_id}/artifacts/{name}",
     response_class=Response,
-    responses={200: {"content": {"application/x-hdf5": {}}, "description": "The file."}, **responses(404, 422)},
+    # Every artifact the worker stores is the checkpoint, an HDF5 file.
+    responses={200: file_response("The file.", "application/x-hdf5"), **responses(404, 422)},
 )
 def download_artifact(experiment_id: ExperimentId, name: str, session: SessionDep, user: CurrentUser) -> Response:
     """Download a file, e.g. best_model.h5 (loadable with keras.models.load_model)."""

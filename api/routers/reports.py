@@ -17,6 +17,7 @@ from api.access import ExperimentId, SweepId, visible_evaluation, visible_experi
 from api.auth import CurrentUser
 from api.deps import SessionDep
 from api.errors import ERROR_DESCRIPTIONS, ErrorRead, not_found, responses
+from api.openapi import file_response
 from api.sweep_table import configuration_key
 from api.tensorboard_export import EpochScalars, Run, logdir_tarball, run_name
 from models import EpochMetric, Experiment, Sweep
@@ -41,7 +42,7 @@ class SweepMetric(StrEnum):
 
 def _png_responses(description: str, missing: str) -> dict[int | str, dict[str, Any]]:
     return {
-        200: {"content": {PNG: {}}, "description": description},
+        200: file_response(description, PNG),
         **responses(422),
         404: {"model": ErrorRead, "description": f"{ERROR_DESCRIPTIONS[404]} {missing}"},
     }
@@ -97,10 +98,7 @@ def _started_experiments(sweep: Sweep) -> list[Experiment]:
 
 
 TENSORBOARD_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "content": {GZIP: {}},
-        "description": "A logdir as .tar.gz: `mkdir tb && tar -xzf tb.tar.gz -C tb && tensorboard --logdir tb`.",
-    },
+    200: file_response("A logdir as .tar.gz: `mkdir tb && tar -xzf tb.tar.gz -C tb && tensorboard --logdir tb`.", GZIP),
     **responses(422),
     404: {"model": ErrorRead, "description": f"{ERROR_DESCRIPTIONS[404]} Or no finished epochs yet."},
 }

@@ -5,14 +5,14 @@ from __future__ import annotations
 import itertools
 import math
 from functools import partial
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.access import MAX_OFFSET, SweepId, owned, visible_sweep
+from api.access import PageLimit, PageOffset, SweepId, owned, visible_sweep
 from api.auth import BearerKey, CurrentUser, KeyVerifiedRoute, as_caller
 from api.deps import SessionDep
 from api.errors import describe_validation_errors, responses
@@ -105,8 +105,8 @@ def _create_sweep(body: SweepCreate, response: Response, session: Session, user:
 def list_sweeps(
     session: SessionDep,
     user: CurrentUser,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: PageLimit = 100,
+    offset: PageOffset = 0,
 ) -> list[SweepRead]:
     """Your sweeps (an admin: everyone's), newest first, `limit` at a time (each one carries its experiments)."""
     ids = session.scalars(

@@ -5,14 +5,12 @@ A key is shown once, in the answer that creates it; only its hash is stored.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path, Request, status
+from fastapi import APIRouter, Request, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from api.access import MAX_ID
+from api.access import KeyId, UserId, in_id_range
 from api.account_schemas import KeyCreated, KeyRead, QuotaOverrides, UserCreate, UserCreated, UserRead
 from api.auth import AdminUser, CurrentUser
 from api.deps import SessionDep
@@ -22,12 +20,9 @@ from models.users import ApiKey, User
 
 router = APIRouter(tags=["users"])
 
-UserId = Annotated[int, Path(description="A user id, as GET /users lists them.")]
-KeyId = Annotated[int, Path(description="A key id, as GET /users lists them.")]
-
 
 def _user(session: Session, user_id: int) -> User:
-    user = session.get(User, user_id, options=[selectinload(User.keys)]) if 1 <= user_id <= MAX_ID else None
+    user = session.get(User, user_id, options=[selectinload(User.keys)]) if in_id_range(user_id) else None
     if user is None:
         raise not_found(f"user {user_id} does not exist; GET /users lists the ones that do")
     return user
@@ -94,7 +89,7 @@ def add_key(user_id: UserId, session: SessionDep, _admin: AdminUser) -> KeyCreat
 @router.post("/keys/{key_id}/revoke", response_model=KeyRead, responses=responses(403, 404, 409, 422))
 def revoke_key(key_id: KeyId, request: Request, session: SessionDep, _admin: AdminUser) -> KeyRead:
     """Revoke a key: every later request with it is a 401. Revoking twice is harmless. Admins only."""
-    key = session.get(ApiKey, key_id) if 1 <= key_id <= MAX_ID else None
+    key = session.get(ApiKey, key_id) if in_id_range(key_id) else None
     if key is None:
         raise not_found(f"key {key_id} does not exist; GET /users lists the ones that do")
     if key.id == request.state.api_key_id:
