@@ -20,6 +20,7 @@ import httpx
 import psutil
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from config import get_settings
 from models import Artifact, Experiment
@@ -151,8 +152,31 @@ def test_a_corrupted_checkpoint_is_409_and_never_loaded(client: TestClient, netw
     response = predict(client, experiment_id, reference_png())
     assert response.status_code == 409
     assert response.json()["detail"] == (
-        f"checkpoint of experiment {experiment_id} failed its integrity check; retry the experiment"
+        f"{CHECKPOINT_NAME} of experiment {experiment_id} failed its integrity check: its stored bytes have sha256 "
+        f"{hashlib.sha256(damaged).hexdigest()}, not the {hashlib.sha256(written).hexdigest()} recorded when it "
+        "was written; retry the experiment"
     )
+
+
+def test_a_download_is_checked_as_a_prediction_is(client: TestClient, network_h5: bytes) -> None:
+    # A checkpoint of its own, as above: a network cached under its sha256 would be served without a read.
+    written = network_h5 + b"\0" * 128
+    experiment_id = succeeded_with_checkpoint(client, written)
+    url = f"/experiments/{experiment_id}/artifacts/{CHECKPOINT_NAME}"
+    intact = client.get(url)
+    assert intact.status_code == 200 and intact.content == written
+    # The stored bytes change after they were written (a damaged disk, a hand edit): one flipped byte.
+    damaged = bytearray(written)
+    damaged[len(damaged) // 2] ^= 0xFF
+    with get_sessionmaker()() as session, session.begin():
+        session.execute(update(Artifact).where(Artifact.experiment_id == experiment_id).values(content=bytes(damaged)))
+    refused = client.get(url)
+    assert refused.status_code == 409, refused.headers
+    detail = refused.json()["detail"]
+    assert f"{CHECKPOINT_NAME} of experiment {experiment_id} failed its integrity check" in detail
+    assert hashlib.sha256(bytes(damaged)).hexdigest() in detail and hashlib.sha256(written).hexdigest() in detail
+    # The same check as a prediction's, so both refuse with the same words.
+    assert predict(client, experiment_id, reference_png()).json()["detail"] == detail
 
 
 # --- a real API process: memory while the corpus goes in --------------------------------------------

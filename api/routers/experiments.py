@@ -13,6 +13,7 @@ from api.access import MAX_ID, MAX_OFFSET, ExperimentId, owned, visible_artifact
 from api.auth import BearerKey, CurrentUser, KeyVerifiedRoute, as_caller
 from api.deps import SessionDep, SettingsDep
 from api.errors import conflict, responses
+from api.integrity import verified
 from api.model_contract import model_input
 from api.quotas import check_active_jobs, check_sweep_size
 from api.schemas import (
@@ -167,13 +168,14 @@ def list_artifacts(experiment_id: ExperimentId, session: SessionDep, user: Curre
 @router.get(
     "/{experiment_id}/artifacts/{name}",
     response_class=Response,
-    responses={200: {"content": {"application/x-hdf5": {}}, "description": "The file."}, **responses(404, 422)},
+    responses={200: {"content": {"application/x-hdf5": {}}, "description": "The file."}, **responses(404, 409, 422)},
 )
 def download_artifact(experiment_id: ExperimentId, name: str, session: SessionDep, user: CurrentUser) -> Response:
-    """Download a file, e.g. best_model.h5 (loadable with keras.models.load_model)."""
+    """Download a file, e.g. best_model.h5 (loadable with keras.models.load_model). 409 if its stored bytes no
+    longer match the sha256 recorded when it was written (the check predictions make too)."""
     artifact = visible_artifact(session, user, experiment_id, name)
     return Response(
-        content=artifact.content,
+        content=verified(artifact.content, artifact.sha256, experiment_id, artifact.name),
         media_type=artifact.media_type,
         headers={
             "Content-Disposition": f'attachment; filename="{artifact.name}"',
