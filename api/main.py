@@ -46,7 +46,12 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     # The last added runs first: the size cap, so the text check only ever buffers a capped body.
     app.add_middleware(StorableText)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_json_bytes=settings.max_json_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        max_json_bytes=settings.max_json_bytes,
+        max_drain_bytes=settings.max_drain_bytes,
+    )
     app.add_middleware(RequestMetrics)  # outermost: it times and counts every answer, a 413 included
     # One dependency guards every router but health's: a route added to any of them needs a key. Checking
     # the key reads the database, so any of these routes can also answer 503 when the database is down.

@@ -7,7 +7,9 @@ answer; the one against a real uvicorn process also measures its memory while th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import select
 import socket
 import threading
@@ -27,7 +29,7 @@ from models import Artifact, Experiment
 from models.base import utcnow
 from models.db import get_sessionmaker
 from tests.image_corpus import hostile_files, reference_png, valid_encodings
-from tests.support import Service, service_env
+from tests.support import Service, send_whole_then_read, service_env
 from training.results import CHECKPOINT_NAME
 from training.spec import Status
 
@@ -222,6 +224,9 @@ def send_until_answered(base_url: str, head: bytes, body_chunks: Iterator[bytes]
             except (BrokenPipeError, ConnectionResetError):
                 break  # it answered and closed while we were still sending
             sent += len(chunk)
+        # Done sending, as a client that has its answer is: the server stops waiting for the rest of the body.
+        with contextlib.suppress(OSError):  # already reset by a server that closed early
+            connection.shutdown(socket.SHUT_WR)
         answer = b""
         while True:
             try:
@@ -269,6 +274,12 @@ def test_a_real_api_process_answers_the_whole_corpus_in_bounded_memory(
                 assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
                 assert b"at most 25 MiB" in answer
                 assert chunked_sent < total, "the server read the whole 60 MB before answering"
+                # A client that sends all of it before it reads gets its 413 too, not a connection reset.
+                for head, chunks in ((declared_head, _zeros(total, MiB)), (chunked_head, _http_chunks(total, MiB))):
+                    answer = send_whole_then_read(service.base_url, head, chunks)
+                    assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+                    detail = json.loads(answer.partition(b"\r\n\r\n")[2])["detail"]
+                    assert detail == "request bodies must be at most 25 MiB; send a smaller one"
 
             assert http.get("/health").status_code == 200, "the API is still up and answering"
     finally:
@@ -288,13 +299,17 @@ FILE_PART = b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.
 def _zeros(total: int, size: int) -> Iterator[bytes]:
     """A multipart body of `total` bytes: one file part, then zeros, in pieces of `size`."""
     yield FILE_PART
-    for _ in range((total - len(FILE_PART)) // size):
+    whole, rest = divmod(total - len(FILE_PART), size)
+    for _ in range(whole):
         yield b"\0" * size
+    yield b"\0" * rest
 
 
 def _http_chunks(total: int, size: int) -> Iterator[bytes]:
     for chunk in _zeros(total, size):
-        yield f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+        if chunk:
+            yield f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    yield b"0\r\n\r\n"
 
 
 @pytest.mark.parametrize("path", ["/experiments", "/sweeps"])
