@@ -152,6 +152,53 @@ def test_predict_one_and_several_images(
     assert text.returncode == 0 and text.stdout.count(f"experiment {experiment_id}") == 3
 
 
+def test_samples_writes_images_from_the_data_folder(data_dir: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    env = {**os.environ, "EPOCHAL_DATA_DIR": str(data_dir), "KERAS_HOME": str(tmp_path / "no-keras-downloads")}
+    written = bare(["samples", str(tmp_path / "samples")], env, tmp_path)
+    assert written.returncode == 0, written.stderr
+    with np.load(data_dir / "mnist.npz") as arrays:
+        images, labels = arrays["x_test"], arrays["y_test"]
+    for digit in range(10):  # the first test image of each digit, pixel for pixel
+        sample = np.asarray(Image.open(tmp_path / "samples" / f"{digit}.png"))
+        assert np.array_equal(sample, images[int(np.flatnonzero(labels == digit)[0])]), digit
+    for name, class_dir in (("cat.jpg", "cats"), ("dog.jpg", "dogs")):
+        first = min((data_dir / "cats_vs_dogs" / "validation" / class_dir).iterdir())
+        assert (tmp_path / "samples" / name).read_bytes() == first.read_bytes()
+
+    nothing = bare(["samples", str(tmp_path / "none"), "--data-dir", str(tmp_path / "empty")], env, tmp_path)
+    assert nothing.returncode == 1 and not list((tmp_path / "none").iterdir())
+    assert "mnist.npz" in nothing.stderr and "cats_vs_dogs" in nothing.stderr and "EPOCHAL_DATA_DIR" in nothing.stderr
+
+
+def test_the_readmes_keras_snippet_runs_offline_on_the_data_folder(data_dir: Path, tmp_path: Path) -> None:
+    # As a reader runs it: in a folder holding best_model.h5 and the data folder, with no network to download from.
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+    snippet = next(block for block in blocks if 'load_model("best_model.h5")' in block)
+    (tmp_path / "data").symlink_to(data_dir)
+    prelude = (
+        "from pathlib import Path\n"
+        "import keras\n"
+        "from tests.seed import small_network_h5\n"
+        "small_network_h5(Path('.'))\n"
+        "def offline(*args, **kwargs):\n"
+        "    raise OSError('no network here')\n"
+        "keras.datasets.mnist.load_data = offline\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", prelude + snippet + "\nprint(float(accuracy))\n"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 0.0 <= float(result.stdout.split()[-1]) <= 1.0
+
+
 def test_a_bad_spec_prints_the_api_message_and_fails(service: Service) -> None:
     result = epochal(service, "run", "--dataset", "mnist", "--epochs", "0")
     assert result.returncode == 1

@@ -14,7 +14,7 @@ import sys
 
 import typer
 
-from epochal.cli import experiments, service, sweeps
+from epochal.cli import experiments, samples, service, sweeps
 from epochal.cli.context import Connection, KeyOption, UrlOption, err, with_connection_options
 from epochal.client import ApiError, EpochalError, RateLimited, Unavailable
 
@@ -41,6 +41,7 @@ for group in (app, sweeps.app):
     for command in group.registered_commands:
         if command.callback is not None and command.context_settings is not service.PASSTHROUGH:
             command.callback = with_connection_options(command.callback)
+app.command()(samples.samples)  # reads the data folder: no service to connect to
 
 
 def _explain(error: EpochalError) -> str:
