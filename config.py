@@ -93,6 +93,11 @@ class Settings(BaseSettings):
         default=25 * 2**20, ge=1024, description="Largest request body; a bigger one is refused (413) as it streams."
     )
     max_json_bytes: int = Field(default=2**20, ge=1024, description="Largest application/json request body.")
+    # A refused body is still read (and dropped) up to this, so a client that sends all of it before reading
+    # gets its 413 rather than a connection reset; past it the connection is closed. 0: close at once.
+    max_drain_bytes: int = Field(
+        default=100 * 2**20, ge=0, description="Most bytes of a refused (413) body read and dropped before closing."
+    )
     max_image_pixels: int = Field(
         default=40_000_000, ge=1, description="Largest uploaded image (width x height), read from its header."
     )
@@ -107,8 +112,10 @@ class Settings(BaseSettings):
         default=100, ge=1, description="Experiments one user may have queued or running at once."
     )
     max_sweep_experiments: int = Field(default=50, ge=1, description="Most experiments in one sweep of one user.")
+    # Sized for a program, not a person: a plain loop over test images makes ~250 a second on one core, and a
+    # fast machine several times that. It guards against floods; a batch of n images counts as n.
     predictions_per_second: int = Field(
-        default=20, ge=1, description="Prediction requests one user may make per second (all API processes together)."
+        default=1000, ge=1, description="Predictions one user may make per second (all API processes together)."
     )
 
     worker_gpus: str = Field(

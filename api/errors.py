@@ -32,8 +32,10 @@ ERROR_DESCRIPTIONS = {
     413: "The request body is too large.",
     415: "The upload is not an image the service can read.",
     422: "The request is invalid; `message` names each bad field.",
-    429: "A quota or rate limit was reached; `Retry-After` says when to try again.",
-    503: "The database or the broker is unavailable right now (GET /health says which); try again later.",
+    429: "A quota or rate limit was reached; `Retry-After` says when to try again. Nothing was done: sending the "
+    "same request again is safe.",
+    503: "The database or the broker is unavailable right now (GET /health says which); try again later. "
+    "`Epochal-Nothing-Done: true` says the request changed nothing (safe to send again, even a POST).",
 }
 
 
@@ -90,11 +92,17 @@ async def _validation_handler(_request: Request, exc: Exception) -> JSONResponse
     return JSONResponse(status_code=422, content=body)
 
 
+# On a 503 whose request changed nothing (its transaction was rolled back): a client may send even a POST again.
+# Without it a client must assume the request may have done something (epochal/client/retry.py).
+NOTHING_DONE_HEADER = "Epochal-Nothing-Done"
+
+
 async def _row_busy_handler(_request: Request, exc: Exception) -> JSONResponse:
+    # A bounded lock wait ran out: the request's transaction is rolled back, so nothing of it happened.
     return JSONResponse(
         status_code=503,
         content={"detail": f"{exc} right now (its worker may be stopped mid-write); try again in a few seconds"},
-        headers={"Retry-After": "5"},
+        headers={"Retry-After": "5", NOTHING_DONE_HEADER: "true"},
     )
 
 

@@ -3,7 +3,9 @@
 `BodySizeLimit`: Starlette spools multipart file parts to disk with no size limit, and a handler only
 sees the body once it has all arrived; so the cap has to sit at the ASGI layer. A body over the cap is
 answered 413 as soon as its declared length (Content-Length) or the bytes counted so far go over it;
-the rest is never read.
+the rest is never kept. It is read and dropped, though, up to a bound (a lingering close, as nginx does):
+a client that sends its whole body before it reads (`requests`, `urllib`) would otherwise have the
+connection reset under it, since closing a socket with unread bytes sends a TCP reset, and never see its 413.
 
 `StorableText`: JSON may carry text no response can encode (an unpaired surrogate, "\\ud800") or
 PostgreSQL cannot store (NUL, "\\u0000"); either would otherwise end as a 500 deep in a handler. Such
@@ -12,7 +14,9 @@ a body is a 422 naming the field, and a NUL in the path a 404.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -33,13 +37,24 @@ def _mib(size: int) -> str:
     return f"{size / 2**20:g} MiB" if size >= 2**20 else f"{size} bytes"
 
 
-class BodySizeLimit:
-    """ASGI middleware: 413 for any body over `max_bytes`, or over `max_json_bytes` when it is JSON."""
+# A refused body is drained until it ends, `max_drain_bytes` have been dropped, the client pauses this long, or
+# this much time has passed in all: a client that stopped sending, or trickles, must not hold the connection.
+DRAIN_IDLE_S = 2.0
+DRAIN_MAX_S = 30.0
 
-    def __init__(self, app: ASGIApp, max_bytes: int, max_json_bytes: int) -> None:
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for any body over `max_bytes`, or over `max_json_bytes` when it is JSON.
+
+    The 413 is sent at once; then up to `max_drain_bytes` more of the body are read and dropped before the
+    connection closes, so that a client still sending can read its answer (0: close at once).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_json_bytes: int, max_drain_bytes: int = 0) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_json_bytes = max_json_bytes
+        self.max_drain_bytes = max_drain_bytes
 
     def _cap_for(self, scope: Scope) -> tuple[int, str]:
         if _is_json(scope):
@@ -54,19 +69,21 @@ class BodySizeLimit:
         message = f"{what} must be at most {_mib(cap)}; send a smaller one"
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > cap:
-            # Refused on the header alone: not one byte of the body is read.
-            await _send_413(send, message)
+            # Refused on the header alone: not one byte of the body is kept.
+            await self._refuse(scope, receive, send, message, int(declared))
             return
 
         received = 0
         response_started = False
+        over_cap = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, over_cap
             incoming = await receive()
             if incoming["type"] == "http.request":
                 received += len(incoming.get("body", b""))
                 if received > cap:
+                    over_cap = True
                     raise BodyTooLarge(message)
             return incoming
 
@@ -74,6 +91,12 @@ class BodySizeLimit:
             nonlocal response_started
             if outgoing["type"] == "http.response.start":
                 response_started = True
+            elif over_cap and not outgoing.get("more_body", False) and self._drains(scope, None):
+                # The app answered the BodyTooLarge it saw (Starlette turns an HTTPException into its response):
+                # the end of that answer, which closes the connection, waits until the rest has been read.
+                await send({**outgoing, "more_body": True})
+                await _drain(receive, self.max_drain_bytes)
+                outgoing = {"type": "http.response.body", "body": b""}
             await send(outgoing)
 
         try:
@@ -81,7 +104,47 @@ class BodySizeLimit:
         except BodyTooLarge:
             # A chunked body (no Content-Length, or one that lied) went over the cap mid-stream.
             if not response_started:
-                await _send_413(send, message)
+                await self._refuse(scope, receive, send, message, None)
+
+    def _drains(self, scope: Scope, declared: int | None) -> bool:
+        """Whether the rest of a refused body is read before the connection closes."""
+        headers = dict(scope.get("headers") or [])
+        # A client that waits for "100 Continue" sends no body once it has its answer; one whose declared body is
+        # past the bound would be cut off anyway.
+        return (
+            self.max_drain_bytes > 0
+            and b"100-continue" not in headers.get(b"expect", b"").lower()
+            and (declared is None or declared <= self.max_drain_bytes)
+        )
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, message: str, declared: int | None) -> None:
+        """The 413, then the rest of the body read and dropped (within bounds), so the close is not a reset."""
+        if not self._drains(scope, declared):
+            await _send_413(send, message)
+            return
+        # The answer goes out whole (its Content-Length says where it ends); its ending, which closes the
+        # connection, waits until the rest of the request has been read.
+        await _send_json(send, 413, {"detail": message}, close=True, more_body=True)
+        await _drain(receive, self.max_drain_bytes)
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def _drain(receive: Receive, max_bytes: int) -> None:
+    """Read and drop the request body until it ends, `max_bytes` were dropped, or the client stalls."""
+    dropped, deadline = 0, time.monotonic() + DRAIN_MAX_S
+    while dropped <= max_bytes:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        try:
+            incoming = await asyncio.wait_for(receive(), timeout=min(DRAIN_IDLE_S, remaining))
+        except TimeoutError:
+            return
+        if incoming["type"] != "http.request":
+            return  # the client went away
+        dropped += len(incoming.get("body", b""))
+        if not incoming.get("more_body", False):
+            return
 
 
 def _is_json(scope: Scope) -> bool:
@@ -91,13 +154,16 @@ def _is_json(scope: Scope) -> bool:
     return not media_type or media_type == b"application/json" or media_type.endswith(b"+json")
 
 
-async def _send_json(send: Send, status: int, content: dict[str, Any], close: bool = False) -> None:
+async def _send_json(
+    send: Send, status: int, content: dict[str, Any], close: bool = False, more_body: bool = False
+) -> None:
+    """A JSON response; with `more_body` the caller ends it later (with an empty body message)."""
     body = json.dumps(content).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": more_body})
 
 
 async def _send_413(send: Send, detail: str) -> None:

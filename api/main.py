@@ -55,7 +55,12 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     # The last added runs first: the size cap, so the text check only ever buffers a capped body.
     app.add_middleware(StorableText)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_json_bytes=settings.max_json_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        max_json_bytes=settings.max_json_bytes,
+        max_drain_bytes=settings.max_drain_bytes,
+    )
     app.add_middleware(RequestMetrics)  # it times and counts every answer, a 413 included
     # Outermost: the browser headers go on every answer, a 413 from the size cap included.
     app.add_middleware(BrowserHeaders)

@@ -2,12 +2,11 @@
 
 Each cached network comes with its micro-batcher (api/batcher.py). A network is loaded once however
 many requests miss the cache together (single flight per checkpoint), warmed up before it is served,
-and only from bytes whose sha256 matches the one recorded when the worker wrote them.
+and only from bytes whose sha256 matches the one recorded when the worker wrote them (api/integrity.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 import threading
 from collections import OrderedDict
@@ -16,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastapi import HTTPException
-
 from api.batcher import MicroBatcher
+from api.integrity import verified
 from config import get_settings
 from models import Experiment
 from training.results import CHECKPOINT_NAME
@@ -26,16 +24,6 @@ from training.spec import DATASETS
 
 if TYPE_CHECKING:
     from training.prediction import Predictor
-
-
-class CheckpointCorrupt(HTTPException):
-    """The stored checkpoint does not match the sha256 recorded when it was written: it is never loaded."""
-
-    def __init__(self, experiment_id: int) -> None:
-        super().__init__(
-            status_code=409,
-            detail=f"checkpoint of experiment {experiment_id} failed its integrity check; retry the experiment",
-        )
 
 
 @dataclass(frozen=True)
@@ -94,8 +82,7 @@ class PredictorCache:
 
     def _load(self, experiment: Experiment, sha256: str, content: bytes) -> ServedModel:
         # Loading runs Keras' HDF5 reader on the bytes: only ever on the exact bytes the worker wrote.
-        if hashlib.sha256(content).hexdigest() != sha256:
-            raise CheckpointCorrupt(experiment.id)
+        verified(content, sha256, experiment.id, CHECKPOINT_NAME)  # a 409 naming the mismatch, never loaded
         # Imported on first use: TensorFlow takes seconds to import, and most requests never need it.
         from training.prediction import Predictor
 

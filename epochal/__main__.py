@@ -29,7 +29,7 @@ from types import FrameType
 
 from config import get_settings, redact_url
 from epochal import backup
-from epochal.accounts_cli import add_commands, ensure_first_key
+from epochal.accounts_cli import add_commands, ensure_first_key, key_file
 from epochal.broker import (
     log_path,
     server_pid,
@@ -38,6 +38,7 @@ from epochal.broker import (
     start_embedded_broker,
     wait_until_answers,
 )
+from epochal.client.settings import DEFAULT_PORT
 from epochal.commands import api_argv, migrate_argv, reaper_argv, with_this_python, worker_argv
 from epochal.lifeline import die_with_parent
 from epochal.state_folder import OWNER_ONLY_UMASK, make_private
@@ -100,6 +101,13 @@ def serve(host: str, port: int) -> int:
     print(
         f"epochal: API on http://{host}:{port} (reference: http://{host}:{port}/docs), "
         f"database {redact_url(settings.database_url)}, data folder {settings.data_dir.resolve()}",
+        flush=True,
+    )
+    # What the CLI and the Python client need to find this service (the key is read from its file, not shown).
+    url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    print(
+        f"epochal: for the epochal command and Python client: export EPOCHAL_URL=http://{url_host}:{port} "
+        f'EPOCHAL_API_KEY="$(cat {key_file(settings).resolve()})"; stop the service with Ctrl-C',
         flush=True,
     )
 
@@ -250,8 +258,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m epochal", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="run broker, worker and API on this machine")
-    serve_parser.add_argument("--host", default="127.0.0.1")
-    serve_parser.add_argument("--port", type=int, default=8000)
+    serve_parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the API listens on (default: %(default)s; 0.0.0.0 for all interfaces)",
+    )
+    serve_parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="port the API listens on (default: %(default)s)"
+    )
     add_commands(commands)
     backup.add_commands(commands)
     args = parser.parse_args()

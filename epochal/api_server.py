@@ -20,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from config import get_settings
+from epochal.client.settings import DEFAULT_PORT
 from epochal.lifeline import die_with_parent
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -69,7 +70,7 @@ def run(host: str, port: int, workers: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m epochal.api_server", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=None, help="API processes (default: EPOCHAL_API_WORKERS)")
     args = parser.parse_args()
     run(args.host, args.port, args.workers or get_settings().api_workers)

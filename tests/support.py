@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
@@ -82,6 +82,24 @@ def empty_all_tables() -> None:
     with get_engine().begin() as connection:
         for table in reversed(Base.metadata.sorted_tables):
             connection.execute(delete(table))
+
+
+def send_whole_then_read(base_url: str, head: bytes, body_chunks: Iterable[bytes]) -> bytes:
+    """Send a request head and its whole body, and only then read the answer to its end, as `requests` does.
+
+    A server that answers early and closes with the body unread resets the connection: the send or the read
+    raises ConnectionResetError (or BrokenPipeError), which fails the calling test.
+    """
+    host, port = httpx.URL(base_url).host, httpx.URL(base_url).port
+    assert port is not None
+    with socket.create_connection((host, port), timeout=30) as connection:
+        connection.sendall(head)
+        for chunk in body_chunks:
+            connection.sendall(chunk)
+        answer = b""
+        while data := connection.recv(65536):
+            answer += data
+    return answer
 
 
 def free_port() -> int:

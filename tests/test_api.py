@@ -813,6 +813,15 @@ def test_dataset_predictions_need_a_succeeded_experiment_on_that_dataset(client:
     assert "POST /experiments" in detail
 
 
+def test_the_default_prediction_rate_lets_a_loop_over_a_test_set_through(client: TestClient) -> None:
+    # A client looping over test images as fast as it can must not be stopped by the default limit (it guards
+    # against floods): 900 predictions, sent as 60-image batches within about a second (each image counts), are
+    # answered as if nothing were limited. Nothing is trained, so each batch is a 404, counted like any answer.
+    files = [("files", (f"{i}.png", b"x", "image/png")) for i in range(60)]
+    answers = [client.post("/datasets/mnist/predictions/batch", files=files).status_code for _ in range(15)]
+    assert answers == [404] * 15, answers
+
+
 def test_dataset_predictions_on_an_unknown_dataset_are_422(client: TestClient) -> None:
     response = client.post("/datasets/cifar/predictions", files={"file": ("a.png", b"x", "image/png")})
     assert_unprocessable(response, "dataset", *_values(Dataset))

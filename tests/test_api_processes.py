@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.mmap_dict import MmapedDict
 
 from tests.seed import png
-from tests.support import Service, bearer, empty_all_tables
+from tests.support import Service, bearer, empty_all_tables, send_whole_then_read
 
 LIMIT = 3  # predictions per second per user
 PREDICT = "/datasets/mnist/predictions"  # nothing trained here: a 404, counted against the rate like any answer
@@ -101,6 +101,26 @@ def test_one_rate_limit_for_a_user_whichever_process_answers(service: Service, m
     else:
         pytest.fail("no burst fell inside one window with both processes answering (machine too busy?)")
     assert sorted(answers) == [404] * LIMIT + [429] * (3 * LIMIT), answers
+
+
+def test_a_body_over_the_cap_sent_whole_before_reading_gets_its_413_from_any_process(service: Service) -> None:
+    # As `requests` and `urllib` send an upload: all of it, then read. Four connections, which the kernel spreads
+    # over both processes; each must let the client read its answer instead of resetting the connection.
+    total = 40 * 2**20  # over the 25 MiB default cap
+    part = b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n'
+    head = (
+        f"POST {PREDICT} HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {service.api_key}\r\n"
+        f"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {total}\r\n\r\n"
+    ).encode()
+    for _ in range(4):
+        chunks = [
+            part,
+            *(b"\0" * 2**20 for _ in range((total - len(part)) // 2**20)),
+            b"\0" * ((total - len(part)) % 2**20),
+        ]
+        answer = send_whole_then_read(service.base_url, head, chunks)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+        assert b"request bodies must be at most 25 MiB" in answer
 
 
 def test_the_api_processes_end_with_a_launcher_killed_outright(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import signal
 import subprocess
 import sys
@@ -12,9 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from PIL import Image
 
+from epochal.client import DEFAULT_URL
 from tests.support import ROOT, Service, running_service, wait_until_finished
 
 pytestmark = pytest.mark.e2e
@@ -73,6 +76,11 @@ def test_run_watch_without_json_shows_the_progress_and_summary(service: Service)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "epoch 1/2" in result.stdout and "succeeded" in result.stdout
     assert "best val accuracy" in result.stdout
+    # At the end, every epoch in one table, before the summary.
+    table = result.stdout[result.stdout.index("metrics per epoch") :]
+    rows = [line.split("│")[1].strip() for line in table.splitlines() if line.count("│") >= 6]
+    assert rows[-2:] == ["1", "2"], table
+    assert table.index("metrics per epoch") < table.index("best val accuracy")
 
 
 def test_a_terminal_gets_the_live_view(watched: subprocess.CompletedProcess[str], service: Service) -> None:
@@ -97,6 +105,9 @@ def test_a_terminal_gets_the_live_view(watched: subprocess.CompletedProcess[str]
     screen = b"".join(chunks).decode(errors="replace")
     assert "\x1b[" in screen  # drawn for a terminal, in colour
     assert "val accuracy" in screen and "succeeded" in screen and "2/2" in screen
+    # Each epoch stays on the screen as a line of its own, not only the latest one in the redrawn view.
+    assert f"experiment {experiment_id}: succeeded, epoch 1/2: loss" in screen, screen
+    assert f"experiment {experiment_id}: succeeded, epoch 2/2: loss" in screen, screen
 
 
 def test_ls_show_and_download(watched: subprocess.CompletedProcess[str], service: Service, tmp_path: Path) -> None:
@@ -139,6 +150,53 @@ def test_predict_one_and_several_images(
     assert [p["image"] for p in several] == images
     text = epochal(service, "predict", str(experiment_id), *images)
     assert text.returncode == 0 and text.stdout.count(f"experiment {experiment_id}") == 3
+
+
+def test_samples_writes_images_from_the_data_folder(data_dir: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    env = {**os.environ, "EPOCHAL_DATA_DIR": str(data_dir), "KERAS_HOME": str(tmp_path / "no-keras-downloads")}
+    written = bare(["samples", str(tmp_path / "samples")], env, tmp_path)
+    assert written.returncode == 0, written.stderr
+    with np.load(data_dir / "mnist.npz") as arrays:
+        images, labels = arrays["x_test"], arrays["y_test"]
+    for digit in range(10):  # the first test image of each digit, pixel for pixel
+        sample = np.asarray(Image.open(tmp_path / "samples" / f"{digit}.png"))
+        assert np.array_equal(sample, images[int(np.flatnonzero(labels == digit)[0])]), digit
+    for name, class_dir in (("cat.jpg", "cats"), ("dog.jpg", "dogs")):
+        first = min((data_dir / "cats_vs_dogs" / "validation" / class_dir).iterdir())
+        assert (tmp_path / "samples" / name).read_bytes() == first.read_bytes()
+
+    nothing = bare(["samples", str(tmp_path / "none"), "--data-dir", str(tmp_path / "empty")], env, tmp_path)
+    assert nothing.returncode == 1 and not list((tmp_path / "none").iterdir())
+    assert "mnist.npz" in nothing.stderr and "cats_vs_dogs" in nothing.stderr and "EPOCHAL_DATA_DIR" in nothing.stderr
+
+
+def test_the_readmes_keras_snippet_runs_offline_on_the_data_folder(data_dir: Path, tmp_path: Path) -> None:
+    # As a reader runs it: in a folder holding best_model.h5 and the data folder, with no network to download from.
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+    snippet = next(block for block in blocks if 'load_model("best_model.h5")' in block)
+    (tmp_path / "data").symlink_to(data_dir)
+    prelude = (
+        "from pathlib import Path\n"
+        "import keras\n"
+        "from tests.seed import small_network_h5\n"
+        "small_network_h5(Path('.'))\n"
+        "def offline(*args, **kwargs):\n"
+        "    raise OSError('no network here')\n"
+        "keras.datasets.mnist.load_data = offline\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", prelude + snippet + "\nprint(float(accuracy))\n"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 0.0 <= float(result.stdout.split()[-1]) <= 1.0
 
 
 def test_a_bad_spec_prints_the_api_message_and_fails(service: Service) -> None:
@@ -257,9 +315,23 @@ def test_url_and_key_flags_win_over_the_environment(service: Service, tmp_path: 
 
     wrong = bare(["--url", service.base_url, "ls"], env, tmp_path)
     assert wrong.returncode == 1 and wrong.stderr.startswith("error 401: ")
+    # Which service said no, and how to point at another: a wrong port answers 401 too when something listens there.
+    assert f"answered by {service.base_url}" in wrong.stderr
+    assert "EPOCHAL_URL" in wrong.stderr and "--url" in wrong.stderr and "--key" in wrong.stderr
 
-    unreachable = bare(["ls"], env, tmp_path)
-    assert unreachable.returncode == 1 and "cannot reach http://127.0.0.1:9" in unreachable.stderr
+    # After the command too (of a group's command too), as people type them; given there, they win over those before.
+    after = [
+        "--url",
+        "http://127.0.0.1:9",
+        "sweep",
+        "ls",
+        "--json",
+        "--url",
+        service.base_url,
+        "--key",
+        service.api_key,
+    ]
+    assert isinstance(parsed(bare(after, env, tmp_path)), list)
 
 
 def test_the_key_file_of_the_state_folder_is_the_last_resort(service: Service, tmp_path: Path) -> None:
@@ -278,3 +350,16 @@ def test_the_server_commands_are_there_too(service: Service) -> None:
     assert "admin" in result.stdout
     helped = epochal(service, "serve", "--help")
     assert helped.returncode == 0 and "--port" in helped.stdout
+    # The port it serves on unless told is the one the client and the CLI call unless told.
+    port = httpx.URL(DEFAULT_URL).port
+    assert re.search(rf"--port PORT\s+port the API listens on \(default: {port}\)", helped.stdout), helped.stdout
+
+
+def test_help_shows_every_option_whole_at_80_columns(service: Service) -> None:
+    env = {**os.environ, "COLUMNS": "80"}
+    result = subprocess.run([str(EPOCHAL), "run", "--help"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80, result.stdout
+    for option in ("--head-activation", "--validation-split", "--mixed-precision / --no-mixed-precision", "--url"):
+        assert option in result.stdout, result.stdout
+    assert "…" not in result.stdout, result.stdout

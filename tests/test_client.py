@@ -228,6 +228,35 @@ def test_every_read_of_a_succeeded_experiment(admin: Client, trained: Trained, t
     assert "# TYPE" in admin.service_metrics()
 
 
+def test_a_429_is_waited_out_and_retried_within_the_clients_bounds(
+    admin: Client, service: Service, trained: Trained
+) -> None:
+    experiment_id, image = trained[0]["id"], digit_png()
+    admin_id = admin.me()["id"]
+    admin.set_quotas(admin_id, predictions_per_second=1)  # tightened: a second prediction within 1 s is a 429
+    try:
+        with Client(service.base_url, service.api_key, max_attempts=3, max_retry_wait_s=5) as patient:
+            patient.predict(experiment_id, image)
+            started = time.monotonic()
+            again = patient.predict(experiment_id, image)  # 429 with Retry-After: 1, waited out, then served
+            assert again["experiment_id"] == experiment_id
+            assert time.monotonic() - started >= 1.0, "answered without waiting: the limit was not reached"
+            # A batch of 2 against a limit of 1 is refused however long the client waits: it gives up at the bound.
+            with pytest.raises(RateLimited) as refused:
+                patient.predict_batch(experiment_id, [image, image])
+        assert refused.value.attempts == 3
+        assert "gave up after 3 attempts and 2 s of waiting" in str(refused.value)
+        with (
+            Client(service.base_url, service.api_key, max_retry_wait_s=0.5) as impatient,
+            pytest.raises(RateLimited) as hurried,
+        ):
+            impatient.predict(experiment_id, image)
+            impatient.predict(experiment_id, image)
+        assert hurried.value.attempts == 1 and "it asked for 1 s more" in str(hurried.value)
+    finally:
+        admin.set_quotas(admin_id, predictions_per_second=None)
+
+
 def test_sweeps_and_retry(admin: Client, service: Service) -> None:
     sweep = admin.create_sweep(name="client sweep", base={**TINY, "epochs": 1}, grid={"optimizer": ["adam", "sgd"]})
     assert len(sweep["experiments"]) == 2

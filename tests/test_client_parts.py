@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any, cast
 
 import httpx
+import pytest
 
 from epochal.cli.render import sparkline
-from epochal.client.errors import ApiError, InvalidRequest, RateLimited, Unavailable, error_for
+from epochal.client import Client
+from epochal.client.errors import ApiError, InvalidRequest, RateLimited, Unauthorized, Unavailable, error_for
 from epochal.client.follow import poll, stream
+from epochal.client.retry import NOTHING_DONE_HEADER
 from epochal.client.sse import Event, parse
 from epochal.client.types import EpochMetric, Experiment
 
@@ -145,3 +148,68 @@ def test_polling_takes_over_when_the_stream_ends_early() -> None:
         ("running", [1]),
         ("succeeded", [2]),
     ]
+
+
+def scripted(*answers: httpx.Response) -> tuple[Client, list[httpx.Request]]:
+    """A client whose service answers `answers` in turn (the last one from then on); the requests it got."""
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        template = answers[min(len(sent), len(answers)) - 1]
+        return httpx.Response(template.status_code, headers=template.headers, content=template.content)
+
+    client = Client("http://service", "epk_x", transport=httpx.MockTransport(answer), max_retry_wait_s=5)
+    return client, sent
+
+
+OK = response(200, {"id": 1})
+BUSY = {"Retry-After": "0"}  # asks to come back at once: the tests do not wait
+
+
+def test_a_429_is_retried_after_its_retry_after_a_post_included() -> None:
+    client, sent = scripted(response(429, {"detail": "rate limit"}, BUSY), OK)
+    assert client.submit(dataset="mnist") == {"id": 1}
+    assert [r.method for r in sent] == ["POST", "POST"]
+    assert sent[0].content == sent[1].content  # the same body, sent again whole
+
+
+def test_a_503_is_retried_for_a_get_but_a_post_only_if_the_api_says_it_did_nothing() -> None:
+    client, sent = scripted(response(503, {"detail": "database down"}, BUSY), OK)
+    assert client.experiment(1) == {"id": 1} and len(sent) == 2
+
+    client, sent = scripted(response(503, {"detail": "experiments 4 were stored as failed"}, BUSY), OK)
+    with pytest.raises(Unavailable) as caught:
+        client.submit(dataset="mnist")
+    assert len(sent) == 1 and caught.value.attempts == 1 and not caught.value.hint  # never sent twice
+
+    client, sent = scripted(response(503, {"detail": "row busy"}, {**BUSY, NOTHING_DONE_HEADER: "true"}), OK)
+    assert client.cancel(1) == {"id": 1} and len(sent) == 2
+
+
+def test_no_retry_without_retry_after_and_none_past_the_bounds() -> None:
+    client, sent = scripted(response(503, {"status": "degraded", "broker": {"ok": False, "detail": "x"}}))
+    with pytest.raises(Unavailable):
+        client.health()
+    assert len(sent) == 1
+
+    client, sent = scripted(response(429, {"detail": "rate limit"}, BUSY))
+    client.max_attempts = 3
+    with pytest.raises(RateLimited) as caught:
+        client.experiment(1)
+    assert len(sent) == 3 and caught.value.attempts == 3
+    assert "gave up after 3 attempts" in str(caught.value) and "EPOCHAL_CLIENT_MAX_ATTEMPTS" in str(caught.value)
+
+    client, sent = scripted(response(429, {"detail": "rate limit"}, {"Retry-After": "60"}))  # past the 5 s allowed
+    with pytest.raises(RateLimited) as caught:
+        client.experiment(1)
+    assert len(sent) == 1 and "it asked for 60 s more" in str(caught.value)
+
+
+def test_a_401_names_the_url_that_answered_and_how_to_point_elsewhere() -> None:
+    client, _ = scripted(response(401, {"detail": "invalid API key"}))
+    with pytest.raises(Unauthorized) as caught:
+        client.me()
+    assert caught.value.message == "invalid API key"  # the API's own words, as they are
+    assert "answered by http://service" in caught.value.hint
+    assert "EPOCHAL_URL" in caught.value.hint and "--url" in caught.value.hint

@@ -7,7 +7,9 @@ answer; the one against a real uvicorn process also measures its memory while th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import select
 import socket
 import threading
@@ -20,13 +22,14 @@ import httpx
 import psutil
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from config import get_settings
 from models import Artifact, Experiment
 from models.base import utcnow
 from models.db import get_sessionmaker
 from tests.image_corpus import hostile_files, reference_png, valid_encodings
-from tests.support import Service, service_env
+from tests.support import Service, send_whole_then_read, service_env
 from training.results import CHECKPOINT_NAME
 from training.spec import Status
 
@@ -151,8 +154,31 @@ def test_a_corrupted_checkpoint_is_409_and_never_loaded(client: TestClient, netw
     response = predict(client, experiment_id, reference_png())
     assert response.status_code == 409
     assert response.json()["detail"] == (
-        f"checkpoint of experiment {experiment_id} failed its integrity check; retry the experiment"
+        f"{CHECKPOINT_NAME} of experiment {experiment_id} failed its integrity check: its stored bytes have sha256 "
+        f"{hashlib.sha256(damaged).hexdigest()}, not the {hashlib.sha256(written).hexdigest()} recorded when it "
+        "was written; retry the experiment"
     )
+
+
+def test_a_download_is_checked_as_a_prediction_is(client: TestClient, network_h5: bytes) -> None:
+    # A checkpoint of its own, as above: a network cached under its sha256 would be served without a read.
+    written = network_h5 + b"\0" * 128
+    experiment_id = succeeded_with_checkpoint(client, written)
+    url = f"/experiments/{experiment_id}/artifacts/{CHECKPOINT_NAME}"
+    intact = client.get(url)
+    assert intact.status_code == 200 and intact.content == written
+    # The stored bytes change after they were written (a damaged disk, a hand edit): one flipped byte.
+    damaged = bytearray(written)
+    damaged[len(damaged) // 2] ^= 0xFF
+    with get_sessionmaker()() as session, session.begin():
+        session.execute(update(Artifact).where(Artifact.experiment_id == experiment_id).values(content=bytes(damaged)))
+    refused = client.get(url)
+    assert refused.status_code == 409, refused.headers
+    detail = refused.json()["detail"]
+    assert f"{CHECKPOINT_NAME} of experiment {experiment_id} failed its integrity check" in detail
+    assert hashlib.sha256(bytes(damaged)).hexdigest() in detail and hashlib.sha256(written).hexdigest() in detail
+    # The same check as a prediction's, so both refuse with the same words.
+    assert predict(client, experiment_id, reference_png()).json()["detail"] == detail
 
 
 # --- a real API process: memory while the corpus goes in --------------------------------------------
@@ -198,6 +224,9 @@ def send_until_answered(base_url: str, head: bytes, body_chunks: Iterator[bytes]
             except (BrokenPipeError, ConnectionResetError):
                 break  # it answered and closed while we were still sending
             sent += len(chunk)
+        # Done sending, as a client that has its answer is: the server stops waiting for the rest of the body.
+        with contextlib.suppress(OSError):  # already reset by a server that closed early
+            connection.shutdown(socket.SHUT_WR)
         answer = b""
         while True:
             try:
@@ -245,6 +274,12 @@ def test_a_real_api_process_answers_the_whole_corpus_in_bounded_memory(
                 assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
                 assert b"at most 25 MiB" in answer
                 assert chunked_sent < total, "the server read the whole 60 MB before answering"
+                # A client that sends all of it before it reads gets its 413 too, not a connection reset.
+                for head, chunks in ((declared_head, _zeros(total, MiB)), (chunked_head, _http_chunks(total, MiB))):
+                    answer = send_whole_then_read(service.base_url, head, chunks)
+                    assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+                    detail = json.loads(answer.partition(b"\r\n\r\n")[2])["detail"]
+                    assert detail == "request bodies must be at most 25 MiB; send a smaller one"
 
             assert http.get("/health").status_code == 200, "the API is still up and answering"
     finally:
@@ -264,13 +299,17 @@ FILE_PART = b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.
 def _zeros(total: int, size: int) -> Iterator[bytes]:
     """A multipart body of `total` bytes: one file part, then zeros, in pieces of `size`."""
     yield FILE_PART
-    for _ in range((total - len(FILE_PART)) // size):
+    whole, rest = divmod(total - len(FILE_PART), size)
+    for _ in range(whole):
         yield b"\0" * size
+    yield b"\0" * rest
 
 
 def _http_chunks(total: int, size: int) -> Iterator[bytes]:
     for chunk in _zeros(total, size):
-        yield f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+        if chunk:
+            yield f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    yield b"0\r\n\r\n"
 
 
 @pytest.mark.parametrize("path", ["/experiments", "/sweeps"])

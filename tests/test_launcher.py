@@ -39,6 +39,9 @@ def test_serve_starts_everything_on_embedded_defaults_and_stops_cleanly(tmp_path
         )
         assert created.status_code == 202
         assert f"API on http://127.0.0.1:{port}" in (tmp_path / "serve.log").read_text(errors="replace")
+        # What the CLI and the client need, ready to paste; the key read from its file, not printed again.
+        export = f'export EPOCHAL_URL=http://127.0.0.1:{port} EPOCHAL_API_KEY="$(cat {key_file.resolve()})"'
+        assert export in (tmp_path / "serve.log").read_text(errors="replace")
 
         # A worker killed outright (out of memory) is started again; the service stays up.
         worker = next(

@@ -22,6 +22,7 @@ from api.access import (
 from api.auth import BearerKey, CurrentUser, KeyVerifiedRoute, as_caller
 from api.deps import SessionDep, SettingsDep
 from api.errors import conflict, responses
+from api.integrity import verified
 from api.model_contract import model_input
 from api.openapi import file_response
 from api.quotas import check_active_jobs, check_sweep_size
@@ -178,13 +179,14 @@ def list_artifacts(experiment_id: ExperimentId, session: SessionDep, user: Curre
     "/{experiment_id}/artifacts/{name}",
     response_class=Response,
     # Every artifact the worker stores is the checkpoint, an HDF5 file.
-    responses={200: file_response("The file.", "application/x-hdf5"), **responses(404, 422)},
+    responses={200: file_response("The file.", "application/x-hdf5"), **responses(404, 409, 422)},
 )
 def download_artifact(experiment_id: ExperimentId, name: str, session: SessionDep, user: CurrentUser) -> Response:
-    """Download a file, e.g. best_model.h5 (loadable with keras.models.load_model)."""
+    """Download a file, e.g. best_model.h5 (loadable with keras.models.load_model). 409 if its stored bytes no
+    longer match the sha256 recorded when it was written (the check predictions make too)."""
     artifact = visible_artifact(session, user, experiment_id, name)
     return Response(
-        content=artifact.content,
+        content=verified(artifact.content, artifact.sha256, experiment_id, artifact.name),
         media_type=artifact.media_type,
         headers={
             "Content-Disposition": f'attachment; filename="{artifact.name}"',

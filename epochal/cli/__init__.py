@@ -11,12 +11,11 @@ not succeed, or a service out of reach; 2 a usage error; 130 interrupted.
 from __future__ import annotations
 
 import sys
-from typing import Annotated
 
 import typer
 
-from epochal.cli import experiments, service, sweeps
-from epochal.cli.context import Connection, err
+from epochal.cli import experiments, samples, service, sweeps
+from epochal.cli.context import Connection, KeyOption, UrlOption, err, with_connection_options
 from epochal.client import ApiError, EpochalError, RateLimited, Unavailable
 
 app = typer.Typer(
@@ -24,30 +23,33 @@ app = typer.Typer(
     help="Train Keras networks on an Epochal service, follow them, and read the results.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
 @app.callback()
-def options(
-    ctx: typer.Context,
-    url: Annotated[str | None, typer.Option(help="The service; default: EPOCHAL_URL, else 127.0.0.1:8000.")] = None,
-    key: Annotated[
-        str | None, typer.Option(help="API key; default: EPOCHAL_API_KEY, else <EPOCHAL_STATE_DIR>/api-key.")
-    ] = None,
-) -> None:
+def options(ctx: typer.Context, url: UrlOption = None, key: KeyOption = None) -> None:
     ctx.obj = Connection(url, key)
 
 
 experiments.register(app)
 app.add_typer(sweeps.app, name="sweep")
 service.register(app)
+# --url and --key after the command too; not for the server's own commands, which pass their arguments on.
+for group in (app, sweeps.app):
+    for command in group.registered_commands:
+        if command.callback is not None and command.context_settings is not service.PASSTHROUGH:
+            command.callback = with_connection_options(command.callback)
+app.command()(samples.samples)  # reads the data folder: no service to connect to
 
 
 def _explain(error: EpochalError) -> str:
     if isinstance(error, ApiError):
         text = f"error {error.status}: {error.message}"
-        if isinstance(error, RateLimited | Unavailable) and error.retry_after is not None:
+        if error.hint:  # which service answered a 401, or how long a 429 or 503 was retried
+            text += f"\n  {error.hint}"
+        elif isinstance(error, RateLimited | Unavailable) and error.retry_after is not None:
             text += f" (retry after {error.retry_after:g}s)"
         return text
     return f"error: {error}"

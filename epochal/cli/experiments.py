@@ -40,11 +40,15 @@ def _cancel_on_interrupt(client: Client, experiment_id: int) -> NoReturn:
 
 
 def watch_to_end(client: Client, experiment_id: int, poll_s: float, as_json: bool) -> None:
-    """Follow the experiment until it ends; exit 0 when it succeeded, 1 otherwise."""
+    """Follow the experiment until it ends, then every epoch in a table; exit 0 when it succeeded, 1 otherwise."""
+    progress = err if as_json else out  # with --json, stdout is kept for the final body alone
     try:
-        final = follow_experiment(client, experiment_id, err if as_json else out, poll_s)
+        last = follow_experiment(client, experiment_id, progress, poll_s)
     except KeyboardInterrupt:
         _cancel_on_interrupt(client, experiment_id)
+    final = last.experiment
+    if last.epochs:
+        progress.print(metrics_table(last.epochs))
     if as_json:
         print_json(final)
     else:

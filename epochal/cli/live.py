@@ -13,7 +13,7 @@ from rich.text import Text
 
 from epochal.cli.render import fmt, metrics_table, sparkline, status_text
 from epochal.client import Client, Progress
-from epochal.client.types import Experiment, Sweep
+from epochal.client.types import EpochMetric, Experiment, Sweep
 
 
 def _headline(experiment: Experiment) -> Text:
@@ -44,15 +44,20 @@ def _experiment_view(event: Progress, bar: Bar) -> RenderableType:
     return Group(*parts)
 
 
+def _epoch_line(experiment: Experiment, metric: EpochMetric) -> str:
+    return (
+        f"experiment {experiment['id']}: {experiment['status']}, epoch {metric['epoch']}/{experiment['epochs']}: "
+        f"loss {fmt(metric['loss'])} accuracy {fmt(metric['accuracy'])}"
+        f" val_loss {fmt(metric['val_loss'])} val_accuracy {fmt(metric['val_accuracy'])}"
+    )
+
+
 def _log_lines(event: Progress) -> list[str]:
     # Without a terminal (a pipe, a CI log) the view cannot be redrawn: say what changed, once, an epoch a line.
     experiment = event.experiment
-    head = f"experiment {experiment['id']}: {experiment['status']}"
-    lines = [
-        f"{head}, epoch {m['epoch']}/{experiment['epochs']}: loss {fmt(m['loss'])} accuracy {fmt(m['accuracy'])}"
-        f" val_loss {fmt(m['val_loss'])} val_accuracy {fmt(m['val_accuracy'])}"
-        for m in event.new_epochs
-    ] or [head]
+    lines = [_epoch_line(experiment, m) for m in event.new_epochs] or [
+        f"experiment {experiment['id']}: {experiment['status']}"
+    ]
     if experiment.get("error"):
         lines[-1] += f": {experiment['error']}"
     return lines
@@ -65,8 +70,8 @@ def _epochs_done(event: Progress) -> float:
     return len(event.epochs) + (step.get("batch", 0) / batches if batches else 0.0)
 
 
-def follow_experiment(client: Client, experiment_id: int, console: Console, poll_s: float = 1.0) -> Experiment:
-    """Show the experiment until it ends, and return its final body."""
+def follow_experiment(client: Client, experiment_id: int, console: Console, poll_s: float = 1.0) -> Progress:
+    """Show the experiment until it ends, each epoch as it finishes; return the last event (final body, all epochs)."""
     bar = Bar(TextColumn("epochs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
     task = bar.add_task("epochs", total=None)
     last: Progress | None = None
@@ -78,10 +83,13 @@ def follow_experiment(client: Client, experiment_id: int, console: Console, poll
     else:
         with Live(console=console, refresh_per_second=4) as live:
             for last in client.watch(experiment_id, poll_s):
+                # A line per finished epoch, kept above the redrawn view: the run's history stays on the screen.
+                for metric in last.new_epochs:
+                    live.console.print(_epoch_line(last.experiment, metric), markup=False, highlight=False)
                 bar.update(task, completed=_epochs_done(last), total=last.experiment["epochs"])
                 live.update(_experiment_view(last, bar))
     assert last is not None  # watch always yields a first event
-    return last.experiment
+    return last
 
 
 def _epochs_cell(experiment: Experiment, width: int = 20) -> str:

@@ -6,6 +6,8 @@ from typing import Any
 
 import httpx
 
+from epochal.client.retry import retry_after_s
+
 
 class EpochalError(Exception):
     """Anything that went wrong talking to an Epochal service."""
@@ -28,6 +30,13 @@ class ApiError(EpochalError):
         self.message = message
         self.body = body
         self.response = response
+        # The client's own words, after the API's: which service answered and what to do (a 401), or how long
+        # it kept retrying (a 429 or 503). Empty when there is nothing to add.
+        self.hint = ""
+        self.attempts = 1  # how many times the request was sent
+
+    def __str__(self) -> str:
+        return f"{self.status}: {self.message}" + (f" ({self.hint})" if self.hint else "")
 
 
 class Unauthorized(ApiError):
@@ -93,14 +102,6 @@ def _message(status: int, body: Any, text: str) -> str:
     return text.strip() or httpx.codes.get_reason_phrase(status)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:  # an HTTP date instead of seconds: the API never sends one, so do not guess
-        return None
-
-
 def error_for(response: httpx.Response) -> ApiError:
     """The exception that stands for this error response."""
     try:
@@ -110,7 +111,7 @@ def error_for(response: httpx.Response) -> ApiError:
     status = response.status_code
     message = _message(status, body, response.text)
     if status == 429:
-        return RateLimited(status, message, body, response, retry_after=_retry_after(response))
+        return RateLimited(status, message, body, response, retry_after=retry_after_s(response))
     if status == 503:
-        return Unavailable(status, message, body, response, retry_after=_retry_after(response))
+        return Unavailable(status, message, body, response, retry_after=retry_after_s(response))
     return _BY_STATUS.get(status, ApiError)(status, message, body, response)

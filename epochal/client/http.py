@@ -10,9 +10,19 @@ from typing import Any, cast
 
 import httpx
 
-from epochal.client.errors import ConnectionFailed, NotFound, WaitTimedOut, error_for
+from epochal.client.errors import (
+    ApiError,
+    ConnectionFailed,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+    WaitTimedOut,
+    error_for,
+)
 from epochal.client.follow import Progress, poll, stream
-from epochal.client.settings import default_key, default_url
+from epochal.client.retry import retry_delay
+from epochal.client.settings import default_key, default_max_attempts, default_max_retry_wait_s, default_url
 from epochal.client.sse import Event, parse
 from epochal.client.types import (
     FINISHED,
@@ -58,6 +68,10 @@ class Client:
     The key comes from `key`, else EPOCHAL_API_KEY, else `<EPOCHAL_STATE_DIR>/api-key` (`var/` by
     default); the URL from `url`, else EPOCHAL_URL, else http://127.0.0.1:8000. An error status
     raises an `ApiError` subclass carrying the status and the API's message.
+
+    A 429, or a 503 that is safe to repeat, with Retry-After is sent again after the wait the API asked for, at
+    most `max_attempts` times in all and `max_retry_wait_s` seconds of waiting in all (default: 5 and 30 s, or
+    EPOCHAL_CLIENT_MAX_ATTEMPTS and EPOCHAL_CLIENT_MAX_RETRY_WAIT_S); the rule is in epochal/client/retry.py.
     """
 
     def __init__(
@@ -67,9 +81,13 @@ class Client:
         *,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        max_attempts: int | None = None,
+        max_retry_wait_s: float | None = None,
     ) -> None:
         self.url = (url or default_url()).rstrip("/")
         self.key = key or default_key()
+        self.max_attempts = max(1, max_attempts if max_attempts is not None else default_max_attempts())
+        self.max_retry_wait_s = max_retry_wait_s if max_retry_wait_s is not None else default_max_retry_wait_s()
         headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
         headers["User-Agent"] = "epochal-client"
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
@@ -87,14 +105,50 @@ class Client:
 
     # --- the one place requests are made, so every route raises the same way ---
 
+    def _send(self, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
+        """The response to `method path`, sent again while the retry rule allows; an error status raises.
+
+        With `stream` the body is left unread for the caller (who closes the response).
+        """
+        attempts, waited = 1, 0.0
+        while True:
+            request = self._http.build_request(method, path, **kwargs)  # afresh: an upload's body is read again
+            try:
+                response = self._http.send(request, stream=stream)
+            except httpx.TransportError as error:
+                raise ConnectionFailed(f"cannot reach {self.url}: {error}") from error
+            if not response.is_error:
+                return response
+            if stream:
+                response.read()
+                response.close()
+            delay = retry_delay(method, response)
+            if delay is None or attempts >= self.max_attempts or waited + delay > self.max_retry_wait_s:
+                raise self._error(response, attempts, waited, retryable=delay is not None)
+            time.sleep(delay)
+            attempts, waited = attempts + 1, waited + delay
+
+    def _error(self, response: httpx.Response, attempts: int, waited: float, retryable: bool) -> ApiError:
+        error = error_for(response)
+        error.attempts = attempts
+        if isinstance(error, Unauthorized):
+            # The usual cause is a key for another service, or another service on that port: say which answered.
+            error.hint = (
+                f"answered by {self.url}; if that is not your service, set EPOCHAL_URL or --url "
+                "(python -m epochal serve prints its URL), and the key with EPOCHAL_API_KEY or --key"
+            )
+        elif retryable:
+            asked = error.retry_after if isinstance(error, RateLimited | Unavailable) else None
+            error.hint = (
+                f"gave up after {attempts} attempt{'s' if attempts > 1 else ''} and {waited:g} s of waiting"
+                + (f"; it asked for {asked:g} s more" if asked is not None else "")
+                + f"; the client retries at most {self.max_attempts} times and {self.max_retry_wait_s:g} s in all "
+                "(max_attempts, max_retry_wait_s; EPOCHAL_CLIENT_MAX_ATTEMPTS, EPOCHAL_CLIENT_MAX_RETRY_WAIT_S)"
+            )
+        return error
+
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as error:
-            raise ConnectionFailed(f"cannot reach {self.url}: {error}") from error
-        if response.is_error:
-            raise error_for(response)
-        return response
+        return self._send(method, path, **kwargs)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, path, **kwargs).json()
@@ -164,16 +218,15 @@ class Client:
     def download_to(self, experiment_id: int, path: str | Path, name: str = "best_model.h5") -> Path:
         """An artifact written to `path`, streamed: a large checkpoint is never held in memory whole."""
         target = Path(path)
+        response = self._send("GET", f"/experiments/{experiment_id}/artifacts/{name}", stream=True)
         try:
-            with self._http.stream("GET", f"/experiments/{experiment_id}/artifacts/{name}") as response:
-                if response.is_error:
-                    response.read()
-                    raise error_for(response)
-                with target.open("wb") as file:
-                    for chunk in response.iter_bytes():
-                        file.write(chunk)
+            with target.open("wb") as file:
+                for chunk in response.iter_bytes():
+                    file.write(chunk)
         except httpx.TransportError as error:
             raise ConnectionFailed(f"cannot reach {self.url}: {error}") from error
+        finally:
+            response.close()
         return target
 
     def cancel(self, experiment_id: int) -> Experiment:
@@ -271,16 +324,7 @@ class Client:
 
     def _open(self, path: str, after: str | None) -> httpx.Response:
         headers = {"Last-Event-ID": after} if after else {}
-        request = self._http.build_request("GET", path, headers=headers, timeout=STREAM_TIMEOUT)
-        try:
-            response = self._http.send(request, stream=True)
-        except httpx.TransportError as error:
-            raise ConnectionFailed(f"cannot reach {self.url}: {error}") from error
-        if response.is_error:
-            response.read()
-            response.close()
-            raise error_for(response)
-        return response
+        return self._send("GET", path, stream=True, headers=headers, timeout=STREAM_TIMEOUT)
 
     def _events(self, path: str, after: str | None) -> Iterator[Event]:
         response = self._open(path, after)
