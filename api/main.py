@@ -10,6 +10,7 @@ from api.auth import bearer_key, current_user
 from api.errors import install_error_handlers, responses
 from api.limits import BodySizeLimit, StorableText
 from api.metrics import RequestMetrics
+from api.roles import take_roles
 from api.routers import backprop, datasets, events, experiments, health, metrics, predictions, reports, sweeps, users
 from api.ui import install_ui
 from config import get_settings, install_log_redaction
@@ -42,7 +43,9 @@ def create_app() -> FastAPI:
     if not settings.access_log:
         silence_access_log()
     # /docs and /redoc are served by install_ui from vendored files, not from FastAPI's CDN links.
-    app = FastAPI(title="Epochal", version="0.1.0", description=DESCRIPTION, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="Epochal", version="0.1.0", description=DESCRIPTION, docs_url=None, redoc_url=None, lifespan=take_roles
+    )
     install_error_handlers(app)
     # The last added runs first: the size cap, so the text check only ever buffers a capped body.
     app.add_middleware(StorableText)

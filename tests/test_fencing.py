@@ -20,7 +20,8 @@ from models import Artifact, EpochMetric, Evaluation, Experiment, ResumeState
 from models.base import utcnow
 from models.db import session_scope
 from training.results import EpochResult, EvaluationResult, ResumePoint
-from worker import jobs, reaper
+from upkeep import reaper
+from worker import jobs
 
 WORKER = "fencing-test@host"
 
