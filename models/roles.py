@@ -83,7 +83,8 @@ def _insert_if_absent(session: Session, role: str, holder: str, now: datetime, e
     values = {"role": role, "holder": holder, "acquired_at": now, "expires_at": expires, "passes": 0}
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     statement = dialect.insert(RoleLease).values(**values).on_conflict_do_nothing(index_elements=["role"])
-    return rows_changed(session, statement) == 1
+    # RETURNING says whether the row went in: the driver's row count for this INSERT is -1 on PostgreSQL.
+    return session.execute(statement.returning(RoleLease.role)).first() is not None
 
 
 def acquire_or_renew(

@@ -30,7 +30,7 @@ app.conf.update(
     worker_max_tasks_per_child=1,
     # Acknowledge after the job, and requeue it if the child dies (OOM kill, power loss). A redelivered
     # message only ever claims a *queued* job: who runs a job is decided by the attempt fence and the
-    # lease in the database (worker/jobs.py, worker/reaper.py), never by the broker's delivery flags.
+    # lease in the database (worker/jobs.py, upkeep/reaper.py), never by the broker's delivery flags.
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     task_time_limit=settings.task_time_limit_s,
