@@ -480,7 +480,8 @@ def _children(process: psutil.Process) -> list[psutil.Process]:
 
 def back_up(service: Service, what: str) -> str:
     """Wait for serve to start what was killed; where serve stopped instead, run it again and say so."""
-    if wait_until(lambda: service.healthy() and service.roles().child, 90, 0.5):
+    back = wait_until(lambda: not service.roles().serve or (service.healthy() and service.roles().child), 90, 0.5)
+    if back and service.roles().serve:
         return f"serve started the {what} again"
     service.stop()
     service.start()
@@ -545,6 +546,7 @@ class RoundResult:
     recovery_s: float | None
     detail: str
     back_to_work_s: float | None = None
+    settled_s: float | None = None  # from the fault to the end of the hit attempt (the reaper settling it)
     lost: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
     stuck: list[str] = field(default_factory=list)
@@ -675,6 +677,9 @@ def run_round(service: Service, fault: str, number: int, options: argparse.Names
             )
             if hit_it and resumed_at is not None:
                 result.recovery_s = max(0.0, resumed_at - fault_at)
+            ended = [when(a["ended_at"]) for a in body["attempts"] if a["number"] == target.attempt]
+            if hit_it and ended and ended[0] is not None:
+                result.settled_s = max(0.0, ended[0] - fault_at)
         if result.lost or result.duplicated:
             result.detail += f"\n  evidence: {json.dumps(body)}"
     # With one training slot, the hit job may wait behind another job of the round; this is when the
@@ -870,6 +875,8 @@ def main() -> int:
             recovery = "-" if result.recovery_s is None else f"{result.recovery_s:.1f} s"
             if result.back_to_work_s is not None:
                 recovery += f" (back to work {result.back_to_work_s:.1f} s)"
+            if result.settled_s is not None:
+                recovery += f", hit attempt settled {result.settled_s:.1f} s after the fault"
             verdict = "BROKEN" if result.broken else "ok"
             log(
                 f"{options.mode} {fault} #{number}: {verdict}, {'hit' if result.hit else 'MISS'}, "
