@@ -19,9 +19,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The Celery task names are the contract between the API (which enqueues by name) and the worker.
 TRAIN_TASK_NAME = "epochal.train_experiment"
-REAP_TASK_NAME = "epochal.reap"
-# The reaper has a queue of its own, so it never waits behind a training job for a worker slot.
-MAINTENANCE_QUEUE = "epochal.maintenance"
 ENV_PREFIX = "EPOCHAL_"
 DATABASE_SCHEMES = ("sqlite", "postgresql+psycopg")  # plain postgresql:// means psycopg2, not installed
 BROKER_SCHEMES = ("redis", "rediss", "redis+socket")
@@ -59,6 +56,11 @@ class Settings(BaseSettings):
     )
     heartbeat_s: float = Field(default=10, gt=0, description="How often a training process renews its lease.")
     reaper_interval_s: float = Field(default=15, gt=0, description="How often the reaper looks for stranded jobs.")
+    take_roles: bool = Field(
+        default=True,
+        description="Whether this process may take the service's roles (the reaper): every API and worker process "
+        "does by default; one is enough for them to run.",
+    )
     republish_after_s: float = Field(
         default=300, gt=0, description="A queued job nobody claimed is published again after this (then backing off)."
     )

@@ -12,6 +12,7 @@ from api.errors import install_error_handlers, responses
 from api.limits import BodySizeLimit, StorableText
 from api.metrics import RequestMetrics
 from api.openapi import operation_id
+from api.roles import take_roles
 from api.routers import backprop, datasets, events, experiments, health, metrics, predictions, reports, sweeps, users
 from api.ui import install_ui
 from config import get_settings, install_log_redaction
@@ -51,6 +52,7 @@ def create_app() -> FastAPI:
         docs_url=None,
         redoc_url=None,
         generate_unique_id_function=operation_id,  # `create_experiment`: what a generated client names the call
+        lifespan=take_roles,
     )
     install_error_handlers(app)
     # The last added runs first: the size cap, so the text check only ever buffers a capped body.

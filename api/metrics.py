@@ -1,7 +1,8 @@
 """Prometheus metrics: request counts and latency measured as requests pass, the rest read at scrape time.
 
 Counters that live in the database or the broker (jobs by status, epochs trained and their seconds,
-queue depth, leases of running jobs) are read when Prometheus scrapes, so every API process reports
+queue depth, leases of running jobs, the roles' holders and the age of their last pass) are read when
+Prometheus scrapes, so every API process reports
 the same truth and nothing is lost when one restarts. Only HTTP traffic is counted in process; with several
 API processes on one host (EPOCHAL_API_WORKERS), each counts in files of a shared folder that the launcher
 names (epochal/api_server.py) and a scrape adds them all up, whichever process answers it.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -22,7 +24,7 @@ from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config import get_settings
-from models import EpochMetric, Experiment
+from models import EpochMetric, Experiment, RoleLease
 from models.base import as_utc, utcnow
 from models.db import session_scope
 from training.spec import Status
@@ -99,8 +101,29 @@ class StoredStateCollector(Collector):
             for experiment_id, worker, expires in running:
                 if expires is not None:
                     leases.add_metric([str(experiment_id), worker or ""], (as_utc(expires) - now).total_seconds())
+            roles = list(session.scalars(select(RoleLease)))
         yield from (jobs, epochs, seconds, leases)
+        yield from self._roles(roles, now)
         yield self._queue_depths()
+
+    @staticmethod
+    def _roles(rows: list[RoleLease], now: datetime) -> Iterator[Metric]:
+        """Who holds each role (upkeep/keeper.py) and how old its last pass is: a stopped reaper shows here first."""
+        age = GaugeMetricFamily(
+            "epochal_role_last_pass_age_seconds",
+            "Seconds since the role's last recorded pass (the reaper: one every EPOCHAL_REAPER_INTERVAL_S).",
+            labels=["role"],
+        )
+        holder = GaugeMetricFamily(
+            "epochal_role_holder",
+            "1 for the process (name@host:pid) whose lease on the role is current; 0 once that lease ran out.",
+            labels=["role", "holder"],
+        )
+        for row in rows:
+            if row.last_pass_at is not None:
+                age.add_metric([row.role], (now - as_utc(row.last_pass_at)).total_seconds())
+            holder.add_metric([row.role, row.holder], 1.0 if as_utc(row.expires_at) >= now else 0.0)
+        yield from (age, holder)
 
     @staticmethod
     def _queue_depths() -> Metric:

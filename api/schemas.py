@@ -255,9 +255,15 @@ class DependencyState(BaseModel):
 
 
 class HealthRead(BaseModel):
-    status: str = Field(description="'ok' when every dependency answers, 'degraded' otherwise.")
+    status: str = Field(
+        description="'ok' when every dependency answers and the reaper's passes run, 'degraded' (and a 503) otherwise."
+    )
     database: DependencyState
     broker: DependencyState
+    reaper: DependencyState = Field(
+        description="Whether the reaper's passes run: not ok after three intervals (EPOCHAL_REAPER_INTERVAL_S) "
+        "without one, once this API process is up for three intervals. The detail names the last pass's holder."
+    )
 
 
 # Caps checked before a grid is looked at further: more axes than spec fields, or an axis longer than any

@@ -26,8 +26,14 @@ Faults: child-kill (kill -9 the training pool child), child-freeze (SIGSTOP it f
 SIGCONT: a VM pause or a swap storm; it wakes superseded and must write nothing), worker-kill (kill -9
 the worker parent and child; serve starts it again, as after an out-of-memory kill), service-kill
 (kill -9 the whole serve tree, run the README command again), broker-drop (Redis drops the worker's
-connections), and in server mode only broker-restart (the machine's Redis, losing every queued
-message) and db-restart (PostgreSQL).
+connections), reaper-kill (kill -9 whichever process holds the reaper role, found through the role's
+row, at a random moment of its interval, then the training child: another process must take the role
+and settle the job), api-kill (kill -9 the API, then the training child), broker-kill (embedded: kill -9
+the embedded broker, whose append-only file keeps the queue, then the training child), and in server mode
+only broker-restart (the machine's Redis, losing every queued message) and db-restart (PostgreSQL).
+api-kill, broker-kill, and reaper-kill when the API holds the role, need serve to start the API or the
+broker again; where it does not, the round says so and runs serve again, as service-kill does.
+There is no beat-kill: no beat process is left to kill (the reaper is a role, docs/results/reliability.md).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import hashlib
 import json
 import os
 import platform
+import random
 import shlex
 import shutil
 import signal
@@ -64,8 +71,15 @@ sys.path.insert(0, str(ROOT))  # run as a script: epochal.commands and tests.dat
 
 from epochal.commands import with_this_python  # noqa: E402
 
-FAULTS = ("child-kill", "child-freeze", "worker-kill", "service-kill", "broker-drop", "broker-restart", "db-restart")
-EMBEDDED_FAULTS = ("child-kill", "child-freeze", "worker-kill", "service-kill", "broker-drop")
+FAULTS = (
+    *("child-kill", "child-freeze", "worker-kill", "service-kill", "broker-drop", "reaper-kill", "api-kill"),
+    *("broker-kill", "broker-restart", "db-restart"),
+)
+EMBEDDED_FAULTS = (
+    *("child-kill", "child-freeze", "worker-kill", "service-kill", "broker-drop", "reaper-kill", "api-kill"),
+    "broker-kill",
+)
+EMBEDDED_ONLY = {"broker-kill"}  # the machine's Redis in server mode is not ours to kill
 FINISHED = {"succeeded", "failed", "cancelled"}
 SERVER_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/epochal_chaos"
 SERVER_BROKER_URL = "redis://127.0.0.1:6379/14"
@@ -146,12 +160,11 @@ class Roles:
     serve: list[psutil.Process] = field(default_factory=list)
     worker: list[psutil.Process] = field(default_factory=list)  # the prefork parent of the training worker
     child: list[psutil.Process] = field(default_factory=list)  # its pool child, the process that trains
-    reaper: list[psutil.Process] = field(default_factory=list)  # with its own pool child and beat process
-    api: list[psutil.Process] = field(default_factory=list)
+    api: list[psutil.Process] = field(default_factory=list)  # the API launcher (and any uvicorn processes of its)
     broker: list[psutil.Process] = field(default_factory=list)  # embedded mode only
 
     def everything(self) -> list[psutil.Process]:
-        return [*self.serve, *self.worker, *self.child, *self.reaper, *self.api, *self.broker]
+        return [*self.serve, *self.worker, *self.child, *self.api, *self.broker]
 
 
 def find_roles(state_dir: Path) -> Roles:
@@ -164,13 +177,11 @@ def find_roles(state_dir: Path) -> Roles:
         joined = " ".join(args)
         if "epochal" in args and "serve" in args:
             roles.serve.append(process)
-        elif _is_celery_worker(args) and "--beat" in args:
-            roles.reaper.append(process)
         elif _is_celery_worker(args) and process.ppid() in workers:
             roles.child.append(process)  # billiard forks the pool child: same command line as its parent
         elif _is_celery_worker(args):
             roles.worker.append(process)
-        elif "uvicorn" in args:
+        elif "epochal.api_server" in args or "uvicorn" in args:
             roles.api.append(process)
         elif args and "redis-server" in args[0] and str(state_dir) in joined:
             roles.broker.append(process)  # never the machine's Redis, which has no unix socket in our folder
@@ -415,6 +426,98 @@ def restart_database(_service: Service) -> str:
     return "restarted PostgreSQL"
 
 
+def reaper_holder(service: Service) -> tuple[str, psutil.Process] | None:
+    """The reaper role's holder as its row names it (`name@host:pid`), and that process, if it is one of ours."""
+    from sqlalchemy import create_engine, text
+
+    url = service.settings.database_url or f"sqlite:///{service.settings.state_dir / 'epochal.db'}"
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            row = connection.execute(text("SELECT holder FROM role_lease WHERE role = 'reaper'")).first()
+    except Exception:
+        return None
+    finally:
+        engine.dispose()
+    if row is None:
+        return None
+    pid = int(str(row[0]).rsplit(":", 1)[1])
+    ours = {p.pid: p for p in service.roles().everything()}
+    return (str(row[0]), ours[pid]) if pid in ours else None
+
+
+def last_pass(service: Service) -> tuple[str, float] | None:
+    """(who, when) of the reaper's last recorded pass, from the API's /metrics (age in seconds, holder label)."""
+    try:
+        response = service.http.get("/metrics", timeout=5)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    age = holder = None
+    for line in response.text.splitlines():
+        if line.startswith('epochal_role_last_pass_age_seconds{role="reaper"}'):
+            age = float(line.rsplit(" ", 1)[1])
+        if line.startswith("epochal_role_holder{") and 'role="reaper"' in line and line.endswith(" 1.0"):
+            holder = line.split('holder="', 1)[1].split('"', 1)[0]
+    return (holder, time.time() - age) if holder and age is not None else None
+
+
+def kill_then_child(service: Service, victims: list[psutil.Process]) -> None:
+    """kill -9 `victims` (with their descendants) at a random moment of a reaper interval, then the training child."""
+    time.sleep(random.uniform(0, service.settings.reaper_interval_s))
+    descendants = [d for v in victims for d in _children(v)]
+    kill_all([*victims, *descendants])
+    kill_all(service.roles().child)  # the training child as well, if the first kill did not take it
+
+
+def _children(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return process.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def back_up(service: Service, what: str) -> str:
+    """Wait for serve to start what was killed; where serve stopped instead, run it again and say so."""
+    back = wait_until(lambda: not service.roles().serve or (service.healthy() and service.roles().child), 90, 0.5)
+    if back and service.roles().serve:
+        return f"serve started the {what} again"
+    service.stop()
+    service.start()
+    return f"serve did not start the {what} again: ran serve again"
+
+
+def kill_reaper(service: Service) -> str:
+    found = wait_until(lambda: reaper_holder(service), 30, 0.2)
+    if not found:
+        raise RuntimeError("no process of ours holds the reaper role")
+    holder, process = found
+    kind = "API" if process in service.roles().api else "worker"
+    kill_then_child(service, [process])
+    killed_at = time.time()
+    # Another process takes the role: its first pass, recorded on the row, is after the kill.
+    taken = wait_until(lambda: (p := last_pass(service)) and p[0] != holder and p[1] > killed_at and p, 30, 0.2)
+    took = f"{taken[0]} took over {taken[1] - killed_at:.1f} s after" if taken else "no takeover seen"
+    return f"killed the reaper holder {holder} ({kind}) and the training child; {took}; {back_up(service, kind)}"
+
+
+def kill_api(service: Service) -> str:
+    api = service.roles().api
+    if not api:
+        raise RuntimeError("no API process to kill")
+    kill_then_child(service, api)
+    return f"killed the API {[p.pid for p in api]} and the training child; {back_up(service, 'API')}"
+
+
+def kill_broker(service: Service) -> str:
+    broker = service.roles().broker
+    if not broker:
+        raise RuntimeError("no embedded broker to kill")
+    kill_then_child(service, broker)
+    return f"killed the embedded broker {[p.pid for p in broker]} and the training child; {back_up(service, 'broker')}"
+
+
 INJECT: dict[str, Callable[[Service], str]] = {
     "child-kill": kill_child,
     "child-freeze": freeze_child,
@@ -423,6 +526,9 @@ INJECT: dict[str, Callable[[Service], str]] = {
     "broker-drop": drop_broker_connections,
     "broker-restart": restart_broker,
     "db-restart": restart_database,
+    "reaper-kill": kill_reaper,
+    "api-kill": kill_api,
+    "broker-kill": kill_broker,
 }
 
 
@@ -440,6 +546,7 @@ class RoundResult:
     recovery_s: float | None
     detail: str
     back_to_work_s: float | None = None
+    settled_s: float | None = None  # from the fault to the end of the hit attempt (the reaper settling it)
     lost: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
     stuck: list[str] = field(default_factory=list)
@@ -570,6 +677,9 @@ def run_round(service: Service, fault: str, number: int, options: argparse.Names
             )
             if hit_it and resumed_at is not None:
                 result.recovery_s = max(0.0, resumed_at - fault_at)
+            ended = [when(a["ended_at"]) for a in body["attempts"] if a["number"] == target.attempt]
+            if hit_it and ended and ended[0] is not None:
+                result.settled_s = max(0.0, ended[0] - fault_at)
         if result.lost or result.duplicated:
             result.detail += f"\n  evidence: {json.dumps(body)}"
     # With one training slot, the hit job may wait behind another job of the round; this is when the
@@ -711,13 +821,17 @@ def main() -> int:
     options = parser.parse_args()
     options.round_timeout = options.round_timeout or options.lease_s + 150
 
-    available = EMBEDDED_FAULTS if options.mode == "embedded" else FAULTS
+    available = EMBEDDED_FAULTS if options.mode == "embedded" else tuple(f for f in FAULTS if f not in EMBEDDED_ONLY)
     faults = options.faults.split(",") if options.faults else list(available)
     for fault in faults:
+        if fault == "beat-kill":
+            parser.error("there is no beat process any more: the reaper is a role (use reaper-kill)")
         if fault not in FAULTS:
             parser.error(f"unknown fault {fault!r}; choose from {', '.join(FAULTS)}")
         if options.mode == "embedded" and fault == "db-restart":
             parser.error("db-restart needs --mode server: the embedded SQLite has no server to restart")
+        if options.mode == "server" and fault in EMBEDDED_ONLY:
+            parser.error(f"{fault} kills the embedded broker: --mode embedded")
     if options.mode == "embedded" and "broker-restart" in faults:
         # serve stops everything when its broker child exits, so this is exactly service-kill.
         log("embedded broker-restart is the same as service-kill (serve stops all when the broker exits)")
@@ -761,6 +875,8 @@ def main() -> int:
             recovery = "-" if result.recovery_s is None else f"{result.recovery_s:.1f} s"
             if result.back_to_work_s is not None:
                 recovery += f" (back to work {result.back_to_work_s:.1f} s)"
+            if result.settled_s is not None:
+                recovery += f", hit attempt settled {result.settled_s:.1f} s after the fault"
             verdict = "BROKEN" if result.broken else "ok"
             log(
                 f"{options.mode} {fault} #{number}: {verdict}, {'hit' if result.hit else 'MISS'}, "

@@ -1,11 +1,13 @@
 """Start the whole service on this machine: `python -m epochal serve`.
 
 It applies the migrations, starts the embedded broker when the broker URL is a unix socket, one
-Celery worker, the reaper and the API, starts any of them again if it dies (an out-of-memory kill, a crash),
-and stops them all on Ctrl-C. One that keeps dying (5 times in a minute) stops the whole service. The API holds
-no state; the embedded broker comes back on the same socket with its append-only file, so the queued jobs are
-still there and the worker reconnects. Killed outright, it takes the worker, the reaper and the API with it
-(epochal/lifeline.py); the embedded broker stays, and the next start uses it (and starts it again if it dies).
+Celery worker and the API, starts any of them again if it dies (an out-of-memory kill, a crash), and stops them
+all on Ctrl-C. One that keeps dying (5 times in a minute) stops the whole service. The API holds no state; the
+embedded broker comes back on the same socket with its append-only file, so the queued jobs are still there and
+the worker reconnects. The worker and the API take the reaper role in turn (upkeep/keeper.py); when no pass ran
+for three reaper intervals while the database answers, serve restarts both. Killed outright, it takes the worker
+and the API with it (epochal/lifeline.py); the embedded broker stays, and the next start uses it (and starts it
+again if it dies).
 
 Everything it and its children create in the state folder is for the owner alone (epochal/state_folder.py).
 
@@ -16,6 +18,7 @@ The operator's other commands sit beside it: `users` and `keys` (epochal/account
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -39,9 +42,13 @@ from epochal.broker import (
     wait_until_answers,
 )
 from epochal.client.settings import DEFAULT_PORT
-from epochal.commands import api_argv, migrate_argv, reaper_argv, with_this_python, worker_argv
+from epochal.commands import api_argv, migrate_argv, with_this_python, worker_argv
 from epochal.lifeline import die_with_parent
 from epochal.state_folder import OWNER_ONLY_UMASK, make_private
+from models.base import utcnow
+from models.db import session_scope
+from models.roles import read_role
+from upkeep.reaper import REAPER_ROLE, stalled
 
 # How long a restarted API waits for the port its predecessor's processes are still closing; at the first start,
 # how long before saying the port is taken (the processes of a `serve` killed a moment ago may still be closing it).
@@ -85,19 +92,15 @@ def serve(host: str, port: int) -> int:
     ensure_first_key(settings)
     socket_path = socket_path_of(settings.broker_url)
     broker = None if socket_path is None else embedded_broker(socket_path)
-    schedule = str(settings.state_dir.resolve() / "reaper-schedule")
-    # Every process is started again when it dies (an out-of-memory kill, a crash): the jobs the worker and the
-    # reaper held come back through their leases, the API holds no state, and the broker's queue is in its
-    # append-only file.
-    restartable = {
-        "worker": Supervised("worker", with_this_python(worker_argv(settings.default_queue)), env),
-        "reaper": Supervised("reaper", with_this_python(reaper_argv(schedule, hostname="reaper@%h")), env),
-    }
+    # Every process is started again when it dies (an out-of-memory kill, a crash): the jobs the worker held come
+    # back through their leases, the API holds no state, and the broker's queue is in its append-only file.
+    worker = Supervised("worker", with_this_python(worker_argv(settings.default_queue)), env)
     api = Restartable(
         "API",
         partial(tied, with_this_python(api_argv(host, port)), env),
         before_restart=partial(wait_for_port, host, port),
     )
+    passes = PassWatch(settings.reaper_interval_s)
     print(
         f"epochal: API on http://{host}:{port} (reference: http://{host}:{port}/docs), "
         f"database {redact_url(settings.database_url)}, data folder {settings.data_dir.resolve()}",
@@ -116,20 +119,26 @@ def serve(host: str, port: int) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     # The broker first: a worker or an API started again finds it answering.
-    supervised = [*([broker] if broker else []), *restartable.values(), api]
+    supervised = [*([broker] if broker else []), worker, api]
     try:
         while True:
             for part in supervised:
                 if not part.keep_running():
                     print(f"epochal: the {part.name} keeps exiting; stopping the service", file=sys.stderr, flush=True)
                     return 1
+            stall = passes.stalled()
+            if stall is not None:
+                # Every role taker is up but none reaps (a keeper wedged on a lock, a thread gone): start them anew.
+                print(f"epochal: {stall}; restarting the worker and the API", file=sys.stderr, flush=True)
+                stop_now([p for p in (worker.process, api.process) if isinstance(p, subprocess.Popen)])
+                passes.restarted()  # keep_running, next round, starts both again
             time.sleep(0.5)
     except KeyboardInterrupt:
         return 0
     finally:
         # API and workers first, broker last, so nothing loses its broker mid-shutdown. A broker left by an earlier
         # start that was killed is not this one's to stop: it stays, as it did.
-        processes = [api.process, *(s.process for s in restartable.values()), *([broker.process] if broker else [])]
+        processes = [api.process, worker.process, *([broker.process] if broker else [])]
         children = [child for child in processes if isinstance(child, subprocess.Popen)]
         for child in children:
             child.terminate()
@@ -138,6 +147,53 @@ def serve(host: str, port: int) -> int:
                 child.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 child.kill()
+
+
+def stop_now(processes: list[subprocess.Popen[bytes]], timeout_s: float = 20) -> None:
+    """Stop children as Ctrl-C would, all at once, and kill those that do not stop in time."""
+    for process in processes:
+        process.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGCONT)  # a stopped process (SIGSTOP, a debugger) sees its SIGTERM only now
+    deadline = time.monotonic() + timeout_s
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout_s)
+
+
+class PassWatch:
+    """Whether the reaper's passes stopped, read from its role's row once per reaper interval.
+
+    The reaper's `stalled` rule (upkeep/reaper.py), looked at only once the role takers had STARTUP_GRACE_INTERVALS
+    intervals to start since serve last (re)started them: a worker takes a while to boot on a busy machine (three
+    short intervals are less), and a restart must not follow a restart. A database that does not answer is no
+    stall: restarting would not bring it back.
+    """
+
+    STARTUP_GRACE_INTERVALS = 10
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.since, self.next_look = utcnow(), 0.0
+        self.restarted()
+
+    def stalled(self) -> str | None:
+        if time.monotonic() < self.next_look:
+            return None
+        self.next_look = time.monotonic() + self.interval_s
+        try:
+            with session_scope() as session:
+                state = read_role(session, REAPER_ROLE)
+        except Exception:
+            return None
+        return stalled(state, utcnow(), self.since)
+
+    def restarted(self) -> None:
+        self.since = utcnow()
+        self.next_look = time.monotonic() + self.STARTUP_GRACE_INTERVALS * self.interval_s
 
 
 def embedded_broker(socket_path: Path) -> Restartable:

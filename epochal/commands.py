@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import sys
 
-from config import MAINTENANCE_QUEUE
-
 CELERY_APP = "worker.celery_app"
 FLOWER_CONFIG = "epochal/flowerconfig.py"
 
@@ -24,16 +22,6 @@ def api_argv(host: str, port: int) -> list[str]:
 def worker_argv(queues: str, concurrency: int = 1, hostname: str | None = None) -> list[str]:
     argv = ["celery", "-A", CELERY_APP, "worker", "--queues", queues, "--concurrency", str(concurrency)]
     argv += ["--loglevel", "INFO"]
-    if hostname:
-        argv += ["--hostname", hostname]
-    return argv
-
-
-def reaper_argv(schedule_file: str, hostname: str | None = None) -> list[str]:
-    """A small worker that runs Celery beat and serves only the maintenance queue: the reaper's passes."""
-    argv = ["celery", "-A", CELERY_APP, "worker", "--beat", "--schedule", schedule_file]
-    # WARNING: a pass every few seconds would otherwise log three lines; what the reaper does is logged as warnings.
-    argv += ["--queues", MAINTENANCE_QUEUE, "--concurrency", "1", "--loglevel", "WARNING"]
     if hostname:
         argv += ["--hostname", hostname]
     return argv

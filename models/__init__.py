@@ -1,6 +1,7 @@
 """Database tables, engine and sessions."""
 
 from models.base import Base
+from models.roles import RoleLease, RolePass
 from models.tables import Artifact, Attempt, EpochMetric, Evaluation, Experiment, ResumeState, Sweep
 from models.users import ApiKey, User
 
@@ -13,6 +14,8 @@ __all__ = [
     "Evaluation",
     "Experiment",
     "ResumeState",
+    "RoleLease",
+    "RolePass",
     "Sweep",
     "User",
 ]

@@ -30,6 +30,9 @@ os.environ["EPOCHAL_DEFAULT_QUEUE"] = "api-tests"
 # The queues this test deployment serves: the default, and one more that a test submits to by name.
 os.environ["EPOCHAL_QUEUES"] = "api-tests,gpu-api-tests.1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The in-process API of the tests takes no roles: a reaper pass in the test process would act on the rows a test
+# sets up. The processes a test starts take them (tests/support.py FAST_RECOVERY), as the service's own do.
+os.environ["EPOCHAL_TAKE_ROLES"] = "0"
 
 from tests.datagen import write_all  # noqa: E402
 from training.datafiles import in_data_dir  # noqa: E402

@@ -23,7 +23,7 @@ from sqlalchemy import delete, event, text
 from sqlalchemy.orm import Session
 
 from config import get_settings
-from epochal.commands import api_argv, reaper_argv, with_this_python, worker_argv
+from epochal.commands import api_argv, with_this_python, worker_argv
 from models import Base
 from models.accounts import key_for
 from models.db import get_engine, make_engine, session_scope
@@ -133,10 +133,6 @@ class Service:
     def start_worker(self, name: str, queue: str | None = None, env: dict[str, str] | None = None) -> None:
         self._spawn(name, with_this_python(worker_argv(queue or self.queue, hostname=f"{name}@%h")), env)
 
-    def start_reaper(self) -> None:
-        schedule = str(self.workdir / "reaper-schedule")
-        self._spawn("reaper", with_this_python(reaper_argv(schedule, hostname="reaper@%h")))
-
     def process(self, name: str) -> subprocess.Popen[bytes]:
         """The latest process started under `name` (a restarted worker replaces its predecessor)."""
         return [process for process_name, process in self.processes if process_name == name][-1]
@@ -190,6 +186,8 @@ FAST_RECOVERY = {
     "EPOCHAL_HEARTBEAT_S": "0.5",
     "EPOCHAL_REAPER_INTERVAL_S": "1",
     "EPOCHAL_REPUBLISH_AFTER_S": "10",
+    # The in-process test API (conftest.py) takes no roles; the service's own processes do, as in production.
+    "EPOCHAL_TAKE_ROLES": "1",
 }
 
 
@@ -206,7 +204,8 @@ def service_env(queue: str, queues: Sequence[str] = ()) -> dict[str, str]:
 def running_service(
     workdir: Path, queue: str, workers: Sequence[str], *, queues: Sequence[str] = (), env: Mapping[str, str] = {}
 ) -> Iterator[Service]:
-    """The API, the reaper, and one worker process per name in `workers`, all on `queue`; stopped on exit.
+    """The API and one worker process per name in `workers`, all on `queue`; stopped on exit. Each takes the reaper
+    role when it is free (upkeep/keeper.py).
 
     `queues` are further queues the API accepts (tests start their workers themselves); `env` adds or overrides
     settings of every process.
@@ -215,9 +214,8 @@ def running_service(
     try:
         for name in workers:
             service.start_worker(name)
-        service.start_reaper()
         service.start_api()
-        service.wait_for_workers(len(workers) + 1)
+        service.wait_for_workers(len(workers))
         yield service
     finally:
         service.stop()

@@ -28,7 +28,7 @@ from kombu import Connection
 from sqlalchemy.engine import make_url
 
 from config import TRAIN_TASK_NAME, Settings
-from epochal.commands import api_argv, flower_argv, migrate_argv, reaper_argv, worker_argv
+from epochal.commands import api_argv, flower_argv, migrate_argv, worker_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -42,7 +42,6 @@ EXPECTED_COMMANDS: dict[str, list[str]] = {
     "worker": worker_argv("gpu", concurrency=1),
     "worker-cpu": worker_argv("training", concurrency=1),
     "flower": flower_argv(5555),
-    "reaper": reaper_argv("/tmp/reaper-schedule"),
 }
 PROJECT_SERVICES = sorted(EXPECTED_COMMANDS)
 SERVICES = {"postgres", "redis", *EXPECTED_COMMANDS}
@@ -323,6 +322,23 @@ def test_postgres_keeps_its_data(compose: dict[str, Any]) -> None:
     postgres = compose["services"]["postgres"]
     assert postgres["image"].split(":")[1].startswith("16")
     assert volume_mounts(postgres).get("/var/lib/postgresql/data") in compose["volumes"]
+
+
+@pytest.mark.parametrize("name", ["api", *WORKERS])
+def test_role_takers_healthchecks_restart_them_when_reaping_stopped(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    # No reaper service: the API and the workers take its role, and a container whose passes stopped is stopped
+    # by its own healthcheck (epochal/healthcheck.py), so that `restart` starts it again.
+    test = services[name]["healthcheck"]["test"]
+    assert test[:4] == ["CMD", "python", "-m", "epochal.healthcheck"]
+    assert "--restart-on-stall" in test
+    assert services[name]["restart"] == "unless-stopped"
+    assert importlib.import_module(test[3]).main  # the module the check runs
+    if name == "api":
+        port = int(option(services["api"]["command"], "--port"))
+        assert option(test, "--url") == f"http://127.0.0.1:{port}/health"
+    assert not any("--beat" in (service.get("command") or []) for service in services.values())
 
 
 @pytest.mark.parametrize(("name", "probe"), [("postgres", "pg_isready"), ("redis", "redis-cli ping")])

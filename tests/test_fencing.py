@@ -1,6 +1,6 @@
 """Fenced attempts, leases and the reaper, on the real database: who may write, and how every job ends.
 
-These drive the worker's database functions (worker.jobs) and the reaper (worker.reaper) directly, as
+These drive the worker's database functions (worker.jobs) and the reaper (upkeep.reaper) directly, as
 a worker process would, with the clock moved forward instead of waited for. The same paths with real
 worker processes, kills and restarts are in test_reliability.py.
 """
@@ -20,7 +20,8 @@ from models import Artifact, EpochMetric, Evaluation, Experiment, ResumeState
 from models.base import utcnow
 from models.db import session_scope
 from training.results import EpochResult, EvaluationResult, ResumePoint
-from worker import jobs, reaper
+from upkeep import reaper
+from worker import jobs
 
 WORKER = "fencing-test@host"
 

@@ -18,9 +18,14 @@ from tests.support import free_port, start_serve
 pytestmark = pytest.mark.e2e
 
 
+def serve_log(tmp_path: Path) -> str:
+    return (tmp_path / "serve.log").read_text(errors="replace")
+
+
 def test_serve_starts_everything_on_embedded_defaults_and_stops_cleanly(tmp_path: Path, data_dir: Path) -> None:
     port = free_port()
-    serve = start_serve(tmp_path, data_dir, port, "serve.log")
+    # A reaper pass every second, so that a stall (three intervals without one) shows within seconds.
+    serve = start_serve(tmp_path, data_dir, port, "serve.log", {"EPOCHAL_REAPER_INTERVAL_S": "1"})
     try:
         health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
         assert health.json()["broker"]["ok"] is True
@@ -44,19 +49,44 @@ def test_serve_starts_everything_on_embedded_defaults_and_stops_cleanly(tmp_path
         assert export in (tmp_path / "serve.log").read_text(errors="replace")
 
         # A worker killed outright (out of memory) is started again; the service stays up.
-        worker = next(
-            p
-            for p in psutil.Process(serve.pid).children()
-            if "worker.celery_app" in " ".join(p.cmdline()) and "--beat" not in p.cmdline()
-        )
+        worker = next(p for p in psutil.Process(serve.pid).children() if "worker.celery_app" in " ".join(p.cmdline()))
         worker.kill()
         deadline = time.monotonic() + 60
         while "the worker exited" not in (tmp_path / "serve.log").read_text(errors="replace"):
             assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text(errors="replace")
             time.sleep(0.2)
-        workers = [p for p in psutil.Process(serve.pid).children() if "--queues" in p.cmdline()]
-        assert worker.pid not in [p.pid for p in workers] and len(workers) == 2  # a new worker, and the reaper
+
+        def workers() -> list[psutil.Process]:
+            return [p for p in psutil.Process(serve.pid).children() if "--queues" in p.cmdline()]
+
+        while not workers():  # started right after that line
+            assert time.monotonic() < deadline, serve_log(tmp_path)
+            time.sleep(0.1)
+        assert worker.pid not in [p.pid for p in workers()] and len(workers()) == 1  # a new worker; no beat
         assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+
+        # Every process that takes the reaper role is up but none reaps (frozen here; wedged, in life): serve
+        # restarts them once no pass ran for three intervals, and passes go on.
+        frozen = [p for p in psutil.Process(serve.pid).children() if "redis-server" not in " ".join(p.cmdline())]
+        assert len(frozen) == 2, frozen  # the worker and the API
+        for process in frozen:
+            process.suspend()
+        deadline = time.monotonic() + 60
+        while "restarting the worker and the API" not in serve_log(tmp_path):
+            assert time.monotonic() < deadline, serve_log(tmp_path)
+            time.sleep(0.2)
+        assert "no reaper pass for" in serve_log(tmp_path)
+        deadline = time.monotonic() + 90
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+                detail = health.json()["reaper"]["detail"]
+                if health.status_code == 200 and "last pass" in detail:
+                    break
+            assert time.monotonic() < deadline, serve_log(tmp_path)
+            time.sleep(0.3)
+        holder_pid = int(detail.rsplit(":", 1)[1])
+        assert holder_pid not in [p.pid for p in frozen] and not any(p.is_running() for p in frozen)
     finally:
         serve.send_signal(signal.SIGTERM)
         returncode = serve.wait(timeout=60)
@@ -79,7 +109,7 @@ def test_serve_killed_outright_takes_its_processes_with_it_and_starts_again(tmp_
         children = psutil.Process(serve.pid).children()
         broker = next(c for c in children if "redis-server" in " ".join(c.cmdline()))
         others = [c for c in children if c.pid != broker.pid]
-        assert len(others) == 3, children  # the API launcher, the worker and the reaper
+        assert len(others) == 2, children  # the API launcher and the worker
         serve.kill()  # no cleanup runs: what follows is the kernel's doing (epochal/lifeline.py)
         serve.wait(timeout=10)
         _gone, alive = psutil.wait_procs(others, timeout=60)

@@ -13,8 +13,21 @@ from tests.support import ROOT
 
 # package -> top-level modules it must never import
 FORBIDDEN = {
-    "training": {"api", "worker", "models", "fastapi", "starlette", "sqlalchemy", "alembic", "celery", "kombu"},
-    "models": {"api", "worker", "fastapi", "celery"},
+    "training": {
+        "api",
+        "worker",
+        "models",
+        "upkeep",
+        "fastapi",
+        "starlette",
+        "sqlalchemy",
+        "alembic",
+        "celery",
+        "kombu",
+    },
+    "models": {"api", "worker", "upkeep", "fastapi", "celery"},
+    # The roles both api and worker run (the reaper): it is handed how to publish, and knows neither of them.
+    "upkeep": {"api", "worker", "fastapi", "starlette", "celery", "kombu"},
     "api": {"worker"},
     "worker": {"api", "fastapi"},
 }
@@ -40,7 +53,7 @@ def test_imports_flow_one_way(package: str) -> None:
     assert {path: names for path, names in offenders.items() if names} == {}
 
 
-@pytest.mark.parametrize("module", ["worker.tasks", "api.main"])
+@pytest.mark.parametrize("module", ["worker.tasks", "api.main", "upkeep.reaper"])
 def test_loading_the_worker_or_the_api_does_not_import_tensorflow(module: str) -> None:
     # The prefork parent must stay free of TensorFlow (not fork-safe), and the API only loads it on a prediction.
     code = f"import sys, {module}; print('tensorflow' in sys.modules, 'keras' in sys.modules)"

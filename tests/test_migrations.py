@@ -190,4 +190,25 @@ def test_rows_from_before_0005_keep_the_validation_they_had(empty_database: str)
         assert [tuple(r) for r in rows] == [(1, "test", 0, None), (2, "held_out", 0, None)]
         assert connection.execute(text("SELECT count(*) FROM epoch_metric")).scalar() == 1
     engine.dispose()
+    command.upgrade(config, "head")  # later revisions add tables only
     assert schema_drift(empty_database) == []
+
+
+def test_role_leases_come_with_0006_and_go_with_its_downgrade(empty_database: str) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0005")
+    assert not {"role_lease", "role_pass"} & table_names(empty_database)
+    command.upgrade(config, "0006")
+    assert {"role_lease", "role_pass"} <= table_names(empty_database)
+    engine = make_engine(empty_database)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO role_lease (role, holder, acquired_at, expires_at, passes) "
+                "VALUES ('reaper', 'api@host:1', :now, :now, 0)"
+            ),
+            {"now": datetime.now(UTC)},
+        )
+    engine.dispose()
+    command.downgrade(config, "0005")
+    assert not {"role_lease", "role_pass"} & table_names(empty_database)

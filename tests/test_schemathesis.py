@@ -37,7 +37,7 @@ EXAMPLES_PER_OPERATION = int(os.environ.get("EPOCHAL_SCHEMATHESIS_EXAMPLES", "15
 
 @pytest.fixture(scope="module")
 def service(migrated_database: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """The API and the reaper on a database of their own, whose ids start at 1 like the document's examples."""
+    """The API (which takes the reaper role) on a database of its own, whose ids start at 1 like the examples."""
     workdir = tmp_path_factory.mktemp("schemathesis")
     with fresh_database(workdir) as url:
         migrate_to_head(url)
@@ -47,7 +47,6 @@ def service(migrated_database: str, broker_url: str, tmp_path_factory: pytest.Te
         env["EPOCHAL_PREDICTIONS_PER_SECOND"] = "100000"
         service = Service(workdir, QUEUE, env)
         try:
-            service.start_reaper()
             service.start_api()
             yield service
         finally:

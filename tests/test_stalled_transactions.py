@@ -30,7 +30,8 @@ from config import get_settings
 from models import EpochMetric, Experiment, attempt_sessions
 from models.db import make_engine, session_scope
 from tests.test_fencing import Published, expire_lease, read, submit
-from worker import jobs, reaper
+from upkeep import reaper
+from worker import jobs
 
 WORKER = "stalled-test@host"
 DEADLINE_S = attempt_sessions.LOCK_WAIT_S * 2 + 30

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from celery import Celery, signals
 
-from config import MAINTENANCE_QUEUE, REAP_TASK_NAME, get_settings
+from config import get_settings
 from worker.lifecycle import exit_unless_dependencies_answer, import_tensorflow_while_idle, pin_child_to_one_gpu
+from worker.roles import forget_parent_connections, start_role_keepers, stop_role_keepers
 from worker.shutdown import install_child_handler, tell_children_to_stop
 
 settings = get_settings()
@@ -29,7 +30,7 @@ app.conf.update(
     worker_max_tasks_per_child=1,
     # Acknowledge after the job, and requeue it if the child dies (OOM kill, power loss). A redelivered
     # message only ever claims a *queued* job: who runs a job is decided by the attempt fence and the
-    # lease in the database (worker/jobs.py, worker/reaper.py), never by the broker's delivery flags.
+    # lease in the database (worker/jobs.py, upkeep/reaper.py), never by the broker's delivery flags.
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     task_time_limit=settings.task_time_limit_s,
@@ -39,21 +40,15 @@ app.conf.update(
     worker_cancel_long_running_tasks_on_connection_loss=True,
     # Redis redelivers unacknowledged messages after this; it must outlast the longest job.
     broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_s},
-    # The reaper (worker/reaper.py): a pass every EPOCHAL_REAPER_INTERVAL_S on a queue of its own, each
-    # message dropped if not run within an interval, so a stopped reaper never finds a backlog of passes.
-    task_routes={REAP_TASK_NAME: {"queue": MAINTENANCE_QUEUE}},
-    beat_schedule={
-        "reap": {
-            "task": REAP_TASK_NAME,
-            "schedule": settings.reaper_interval_s,
-            "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.reaper_interval_s},
-        }
-    },
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
 
 signals.worker_init.connect(exit_unless_dependencies_answer)
+# The reaper runs as a role in the main process (worker/roles.py), not as a task: no beat, no queue of its own.
+signals.worker_ready.connect(start_role_keepers)
+signals.worker_shutdown.connect(stop_role_keepers)
+signals.worker_process_init.connect(forget_parent_connections)  # first: the child's own connections from here
 signals.worker_process_init.connect(pin_child_to_one_gpu)  # before TensorFlow is imported, below
 signals.worker_process_init.connect(import_tensorflow_while_idle)
 signals.worker_process_init.connect(install_child_handler)

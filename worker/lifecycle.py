@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 from sqlalchemy import text
 
-from config import MAINTENANCE_QUEUE, get_settings, install_log_redaction, redact_secrets, redact_url
+from config import get_settings, install_log_redaction, redact_secrets, redact_url
 from models.db import get_engine
 
 log = logging.getLogger(__name__)
@@ -98,10 +98,8 @@ def import_tensorflow_while_idle(**_kwargs: Any) -> None:
 
     Safe after the fork (the parent stays TensorFlow-free); a thread, so the child is ready for work at once
     (a job that arrives first simply waits on the import lock). Importing starts no device: GPU settings
-    still apply when the job calls training.device.setup_device. The reaper's children never train.
+    still apply when the job calls training.device.setup_device.
     """
-    if MAINTENANCE_QUEUE in sys.argv:
-        return
     threading.Thread(target=_import_tensorflow, name="import-tensorflow", daemon=True).start()
 
 

@@ -1,4 +1,4 @@
-"""Thin Celery tasks: claim an attempt, call `training`, persist what it returns; and the reaper's pass."""
+"""Thin Celery tasks: claim an attempt, call `training`, persist what it returns."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from pathlib import Path
 from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task
 
-from config import REAP_TASK_NAME, TRAIN_TASK_NAME, get_settings
+from config import TRAIN_TASK_NAME, get_settings
 from epochal import events
 from models.attempts import Outcome
 from training.results import StopReason
-from worker import jobs, reaper
+from worker import jobs
 from worker.celery_app import app
 from worker.epoch_writer import EpochWriter
 from worker.heartbeat import Heartbeat
@@ -110,10 +110,3 @@ def _train(job: jobs.ClaimedJob, heartbeat: Heartbeat) -> str:
         assert result.evaluation is not None and result.checkpoint is not None and result.best_epoch is not None
         jobs.finish_succeeded(job, result.best_epoch, result.best_val_accuracy, result.evaluation, result.checkpoint)
         return "succeeded"
-
-
-@app.task(name=REAP_TASK_NAME, ignore_result=True)
-def reap() -> dict[str, list[int]]:
-    """One reaper pass (see worker/reaper.py); scheduled by Celery beat."""
-    report = reaper.reap(publish_training)
-    return {"requeued": report.requeued, "failed": report.failed, "cancelled": report.cancelled}

@@ -1,7 +1,9 @@
 """The reaper: every job that was accepted ends, even when the process running it vanished.
 
-Run periodically (Celery beat, `EPOCHAL_REAPER_INTERVAL_S`), from any number of processes at once:
-every change is a conditional update, so two reapers never act twice on the same attempt.
+A role (upkeep/keeper.py): whichever long-lived process holds its lease (an API process, a worker's main
+process) runs a pass every `EPOCHAL_REAPER_INTERVAL_S`, and another takes over when it dies. Passes are safe from
+any number of processes at once all the same (two holders for a moment, a test calling `reap`): every change is
+a conditional update, so two reapers never act twice on the same attempt.
 
 1. A `running` job whose lease expired lost its attempt (no heartbeat: killed, hung, cut off). It is
    cancelled if a cancel was asked for, failed if the attempt ran past the time limit or if
@@ -27,11 +29,16 @@ from models import Attempt, Experiment, attempt_sessions
 from models.attempts import Outcome, attempt_story, end_attempt
 from models.base import as_utc, utcnow
 from models.db import session_scope
+from models.roles import RoleState
 from training.spec import Status
+from upkeep.keeper import RoleKeeper, holder_name
 
 log = logging.getLogger(__name__)
 
 MAX_REPUBLISH_BACKOFF_S = 3600.0
+REAPER_ROLE = "reaper"
+# Passes missed before the service says it is unwell (/health's 503, serve's restart of the role takers).
+STALLED_AFTER_INTERVALS = 3
 
 Publish = Callable[[int, str], None]
 
@@ -42,6 +49,11 @@ class ReapReport:
     failed: list[int] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
     published: list[int] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """What the pass did, in a few words, for the record of passes."""
+        counts = {name: len(ids) for name, ids in vars(self).items() if ids}
+        return ", ".join(f"{count} {name}" for name, count in counts.items()) or "nothing to do"
 
 
 def _decide(experiment: Experiment, attempt: Attempt | None, now: datetime) -> tuple[Status, str, str]:
@@ -175,3 +187,27 @@ def reap(publish: Publish, now: datetime | None = None) -> ReapReport:
         _reap_expired(experiment_id, now, report)
     _republish_due(now, publish, report)
     return report
+
+
+def reaper_keeper(publish: Publish, name: str) -> RoleKeeper:
+    """The keeper of the reaper role for this process (`name`: what it is, e.g. "api" or a worker's node name)."""
+    settings = get_settings()
+    return RoleKeeper(REAPER_ROLE, lambda: reap(publish).summary(), settings.reaper_interval_s, holder_name(name))
+
+
+def stalled(state: RoleState | None, now: datetime, up_since: datetime) -> str | None:
+    """Why passes count as stopped (no pass for STALLED_AFTER_INTERVALS intervals), or None while they run.
+
+    `up_since` is when the asking process started: for as long again after it no pass is held against the
+    service, since its role takers may be starting too (a pass from before a restart is old, but not a fault).
+    """
+    interval_s = get_settings().reaper_interval_s
+    limit_s = STALLED_AFTER_INTERVALS * interval_s
+    if (now - up_since).total_seconds() <= limit_s:
+        return None
+    if state is None or state.last_pass_at is None:
+        return f"no reaper pass was ever recorded (expected one every {interval_s:g} s)"
+    age_s = (now - state.last_pass_at).total_seconds()
+    if age_s <= limit_s:
+        return None
+    return f"no reaper pass for {age_s:.0f} s (the last by {state.last_pass_by}; expected one every {interval_s:g} s)"

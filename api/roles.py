@@ -1,0 +1,31 @@
+"""Each API process takes the service's roles (the reaper) while it runs, and says how their passes are going.
+
+The keeper (upkeep/keeper.py) is a daemon thread of its own: a pass is blocking database work and never runs on
+the event loop. It starts with the app's lifespan and gives the roles up when the process stops. Jobs it must
+publish again go out by task name (api/queue.py), as every job the API enqueues does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.queue import enqueue_training
+from config import get_settings
+from models.base import utcnow
+from upkeep.reaper import reaper_keeper
+
+
+@asynccontextmanager
+async def take_roles(app: FastAPI) -> AsyncIterator[None]:
+    """Lifespan: note when this process started (the grace /health gives passes), keep the roles while it runs."""
+    app.state.started_at = utcnow()
+    keeper = reaper_keeper(enqueue_training, "api").start() if get_settings().take_roles else None
+    try:
+        yield
+    finally:
+        if keeper is not None:
+            await asyncio.to_thread(keeper.stop)  # joins the thread: off the loop

@@ -1,0 +1,202 @@
+"""The reaper as a role: its lease on the real database, the keeper that holds it, and what /health and /metrics say.
+
+The lease (models/roles.py) must never be held by two processes at once and must pass on when its holder goes
+silent; the keeper (upkeep/keeper.py) runs one pass per interval and survives every failure; /health turns 503 once
+no pass ran for three intervals; the container healthcheck stops its process then. The real processes taking the
+role over from a killed holder are in tests/test_role_takeover.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from config import get_settings
+from epochal import healthcheck
+from models import RoleLease
+from models.base import utcnow
+from models.db import session_scope
+from models.roles import PASS_HISTORY, acquire_or_renew, read_role, recent_passes, record_pass, release
+from tests.test_metrics import scrape, value
+from upkeep.keeper import RoleKeeper, holder_name, pid_of
+from upkeep.reaper import REAPER_ROLE, STALLED_AFTER_INTERVALS
+
+ROLE = "test-role"
+
+
+def hold(holder: str, ttl_s: float = 5, now_offset_s: float = 0) -> bool:
+    with session_scope() as session:
+        now = utcnow() + timedelta(seconds=now_offset_s)
+        return acquire_or_renew(session, ROLE, holder, ttl_s, now) is not None
+
+
+def test_two_holders_never_both_hold_the_role_and_an_expired_lease_is_taken_over(db: str) -> None:
+    assert hold("a@host:1")
+    assert not hold("b@host:2")  # a's lease runs
+    assert hold("a@host:1")  # a renews it
+    # a goes silent: once its lease ran out, b takes the role, and a does not get it back until b's runs out.
+    assert hold("b@host:2", now_offset_s=6)
+    assert not hold("a@host:1", now_offset_s=6)
+    with session_scope() as session:
+        state = read_role(session, ROLE)
+    assert state is not None and state.holder == "b@host:2"
+
+
+def test_a_released_role_is_taken_at_once(db: str) -> None:
+    assert hold("a@host:1")
+    with session_scope() as session:
+        assert release(session, ROLE, "a@host:1")
+        assert not release(session, ROLE, "b@host:2")  # only the holder gives it up
+    assert hold("b@host:2")
+
+
+def test_of_many_racing_for_a_new_role_exactly_one_holds_it(db: str) -> None:
+    # The first calls for a role race to create its row: the losers must get "not yours", never an error.
+    start, won, errors = threading.Barrier(8), [], []
+
+    def race(n: int) -> None:
+        start.wait(timeout=10)
+        try:
+            if hold(f"racer@host:{n}"):
+                won.append(n)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == [] and len(won) == 1, (won, errors)
+
+
+def test_passes_are_recorded_on_the_row_and_in_a_short_history(db: str) -> None:
+    assert hold("a@host:1")
+    began = utcnow()
+    with session_scope() as session:
+        for n in range(PASS_HISTORY + 5):
+            record_pass(session, ROLE, "a@host:1", began, began + timedelta(seconds=n), f"pass {n}")
+    with session_scope() as session:
+        state = read_role(session, ROLE)
+        history = recent_passes(session, ROLE)
+    assert state is not None and state.passes == PASS_HISTORY + 5 and state.last_pass_by == "a@host:1"
+    assert state.last_pass_at == began + timedelta(seconds=PASS_HISTORY + 4)
+    assert [p.summary for p in history] == [f"pass {n}" for n in range(PASS_HISTORY + 4, 4, -1)]
+
+
+def test_the_keeper_runs_one_pass_per_interval_and_only_while_it_holds_the_role(db: str) -> None:
+    ran: list[str] = []
+
+    def duty(name: str) -> Callable[[], str]:
+        def run() -> str:
+            ran.append(name)
+            return f"{name} did it"
+
+        return run
+
+    keeper = RoleKeeper(ROLE, duty("pass"), 10, holder_name("first"))
+    other = RoleKeeper(ROLE, duty("other"), 10, holder_name("second@elsewhere"))
+    now = utcnow()
+    assert keeper.tick(now) and ran == ["pass"]
+    assert not keeper.tick(now + timedelta(seconds=3))  # held, but the pass is not due yet
+    assert not other.tick(now + timedelta(seconds=5))  # not its role
+    assert keeper.tick(now + timedelta(seconds=10)) and ran == ["pass", "pass"]
+    # The holder went silent: its lease (one interval) ran out and the other takes the role and its passes.
+    assert other.tick(now + timedelta(seconds=21)) and ran == ["pass", "pass", "other"]
+    with session_scope() as session:
+        state = read_role(session, ROLE)
+    assert state is not None and state.last_pass_by == other.holder and pid_of(other.holder) > 0
+    assert other.holder.startswith("second@elsewhere:")
+
+
+def test_the_keeper_survives_a_failing_pass_and_a_database_that_fails(db: str) -> None:
+    calls: list[float] = []
+
+    def failing() -> str:
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise RuntimeError("the database went away mid-pass")
+        return "fine again"
+
+    keeper = RoleKeeper(ROLE, failing, 0.3, holder_name("flaky")).start()
+    try:
+        deadline = time.monotonic() + 20
+        while len(calls) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        keeper.stop()
+    assert len(calls) >= 4, calls  # it kept ticking after two failed passes
+    with session_scope() as session:
+        state = read_role(session, ROLE)
+    assert state is not None and state.last_pass_by == keeper.holder
+    assert state.expires_at <= utcnow()  # stopping gave the role up
+
+
+def record_reaper_pass(age_s: float) -> None:
+    when = utcnow() - timedelta(seconds=age_s)
+    with session_scope() as session:
+        assert acquire_or_renew(session, REAPER_ROLE, "api@testhost:4242", 60, when) is not None
+        record_pass(session, REAPER_ROLE, "api@testhost:4242", when, when)
+
+
+def test_health_is_503_when_no_reaper_pass_ran_for_three_intervals(client: TestClient) -> None:
+    limit_s = STALLED_AFTER_INTERVALS * get_settings().reaper_interval_s
+    # Just started, no pass yet: the grace.
+    assert client.get("/health").status_code == 200
+    app = client.app
+    app.state.started_at = utcnow() - timedelta(seconds=limit_s + 1)  # type: ignore[attr-defined]
+    never = client.get("/health")
+    assert never.status_code == 503 and never.json()["status"] == "degraded"
+    assert never.json()["reaper"]["ok"] is False and "ever recorded" in never.json()["reaper"]["detail"]
+    record_reaper_pass(age_s=1)
+    fresh = client.get("/health")
+    assert fresh.status_code == 200, fresh.text
+    assert fresh.json()["reaper"] == {"ok": True, "detail": fresh.json()["reaper"]["detail"]}
+    assert "api@testhost:4242" in fresh.json()["reaper"]["detail"]
+    record_reaper_pass(age_s=limit_s + 5)
+    stale = client.get("/health")
+    assert stale.status_code == 503 and stale.json()["reaper"]["ok"] is False
+    assert stale.json()["database"]["ok"] is True and stale.json()["broker"]["ok"] is True
+    documented = client.get("/openapi.json").json()["paths"]["/health"]["get"]["responses"]
+    assert "reaper" in documented["503"]["description"]
+
+
+def test_metrics_export_the_age_of_the_last_pass_and_who_holds_the_role(client: TestClient) -> None:
+    record_reaper_pass(age_s=7)
+    families = scrape(client)
+    age = value(families["epochal_role_last_pass_age_seconds"], role=REAPER_ROLE)
+    assert 7 <= age < 60
+    assert value(families["epochal_role_holder"], role=REAPER_ROLE, holder="api@testhost:4242") == 1.0
+    with session_scope() as session:  # the holder's lease ran out: it holds nothing any more
+        session.execute(update(RoleLease).values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert value(scrape(client)["epochal_role_holder"], role=REAPER_ROLE, holder="api@testhost:4242") == 0.0
+
+
+@pytest.fixture
+def container_main(monkeypatch: pytest.MonkeyPatch) -> Iterator[subprocess.Popen[bytes]]:
+    """A stand-in for a container's main process, which the healthcheck may stop: a sleeping child, started longer
+    ago than the grace of a short reaper interval."""
+    monkeypatch.setattr(get_settings(), "reaper_interval_s", 0.2)
+    process = subprocess.Popen(["sleep", "60"])
+    time.sleep(STALLED_AFTER_INTERVALS * 0.2 + 0.3)
+    yield process
+    process.kill()
+    process.wait(timeout=10)
+
+
+def test_the_healthcheck_stops_the_container_main_when_passes_stopped(
+    db: str, container_main: subprocess.Popen[bytes]
+) -> None:
+    record_reaper_pass(age_s=0)
+    assert healthcheck.main(["--restart-on-stall", "--pid", str(container_main.pid)]) == 0
+    assert container_main.poll() is None
+    record_reaper_pass(age_s=600)
+    assert healthcheck.main(["--restart-on-stall", "--pid", str(container_main.pid)]) == 1
+    assert container_main.wait(timeout=10) == -15  # SIGTERM: the container exits and `restart` starts it again
