@@ -71,6 +71,17 @@ class Settings(BaseSettings):
     events_max_s: float = Field(
         default=300, gt=0, description="Longest a live event stream stays open before the client reconnects."
     )
+    # An open stream holds no database connection (api/stream_access.py); these bound what streams cost otherwise
+    # (a Redis connection and a file descriptor each) and how long a revoked key keeps one open.
+    max_streams_per_user: int = Field(
+        default=32, ge=1, description="Live event streams one user may have open at once (all API processes)."
+    )
+    max_streams_per_process: int = Field(
+        default=512, ge=1, description="Live event streams one API process relays at once; past it a 503."
+    )
+    stream_recheck_s: float = Field(
+        default=5, gt=0, le=60, description="How often an open event stream checks that its key is still valid."
+    )
     db_retry_s: float = Field(
         default=120, ge=0, description="How long a worker retries a database write before giving the attempt up."
     )
