@@ -213,3 +213,12 @@ def test_a_stream_closes_soon_after_its_key_is_revoked(
     assert "revoked" in text, text
     print(f"\nclosed {time.monotonic() - started:.2f} s after the key was revoked")
     assert open_stream(live_api, "/experiments/1/events", key).status == 401
+
+
+def test_the_event_routes_document_every_status_they_answer(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/experiments/{experiment_id}/events", "/sweeps/{sweep_id}/events"):
+        documented = paths[path]["get"]["responses"]
+        assert {"200", "401", "404", "422", "429", "503"} <= set(documented), path
+        assert "EPOCHAL_MAX_STREAMS_PER_USER" in documented["429"]["description"]
+        assert "EPOCHAL_MAX_STREAMS_PER_PROCESS" in documented["503"]["description"]
