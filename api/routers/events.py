@@ -13,6 +13,7 @@ many open (api/stream_slots.py).
 from __future__ import annotations
 
 import json
+import random
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -94,23 +95,32 @@ async def _relay(
     client = aioredis.Redis.from_url(redis_url(settings.broker_url), socket_timeout=KEEP_ALIVE_MS / 1000 + 5)
     deadline = time.monotonic() + settings.events_max_s
     recheck_s = settings.stream_recheck_s
-    next_check = time.monotonic() + recheck_s
+    # The first re-check comes at a random point of the first interval: streams opened together (a dashboard's
+    # tabs, a script's loop) then spread their checks out instead of making them all in the same instant.
+    next_check = time.monotonic() + recheck_s * random.uniform(0.5, 1.0)
+    unchecked = True  # events were relayed (or none yet) since the job's status was last read
     try:
         yield "retry: 2000\n\n"
         while True:
             if time.monotonic() >= next_check:
-                # Checked on a clock, not only when idle: a job publishing progress every second never is.
-                if not await run_in_threadpool(follower.still_allowed):
+                # On a clock, not only when idle: a job publishing progress every second never is.
+                allowed, final = await run_in_threadpool(_recheck, follower, ended)
+                if not allowed:
                     yield ": closed: the API key of this stream was revoked (or its user removed)\n\n"
                     return
-                next_check = time.monotonic() + recheck_s
-            entries = await client.xread({stream: cursor}, count=500)
-            if not entries:
-                # Caught up. The job may be over: its final event was relayed, or expired with its stream.
-                final = await run_in_threadpool(ended)
                 if final is not None:
                     yield _sse("status", json.dumps(final))
                     return
+                next_check, unchecked = time.monotonic() + recheck_s, False
+            entries = await client.xread({stream: cursor}, count=500)
+            if not entries:
+                if unchecked:
+                    # Caught up. The job may be over: its final event was relayed, or expired with its stream.
+                    final = await run_in_threadpool(ended)
+                    if final is not None:
+                        yield _sse("status", json.dumps(final))
+                        return
+                    unchecked = False
                 now = time.monotonic()
                 remaining_ms = int((deadline - now) * 1000)
                 if remaining_ms <= 0:
@@ -120,12 +130,23 @@ async def _relay(
                 if not entries:
                     yield ": keep-alive\n\n"
                     continue
+            unchecked = True
             for entry_id, event, data in _decoded(entries):
                 cursor = entry_id
                 yield _sse(event, data, entry_id)
     finally:
         with anyio.CancelScope(shield=True):  # the client may be gone: this runs in a cancelled scope then
             await client.aclose()
+
+
+def _recheck(follower: Follower, ended: Callable[[], dict[str, Any] | None]) -> tuple[bool, dict[str, Any] | None]:
+    """Whether the follower's key is still valid, and the job's final status if it is over: in one hop to a thread.
+
+    The status is read here too, not only after events arrive: publishing is best effort, a final event can be lost.
+    """
+    if not follower.still_allowed():
+        return False, None
+    return True, ended()
 
 
 def _decoded(entries: Any) -> list[tuple[str, str, str]]:
