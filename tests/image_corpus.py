@@ -102,14 +102,16 @@ def bomb_png(side: int = 30_000) -> bytes:
 
 
 @lru_cache
-def deep_png(width: int = 6000, height: int = 6600) -> bytes:
-    """A real 16-bit grey PNG, dark on the left and white on the right: 79 MB of pixels at the default size, in
-    about 80 KB (every row is the same). Under the pixel cap; what it costs decoded is what it must be refused for."""
+def deep_png(width: int = 6000, height: int = 6600, depth: int = 16) -> bytes:
+    """A real grey PNG (16-bit, or 8-bit), dark on the left and white on the right: 75.5 MiB of 16-bit pixels at the
+    default size, in about 100 KB (every row is the same). Under the pixel cap; what it costs decoded is what it must
+    be refused for."""
+    white = b"\xff" * (depth // 8)
     compressor = zlib.compressobj(9)
-    row = b"\x00" + b"\x00\x00" * (width // 2) + b"\xff\xff" * (width - width // 2)  # filter 0, then big-endian
+    row = b"\x00" + bytes(len(white)) * (width // 2) + white * (width - width // 2)  # filter 0, then the pixels
     parts = [compressor.compress(row) for _ in range(height)]
     parts.append(compressor.flush())
-    header = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, depth, 0, 0, 0, 0)
     return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", b"".join(parts)) + _chunk(b"IEND", b"")
 
 
