@@ -18,7 +18,9 @@ import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 
+from api import stream_access
 from api.main import app
 from api.stream_slots import PROCESS_STREAMS
 from config import get_settings
@@ -222,3 +224,17 @@ def test_the_event_routes_document_every_status_they_answer(client: TestClient) 
         assert {"200", "401", "404", "422", "429", "503"} <= set(documented), path
         assert "EPOCHAL_MAX_STREAMS_PER_USER" in documented["429"]["description"]
         assert "EPOCHAL_MAX_STREAMS_PER_PROCESS" in documented["503"]["description"]
+
+
+def test_a_stream_whose_key_cannot_be_checked_closes_saying_why(live_api: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(get_settings(), "stream_recheck_s", 0.2)
+    key = new_key(STREAMER)
+    stream = open_stream(live_api, f"/experiments/{queued_experiment(live_api, key)}/events", key)
+    assert stream.status == 200
+
+    def database_down(*_args: object) -> None:
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(stream_access, "find_key", database_down)  # the re-check's query, as a database outage ends it
+    assert "the database is unavailable" in stream.read_to_end().decode()
+    wait_until(lambda: PROCESS_STREAMS.open == 0, "the slot of a stream that ended on an error was not given back")

@@ -23,6 +23,7 @@ import anyio
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from api.access import ExperimentId, SweepId
@@ -104,7 +105,13 @@ async def _relay(
         while True:
             if time.monotonic() >= next_check:
                 # On a clock, not only when idle: a job publishing progress every second never is.
-                allowed, final = await run_in_threadpool(_recheck, follower, ended)
+                try:
+                    allowed, final = await run_in_threadpool(_recheck, follower, ended)
+                except SQLAlchemyError:
+                    # The key cannot be checked: close, rather than stream on unchecked. The client reconnects, and is
+                    # answered 503 while the database is down.
+                    yield ": closed: the database is unavailable; reconnect in a few seconds\n\n"
+                    return
                 if not allowed:
                     yield ": closed: the API key of this stream was revoked (or its user removed)\n\n"
                     return
