@@ -73,6 +73,17 @@ class Settings(BaseSettings):
     events_max_s: float = Field(
         default=300, gt=0, description="Longest a live event stream stays open before the client reconnects."
     )
+    # An open stream holds no database connection (api/stream_access.py); these bound what streams cost otherwise
+    # (a Redis connection and a file descriptor each) and how long a revoked key keeps one open.
+    max_streams_per_user: int = Field(
+        default=32, ge=1, description="Live event streams one user may have open at once (all API processes)."
+    )
+    max_streams_per_process: int = Field(
+        default=512, ge=1, description="Live event streams one API process relays at once; past it a 503."
+    )
+    stream_recheck_s: float = Field(
+        default=5, gt=0, le=60, description="How often an open event stream checks that its key is still valid."
+    )
     db_retry_s: float = Field(
         default=120, ge=0, description="How long a worker retries a database write before giving the attempt up."
     )
@@ -102,6 +113,23 @@ class Settings(BaseSettings):
     )
     max_image_pixels: int = Field(
         default=40_000_000, ge=1, description="Largest uploaded image (width x height), read from its header."
+    )
+    # What decoding costs is not bounded by the upload's size (a 77 KB PNG can declare 40 megapixels of 16-bit
+    # grey): these bound the decoded memory, read from each image's header before anything is decoded.
+    max_image_decoded_bytes: int = Field(
+        default=64 * 2**20,
+        ge=2**20,
+        description="Most memory one uploaded image may take decoded (width x height x bytes a pixel); past it a 413.",
+    )
+    max_batch_decoded_bytes: int = Field(
+        default=256 * 2**20,
+        ge=2**20,
+        description="Most decoded memory the images of one prediction request may take together; past it a 413.",
+    )
+    max_decoding_bytes: int = Field(
+        default=512 * 2**20,
+        ge=2**20,
+        description="Most decoded image memory one API process holds at once, all requests together; past it a 503.",
     )
     max_sweep_size: int = Field(default=100, ge=1, description="Most experiments one sweep may create.")
     flower_basic_auth: SecretStr = Field(

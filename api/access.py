@@ -109,12 +109,17 @@ def visible_artifact(session: Session, user: User, experiment_id: int, name: str
     return artifact
 
 
-def visible_sweep(session: Session, user: User, sweep_id: int) -> Sweep:
-    """The sweep with its experiments (and their metrics and evaluations) loaded, if the user may see it; or 404."""
+def visible_sweep(session: Session, user: User, sweep_id: int, *, with_runs: bool = True) -> Sweep:
+    """The sweep with its experiments (and their metrics and evaluations) loaded, if the user may see it; or 404.
+
+    `with_runs=False` loads the sweep row alone: enough to decide who may see it.
+    """
     options: list[LoaderOption] = [
         selectinload(Sweep.experiments).selectinload(Experiment.metrics),
         selectinload(Sweep.experiments).selectinload(Experiment.evaluation),
     ]
+    if not with_runs:
+        options = []
     sweep = _visible(session, user, Sweep, sweep_id, options)
     if sweep is None:
         raise not_found(f"sweep {sweep_id} does not exist; GET /sweeps lists the ones that do")

@@ -68,11 +68,12 @@ def create_app() -> FastAPI:
     app.add_middleware(BrowserHeaders)
     # One dependency guards every router but health's: a route added to any of them needs a key. Checking
     # the key reads the database, so any of these routes can also answer 503 when the database is down.
-    for module in (experiments, events, sweeps, reports, datasets, backprop, users, metrics):
+    for module in (experiments, sweeps, reports, datasets, backprop, users, metrics):
         app.include_router(module.router, dependencies=[Depends(current_user)], responses=responses(401, 503))
     # The prediction and submission routes verify the key in the same worker-thread hop as their work (api/auth.py
     # says how they keep the same answers); without a key they are a 401 here already, as every other route.
-    for router in (predictions.router, experiments.submissions, sweeps.submissions):
+    # So do the event streams, in a session they close before streaming (a stream must hold no connection).
+    for router in (predictions.router, events.router, experiments.submissions, sweeps.submissions):
         app.include_router(router, dependencies=[Depends(bearer_key)], responses=responses(401, 503))
     app.include_router(health.router)
     install_ui(app)  # public pages: the dashboard at /ui/ and the API reference; their data calls need a key

@@ -8,7 +8,8 @@ call itself); the model call goes through the network's micro-batcher, where con
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from fastapi import HTTPException, Request
@@ -19,18 +20,21 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from api.access import best_visible_experiment, in_id_range, owned, visible_experiment
 from api.auth import authenticate
+from api.decode_budget import DECODING
 from api.errors import conflict, not_found
 from api.predictors import ServedModel, get_predictor_cache
 from api.quotas import check_prediction_rate
 from api.schemas import PredictionRead
-from config import get_settings
+from config import Settings, get_settings
 from models import Artifact, Experiment, User
 from models.db import get_sessionmaker
 from training.errors import ImageTooLarge, InvalidImage
+from training.image_limits import DecodeLimits
 from training.results import CHECKPOINT_NAME
 from training.spec import Dataset, Status
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MiB = 2**20
 Checkpoint = tuple[int, str]  # the checkpoint artifact's id and sha256: its megabytes are read on a cache miss only
 Found = tuple[Experiment, Checkpoint | None]
 FindExperiment = Callable[[Session, User], Found]
@@ -101,25 +105,49 @@ def _checkpoint(session: Session, experiment: Experiment) -> Checkpoint | None:
     return None if row is None else (row[0], row[1])
 
 
-def _decode(served: ServedModel, images: list[tuple[str | None, bytes]]) -> np.ndarray:
-    arrays = []
+def _decode(served: ServedModel, images: list[tuple[str | None, bytes]], settings: Settings) -> np.ndarray:
+    limits = DecodeLimits(max_pixels=settings.max_image_pixels, max_bytes=settings.max_image_decoded_bytes)
+    # Every image's cost from its header first: a request over its bound is refused before anything is decoded.
+    costs = []
     for part, data in images:
-        try:
-            arrays.append(served.predictor.preprocess(data))
-        except InvalidImage as exc:
-            raise HTTPException(status_code=415, detail=f"{_prefix(part)}{exc}") from exc
-        except ImageTooLarge as exc:
-            raise HTTPException(status_code=413, detail=f"{_prefix(part)}{exc}") from exc
+        with _refused_as_http(part):
+            costs.append(served.predictor.decode_cost(data, limits))
+    total, cap = sum(costs), settings.max_batch_decoded_bytes
+    if total > cap:
+        raise HTTPException(
+            status_code=413,
+            detail=(
+                f"the {len(images)} images of this request take {total / MiB:.1f} MiB decoded together, and one "
+                f"request may take at most {cap / MiB:g} MiB (EPOCHAL_MAX_BATCH_DECODED_BYTES); split it into "
+                "smaller batches, or resize the images (the network sees them at a few hundred pixels a side)"
+            ),
+        )
+    arrays = []
+    for (part, data), cost in zip(images, costs, strict=True):
+        with DECODING.reserve(cost, settings.max_decoding_bytes), _refused_as_http(part):
+            arrays.append(served.predictor.preprocess(data, limits))
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+@contextmanager
+def _refused_as_http(part: str | None) -> Iterator[None]:
+    """The decoder's refusals as the HTTP answers they are, naming the batch part when there is one."""
+    try:
+        yield
+    except InvalidImage as exc:
+        raise HTTPException(status_code=415, detail=f"{_prefix(part)}{exc}") from exc
+    except ImageTooLarge as exc:
+        raise HTTPException(status_code=413, detail=f"{_prefix(part)}{exc}") from exc
 
 
 def _prepare(
     request: Request, key: str, find: FindExperiment, images: int, read: ReadImages
 ) -> tuple[int, ServedModel, np.ndarray]:
     # In the order a request is refused on every route: the key (401), the caller's rate (429), then what they sent.
+    settings = get_settings()
     with get_sessionmaker()() as session:
         user = authenticate(session, request, key)
-        check_prediction_rate(get_settings(), user, images=images)
+        check_prediction_rate(settings, user, images=images)
         uploads = read()
         experiment, checkpoint = find(session, user)
         if experiment.status is not Status.SUCCEEDED:
@@ -138,7 +166,7 @@ def _prepare(
     # The connection went back to the pool as the block ended, before the decoding and the model call: a request
     # waiting in the batcher holding one starved the pool under load (16 clients, 15 connections).
     # Decoded once, to the network's input array: the batcher only concatenates.
-    return experiment_id, served, _decode(served, uploads)
+    return experiment_id, served, _decode(served, uploads, settings)
 
 
 async def predict(

@@ -101,6 +101,20 @@ def bomb_png(side: int = 30_000) -> bytes:
     return png_declaring(side, side, b"".join(parts))
 
 
+@lru_cache
+def deep_png(width: int = 6000, height: int = 6600, depth: int = 16) -> bytes:
+    """A real grey PNG (16-bit, or 8-bit), dark on the left and white on the right: 75.5 MiB of 16-bit pixels at the
+    default size, in about 100 KB (every row is the same). Under the pixel cap; what it costs decoded is what it must
+    be refused for."""
+    white = b"\xff" * (depth // 8)
+    compressor = zlib.compressobj(9)
+    row = b"\x00" + bytes(len(white)) * (width // 2) + white * (width - width // 2)  # filter 0, then the pixels
+    parts = [compressor.compress(row) for _ in range(height)]
+    parts.append(compressor.flush())
+    header = struct.pack(">IIBBBBB", width, height, depth, 0, 0, 0, 0)
+    return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", b"".join(parts)) + _chunk(b"IEND", b"")
+
+
 def hostile_files() -> dict[str, tuple[bytes, int, str]]:
     """name -> (file, expected HTTP status, words the refusal must contain)."""
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype="uint8"))
@@ -120,6 +134,11 @@ def hostile_files() -> dict[str, tuple[bytes, int, str]]:
             png_declaring(8000, 8000, zlib.compress(b"\x00" * 1000)),
             413,
             "this one is 8000 x 8000 = 64,000,000",
+        ),
+        "16-bit grey PNG of 6000 x 6600 in 80 KB": (
+            deep_png(),
+            413,
+            "this image is 6000 x 6600 pixels of 16-bit grey (2 bytes each): 75.5 MiB decoded",
         ),
         "PNG header claiming 100000 x 100000": (
             png_declaring(100_000, 100_000, zlib.compress(b"\x00" * 1000)),

@@ -23,6 +23,7 @@ from PIL import Image
 
 from api import predictors
 from api.batcher import MicroBatcher
+from api.decode_budget import DECODING
 from api.predictors import PredictorCache, ServedModel
 from api.ratelimit import SharedMovingWindow
 from api.serving import MAX_IMAGE_BYTES
@@ -30,6 +31,7 @@ from config import get_settings
 from models import Artifact, Experiment
 from models.base import utcnow
 from models.db import get_sessionmaker
+from tests.image_corpus import deep_png
 from tests.support import counted_work
 from training.results import CHECKPOINT_NAME
 from training.spec import Status
@@ -431,3 +433,39 @@ def test_a_prediction_with_a_loaded_network_is_two_queries_and_two_hops_to_a_thr
     assert "FROM attempt" not in statements[1] and "FROM epoch_metric" not in statements[1]
     # One hop for the key, the lookup and the decoding, one for the model call.
     assert len(hops) == 2, hops
+
+
+def test_what_a_batch_takes_decoded_is_bounded_before_anything_is_decoded(
+    client: TestClient, network_h5: bytes, cache: PredictorCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    experiment_id = succeeded_with_checkpoint(client, network_h5)
+    path = f"/experiments/{experiment_id}/predictions/batch"
+    # One image over its own cap: named, with the size it would fit at.
+    response = batch(client, path, [*digits(1), deep_png()])
+    assert response.status_code == 413, response.text
+    assert response.json()["detail"].startswith("files[1] ('d1.png'): this image is 6000 x 6600 pixels of 16-bit grey")
+    assert "resize it to at most" in response.json()["detail"]
+    # Each image within its cap, all of them together over the request's.
+    monkeypatch.setattr(get_settings(), "max_batch_decoded_bytes", 2 * 2**20)
+    page = io.BytesIO()
+    Image.new("L", (1000, 1000), 255).save(page, format="PNG")  # 0.95 MiB decoded, a few KB sent
+    response = batch(client, path, [page.getvalue()] * 3)
+    assert response.status_code == 413, response.text
+    assert response.json()["detail"].startswith("the 3 images of this request take 2.9 MiB decoded together")
+    assert "EPOCHAL_MAX_BATCH_DECODED_BYTES" in response.json()["detail"]
+    assert batch(client, path, [page.getvalue()] * 2).status_code == 200
+
+
+def test_a_process_decoding_its_most_at_once_answers_503_with_retry_after(
+    client: TestClient, network_h5: bytes, cache: PredictorCache
+) -> None:
+    experiment_id = succeeded_with_checkpoint(client, network_h5)
+    path = f"/experiments/{experiment_id}/predictions"
+    capacity = get_settings().max_decoding_bytes
+    with DECODING.reserve(capacity, capacity):  # what other requests' images hold while they decode
+        response = client.post(path, files={"file": ("digit.png", digits(1)[0], "image/png")})
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == "1"
+    assert "EPOCHAL_MAX_DECODING_BYTES" in response.json()["detail"]
+    assert DECODING.in_use == 0
+    single(client, path, digits(1)[0])  # given back: served again

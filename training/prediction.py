@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training.images import preprocess_image
+from training.images import DecodeLimits, decode_cost, preprocess_image
 from training.labels import predicted_classes
 from training.spec import Activation, DatasetInfo
 
@@ -60,9 +60,14 @@ class Predictor:
         """Trace the call once on a zero input, so the first real request does not pay for tracing."""
         self.predict_batch(np.zeros((1, *self.info.input_shape), dtype="float32"))
 
-    def preprocess(self, data: bytes) -> np.ndarray:
-        """One PNG or JPEG image as a batch of one network input; raises `InvalidImage` for anything else."""
-        return preprocess_image(data, self.info)
+    def decode_cost(self, data: bytes, limits: DecodeLimits) -> int:
+        """The bytes decoding one upload for this network takes, from its header; raises as `preprocess` does."""
+        return decode_cost(data, limits, self.info.input_shape[:2])
+
+    def preprocess(self, data: bytes, limits: DecodeLimits | None = None) -> np.ndarray:
+        """One PNG or JPEG image as a batch of one network input; raises `InvalidImage` for anything else,
+        `ImageTooLarge` past `limits`."""
+        return preprocess_image(data, self.info, limits)
 
     def interpret(self, outputs: np.ndarray) -> list[Prediction]:
         """One prediction per row of raw outputs."""

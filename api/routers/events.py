@@ -4,33 +4,41 @@ The worker, the reaper and the API append events to Redis streams (epochal/event
 relay them. Each event's `id` is its stream entry id: a client that reconnects with `Last-Event-ID`
 continues right after the last event it saw, without gaps or repeats. The stream closes after the
 terminal status (of the experiment, or of the sweep's last experiment), and in any case after
-EPOCHAL_EVENTS_MAX_S, when a client reconnects (EventSource does so by itself). Plain HTTP clients
-can poll GET /experiments/{id} instead.
+EPOCHAL_EVENTS_MAX_S, when a client reconnects (EventSource does so by itself), and within
+EPOCHAL_STREAM_RECHECK_S of its key being revoked. Plain HTTP clients can poll GET /experiments/{id}
+instead. An open stream holds no database connection; each user, and each process, may have only so
+many open (api/stream_slots.py).
 """
 
 from __future__ import annotations
 
 import json
+import random
 import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
+import anyio
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from api.access import ExperimentId, SweepId, visible_experiment, visible_sweep
-from api.auth import CurrentUser
-from api.deps import SessionDep, SettingsDep
+from api.access import ExperimentId, SweepId
+from api.auth import KeyVerifiedRoute
+from api.deps import SettingsDep
 from api.errors import responses
+from api.stream_access import FollowedExperiment, FollowedSweep, Follower
 from config import Settings
 from epochal.events import TERMINAL_STATUSES, experiment_stream, redis_url, sweep_stream
 from models import Experiment, Sweep
 from models.db import session_scope
 
-router = APIRouter(tags=["events"])
+# The key is verified by the routes' own dependency (api/stream_access.py), in a session closed before streaming;
+# KeyVerifiedRoute keeps an invalid key's 401 ahead of a 422, as on every other route.
+router = APIRouter(tags=["events"], route_class=KeyVerifiedRoute)
 
 # Stream entry ids: milliseconds-sequence. Anything else in Last-Event-ID starts from the beginning.
 ENTRY_ID = r"^\d{1,20}-\d{1,20}$"
@@ -83,33 +91,75 @@ def _start(last_event_id: str | None, after: str | None) -> str:
 
 
 async def _relay(
-    stream: str, cursor: str, ended: Callable[[], dict[str, Any] | None], max_s: float, url: str
+    stream: str,
+    cursor: str,
+    ended: Callable[[], dict[str, Any] | None],
+    follower: Follower,
+    settings: Settings,
 ) -> AsyncIterator[str]:
-    """Replay `stream` after `cursor`, then follow it until `ended()` gives the final status, or max_s passes."""
-    client = aioredis.Redis.from_url(url, socket_timeout=KEEP_ALIVE_MS / 1000 + 5)
-    deadline = time.monotonic() + max_s
+    """Replay `stream` after `cursor`, then follow it until `ended()` gives the final status, or max_s passes,
+    or the follower's key stops being valid (checked every EPOCHAL_STREAM_RECHECK_S)."""
+    client = aioredis.Redis.from_url(redis_url(settings.broker_url), socket_timeout=KEEP_ALIVE_MS / 1000 + 5)
+    deadline = time.monotonic() + settings.events_max_s
+    recheck_s = settings.stream_recheck_s
+    # The first re-check comes at a random point of the first interval: streams opened together (a dashboard's
+    # tabs, a script's loop) then spread their checks out instead of making them all in the same instant.
+    next_check = time.monotonic() + recheck_s * random.uniform(0.5, 1.0)
+    unchecked = True  # events were relayed (or none yet) since the job's status was last read
     try:
         yield "retry: 2000\n\n"
         while True:
-            entries = await client.xread({stream: cursor}, count=500)
-            if not entries:
-                # Caught up. The job may be over: its final event was relayed, or expired with its stream.
-                final = await run_in_threadpool(ended)
+            if time.monotonic() >= next_check:
+                # On a clock, not only when idle: a job publishing progress every second never is.
+                try:
+                    allowed, final = await run_in_threadpool(_recheck, follower, ended)
+                except SQLAlchemyError:
+                    # The key cannot be checked: close, rather than stream on unchecked. The client reconnects, and is
+                    # answered 503 while the database is down.
+                    yield ": closed: the database is unavailable; reconnect in a few seconds\n\n"
+                    return
+                if not allowed:
+                    yield ": closed: the API key of this stream was revoked (or its user removed)\n\n"
+                    return
                 if final is not None:
                     yield _sse("status", json.dumps(final))
                     return
-                remaining_ms = int((deadline - time.monotonic()) * 1000)
+                next_check, unchecked = time.monotonic() + recheck_s, False
+            entries = await client.xread({stream: cursor}, count=500)
+            if not entries:
+                if unchecked:
+                    # Caught up. The job may be over: its final event was relayed, or expired with its stream.
+                    final = await run_in_threadpool(ended)
+                    if final is not None:
+                        yield _sse("status", json.dumps(final))
+                        return
+                    unchecked = False
+                now = time.monotonic()
+                remaining_ms = int((deadline - now) * 1000)
                 if remaining_ms <= 0:
                     return
-                entries = await client.xread({stream: cursor}, count=500, block=min(KEEP_ALIVE_MS, remaining_ms))
+                block_ms = max(1, min(KEEP_ALIVE_MS, remaining_ms, int((next_check - now) * 1000)))
+                entries = await client.xread({stream: cursor}, count=500, block=block_ms)
                 if not entries:
                     yield ": keep-alive\n\n"
                     continue
+            unchecked = True
             for entry_id, event, data in _decoded(entries):
                 cursor = entry_id
                 yield _sse(event, data, entry_id)
     finally:
-        await client.aclose()
+        with anyio.CancelScope(shield=True):  # the client may be gone: this runs in a cancelled scope then
+            await client.aclose()
+
+
+def _recheck(follower: Follower, ended: Callable[[], dict[str, Any] | None]) -> tuple[bool, dict[str, Any] | None]:
+    """Whether the follower's key is still valid, and the job's final status if it is over: in one hop to a thread.
+
+    The status is read here too, not only after events arrive: publishing is best effort, a final event can be lost.
+    """
+    if not follower.still_allowed():
+        return False, None
+    return True, ended()
 
 
 def _decoded(entries: Any) -> list[tuple[str, str, str]]:
@@ -147,50 +197,61 @@ def _sweep_ended(sweep_id: int) -> Callable[[], dict[str, Any] | None]:
 def _event_stream(
     stream: str,
     ended: Callable[[], dict[str, Any] | None],
+    follower: Follower,
     settings: Settings,
     last_event_id: str | None,
     after: str | None,
 ) -> StreamingResponse:
-    body = _relay(stream, _start(last_event_id, after), ended, settings.events_max_s, redis_url(settings.broker_url))
+    body = _relay(stream, _start(last_event_id, after), ended, follower, settings)
     # No caching, and no buffering in a reverse proxy: each event must reach the client as it happens.
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
 
+STREAM_ERRORS: dict[int | str, dict[str, Any]] = {
+    **responses(401, 404, 422),
+    429: {
+        **responses(429)[429],
+        "description": "You have EPOCHAL_MAX_STREAMS_PER_USER live event streams open already: close one "
+        "(`Retry-After` says when to try again), or poll GET /experiments/{id}.",
+    },
+    503: {
+        **responses(503)[503],
+        "description": "The database or the broker is unavailable, or this API process relays "
+        "EPOCHAL_MAX_STREAMS_PER_PROCESS streams already; try again after `Retry-After` seconds.",
+    },
+}
+
+
 @router.get(
     "/experiments/{experiment_id}/events",
     response_class=StreamingResponse,
-    responses={**EVENT_STREAM, **responses(401, 404, 422, 503)},
+    responses={**EVENT_STREAM, **STREAM_ERRORS},
 )
-def experiment_events(
+async def experiment_events(
     experiment_id: ExperimentId,
-    session: SessionDep,
+    follower: FollowedExperiment,
     settings: SettingsDep,
-    user: CurrentUser,
     last_event_id: LastEventId = None,
     after: AfterQuery = None,
 ) -> StreamingResponse:
     """Follow one experiment live: `status` changes, every finished `epoch` with its metrics, and `progress`
     within an epoch (batch i of n, running loss and accuracy, about once a second)."""
-    visible_experiment(session, user, experiment_id)
-    return _event_stream(
-        experiment_stream(experiment_id), _experiment_ended(experiment_id), settings, last_event_id, after
-    )
+    ended = _experiment_ended(experiment_id)
+    return _event_stream(experiment_stream(experiment_id), ended, follower, settings, last_event_id, after)
 
 
 @router.get(
     "/sweeps/{sweep_id}/events",
     response_class=StreamingResponse,
-    responses={**EVENT_STREAM, **responses(401, 404, 422, 503)},
+    responses={**EVENT_STREAM, **STREAM_ERRORS},
 )
-def sweep_events(
+async def sweep_events(
     sweep_id: SweepId,
-    session: SessionDep,
+    follower: FollowedSweep,
     settings: SettingsDep,
-    user: CurrentUser,
     last_event_id: LastEventId = None,
     after: AfterQuery = None,
 ) -> StreamingResponse:
     """Follow every experiment of a sweep live (each event names its `experiment_id`); ends when all have ended."""
-    visible_sweep(session, user, sweep_id)
-    return _event_stream(sweep_stream(sweep_id), _sweep_ended(sweep_id), settings, last_event_id, after)
+    return _event_stream(sweep_stream(sweep_id), _sweep_ended(sweep_id), follower, settings, last_event_id, after)
