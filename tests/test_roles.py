@@ -8,7 +8,9 @@ role over from a killed holder are in tests/test_role_takeover.py.
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +26,7 @@ from models import RoleLease
 from models.base import utcnow
 from models.db import session_scope
 from models.roles import PASS_HISTORY, acquire_or_renew, read_role, recent_passes, record_pass, release
+from tests.support import ROOT
 from tests.test_metrics import scrape, value
 from upkeep.keeper import RoleKeeper, holder_name, pid_of
 from upkeep.reaper import REAPER_ROLE, STALLED_AFTER_INTERVALS
@@ -200,3 +203,53 @@ def test_the_healthcheck_stops_the_container_main_when_passes_stopped(
     record_reaper_pass(age_s=600)
     assert healthcheck.main(["--restart-on-stall", "--pid", str(container_main.pid)]) == 1
     assert container_main.wait(timeout=10) == -15  # SIGTERM: the container exits and `restart` starts it again
+
+
+FORK_MID_TICK = """
+import os, sys, threading, time
+from sqlalchemy import event, text
+from models.db import get_engine, own_engine_after_fork, session_scope
+from upkeep.keeper import RoleKeeper
+from worker.roles import never_fork_mid_tick
+
+never_fork_mid_tick()  # what a worker's main does before its keeper starts
+open_connections = []
+event.listen(get_engine(), "checkout", lambda *_: open_connections.append(1))
+event.listen(get_engine(), "checkin", lambda *_: open_connections.pop())
+in_pass, pass_done = threading.Event(), threading.Event()
+
+def slow_pass():
+    with session_scope() as session:  # a connection open in the middle of the tick
+        session.execute(text("SELECT 1"))
+        in_pass.set()
+        time.sleep(0.5)
+    pass_done.set()
+    return "slow"
+
+keeper = RoleKeeper("fork-test", slow_pass, 3.0, "fork-test@here:1")
+threading.Thread(target=keeper.tick).start()
+assert in_pass.wait(20), "the pass never started"
+read, write = os.pipe()
+if os.fork() == 0:  # as billiard forks a training child, from the main thread while the keeper ticks
+    inherited = f"{len(open_connections)} {int(pass_done.is_set())}"
+    own_engine_after_fork()
+    with session_scope() as session:
+        usable = session.execute(text("SELECT 1")).scalar_one()
+    os.write(write, f"{inherited} {usable}".encode())
+    os._exit(0)
+os.close(write)
+print(os.read(read, 100).decode())
+"""
+
+
+def test_a_worker_main_never_forks_a_child_while_its_keeper_has_a_connection_open(db: str) -> None:
+    # SQLite forbids carrying an open connection across fork(), and a server's socket shared by two processes mixes
+    # their statements: the prefork parent, whose keeper thread uses the database, must fork only between ticks.
+    env = {**os.environ, "EPOCHAL_DATABASE_URL": db, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(
+        [sys.executable, "-c", FORK_MID_TICK], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    open_at_fork, pass_done_at_fork, usable = run.stdout.split()
+    assert (open_at_fork, pass_done_at_fork) == ("0", "1"), "the child was forked in the middle of a tick"
+    assert usable == "1", "the child's own engine answers"

@@ -7,8 +7,9 @@ one interval and a third. Nothing stops the thread but `stop()`: an exception (t
 failed) is logged and the next tick tries again.
 
 The thread only ever touches the database and the broker: never TensorFlow, which a worker's prefork parent must
-not load. A child forked while it runs inherits no thread, and drops the engine's pooled connections at once
-(worker/lifecycle.py), so the two processes never share a connection.
+not load. A tick holds `TICKING` from start to end; a process that forks while its keeper runs (a worker's main)
+takes it around every fork and keeps no connection open between sessions, so no child is ever forked with a
+connection of the keeper's open (worker/roles.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 # Ticks per interval: the lease (one interval) survives two missed ticks, and a free role is taken a third of an
 # interval after its lease ran out at worst.
 TICKS_PER_INTERVAL = 3
+
+# Held for the whole of a tick, by whichever keeper of this process ticks: see worker/roles.py for who waits on it.
+TICKING = threading.Lock()
 
 Pass = Callable[[], str]  # runs one pass; returns what it did, in a few words, for the record
 
@@ -57,7 +61,10 @@ class RoleKeeper:
 
     def tick(self, now: datetime | None = None) -> bool:
         """Take or renew the role; run and record a pass if one is due. True when a pass ran."""
-        now = now or utcnow()
+        with TICKING:
+            return self._tick(now or utcnow())
+
+    def _tick(self, now: datetime) -> bool:
         with session_scope() as session:
             state = roles.acquire_or_renew(session, self.role, self.holder, self.interval_s, now)
         if (state is not None) != self.holding:
@@ -96,7 +103,7 @@ class RoleKeeper:
         if self._thread is not None:
             self._thread.join(timeout_s)
         try:
-            with session_scope() as session:
+            with TICKING, session_scope() as session:
                 roles.release(session, self.role, self.holder)
         except Exception as exc:  # the lease then simply runs out
             log.warning("could not give the %s role up (%s); it is free once its lease runs out", self.role, exc)
