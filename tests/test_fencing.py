@@ -278,3 +278,30 @@ def test_a_retry_starts_from_scratch_with_a_fresh_attempt_budget(client: TestCli
     assert fresh is not None and fresh.attempt == 3 and fresh.resume is None
     with session_scope() as session:
         assert session.get_one(Experiment, experiment_id).lost_attempts == 0
+
+
+def test_a_job_whose_child_is_terminated_mid_training_is_given_back_not_failed(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Celery terminates a running task's child when its broker connection is lost; billiard's SIGTERM handler raises
+    # SystemExit, and raised inside a TensorFlow call it can come out as another error (seen in a broker-kill chaos
+    # round: "TypeError: Cannot find minimum value of <dtype: 'int32'>"). That is no failure of the job.
+    from billiard import common
+
+    from worker import tasks
+
+    experiment_id = submit(client)
+
+    def terminated_inside_tensorflow(job: jobs.ClaimedJob, _heartbeat: object) -> str:
+        monkeypatch.setattr(common, "_should_have_exited", [True])  # what billiard's handler sets before exiting
+        raise TypeError("Cannot find minimum value of <dtype: 'int32'>.")
+
+    monkeypatch.setattr(tasks, "_train", terminated_inside_tensorflow)
+    with pytest.raises(TypeError):  # the child goes on exiting
+        tasks.train_experiment(experiment_id)
+    body = read(client, experiment_id)
+    assert (body["status"], body["error"]) == ("queued", None)
+    with session_scope() as session:
+        experiment = session.get_one(Experiment, experiment_id)
+        assert experiment.next_publish_at is not None, "the reaper publishes it at its next pass"
+        assert [attempt.outcome for attempt in experiment.attempts] == ["interrupted"]

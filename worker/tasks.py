@@ -8,6 +8,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
+from billiard.common import terminate_handler_fired
 from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task
 
@@ -54,9 +55,24 @@ def train_experiment(self: Task, experiment_id: int) -> str:
         _fail(job, message, Outcome.TIMED_OUT)
         return "failed"
     except Exception as exc:
+        if terminate_handler_fired():
+            # This child was told to terminate (Celery cancels a running task whose broker connection was lost) and
+            # the SystemExit raised for it came out as another error: TensorFlow turns what is raised inside its
+            # calls into errors of its own. The job did not fail; the process is on its way out.
+            _give_back_on_termination(job)
+            raise
         log.exception("experiment %s failed", experiment_id)
         _fail(job, _error_text(exc), Outcome.FAILED)
         return "failed"
+
+
+def _give_back_on_termination(job: jobs.ClaimedJob) -> None:
+    """Queue a job whose child is terminating for the reaper to publish; if even that fails, its lease runs out."""
+    log.warning("experiment %s: its process is terminating; giving the job back", job.experiment_id)
+    try:
+        jobs.give_back(job, "its process was terminated; the next attempt resumes after the last finished epoch")
+    except Exception as exc:
+        log.warning("experiment %s: not given back (%s); settled once its lease expires", job.experiment_id, exc)
 
 
 def _fail(job: jobs.ClaimedJob, error: str, outcome: str) -> None:
