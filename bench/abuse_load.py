@@ -44,7 +44,7 @@ import psutil
 from PIL import Image
 
 from bench.load import Result, api_cpu_seconds, closed_loop, http_request, multipart
-from bench.predict_load import UNLIMITED, free_port, start_api, train_one, wait_healthy
+from bench.predict_load import UNLIMITED, free_port, start_api, stop_all, train_one, wait_healthy
 from tests.datagen import write_mnist
 from tests.image_corpus import deep_png
 
@@ -248,13 +248,7 @@ def run(args: argparse.Namespace, folder: Path) -> None:
         print((folder / "serve.log").read_text(errors="replace")[-3000:], file=sys.stderr)
         raise
     finally:
-        for process in [*processes, serve]:
-            process.terminate()
-        for process in [*processes, serve]:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all([*processes, serve])
 
 
 def main() -> int:

@@ -275,13 +275,18 @@ def own_service(args: argparse.Namespace, folder: Path, pngs: list[bytes]) -> No
         print((folder / "serve.log").read_text(errors="replace")[-3000:], file=sys.stderr)
         raise
     finally:
-        for process in [*processes, serve]:
-            process.terminate()
-        for process in [*processes, serve]:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all([*processes, serve])
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Ask every process to stop at once, then kill those still running after 30 s."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def main() -> int:
