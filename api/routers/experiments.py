@@ -37,7 +37,7 @@ from api.schemas import (
 )
 from api.submission import submit
 from config import get_settings
-from epochal import events
+from infra import events
 from models import Artifact, EpochMetric, Evaluation, Experiment, ResumeState, Sweep, User, attempt_sessions
 from models.attempts import Outcome, end_attempt
 from models.base import utcnow
