@@ -93,11 +93,11 @@ class Settings(BaseSettings):
         default=2.0, ge=0, le=1000, description="Longest a queued prediction waits for others to share its call."
     )
     predict_max_batch: int = Field(default=64, ge=1, le=4096, description="Most images in one gathered model call.")
-    # Off by default: formatting and printing uvicorn's line per request was 7 % of the API's CPU on the prediction
-    # route, and a proxy in front usually logs requests anyway. Errors are logged either way.
+    # Off by default: a line per request costs the prediction route measurable CPU, and a proxy in front usually
+    # logs requests anyway. Errors are logged either way.
     access_log: bool = Field(default=False, description="Log one line per HTTP request in the API process.")
-    # One process serves ~100-200 predictions or submissions a second on one core (docs/results/performance.md):
-    # past that, more processes on more cores. They share the rate limits (in Redis) and /metrics' counts.
+    # One process is bound by one core (docs/results/performance.md): past that, more processes on more cores.
+    # They share the rate limits (in Redis) and /metrics' counts.
     api_workers: int = Field(default=1, ge=1, le=64, description="API processes behind the one port.")
 
     # Hostile-input caps: a request, an image or a sweep bigger than these is refused with a 4xx, never served.

@@ -77,3 +77,12 @@ def test_no_router_imports_another_router() -> None:
             if found:
                 offenders.setdefault(path.name, []).extend(found)
     assert offenders == {}
+
+
+@pytest.mark.parametrize("module", ["worker.tasks", "api.main", "upkeep.reaper"])
+def test_loading_the_worker_or_the_api_does_not_import_tensorflow(module: str) -> None:
+    # The prefork parent must stay free of TensorFlow (not fork-safe), and the API only loads it on a prediction.
+    code = f"import sys, {module}; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]
