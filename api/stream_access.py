@@ -27,11 +27,12 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.access import ExperimentId, SweepId, visible_experiment, visible_sweep
+from api.access import ExperimentId, SweepId
 from api.auth import BearerKey, authenticate
 from api.deps import SettingsDep
 from api.stream_slots import StreamSlot, acquire
 from config import Settings
+from domain.access import visible_experiment, visible_sweep
 from models.accounts import find_key
 from models.db import get_sessionmaker
 from models.users import User

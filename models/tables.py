@@ -23,7 +23,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, column_property, deferred, mapped_column, relationship
 
 from models.base import Base, utcnow
-from training.spec import Activation, Dataset, Loss, Network, Optimizer, Status, Validation
+from models.states import Status
+from training.spec import Activation, Dataset, Loss, Network, Optimizer, Validation
 
 
 def _enum(enum_type: type[Any]) -> Enum:

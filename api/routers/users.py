@@ -10,11 +10,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from api.access import KeyId, UserId, in_id_range
+from api.access import KeyId, UserId
 from api.account_schemas import KeyCreated, KeyRead, QuotaOverrides, UserCreate, UserCreated, UserRead
 from api.auth import AdminUser, CurrentUser
 from api.deps import SessionDep
 from api.errors import conflict, not_found, responses
+from domain.access import in_id_range
 from models.accounts import create_key, create_user, revoke, user_named
 from models.users import ApiKey, User
 
