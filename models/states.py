@@ -46,7 +46,7 @@ class Move(StrEnum):
     FINISH = "finish"  # the attempt ends the job: succeeded, failed or cancelled at an epoch end
     GIVE_BACK = "give_back"  # the attempt's worker stops and puts the job back in the queue
     EXPIRE = "expire"  # the attempt's lease ran out (the reaper, or a cancel of a job whose worker is gone)
-    CANCEL = "cancel"  # a user cancels a job that never started
+    CANCEL = "cancel"  # a user cancels a job
     RETRY = "retry"  # a user queues a failed or cancelled job again, from scratch
     STRAND = "strand"  # an accepted job the broker refused: nothing will ever deliver it
 
@@ -57,7 +57,8 @@ TRANSITIONS: dict[Move, frozenset[tuple[Status, Status]]] = {
     Move.FINISH: frozenset({(Status.RUNNING, status) for status in FINISHED}),
     Move.GIVE_BACK: frozenset({(Status.RUNNING, Status.QUEUED)}),
     Move.EXPIRE: frozenset({(Status.RUNNING, s) for s in (Status.QUEUED, Status.FAILED, Status.CANCELLED)}),
-    Move.CANCEL: frozenset({(Status.QUEUED, Status.CANCELLED)}),
+    # A running job is only flagged (it stops at its next epoch end), unless its lease expired: then it ends now.
+    Move.CANCEL: frozenset({(Status.QUEUED, Status.CANCELLED), (Status.RUNNING, Status.CANCELLED)}),
     Move.RETRY: frozenset({(Status.FAILED, Status.QUEUED), (Status.CANCELLED, Status.QUEUED)}),
     Move.STRAND: frozenset({(Status.QUEUED, Status.FAILED)}),
 }

@@ -70,7 +70,7 @@ class Experiment(Base):
     jit_compile: Mapped[bool | None] = mapped_column(Boolean)
     # The job.
     sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweep.id", ondelete="SET NULL"), index=True)
-    # Who submitted it: only they (and admins) can see it or act on it. See api/access.py.
+    # Who submitted it: only they (and admins) can see it or act on it. See domain/access.py.
     owner_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
     queue: Mapped[str] = mapped_column(String(100))
     status: Mapped[Status] = mapped_column(_enum(Status), index=True, default=Status.QUEUED)
