@@ -155,19 +155,6 @@ def expire(
     a row held by anything else raises `RowBusy`. Queued again, the job is due to be published at once.
     """
     _allowed(Move.EXPIRE, Status.RUNNING, status)
-    return _expire(session, experiment_id, attempt, now, status, outcome, cause, **values)
-
-
-def _expire(
-    session: Session,
-    experiment_id: int,
-    attempt: int,
-    now: datetime,
-    status: Status,
-    outcome: str,
-    cause: str,
-    **values: object,
-) -> bool:
     changes: dict[str, object] = {"status": status, "lease_expires_at": None, **values}
     if status is Status.QUEUED:
         changes |= {"next_publish_at": now, "publish_count": 0}
@@ -210,9 +197,7 @@ def cancel(session: Session, experiment_id: int) -> None:
         return
     current = session.scalar(select(Experiment.attempt).where(Experiment.id == experiment_id)) or 0
     reason = "cancelled while its worker was gone"
-    if _expire(
-        session, experiment_id, current, utcnow(), Status.CANCELLED, Outcome.LOST, reason, cancel_requested=True
-    ):
+    if expire(session, experiment_id, current, utcnow(), Status.CANCELLED, Outcome.LOST, reason, cancel_requested=True):
         return
     flagged = rows_changed(
         session,
