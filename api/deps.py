@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import Depends
 from sqlalchemy.orm import Session
 
-from api.queue import BrokerUnavailable, enqueue_training
 from config import Settings, get_settings
 from domain.errors import Unavailable
-from epochal import events
+from infra import events
+from infra.task_publisher import BrokerUnavailable, enqueue_training
 from models.db import get_sessionmaker
 
 

@@ -15,7 +15,8 @@ from api.openapi import operation_id
 from api.roles import take_roles
 from api.routers import backprop, datasets, events, experiments, health, metrics, predictions, reports, sweeps, users
 from api.ui import install_ui
-from config import get_settings, install_log_redaction
+from config import get_settings
+from infra.redaction import install_log_redaction
 
 DESCRIPTION = """
 Epochal trains Keras networks as queued jobs. POST an experiment, follow its status, read its

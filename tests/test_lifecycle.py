@@ -18,7 +18,7 @@ from config import get_settings
 from domain import lifecycle
 from domain.errors import Conflict
 from domain.lifecycle import ALLOWED, FINISHED, TRANSITIONS, Move, Outcome, Status, Superseded
-from epochal import events
+from infra import events
 from models import Attempt, Experiment
 from models.accounts import create_user
 from models.base import utcnow

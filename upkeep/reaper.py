@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from config import get_settings
 from domain import lifecycle
 from domain.lifecycle import Outcome, Status
-from epochal import events
+from infra import events
 from models import Attempt, Experiment, attempt_sessions
 from models.attempts import attempt_story
 from models.base import as_utc, utcnow

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, undefer
 from config import get_settings
 from domain import lifecycle
 from domain.lifecycle import Outcome, Status, Superseded
-from epochal import events
+from infra import events
 from models import Artifact, Attempt, EpochMetric, Evaluation, Experiment, ResumeState, attempt_sessions
 from models.base import utcnow
 from models.db import rows_changed, session_scope

@@ -14,7 +14,7 @@ from celery import Task
 
 from config import TRAIN_TASK_NAME, get_settings
 from domain.lifecycle import Outcome
-from epochal import events
+from infra import events
 from training.results import StopReason
 from worker import jobs
 from worker.celery_app import app

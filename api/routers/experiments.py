@@ -31,15 +31,15 @@ from domain.access import owned, visible_artifact, visible_evaluation, visible_e
 from domain.lifecycle import Move, Status
 from domain.quotas import check_active_jobs, check_sweep_size
 from domain.submission import submit
-from epochal import events
+from infra import events
 from models import Experiment, Sweep, User
 from models.specs import repeated_experiments
 from training.spec import Dataset, Optimizer
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
-# POST /experiments verifies the key in the same worker-thread hop as the submission (`as_caller`, api/auth.py):
-# each sync dependency (settings, session, caller) and a sync handler were a hop each, about a quarter of the API's
-# CPU per submission. So it is a router of its own, which api/main.py guards with `bearer_key`, not `current_user`.
+# POST /experiments verifies the key in the same worker-thread hop as the submission (`as_caller`, api/auth.py),
+# because every sync dependency is a thread hop of its own (docs/results/performance.md, "Why the code is shaped so").
+# So it is a router of its own, which api/main.py guards with `bearer_key`, not `current_user`.
 submissions = APIRouter(prefix="/experiments", tags=["experiments"], route_class=KeyVerifiedRoute)
 
 
