@@ -1,4 +1,4 @@
-"""Request-scoped dependencies: a short database session, the settings."""
+"""Request-scoped dependencies: a short database session, the settings; and how submissions leave the API."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from fastapi import Depends
 from sqlalchemy.orm import Session
 
 from config import Settings, get_settings
+from domain.errors import Unavailable
+from infra import events
+from infra.task_publisher import BrokerUnavailable, enqueue_training
 from models.db import get_sessionmaker
 
 
@@ -19,3 +22,22 @@ def get_session() -> Iterator[Session]:
 
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+class BrokerPublisher:
+    """domain.submission's Publisher: the job's message by task name, its events on the broker's streams."""
+
+    def enqueue(self, experiment_id: int, queue: str) -> None:
+        try:
+            enqueue_training(experiment_id, queue)
+        except BrokerUnavailable as exc:
+            raise Unavailable(str(exc)) from exc
+
+    def queued_afresh(self, rows: list[tuple[int, int | None]], sweep_id: int | None) -> None:
+        events.queued_afresh(rows, sweep_id)
+
+    def failed(self, experiment_id: int, sweep_id: int | None, error: str) -> None:
+        events.status(experiment_id, sweep_id, "failed", error=error)
+
+
+publisher = BrokerPublisher()

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from domain.errors import Conflict, DomainError, Invalid, NotFound, QuotaExceeded, Unavailable
 from models.attempt_sessions import RowBusy, is_lock_timeout
 
 
@@ -120,10 +121,33 @@ async def _database_unavailable_handler(request: Request, exc: Exception) -> JSO
     )
 
 
+# The one place a service's refusal (domain/errors.py) becomes an HTTP answer.
+DOMAIN_STATUSES: dict[type[DomainError], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    Invalid: 422,
+    QuotaExceeded: 429,
+    Unavailable: 503,
+}
+
+
+def domain_answer(exc: DomainError) -> JSONResponse:
+    """The answer to a service's refusal: its status, `detail` its text, and when to ask again if it says."""
+    status = next(code for kind, code in DOMAIN_STATUSES.items() if isinstance(exc, kind))
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QuotaExceeded) else None
+    return JSONResponse(status_code=status, content={"detail": exc.detail}, headers=headers)
+
+
+async def _domain_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    return domain_answer(exc)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     from sqlalchemy.exc import InterfaceError, OperationalError
 
     app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(DomainError, _domain_handler)
     app.add_exception_handler(RowBusy, _row_busy_handler)
     app.add_exception_handler(OperationalError, _database_unavailable_handler)
     app.add_exception_handler(InterfaceError, _database_unavailable_handler)

@@ -24,10 +24,10 @@ from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config import get_settings
+from domain.lifecycle import Status
 from models import EpochMetric, Experiment, RoleLease
 from models.base import as_utc, utcnow
 from models.db import session_scope
-from training.spec import Status
 
 # No auto_describe: registering must not read the database (the API may start before it answers).
 REGISTRY = CollectorRegistry(auto_describe=False)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from domain.lifecycle import Status
 from models import Experiment
 from models.base import as_utc
 from models.specs import head_of, validation_of
@@ -20,7 +21,6 @@ from training.spec import (
     Loss,
     Network,
     Optimizer,
-    Status,
     Validation,
 )
 

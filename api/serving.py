@@ -10,28 +10,33 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 
 import numpy as np
+import redis
 from fastapi import HTTPException, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer, lazyload
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUpload
 
-from api.access import best_visible_experiment, in_id_range, owned, visible_experiment
 from api.auth import authenticate
 from api.decode_budget import DECODING
 from api.errors import conflict, not_found
 from api.predictors import ServedModel, get_predictor_cache
-from api.quotas import check_prediction_rate
+from api.ratelimit import FallbackWindow, MovingWindow, SharedMovingWindow, Window
 from api.schemas import PredictionRead
 from config import Settings, get_settings
+from domain.access import best_visible_experiment, in_id_range, owned, visible_experiment
+from domain.lifecycle import Status
+from domain.quotas import check_prediction_rate
+from infra import events
 from models import Artifact, Experiment, User
 from models.db import get_sessionmaker
 from training.errors import ImageTooLarge, InvalidImage
 from training.image_limits import DecodeLimits
 from training.results import CHECKPOINT_NAME
-from training.spec import Dataset, Status
+from training.spec import Dataset
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MiB = 2**20
@@ -40,6 +45,14 @@ Found = tuple[Experiment, Checkpoint | None]
 FindExperiment = Callable[[Session, User], Found]
 # Reads the request's uploads as (part name or None, bytes): called in the worker thread, after the rate check.
 ReadImages = Callable[[], list[tuple[str | None, bytes]]]
+
+
+@lru_cache
+def prediction_window() -> Window:
+    # In the broker's Redis (the process's one client, events.redis_client), so N API processes (EPOCHAL_API_WORKERS,
+    # or several hosts) share one window per user; per process only while Redis does not answer.
+    shared = SharedMovingWindow(events.redis_client(), window_s=1.0)
+    return FallbackWindow(shared, MovingWindow(window_s=1.0), errors=(redis.RedisError, OSError))
 
 
 def by_id(experiment_id: int) -> FindExperiment:
@@ -147,7 +160,7 @@ def _prepare(
     settings = get_settings()
     with get_sessionmaker()() as session:
         user = authenticate(session, request, key)
-        check_prediction_rate(settings, user, images=images)
+        check_prediction_rate(settings, user, prediction_window(), images=images)
         uploads = read()
         experiment, checkpoint = find(session, user)
         if experiment.status is not Status.SUCCEEDED:

@@ -1,7 +1,7 @@
 """Who may follow an event stream: decided before the stream starts, and re-checked while it runs.
 
 The event routes (api/routers/events.py) take `FollowedExperiment` or `FollowedSweep`, a dependency that
-in one short session (one worker-thread hop) verifies the key (401), finds the row through api/access.py
+in one short session (one worker-thread hop) verifies the key (401), finds the row through domain/access.py
 (404) and takes a stream slot (429 or 503, api/stream_slots.py), and closes that session before the
 first byte is streamed. A `SessionDep` would hold its connection until the stream ends (FastAPI exits
 dependencies after the response is sent): 15 open streams emptied the pool of 5 + 10 and every other
@@ -27,11 +27,12 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.access import ExperimentId, SweepId, visible_experiment, visible_sweep
+from api.access import ExperimentId, SweepId
 from api.auth import BearerKey, authenticate
 from api.deps import SettingsDep
 from api.stream_slots import StreamSlot, acquire
 from config import Settings
+from domain.access import visible_experiment, visible_sweep
 from models.accounts import find_key
 from models.db import get_sessionmaker
 from models.users import User

@@ -18,10 +18,11 @@ from api.schemas import (
     SweepState,
     selection_label,
 )
+from domain.lifecycle import Status
 from models import Experiment
 from models.specs import head_of, validation_of
 from training import stats
-from training.spec import Status, Validation
+from training.spec import Validation
 
 STATISTICS = StatisticsNote(
     ranking="configurations by mean best validation accuracy over their succeeded runs; with validation "

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 STREAM_MAXLEN = 5000  # approximate: a long job's progress events trim its oldest ones, never its last ones
 KEEP_FINISHED_S = 24 * 3600
+# The lifecycle's FINISHED, as the events spell them (infra knows no models; tests/test_lifecycle.py compares them).
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 

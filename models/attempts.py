@@ -9,17 +9,6 @@ from models.base import utcnow
 from models.tables import Attempt
 
 
-class Outcome:
-    """How an attempt ended (stored as text in `attempt.outcome`)."""
-
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    LOST = "lost"  # no heartbeat within the lease: the process died, hung, or lost its connections
-    INTERRUPTED = "interrupted"  # its worker shut down and gave the job back
-    TIMED_OUT = "timed_out"
-
-
 def end_attempt(session: Session, experiment_id: int, number: int, outcome: str, cause: str | None = None) -> None:
     """Close attempt `number` of an experiment, once: a later call for the same attempt changes nothing."""
     session.execute(

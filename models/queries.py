@@ -5,8 +5,9 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from models.states import Status
 from models.tables import Experiment
-from training.spec import Dataset, Status
+from training.spec import Dataset
 
 
 def best_experiment(session: Session, dataset: Dataset, owner_id: int | None = None) -> Experiment | None:

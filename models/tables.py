@@ -23,7 +23,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, column_property, deferred, mapped_column, relationship
 
 from models.base import Base, utcnow
-from training.spec import Activation, Dataset, Loss, Network, Optimizer, Status, Validation
+from models.states import Status
+from training.spec import Activation, Dataset, Loss, Network, Optimizer, Validation
 
 
 def _enum(enum_type: type[Any]) -> Enum:
@@ -69,7 +70,7 @@ class Experiment(Base):
     jit_compile: Mapped[bool | None] = mapped_column(Boolean)
     # The job.
     sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweep.id", ondelete="SET NULL"), index=True)
-    # Who submitted it: only they (and admins) can see it or act on it. See api/access.py.
+    # Who submitted it: only they (and admins) can see it or act on it. See domain/access.py.
     owner_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
     queue: Mapped[str] = mapped_column(String(100))
     status: Mapped[Status] = mapped_column(_enum(Status), index=True, default=Status.QUEUED)

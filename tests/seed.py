@@ -16,10 +16,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from config import get_settings
+from domain.lifecycle import Status
 from models import Artifact, EpochMetric, Evaluation, Experiment
 from models.db import make_engine, session_scope
 from training.results import CHECKPOINT_NAME
-from training.spec import DATASETS, Dataset, Status
+from training.spec import DATASETS, Dataset
 
 NOT_A_NETWORK = b"not a network; nothing here loads it"
 

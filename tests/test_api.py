@@ -18,6 +18,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from config import TRAIN_TASK_NAME, get_settings
+from domain.lifecycle import Status
 from epochal.broker import socket_path_of
 from tests.support import counted_work
 from training.datafiles import in_data_dir
@@ -30,7 +31,6 @@ from training.spec import (
     Dataset,
     Loss,
     Optimizer,
-    Status,
 )
 from worker import jobs
 

@@ -28,13 +28,13 @@ from api.predictors import PredictorCache, ServedModel
 from api.ratelimit import SharedMovingWindow
 from api.serving import MAX_IMAGE_BYTES
 from config import get_settings
+from domain.lifecycle import Status
 from models import Artifact, Experiment
 from models.base import utcnow
 from models.db import get_sessionmaker
 from tests.image_corpus import deep_png
 from tests.support import counted_work
 from training.results import CHECKPOINT_NAME
-from training.spec import Status
 
 TOLERANCE = 1e-5
 IMAGES = 12

@@ -406,10 +406,11 @@ def test_the_page_itself_needs_no_key(service: Service) -> None:
 def test_the_list_pages_through_a_thousand_experiments(page: Any, service: Service) -> None:
     from sqlalchemy import select
 
+    from domain.lifecycle import Status
     from models import User
     from models.db import session_scope
     from models.specs import experiment_from_spec
-    from training.spec import ExperimentSpec, Status
+    from training.spec import ExperimentSpec
 
     with service.http() as http:  # other tests of this module may have cancelled some already
         total = 1000 + int(http.get("/experiments", params={"status": "cancelled", "limit": 1}).json()["total"])

@@ -25,13 +25,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from config import get_settings
+from domain.lifecycle import Status
 from models import Artifact, Experiment
 from models.base import utcnow
 from models.db import get_sessionmaker
 from tests.image_corpus import hostile_files, reference_png, valid_encodings
 from tests.support import Service, send_whole_then_read, service_env
 from training.results import CHECKPOINT_NAME
-from training.spec import Status
 
 MiB = 2**20
 H5_MEDIA_TYPE = "application/x-hdf5"

@@ -235,7 +235,7 @@ def test_an_id_that_is_not_a_number_is_422(client: TestClient) -> None:
 
 
 def test_routers_do_not_import_each_other() -> None:
-    # Lookups shared by routers live in api/access.py (and submission in api/submission.py): a router that
+    # Lookups shared by routers live in domain/access.py (and submission in domain/submission.py): a router that
     # imports another is how a second, unchecked way to find an experiment would creep back in.
     offenders = {}
     for path in sorted((ROOT / "api" / "routers").glob("*.py")):

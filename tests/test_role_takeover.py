@@ -16,12 +16,12 @@ import psutil
 import pytest
 from sqlalchemy import update
 
+from domain.lifecycle import Status
 from models import Experiment
 from models.base import utcnow
 from models.db import session_scope
 from models.roles import RoleState, read_role
 from tests.support import FAST_RECOVERY, Service, running_service
-from training.spec import Status
 from upkeep.keeper import pid_of
 from upkeep.reaper import REAPER_ROLE
 from worker import jobs

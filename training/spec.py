@@ -83,18 +83,6 @@ def repeat_seed(base_seed: int, index: int) -> int:
     return (base_seed + index * REPEAT_SEED_STRIDE) % 2**31
 
 
-class Status(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
-
-
 @dataclass(frozen=True)
 class DatasetInfo:
     """What the rest of the service needs to know about a dataset without loading it."""

@@ -24,13 +24,14 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 
 from config import get_settings
+from domain import lifecycle
+from domain.lifecycle import Outcome, Status
 from infra import events
 from models import Attempt, Experiment, attempt_sessions
-from models.attempts import Outcome, attempt_story, end_attempt
+from models.attempts import attempt_story
 from models.base import as_utc, utcnow
 from models.db import session_scope
 from models.roles import RoleState
-from training.spec import Status
 from upkeep.keeper import RoleKeeper, holder_name
 
 log = logging.getLogger(__name__)
@@ -93,33 +94,10 @@ def _settle_expired(experiment_id: int, now: datetime, report: ReapReport) -> No
             select(Attempt).where(Attempt.experiment_id == experiment_id, Attempt.number == experiment.attempt)
         ).first()
         status, outcome, cause = _decide(experiment, attempt, now)
-        values: dict[str, object] = {"status": status, "lease_expires_at": None}
-        if outcome == Outcome.LOST:
-            values["lost_attempts"] = experiment.lost_attempts + 1
-        if status is Status.QUEUED:
-            values |= {"next_publish_at": now, "publish_count": 0}
-        else:
-            values["finished_at"] = now
+        lost = {"lost_attempts": experiment.lost_attempts + 1} if outcome == Outcome.LOST else {}
         # Conditional on the very attempt and lease we looked at: a heartbeat or another reaper in between wins.
-        # A transaction the expired attempt left stalled on the row is ended first (models/attempt_sessions.py).
-        changed = attempt_sessions.update_ending_stalled(
-            session,
-            update(Experiment)
-            .where(
-                Experiment.id == experiment_id,
-                Experiment.status == Status.RUNNING,
-                Experiment.attempt == experiment.attempt,
-                Experiment.lease_expires_at < now,
-            )
-            .values(**values)
-            # No in-Python evaluation against the loaded row: SQLite hands its times back without a zone.
-            .execution_options(synchronize_session=False),
-            experiment_id,
-            experiment.attempt,
-        )
-        if not changed:
+        if not lifecycle.expire(session, experiment_id, experiment.attempt, now, status, outcome, cause, **lost):
             return
-        end_attempt(session, experiment_id, experiment.attempt, outcome, cause)
         session.flush()
         session.refresh(experiment)
         sweep_id = experiment.sweep_id

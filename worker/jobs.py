@@ -1,7 +1,8 @@
-"""The job's life in the database: claim an attempt, per-epoch rows with resume state, and the final state.
+"""The job's life in the database, as its worker sees it: claim an attempt, per-epoch rows with resume state, and
+the final state.
 
-Every write an attempt makes is fenced: it is conditional on the experiment still being `running`
-under this attempt's number, in the same transaction. An attempt that the reaper presumed dead (its
+Every write an attempt makes is fenced (domain/lifecycle.py): it is conditional on the experiment still being
+`running` under this attempt's number, in the same transaction. An attempt that the reaper presumed dead (its
 lease expired) and replaced can therefore never write again, whatever it still believes; the write
 raises `Superseded` and the attempt stops. Each function is one short transaction; none is ever held
 open across training.
@@ -18,28 +19,25 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import ColumnElement, delete, func, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, undefer
 
 from config import get_settings
+from domain import lifecycle
+from domain.lifecycle import Outcome, Status, Superseded
 from infra import events
 from models import Artifact, Attempt, EpochMetric, Evaluation, Experiment, ResumeState, attempt_sessions
-from models.attempts import Outcome, end_attempt
 from models.base import utcnow
 from models.db import rows_changed, session_scope
 from models.specs import spec_of
 from training.results import CHECKPOINT_NAME, EpochResult, EvaluationResult, ResumePoint
-from training.spec import ExperimentSpec, Status
+from training.spec import ExperimentSpec
 
 H5_MEDIA_TYPE = "application/x-hdf5"
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class Superseded(RuntimeError):
-    """This attempt is no longer the job's current one (presumed dead and replaced, or ended): write nothing."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,14 +54,6 @@ class ClaimedJob:
 
 def lease_deadline() -> datetime:
     return utcnow() + timedelta(seconds=get_settings().lease_s)
-
-
-def _current(job: ClaimedJob) -> tuple[ColumnElement[bool], ...]:
-    return (
-        Experiment.id == job.experiment_id,
-        Experiment.attempt == job.attempt,
-        Experiment.status == Status.RUNNING,
-    )
 
 
 def with_db_retry(write: Callable[[], T], what: str) -> T:
@@ -130,22 +120,9 @@ def claim(experiment_id: int, worker: str, pid: int | None = None) -> ClaimedJob
         # Read before the claim locks the row: megabytes of resume state going to a process that stops
         # halfway would otherwise hold that lock with no timeout (models/attempt_sessions.py).
         resume = _load_resume(session, experiment_id)
-        claimed = rows_changed(
-            session,
-            update(Experiment)
-            .where(Experiment.id == experiment_id, Experiment.status == Status.QUEUED)
-            .values(
-                status=Status.RUNNING,
-                attempt=Experiment.attempt + 1,
-                worker=worker,
-                started_at=func.coalesce(Experiment.started_at, utcnow()),
-                lease_expires_at=lease_deadline(),
-                next_publish_at=None,
-            ),
-        )
-        if not claimed:
+        experiment = lifecycle.claim(session, experiment_id, worker, lease_deadline())
+        if experiment is None:
             return None
-        experiment = session.get_one(Experiment, experiment_id)
         attempt_sessions.name_transaction(session, experiment_id, experiment.attempt)
         if _resume_key(session, experiment_id) != _key_of(resume):
             # Another attempt ran and was lost between the read and the claim: read its newer state.
@@ -170,10 +147,9 @@ def claim(experiment_id: int, worker: str, pid: int | None = None) -> ClaimedJob
 
 def renew_lease(job: ClaimedJob) -> bool:
     """Extend this attempt's lease; False when it is no longer the current attempt (stop, write nothing)."""
-    renewal = update(Experiment).where(*_current(job)).values(lease_expires_at=lease_deadline())
     with session_scope() as session:
         _as_attempt(session, job)
-        return bool(rows_changed(session, renewal))
+        return lifecycle.renew_lease(session, job.experiment_id, job.attempt, lease_deadline())
 
 
 def record_device(job: ClaimedJob, device: str, warnings: list[str]) -> None:
@@ -214,8 +190,7 @@ def _as_attempt(session: Session, job: ClaimedJob) -> None:
 
 def _fence(session: Session, job: ClaimedJob, **values: object) -> None:
     _as_attempt(session, job)
-    if not rows_changed(session, update(Experiment).where(*_current(job)).values(**values)):
-        raise Superseded(f"experiment {job.experiment_id}: attempt {job.attempt} is no longer current")
+    lifecycle.fence(session, job.experiment_id, job.attempt, **values)
 
 
 def record_epoch(job: ClaimedJob, result: EpochResult, point: ResumePoint | None = None) -> None:
@@ -287,10 +262,8 @@ def cancel_requested(experiment_id: int) -> bool:
 def _finish(
     session: Session, job: ClaimedJob, status: Status, outcome: str, cause: str | None, **values: object
 ) -> None:
-    _fence(session, job, status=status, finished_at=utcnow(), lease_expires_at=None, **values)
-    end_attempt(session, job.experiment_id, job.attempt, outcome, cause)
-    # The job is over: its resume state would only be dead weight (a retry starts from scratch).
-    session.execute(delete(ResumeState).where(ResumeState.experiment_id == job.experiment_id))
+    _as_attempt(session, job)
+    lifecycle.finish(session, job.experiment_id, job.attempt, status, outcome, cause, **values)
 
 
 def finish_succeeded(
@@ -370,16 +343,8 @@ def give_back(job: ClaimedJob, cause: str) -> None:
 
     def write() -> None:
         with session_scope() as session:
-            # next_publish_at now: if the caller's own publish fails, the reaper publishes it at its next pass.
-            _fence(
-                session,
-                job,
-                status=Status.QUEUED,
-                lease_expires_at=None,
-                next_publish_at=utcnow(),
-                publish_count=0,
-            )
-            end_attempt(session, job.experiment_id, job.attempt, Outcome.INTERRUPTED, cause)
+            _as_attempt(session, job)
+            lifecycle.give_back(session, job.experiment_id, job.attempt, cause)
 
     with_db_retry(write, "giving the job back")
     events.status(job.experiment_id, job.sweep_id, "queued", reason=cause)

@@ -13,8 +13,8 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task
 
 from config import TRAIN_TASK_NAME, get_settings
+from domain.lifecycle import Outcome
 from infra import events
-from models.attempts import Outcome
 from training.results import StopReason
 from worker import jobs
 from worker.celery_app import app

@@ -32,7 +32,7 @@ from api.deps import SettingsDep
 from api.errors import responses
 from api.stream_access import FollowedExperiment, FollowedSweep, Follower
 from config import Settings
-from infra.events import TERMINAL_STATUSES, experiment_stream, redis_url, sweep_stream
+from infra.events import experiment_stream, redis_url, sweep_stream
 from models import Experiment, Sweep
 from models.db import session_scope
 
@@ -175,7 +175,7 @@ def _experiment_ended(experiment_id: int) -> Callable[[], dict[str, Any] | None]
     def ended() -> dict[str, Any] | None:
         with session_scope() as session:
             experiment = session.get(Experiment, experiment_id)
-            if experiment is None or str(experiment.status) not in TERMINAL_STATUSES:
+            if experiment is None or not experiment.status.finished:
                 return None
             return {"experiment_id": experiment_id, "status": str(experiment.status), "final": True}
 
@@ -186,7 +186,7 @@ def _sweep_ended(sweep_id: int) -> Callable[[], dict[str, Any] | None]:
     def ended() -> dict[str, Any] | None:
         with session_scope() as session:
             sweep = session.get(Sweep, sweep_id)
-            if sweep is None or any(str(e.status) not in TERMINAL_STATUSES for e in sweep.experiments):
+            if sweep is None or not all(e.status.finished for e in sweep.experiments):
                 return None
             statuses = {e.id: str(e.status) for e in sweep.experiments}
             return {"sweep_id": sweep_id, "status": "finished", "experiments": statuses, "final": True}

@@ -6,26 +6,16 @@ from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from api.access import (
-    ExperimentId,
-    PageLimit,
-    PageOffset,
-    QuerySweepId,
-    owned,
-    visible_artifact,
-    visible_evaluation,
-    visible_experiment,
-)
+from api.access import ExperimentId, PageLimit, PageOffset, QuerySweepId
 from api.auth import BearerKey, CurrentUser, KeyVerifiedRoute, as_caller
-from api.deps import SessionDep, SettingsDep
-from api.errors import conflict, responses
+from api.deps import SessionDep, SettingsDep, publisher
+from api.errors import responses
 from api.integrity import verified
 from api.model_contract import model_input
 from api.openapi import file_response
-from api.quotas import check_active_jobs, check_sweep_size
 from api.schemas import (
     ArtifactRead,
     ConfusionMatrixRead,
@@ -35,15 +25,16 @@ from api.schemas import (
     ExperimentPage,
     ExperimentRead,
 )
-from api.submission import submit
 from config import get_settings
+from domain import lifecycle
+from domain.access import owned, visible_artifact, visible_evaluation, visible_experiment
+from domain.lifecycle import Move, Status
+from domain.quotas import check_active_jobs, check_sweep_size
+from domain.submission import submit
 from infra import events
-from models import Artifact, EpochMetric, Evaluation, Experiment, ResumeState, Sweep, User, attempt_sessions
-from models.attempts import Outcome, end_attempt
-from models.base import utcnow
-from models.db import rows_changed
+from models import Experiment, Sweep, User
 from models.specs import repeated_experiments
-from training.spec import Dataset, Optimizer, Status
+from training.spec import Dataset, Optimizer
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 # POST /experiments verifies the key in the same worker-thread hop as the submission (`as_caller`, api/auth.py),
@@ -82,7 +73,7 @@ def _create_experiment(body: ExperimentCreate, response: Response, session: Sess
         experiment.queue = body.queue or settings.default_queue
         experiment.owner_id = user.id
         experiment.sweep = sweep
-    submit(session, experiments, settings, new_sweep=sweep, quota_of=user)
+    submit(session, experiments, settings, publisher, new_sweep=sweep, quota_of=user)
     response.headers["Location"] = f"/experiments/{experiments[0].id}"
     # From the row in memory: the session's connection went back to the pool at the commit, and stays there.
     return ExperimentRead.of(experiments[0], new=True)
@@ -200,49 +191,10 @@ def cancel_experiment(experiment_id: ExperimentId, session: SessionDep, user: Cu
     """A queued job never starts; a running one stops at the end of its current epoch."""
     visible_experiment(session, user, experiment_id)
     # A row its worker keeps locked is waited for a bounded time: 503 with Retry-After, never a hung request.
-    attempt_sessions.bound_lock_wait(session)
-    # Conditional updates, so a worker claiming or finishing the job at the same moment cannot be overwritten.
-    never_started = rows_changed(
-        session,
-        update(Experiment)
-        .where(Experiment.id == experiment_id, Experiment.status == Status.QUEUED)
-        .values(status=Status.CANCELLED, cancel_requested=True, finished_at=utcnow()),
-    )
-    flagged_running = 0
-    if not never_started:
-        # A running job whose lease expired has no worker left to read the flag at an epoch end: end it now.
-        current = session.scalar(select(Experiment.attempt).where(Experiment.id == experiment_id)) or 0
-        now = utcnow()
-        # That worker may be stopped inside a write, keeping the row: its transactions are ended first.
-        flagged_running = attempt_sessions.update_ending_stalled(
-            session,
-            update(Experiment)
-            .where(
-                Experiment.id == experiment_id,
-                Experiment.status == Status.RUNNING,
-                Experiment.attempt == current,
-                Experiment.lease_expires_at < now,
-            )
-            .values(status=Status.CANCELLED, cancel_requested=True, finished_at=now, lease_expires_at=None)
-            # No in-Python evaluation against the loaded row: SQLite hands its times back without a zone.
-            .execution_options(synchronize_session=False),
-            experiment_id,
-            current,
-        )
-        if flagged_running and current:
-            end_attempt(session, experiment_id, current, Outcome.LOST, "cancelled while its worker was gone")
-    if not (never_started or flagged_running):
-        flagged_running = rows_changed(
-            session,
-            update(Experiment)
-            .where(Experiment.id == experiment_id, Experiment.status == Status.RUNNING)
-            .values(cancel_requested=True),
-        )
+    lifecycle.cancel(session, experiment_id)
     session.commit()
     session.expire_all()
     experiment = visible_experiment(session, user, experiment_id)
-    if not (never_started or flagged_running):
-        raise conflict(f"experiment {experiment_id} already finished ({experiment.status}); there is nothing to cancel")
     if experiment.status is Status.CANCELLED:
         events.status(experiment_id, experiment.sweep_id, "cancelled")
     return ExperimentRead.of(experiment)
@@ -261,38 +213,11 @@ def retry_experiment(
     experiment = visible_experiment(session, user, experiment_id)
     # The quota counts the owner's jobs, also when an admin retries someone else's.
     owner = session.get(User, experiment.owner_id)
-    if owner is not None and experiment.status in (Status.FAILED, Status.CANCELLED):
+    if owner is not None and experiment.status in lifecycle.sources(Move.RETRY):
         check_active_jobs(session, settings, owner, adding=1)
-    # Conditional, so a retry cannot race a worker that is still finishing the job.
-    reopened = rows_changed(
-        session,
-        update(Experiment)
-        .where(Experiment.id == experiment_id, Experiment.status.in_([Status.FAILED, Status.CANCELLED]))
-        .values(
-            status=Status.QUEUED,
-            cancel_requested=False,
-            error=None,
-            warnings=[],
-            worker=None,
-            device=None,
-            best_epoch=None,
-            best_val_accuracy=None,
-            started_at=None,
-            finished_at=None,
-            lost_attempts=0,
-            lease_expires_at=None,
-        ),
-    )
-    if not reopened:
-        session.rollback()
-        experiment = visible_experiment(session, user, experiment_id)
-        raise conflict(
-            f"experiment {experiment_id} is {experiment.status}; only failed or cancelled experiments can be retried"
-        )
-    for table in (EpochMetric, Evaluation, Artifact, ResumeState):
-        session.execute(delete(table).where(table.experiment_id == experiment_id))
+    lifecycle.retry(session, experiment_id)
     session.commit()
     session.expire_all()
     experiment = visible_experiment(session, user, experiment_id)
-    submit(session, [experiment], settings)
+    submit(session, [experiment], settings, publisher)
     return ExperimentRead.of(visible_experiment(session, user, experiment_id))

@@ -13,13 +13,14 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from api import plots
-from api.access import ExperimentId, SweepId, visible_evaluation, visible_experiment, visible_sweep
+from api.access import ExperimentId, SweepId
 from api.auth import CurrentUser
 from api.deps import SessionDep
 from api.errors import ERROR_DESCRIPTIONS, ErrorRead, not_found, responses
 from api.openapi import file_response
 from api.sweep_table import configuration_key
 from api.tensorboard_export import EpochScalars, Run, logdir_tarball, run_name
+from domain.access import visible_evaluation, visible_experiment, visible_sweep
 from models import EpochMetric, Experiment, Sweep
 from models.base import as_utc
 from models.specs import validation_of

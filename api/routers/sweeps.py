@@ -12,15 +12,16 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.access import PageLimit, PageOffset, SweepId, owned, visible_sweep
+from api.access import PageLimit, PageOffset, SweepId
 from api.auth import BearerKey, CurrentUser, KeyVerifiedRoute, as_caller
-from api.deps import SessionDep
+from api.deps import SessionDep, publisher
 from api.errors import describe_validation_errors, responses
-from api.quotas import check_sweep_size
 from api.schemas import ExperimentCreate, ExperimentRead, SweepCreate, SweepRead
-from api.submission import submit
 from api.sweep_table import STATISTICS, comparison_rows, configuration_rows, sweep_state
 from config import get_settings
+from domain.access import owned, visible_sweep
+from domain.quotas import check_sweep_size
+from domain.submission import submit
 from models import Sweep, User
 from models.specs import repeated_experiments
 
@@ -96,7 +97,7 @@ def _create_sweep(body: SweepCreate, response: Response, session: Session, user:
             experiment.sweep = sweep
             experiment.owner_id = user.id
             experiments.append(experiment)
-    submit(session, experiments, settings, new_sweep=sweep, quota_of=user)
+    submit(session, experiments, settings, publisher, new_sweep=sweep, quota_of=user)
     response.headers["Location"] = f"/sweeps/{sweep.id}"
     return _sweep_read(session, user, sweep.id)
 

@@ -1,43 +1,38 @@
 """Per-user quotas and rate limits: active jobs, experiments per sweep, predictions per second.
 
 Each limit is a setting (EPOCHAL_MAX_ACTIVE_JOBS, EPOCHAL_MAX_SWEEP_EXPERIMENTS,
-EPOCHAL_PREDICTIONS_PER_SECOND) that a user row may override. Over a limit: 429 with Retry-After and
-a message naming the limit and its setting.
+EPOCHAL_PREDICTIONS_PER_SECOND) that a user row may override. Over a limit: `QuotaExceeded` (a 429) with
+when to ask again and a message naming the limit and its setting.
 """
 
 from __future__ import annotations
 
 import math
-from functools import lru_cache
-from typing import cast
+from typing import Protocol, cast
 
-import redis
-from fastapi import HTTPException
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from api.ratelimit import FallbackWindow, MovingWindow, SharedMovingWindow, Window
 from config import Settings
-from infra import events
+from domain.errors import QuotaExceeded
 from models import Experiment
+from models.states import ACTIVE
 from models.users import User
-from training.spec import Status
 
-ACTIVE = (Status.QUEUED, Status.RUNNING)
 # A job takes minutes: asking again sooner than this only costs a request.
 ACTIVE_JOBS_RETRY_AFTER_S = 60
 
 
-@lru_cache
-def _limiter() -> Window:
-    # In the broker's Redis (the process's one client, events.redis_client), so N API processes (EPOCHAL_API_WORKERS,
-    # or several hosts) share one window per user; per process only while Redis does not answer.
-    shared = SharedMovingWindow(events.redis_client(), window_s=1.0)
-    return FallbackWindow(shared, MovingWindow(window_s=1.0), errors=(redis.RedisError, OSError))
+class Window(Protocol):
+    """A moving window of hits per key (the API's is shared by its processes, api/ratelimit.py)."""
+
+    def hit(self, key: str, limit: int, cost: int = 1) -> float:
+        """Count `cost` hits of `key` if that keeps it within `limit` per window; else how many seconds to wait."""
+        ...
 
 
-def too_many(detail: str, retry_after_s: int) -> HTTPException:
-    return HTTPException(status_code=429, detail=detail, headers={"Retry-After": str(max(1, retry_after_s))})
+def too_many(detail: str, retry_after_s: int) -> QuotaExceeded:
+    return QuotaExceeded(detail, retry_after_s)
 
 
 # Built once: they run on every submission. Core statements on the tables, without the ORM's bookkeeping for an
@@ -45,16 +40,16 @@ def too_many(detail: str, retry_after_s: int) -> HTTPException:
 _USERS, _EXPERIMENTS = cast(Table, User.__table__), cast(Table, Experiment.__table__)
 _LOCK_USER = update(_USERS).where(_USERS.c.id == bindparam("user_id")).values(admin=_USERS.c.admin)
 _COUNT_ACTIVE = select(func.count()).where(
-    _EXPERIMENTS.c.owner_id == bindparam("user_id"), _EXPERIMENTS.c.status.in_(ACTIVE)
+    _EXPERIMENTS.c.owner_id == bindparam("user_id"), _EXPERIMENTS.c.status.in_(sorted(ACTIVE))
 )
 
 
 def check_active_jobs(session: Session, settings: Settings, user: User, adding: int, *, inserted: bool = False) -> None:
-    """429 if queueing `adding` more experiments would take the user over their active-jobs limit.
+    """QuotaExceeded if queueing `adding` more experiments would take the user over their active-jobs limit.
 
     The caller must commit the new rows in the same transaction: the check holds a write lock until then.
     With `inserted`, the new rows are already in this transaction (and so in the count): the lock is then held
-    for the count and the commit only, not for the insert too. On a 429 the caller rolls back.
+    for the count and the commit only, not for the insert too. When it is exceeded the caller rolls back.
     """
     limit = user.max_active_jobs or settings.max_active_jobs
     # Count, then insert, is a race: two requests of one user could both count below the limit. A no-op write
@@ -74,7 +69,7 @@ def check_active_jobs(session: Session, settings: Settings, user: User, adding: 
 
 
 def check_sweep_size(settings: Settings, user: User, experiments: int) -> None:
-    """429 if one sweep of the user would create more experiments than their per-sweep limit."""
+    """QuotaExceeded if one sweep of the user would create more experiments than their per-sweep limit."""
     limit = user.max_sweep_experiments or settings.max_sweep_experiments
     if experiments > limit:
         raise too_many(
@@ -84,8 +79,8 @@ def check_sweep_size(settings: Settings, user: User, experiments: int) -> None:
         )
 
 
-def check_prediction_rate(settings: Settings, user: User, images: int = 1) -> None:
-    """Count `images` predictions; 429 if the user is over their predictions per second.
+def check_prediction_rate(settings: Settings, user: User, window: Window, images: int = 1) -> None:
+    """Count `images` predictions in `window`; QuotaExceeded if the user is over their predictions per second.
 
     A batch of n images counts as n: the limit guards the network's time, which grows with images, not
     requests (otherwise the batch route would be a way around it).
@@ -98,7 +93,7 @@ def check_prediction_rate(settings: Settings, user: User, images: int = 1) -> No
             "counts as n); send smaller batches",
             1,
         )
-    wait_s = _limiter().hit(str(user.id), per_second, cost=images)
+    wait_s = window.hit(str(user.id), per_second, cost=images)
     if wait_s:
         raise too_many(
             f"rate limit: at most {per_second} predictions per second per user "

@@ -1,0 +1,101 @@
+"""Submitting experiments: commit their rows, then enqueue them; shared by the experiment and sweep routes.
+
+The service stores; how a job reaches the workers and the event streams is handed in (`Publisher`, the API's
+is `api/deps.py: publisher`), so this floor knows no broker.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Protocol
+
+from sqlalchemy.orm import Session
+
+from config import Settings, get_settings
+from domain import lifecycle
+from domain.errors import Invalid, QuotaExceeded, Unavailable
+from domain.quotas import check_active_jobs
+from models import Experiment, Sweep, User
+from models.base import utcnow
+
+
+class Publisher(Protocol):
+    """What a submission hands on once its rows are committed: the job's message and its events."""
+
+    def enqueue(self, experiment_id: int, queue: str) -> None:
+        """Put one experiment on `queue`; raise `Unavailable` (saying why) if the broker cannot take it."""
+        ...
+
+    def queued_afresh(self, rows: list[tuple[int, int | None]], sweep_id: int | None) -> None:
+        """Start the event streams of new queued jobs (experiment id, sweep id), and of their new sweep."""
+        ...
+
+    def failed(self, experiment_id: int, sweep_id: int | None, error: str) -> None:
+        """Say on the job's streams that it ended failed."""
+        ...
+
+
+def check_queues(experiments: list[Experiment]) -> None:
+    """Invalid unless every experiment goes to a queue this deployment's workers serve (a typo would strand it)."""
+    known = get_settings().known_queues
+    unknown = sorted({e.queue for e in experiments} - set(known))
+    if unknown:
+        raise Invalid(
+            f"queue {unknown[0]!r} is not served by any worker of this deployment; use one of "
+            f"{', '.join(repr(q) for q in known)} (EPOCHAL_QUEUES lists them), or omit queue for the default"
+        )
+
+
+def submit(
+    session: Session,
+    experiments: list[Experiment],
+    settings: Settings,
+    publisher: Publisher,
+    *,
+    new_sweep: Sweep | None = None,
+    quota_of: User | None = None,
+) -> None:
+    """Commit queued rows, then enqueue each; if the broker refuses, every row not yet queued ends failed.
+
+    With `quota_of`, the rows count against that user's active-jobs quota (QuotaExceeded over it, and nothing
+    stored). The check takes a lock that one user's submissions queue behind, held until the commit, so everything
+    else comes before it, the insert included: inside it there are only the count and the commit. Each statement
+    inside is a wait for the database and then for this thread's turn at the interpreter lock, which under load is
+    what one user's concurrent submissions queue behind.
+
+    Should this process die between the commit and the publish, the reaper publishes the rows once
+    their `next_publish_at` has passed: an accepted job is never left waiting for a message that was never sent.
+    """
+    check_queues(experiments)
+    due = utcnow() + timedelta(seconds=settings.republish_after_s)
+    for experiment in experiments:
+        experiment.next_publish_at, experiment.publish_count = due, 0
+    if new_sweep is not None:
+        session.add(new_sweep)
+    session.add_all(experiments)
+    if quota_of is not None:
+        session.flush()
+        try:
+            check_active_jobs(session, settings, quota_of, adding=len(experiments), inserted=True)
+        except QuotaExceeded:
+            session.rollback()
+            raise
+    # Commit before enqueueing: a worker must never receive an id that is not in the database yet.
+    session.commit()
+    publisher.queued_afresh([(e.id, e.sweep_id) for e in experiments], new_sweep.id if new_sweep is not None else None)
+    for position, experiment in enumerate(experiments):
+        try:
+            publisher.enqueue(experiment.id, experiment.queue)
+        except Unavailable as exc:
+            # Failed with the reason, not left queued forever: nothing will ever deliver these.
+            stranded = experiments[position:]
+            error = f"could not be queued: {exc}"
+            lifecycle.strand(stranded, error)
+            session.commit()
+            for row in stranded:
+                publisher.failed(row.id, row.sweep_id, error)
+            ids = ", ".join(str(row.id) for row in stranded)
+            raise Unavailable(
+                f"experiments {ids} were stored as failed because they could not be queued: {exc}; "
+                "check EPOCHAL_BROKER_URL and GET /health, then submit again"
+            ) from exc
