@@ -76,7 +76,11 @@ ONE_OF_EACH: dict[str, list[dict[str, Any]]] = {
     ],
     "RandomContrast": [{"type": "RandomContrast", "factor": 0.3, "name": "it"}, {"type": "Flatten"}],
 }
-LAYER_TYPES = [member.__name__ for member in typing.get_args(typing.get_args(L.Layer)[0])]
+LAYER_CLASSES = {
+    member.model_fields["type"].annotation.__args__[0]: member
+    for member in typing.get_args(typing.get_args(L.Layer)[0])
+}
+LAYER_TYPES = sorted(LAYER_CLASSES)
 
 
 def graph(layers: list[dict[str, Any]]) -> NetworkGraph:
@@ -342,7 +346,7 @@ SMUGGLED: list[Any] = [
 
 
 def smuggling_targets() -> list[tuple[str, str]]:
-    return [(kind, field) for kind in LAYER_TYPES for field in getattr(L, kind).model_fields if field != "type"]
+    return [(kind, field) for kind in LAYER_TYPES for field in LAYER_CLASSES[kind].model_fields if field != "type"]
 
 
 @pytest.mark.parametrize(("kind", "field"), smuggling_targets(), ids=lambda v: str(v))

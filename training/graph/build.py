@@ -123,7 +123,7 @@ def keras_layer(layer: L.LayerBase, name: str) -> keras.layers.Layer:
             return keras.layers.LayerNormalization(
                 epsilon=layer.epsilon, center=layer.center, scale=layer.scale, name=name
             )
-        case L.Activation():
+        case L.ActivationLayer():
             return keras.layers.Activation(str(layer.activation), name=name)
         case L.Rescaling():
             return keras.layers.Rescaling(layer.scale, offset=layer.offset, name=name)

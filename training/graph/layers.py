@@ -368,7 +368,9 @@ class LayerNormalization(LayerBase):
         return shapes[0][-1] * (int(self.center) + int(self.scale)), 0
 
 
-class Activation(LayerBase):
+class ActivationLayer(LayerBase):
+    """An activation on its own (the class is named apart from the spec's Activation enum in the API document)."""
+
     type: Literal["Activation"]
     activation: LayerActivation
 
@@ -503,7 +505,7 @@ Layer = Annotated[
     | SpatialDropout2D
     | BatchNormalization
     | LayerNormalization
-    | Activation
+    | ActivationLayer
     | Rescaling
     | Resizing
     | Add

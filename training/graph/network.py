@@ -51,7 +51,8 @@ def snake(type_name: str) -> str:
 
 
 def layer_type(layer: LayerBase) -> str:
-    return type(layer).__name__
+    """The layer's `type`, which is its Keras class's name."""
+    return str(getattr(layer, "type", type(layer).__name__))
 
 
 def layer_name(layer: LayerBase, index: int) -> str:
