@@ -42,6 +42,7 @@ COPY config.py alembic.ini ./
 COPY epochal/ epochal/
 COPY training/ training/
 COPY models/ models/
+COPY infra/ infra/
 COPY upkeep/ upkeep/
 COPY worker/ worker/
 COPY api/ api/

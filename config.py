@@ -7,15 +7,14 @@ Redis broker on a unix socket, both under the state folder (``var/``). Real depl
 
 from __future__ import annotations
 
-import logging
-import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlparse
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from infra.url_passwords import redact_url, url_password
 
 # The Celery task names are the contract between the API (which enqueues by name) and the worker.
 TRAIN_TASK_NAME = "epochal.train_experiment"
@@ -94,11 +93,11 @@ class Settings(BaseSettings):
         default=2.0, ge=0, le=1000, description="Longest a queued prediction waits for others to share its call."
     )
     predict_max_batch: int = Field(default=64, ge=1, le=4096, description="Most images in one gathered model call.")
-    # Off by default: formatting and printing uvicorn's line per request was 7 % of the API's CPU on the prediction
-    # route, and a proxy in front usually logs requests anyway. Errors are logged either way.
+    # Off by default: a line per request costs the prediction route measurable CPU, and a proxy in front usually
+    # logs requests anyway. Errors are logged either way.
     access_log: bool = Field(default=False, description="Log one line per HTTP request in the API process.")
-    # One process serves ~100-200 predictions or submissions a second on one core (docs/results/performance.md):
-    # past that, more processes on more cores. They share the rate limits (in Redis) and /metrics' counts.
+    # One process is bound by one core (docs/results/performance.md): past that, more processes on more cores.
+    # They share the rate limits (in Redis) and /metrics' counts.
     api_workers: int = Field(default=1, ge=1, le=64, description="API processes behind the one port.")
 
     # Hostile-input caps: a request, an image or a sweep bigger than these is refused with a 4xx, never served.
@@ -233,7 +232,7 @@ class Settings(BaseSettings):
     @property
     def secrets(self) -> list[str]:
         """Every password these settings hold, as configured and percent-decoded, longest first."""
-        found = {_url_password(self.database_url), _url_password(self.broker_url)}
+        found = {url_password(self.database_url), url_password(self.broker_url)}
         found.add(self.flower_basic_auth.get_secret_value().partition(":")[2])
         found |= {unquote(secret) for secret in found}
         return sorted((secret for secret in found if secret), key=len, reverse=True)
@@ -256,72 +255,3 @@ def get_settings() -> Settings:
         return Settings()
     except ValidationError as error:
         raise SettingsError(f"invalid settings: {_describe(error)}") from None
-
-
-# --- keeping secrets out of output ----------------------------------------------------------------------
-
-REDACTED = "***"
-# scheme://user:password@host: any URL with a password, configured or not (e.g. inside a driver's error text).
-_URL_WITH_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][\w+.-]*://[^:/@\s]*:)(?P<password>[^\s/]+)(?P<at>@)")
-
-
-def _url_password(url: str) -> str:
-    userinfo, at, _host = urlparse(url).netloc.rpartition("@")
-    return userinfo.partition(":")[2] if at else ""
-
-
-def redact_url(url: str) -> str:
-    """`url` with its password, if any, replaced by ***: redis://:***@host:6379/0, postgresql+psycopg://u:***@h/db."""
-    return _URL_WITH_PASSWORD.sub(lambda m: f"{m['head']}{REDACTED}{m['at']}", url)
-
-
-def redact_secrets(text: str) -> str:
-    """`text` (an exception message, a log line) with every configured password and URL password replaced by ***."""
-    try:
-        secrets = get_settings().secrets
-    except SettingsError:
-        secrets = []  # no usable settings: no configured password to look for, only the URL pattern below
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    return redact_url(text)
-
-
-class RedactSecrets(logging.Filter):
-    """Rewrites a log record's message and traceback with `redact_secrets`; never drops a record."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:
-            return True  # a malformed record is the logging module's to report, not ours
-        redacted = redact_secrets(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        if record.exc_info and not record.exc_text:
-            # Formatters reuse exc_text when it is set, so the traceback they print is the redacted one.
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact_secrets(record.exc_text)
-        if record.stack_info:
-            record.stack_info = redact_secrets(record.stack_info)
-        return True
-
-
-def install_log_redaction() -> None:
-    """Redact every log record this process creates, whichever handler (uvicorn's, Celery's) later prints it.
-
-    A filter on a logger misses records propagated from child loggers, and a filter on a handler misses
-    handlers configured afterwards; the record factory sees every record, so the filter runs there.
-    """
-    previous = logging.getLogRecordFactory()
-    if getattr(previous, "redacts_secrets", False):
-        return
-    redactor = RedactSecrets()
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
-        redactor.filter(record)
-        return record
-
-    factory.redacts_secrets = True  # type: ignore[attr-defined]
-    logging.setLogRecordFactory(factory)

@@ -18,6 +18,7 @@ from api.routers import (
     datasets,
     events,
     experiments,
+    exports,
     health,
     metrics,
     networks,
@@ -27,12 +28,13 @@ from api.routers import (
     users,
 )
 from api.ui import install_ui
-from config import get_settings, install_log_redaction
+from config import get_settings
+from infra.redaction import install_log_redaction
 
 DESCRIPTION = """
 Epochal trains Keras networks as queued jobs. POST an experiment, follow its status, read its
-per-epoch metrics, test evaluation and confusion matrix, download `best_model.h5`, and POST an
-image for a prediction.
+per-epoch metrics, test evaluation and confusion matrix, download `best_model.h5` (or the network as
+`.keras`, a TF Serving SavedModel or ONNX), and POST an image for a prediction.
 
 Every route but /health and this reference needs an API key: `Authorization: Bearer <key>`. The
 first admin's key is written to `var/api-key` when the service first starts; admins create users and
@@ -84,8 +86,9 @@ def create_app() -> FastAPI:
         app.include_router(module.router, dependencies=[Depends(current_user)], responses=responses(401, 503))
     # The prediction and submission routes verify the key in the same worker-thread hop as their work (api/auth.py
     # says how they keep the same answers); without a key they are a 401 here already, as every other route.
-    # So do the event streams, in a session they close before streaming (a stream must hold no connection).
-    for router in (predictions.router, events.router, experiments.submissions, sweeps.submissions):
+    # So do the event streams, in a session they close before streaming (a stream must hold no connection), and the
+    # exports, which hold none while a network is exported.
+    for router in (predictions.router, events.router, exports.router, experiments.submissions, sweeps.submissions):
         app.include_router(router, dependencies=[Depends(bearer_key)], responses=responses(401, 503))
     app.include_router(health.router)
     install_ui(app)  # public pages: the dashboard at /ui/ and the API reference; their data calls need a key

@@ -127,7 +127,7 @@ class StoredStateCollector(Collector):
 
     @staticmethod
     def _queue_depths() -> Metric:
-        from epochal.events import redis_client
+        from infra.events import redis_client
 
         depth = GaugeMetricFamily("epochal_queue_depth", "Messages waiting on each queue.", labels=["queue"])
         client: Any = redis_client()

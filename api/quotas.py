@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from api.ratelimit import FallbackWindow, MovingWindow, SharedMovingWindow, Window
 from config import Settings
-from epochal import events
+from infra import events
 from models import Experiment
 from models.users import User
 from training.spec import Status

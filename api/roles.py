@@ -2,7 +2,7 @@
 
 The keeper (upkeep/keeper.py) is a daemon thread of its own: a pass is blocking database work and never runs on
 the event loop. It starts with the app's lifespan and gives the roles up when the process stops. Jobs it must
-publish again go out by task name (api/queue.py), as every job the API enqueues does.
+publish again go out by task name (infra/task_publisher.py), as every job the API enqueues does.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api.queue import enqueue_training
 from config import get_settings
+from infra.task_publisher import enqueue_training
 from models.base import utcnow
 from upkeep.reaper import reaper_keeper
 

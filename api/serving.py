@@ -163,8 +163,8 @@ def _prepare(
         content = lambda: session.scalars(select(Artifact.content).where(Artifact.id == artifact_id)).one()  # noqa: E731
         served = get_predictor_cache().get(experiment, sha256, content)
         experiment_id = experiment.id
-    # The connection went back to the pool as the block ended, before the decoding and the model call: a request
-    # waiting in the batcher holding one starved the pool under load (16 clients, 15 connections).
+    # The connection went back to the pool as the block ended, before the decoding and the model call: requests
+    # waiting in the batcher must not hold the pool's connections.
     # Decoded once, to the network's input array: the batcher only concatenates.
     return experiment_id, served, _decode(served, uploads, settings)
 

@@ -24,7 +24,7 @@ import redis
 from fastapi import HTTPException
 
 from config import Settings
-from epochal import events
+from infra import events
 
 # Asking again sooner than this rarely finds a slot free: streams last minutes.
 RETRY_AFTER_S = 5

@@ -7,10 +7,10 @@ from datetime import timedelta
 from fastapi import HTTPException
 from sqlalchemy.orm import Session
 
-from api.queue import BrokerUnavailable, enqueue_training
 from api.quotas import check_active_jobs
 from config import Settings, get_settings
-from epochal import events
+from infra import events
+from infra.task_publisher import BrokerUnavailable, enqueue_training
 from models import Experiment, Sweep, User
 from models.base import utcnow
 from training.spec import Status

@@ -72,7 +72,7 @@ def clean_up(url: str, key: str, queue: str, broker_url: str | None) -> int:
     if broker_url:
         import redis
 
-        from epochal.events import experiment_stream, redis_url
+        from infra.events import experiment_stream, redis_url
 
         broker = redis.Redis.from_url(redis_url(broker_url))
         broker.delete(queue)

@@ -30,7 +30,7 @@ from functools import partial
 from pathlib import Path
 from types import FrameType
 
-from config import get_settings, redact_url
+from config import get_settings
 from epochal import backup
 from epochal.accounts_cli import add_commands, ensure_first_key, key_file
 from epochal.broker import (
@@ -45,6 +45,7 @@ from epochal.client.settings import DEFAULT_PORT
 from epochal.commands import api_argv, migrate_argv, with_this_python, worker_argv
 from epochal.lifeline import die_with_parent
 from epochal.state_folder import OWNER_ONLY_UMASK, make_private
+from infra.redaction import redact_url
 from models.base import utcnow
 from models.db import session_scope
 from models.roles import read_role

@@ -34,7 +34,8 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from config import get_settings, redact_secrets, redact_url
+from config import get_settings
+from infra.redaction import redact_secrets, redact_url
 from models import Experiment
 from models.db import make_engine
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from config import get_settings, install_log_redaction
+from config import get_settings
+from infra.redaction import install_log_redaction
 
 install_log_redaction()  # Flower logs the broker URL at start; its password never reaches the log
 _credentials = get_settings().flower_basic_auth.get_secret_value()

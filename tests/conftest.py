@@ -52,7 +52,8 @@ if REAL_DATA_DIR is None:
 else:
     os.environ["EPOCHAL_DATA_DIR"] = str(REAL_DATA_DIR)
 
-from config import get_settings, redact_url  # noqa: E402
+from config import get_settings  # noqa: E402
+from infra.redaction import redact_url  # noqa: E402
 from tests.support import migrate_to_head, reset_database  # noqa: E402
 
 

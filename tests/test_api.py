@@ -908,11 +908,11 @@ def broker_down(monkeypatch: pytest.MonkeyPatch) -> None:
     """Point the API's Celery client at a port where nothing listens: a real refused connection."""
     from celery import Celery
 
-    import api.queue
+    import infra.task_publisher
 
     dead = Celery("epochal-api-dead", broker="redis://127.0.0.1:1/0")
     dead.conf.broker_connection_timeout = 1
-    monkeypatch.setattr(api.queue, "get_celery_client", lambda: dead)
+    monkeypatch.setattr(infra.task_publisher, "get_celery_client", lambda: dead)
 
 
 def test_a_submission_the_broker_refuses_is_503_and_stored_as_failed(client: TestClient, broker_down: None) -> None:

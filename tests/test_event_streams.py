@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from epochal import events
+from infra import events
 from training.results import EpochResult
 from worker import jobs
 
@@ -66,11 +66,11 @@ def test_a_submission_the_broker_refuses_ends_its_stream_failed(
     # Only the job's publish fails (Celery pointed at a port where nothing listens); the events' Redis answers.
     from celery import Celery
 
-    import api.queue
+    import infra.task_publisher
 
     dead = Celery("epochal-api-dead", broker="redis://127.0.0.1:1/0")
     dead.conf.broker_connection_timeout = 1
-    monkeypatch.setattr(api.queue, "get_celery_client", lambda: dead)
+    monkeypatch.setattr(infra.task_publisher, "get_celery_client", lambda: dead)
     assert client.post("/experiments", json={"dataset": "mnist"}).status_code == 503
     experiment_id = client.get("/experiments").json()["items"][0]["id"]
     published = stream(experiment_id)

@@ -56,7 +56,7 @@ def test_each_job_runs_on_exactly_one_worker(two_workers: Service) -> None:
 
 
 def test_a_redelivered_job_does_nothing(two_workers: Service) -> None:
-    from api.queue import get_celery_client
+    from infra.task_publisher import get_celery_client
 
     with two_workers.http() as http:
         body = {"dataset": "mnist", "epochs": 1, "batch_size": 64, "train_size": 200}

@@ -30,6 +30,7 @@ SAMPLE_VALUES = {
     "dataset": "mnist",
     "user_id": "1",
     "key_id": "1",
+    "format": "h5",  # the checkpoint itself: the seeded one is not a network that exports
 }
 
 

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from api.ratelimit import FallbackWindow, MovingWindow, SharedMovingWindow, Window
-from epochal import events
+from infra import events
 
 
 class Clock:

@@ -9,8 +9,10 @@ import pytest
 from celery import Celery
 from fastapi.testclient import TestClient
 
-from api.queue import get_celery_client
-from config import SettingsError, get_settings, redact_secrets, redact_url
+from config import SettingsError, get_settings
+from infra.events import redis_client
+from infra.redaction import redact_secrets, redact_url
+from infra.task_publisher import get_celery_client
 
 BROKER_PASSWORD = "Br0ker-Pa55-9f2c"
 DATABASE_PASSWORD = "Db-Pa55w0rd-41aa"
@@ -26,13 +28,18 @@ def configure(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
     def apply(**variables: str) -> None:
         for name, value in variables.items():
             monkeypatch.setenv(f"EPOCHAL_{name.upper()}", value)
-        get_settings.cache_clear()
-        get_celery_client.cache_clear()
+        clear_cached_clients()
 
     yield apply
     monkeypatch.undo()
+    clear_cached_clients()
+
+
+def clear_cached_clients() -> None:
+    # Every client built from the settings, so none keeps a dead broker's URL for the tests that run after.
     get_settings.cache_clear()
     get_celery_client.cache_clear()
+    redis_client.cache_clear()
 
 
 def assert_no_password(text: str) -> None:

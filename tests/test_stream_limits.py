@@ -24,7 +24,7 @@ from api import stream_access
 from api.main import app
 from api.stream_slots import PROCESS_STREAMS
 from config import get_settings
-from epochal import events
+from infra import events
 from models.accounts import find_key
 from models.db import get_engine, session_scope
 from tests.support import bearer, free_port, new_key

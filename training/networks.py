@@ -65,8 +65,8 @@ def default_jit_compile(spec: ExperimentSpec, on_gpu: bool) -> bool:
 
 
 # Batches per call into the compiled step when batches are cheap: one Python round trip (callbacks,
-# iterator, dispatch) per this many steps instead of per step. 32 MLP steps take about 0.2 s on 2 CPU
-# cores, so a stop request still lands within a fraction of a second.
+# iterator, dispatch) per this many steps instead of per step, few enough that a stop request still lands
+# within a fraction of a second.
 STEPS_PER_EXECUTION = 32
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 
 from config import get_settings
-from epochal import events
+from infra import events
 from models import Attempt, Experiment, attempt_sessions
 from models.attempts import Outcome, attempt_story, end_attempt
 from models.base import as_utc, utcnow

@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, undefer
 
 from config import get_settings
-from epochal import events
+from infra import events
 from models import Artifact, Attempt, EpochMetric, Evaluation, Experiment, ResumeState, attempt_sessions
 from models.attempts import Outcome, end_attempt
 from models.base import utcnow

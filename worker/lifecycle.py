@@ -12,7 +12,8 @@ from typing import Any
 from celery import Celery
 from sqlalchemy import text
 
-from config import get_settings, install_log_redaction, redact_secrets, redact_url
+from config import get_settings
+from infra.redaction import install_log_redaction, redact_secrets, redact_url
 from models.db import get_engine
 
 log = logging.getLogger(__name__)

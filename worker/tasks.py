@@ -13,7 +13,7 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task
 
 from config import TRAIN_TASK_NAME, get_settings
-from epochal import events
+from infra import events
 from models.attempts import Outcome
 from training.results import StopReason
 from worker import jobs

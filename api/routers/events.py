@@ -1,6 +1,6 @@
 """Live events as Server-Sent Events: status changes, finished epochs and progress within an epoch.
 
-The worker, the reaper and the API append events to Redis streams (epochal/events.py); these routes
+The worker, the reaper and the API append events to Redis streams (infra/events.py); these routes
 relay them. Each event's `id` is its stream entry id: a client that reconnects with `Last-Event-ID`
 continues right after the last event it saw, without gaps or repeats. The stream closes after the
 terminal status (of the experiment, or of the sweep's last experiment), and in any case after
@@ -32,7 +32,7 @@ from api.deps import SettingsDep
 from api.errors import responses
 from api.stream_access import FollowedExperiment, FollowedSweep, Follower
 from config import Settings
-from epochal.events import TERMINAL_STATUSES, experiment_stream, redis_url, sweep_stream
+from infra.events import TERMINAL_STATUSES, experiment_stream, redis_url, sweep_stream
 from models import Experiment, Sweep
 from models.db import session_scope
 

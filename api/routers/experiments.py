@@ -37,7 +37,7 @@ from api.schemas import (
 )
 from api.submission import submit
 from config import get_settings
-from epochal import events
+from infra import events
 from models import Artifact, EpochMetric, Evaluation, Experiment, ResumeState, Sweep, User, attempt_sessions
 from models.attempts import Outcome, end_attempt
 from models.base import utcnow
@@ -46,9 +46,9 @@ from models.specs import repeated_experiments
 from training.spec import Dataset, Optimizer, Status
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
-# POST /experiments verifies the key in the same worker-thread hop as the submission (`as_caller`, api/auth.py):
-# each sync dependency (settings, session, caller) and a sync handler were a hop each, about a quarter of the API's
-# CPU per submission. So it is a router of its own, which api/main.py guards with `bearer_key`, not `current_user`.
+# POST /experiments verifies the key in the same worker-thread hop as the submission (`as_caller`, api/auth.py),
+# because every sync dependency is a thread hop of its own (docs/results/performance.md, "Why the code is shaped so").
+# So it is a router of its own, which api/main.py guards with `bearer_key`, not `current_user`.
 submissions = APIRouter(prefix="/experiments", tags=["experiments"], route_class=KeyVerifiedRoute)
 
 

@@ -9,9 +9,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from api.deps import SessionDep
-from api.queue import broker_reachable
 from api.schemas import DependencyState, HealthRead
-from config import redact_secrets
+from infra.redaction import redact_secrets
+from infra.task_publisher import broker_reachable
 from models.base import utcnow
 from models.roles import read_role
 from upkeep.reaper import REAPER_ROLE, stalled

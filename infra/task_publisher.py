@@ -6,7 +6,8 @@ from functools import lru_cache
 
 from celery import Celery
 
-from config import TRAIN_TASK_NAME, get_settings, redact_secrets, redact_url
+from config import TRAIN_TASK_NAME, get_settings
+from infra.redaction import redact_secrets, redact_url
 
 # Fail in seconds, not minutes, when the broker is down: the caller is an HTTP request.
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
