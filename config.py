@@ -136,6 +136,22 @@ class Settings(BaseSettings):
         description="'user:password' that Flower requires (HTTP basic auth); Flower refuses to start without it.",
     )
 
+    # What one network may cost, checked from its shape arithmetic before anything is built or queued (over one: 422).
+    # Deployment-wide for now: the user row has no columns to override them.
+    max_network_params: int = Field(
+        default=50_000_000, ge=1, description="Most parameters in one network (Keras' count, moving statistics too)."
+    )
+    max_network_flops: int = Field(
+        default=20_000_000_000,
+        ge=1,
+        description="Most FLOPs per example in one network (2 x the multiply-adds of its Dense and convolutions).",
+    )
+    max_network_activation_bytes: int = Field(
+        default=8 * 2**30,
+        ge=1,
+        description="Most activation memory of one training batch (every layer's output x batch x 4 bytes x 2).",
+    )
+
     # Per-user quotas; a user row may override each (NULL there means these apply). Over one: 429.
     max_active_jobs: int = Field(
         default=100, ge=1, description="Experiments one user may have queued or running at once."

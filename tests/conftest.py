@@ -159,6 +159,7 @@ BACKEND_INDEPENDENT = {
     "test_homework_quick",
     "test_images",
     "test_layering",
+    "test_network_graph",
     "test_pipeline",
     "test_resume",
     "test_serve_operations",  # `serve` on its own embedded defaults, whatever the suite runs on

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import keras
 
+from training.graph.build import build_graph
+from training.graph.check import HeadShape
+from training.graph.presets import PRESETS
+from training.graph.vocabulary import LayerActivation
 from training.labels import TargetEncoding, target_encoding
 from training.spec import ExperimentSpec, Network, Optimizer
 
@@ -37,32 +41,15 @@ def accuracy_metric(spec: ExperimentSpec) -> keras.metrics.Metric:
             return keras.metrics.CategoricalAccuracy(name="accuracy")
 
 
-def _mlp(inputs: keras.KerasTensor) -> keras.KerasTensor:
-    x = keras.layers.Flatten()(inputs)
-    x = keras.layers.Dense(512, activation="relu")(x)
-    return keras.layers.Dense(128, activation="relu")(x)
-
-
-def _convnet(inputs: keras.KerasTensor) -> keras.KerasTensor:
-    x = inputs
-    for filters in (32, 64, 128, 128):
-        x = keras.layers.Conv2D(filters, 3, activation="relu")(x)
-        x = keras.layers.MaxPooling2D(2)(x)
-    x = keras.layers.Flatten()(x)
-    return keras.layers.Dense(512, activation="relu")(x)
-
-
 def build_network(spec: ExperimentSpec) -> keras.Model:
     """The uncompiled network for `spec`; it takes raw 0..255 pixels and rescales them itself."""
     head = spec.resolved_head
-    inputs = keras.Input(shape=spec.info.input_shape, name="image")
-    # Rescaling inside the network means prediction needs no separate scaling step to match training.
-    x = keras.layers.Rescaling(1.0 / 255)(inputs)
-    body = _mlp if spec.resolved_network is Network.MLP else _convnet
-    x = body(x)
-    # float32 output keeps losses stable when the body runs in mixed precision.
-    outputs = keras.layers.Dense(head.units, activation=str(head.activation), dtype="float32", name="head")(x)
-    return keras.Model(inputs, outputs, name=f"{spec.dataset}_{spec.resolved_network}")
+    return build_graph(
+        PRESETS[spec.resolved_network],
+        spec.info.input_shape,
+        HeadShape(head.units, LayerActivation(head.activation)),
+        name=f"{spec.dataset}_{spec.resolved_network}",
+    )
 
 
 def default_jit_compile(spec: ExperimentSpec, on_gpu: bool) -> bool:

@@ -13,14 +13,15 @@ from fastapi import APIRouter, Path, Request, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.access import ExperimentId, visible_experiment
+from api.access import ExperimentId
 from api.auth import BearerKey, KeyVerifiedRoute, as_caller
 from api.errors import conflict, responses
 from api.export_cache import ExportedFile, get_export_cache, no_checkpoint, stored_file
 from api.openapi import file_response
+from domain.access import visible_experiment
+from domain.lifecycle import Status
 from models.users import User
 from training.exports import FILES, ExportFormat
-from training.spec import Status
 
 router = APIRouter(tags=["experiments"], route_class=KeyVerifiedRoute)
 

@@ -1,0 +1,1 @@
+"""Networks written as data: the allowed layers, their wiring, the check and costs, presets, the Keras builder."""
