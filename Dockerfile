@@ -43,6 +43,7 @@ COPY epochal/ epochal/
 COPY training/ training/
 COPY models/ models/
 COPY infra/ infra/
+COPY domain/ domain/
 COPY upkeep/ upkeep/
 COPY worker/ worker/
 COPY api/ api/
