@@ -87,6 +87,17 @@ class Settings(BaseSettings):
         default=120, ge=0, description="How long a worker retries a database write before giving the attempt up."
     )
     predictor_cache_size: int = Field(default=4, ge=1, description="Trained networks the API keeps loaded.")
+    # Keys and experiments a prediction needs, held by each API process between requests (api/http/hot_cache.py):
+    # invalidated on change through the broker, and dropped whenever that channel is lost; this bounds the rest.
+    serving_cache_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="Longest an API process serves a key or experiment from memory without reading it again; 0: never.",
+    )
+    serving_cache_bytes: int = Field(
+        default=4 * 2**20, ge=0, description="Memory each of those in-process caches may take (entries x their size)."
+    )
     # Micro-batching of predictions (api/serving/batcher.py): requests that arrive while the network is busy share its
     # next call. A lone request never waits; 0 turns gathering off (one call per request).
     predict_batch_window_ms: float = Field(

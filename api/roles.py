@@ -1,5 +1,8 @@
 """Each API process takes the service's roles (the reaper) while it runs, and says how their passes are going.
 
+It also listens for the changes its serving caches must hear of (infra/invalidation.py), for as long as it runs:
+until the listener has subscribed, those caches stay empty and every prediction reads the database.
+
 The keeper (upkeep/keeper.py) is a daemon thread of its own: a pass is blocking database work and never runs on
 the event loop. It starts with the app's lifespan and gives the roles up when the process stops. Jobs it must
 publish again go out by task name (infra/task_publisher.py), as every job the API enqueues does.
@@ -14,6 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from config import get_settings
+from infra import invalidation
 from infra.task_publisher import enqueue_training
 from models.base import utcnow
 from upkeep.reaper import reaper_keeper
@@ -23,9 +27,11 @@ from upkeep.reaper import reaper_keeper
 async def take_roles(app: FastAPI) -> AsyncIterator[None]:
     """Lifespan: note when this process started (the grace /health gives passes), keep the roles while it runs."""
     app.state.started_at = utcnow()
+    changes = invalidation.listener().start()
     keeper = reaper_keeper(enqueue_training, "api").start() if get_settings().take_roles else None
     try:
         yield
     finally:
         if keeper is not None:
             await asyncio.to_thread(keeper.stop)  # joins the thread: off the loop
+        await asyncio.to_thread(changes.stop)

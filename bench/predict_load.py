@@ -50,6 +50,8 @@ class Server:
     url: str
     batch_route: bool = True
     raw_route: bool = True  # takes an image as the whole body (Content-Type: image/png)
+    multipart_route: bool = True  # takes an image as a multipart part
+    raw_path: str | None = None  # where the raw body goes, when not the service's route
     pid: int | None = None  # the API process, when this script started it: its CPU time per request is reported
 
     def cpu_seconds(self) -> float:
@@ -118,7 +120,9 @@ class Route:
     raw: bool = False  # the image as the whole body, not a multipart part
 
     def served_by(self, server: Server) -> bool:
-        return (self.images == 1 or server.batch_route) and (not self.raw or server.raw_route)
+        if self.raw:
+            return server.raw_route
+        return (self.images == 1 and server.multipart_route) or (self.images > 1 and server.batch_route)
 
 
 def requests_for(server: Server, key: str, experiment_id: int, pngs: list[bytes], route: Route) -> list[bytes]:
@@ -129,7 +133,7 @@ def requests_for(server: Server, key: str, experiment_id: int, pngs: list[bytes]
         group = pngs[start : start + route.images]
         if route.raw:
             content_type, body = "image/png", group[0]
-            path = f"/experiments/{experiment_id}/predictions"
+            path = server.raw_path or f"/experiments/{experiment_id}/predictions"
         elif route.images == 1:
             content_type, body = multipart([("file", "digit.png", group[0])])
             path = f"/experiments/{experiment_id}/predictions"
@@ -192,6 +196,34 @@ def measure(args: argparse.Namespace, servers: list[Server], key: str, experimen
         cpu_ms = statistics.median(cpu[(route_name, count, label)])
         figures = f"{throughput:8.0f} images/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  API CPU {cpu_ms:5.2f} ms/req"
         print(f"{route_name:16s} {count:3d} clients  {label:28s} {figures}")
+    floor = [server for server in servers if server.label == FLOOR]
+    if floor and "raw" in args.routes.split(","):
+        print_ratios(results, known["raw"].name, clients, [s.label for s in servers if s.label != FLOOR])
+
+
+FLOOR = "floor (minimal app)"
+
+
+def print_ratios(
+    results: dict[tuple[str, int, str], list[Result]], route: str, clients: list[int], labels: list[str]
+) -> None:
+    """Each server against the floor on the raw route, medians over the repeats: what the service adds."""
+    print(f"\nagainst the floor ({route}; p50 and p99: service / floor, lower is better; throughput: service / floor)")
+    for count in clients:
+        base = results.get((route, count, FLOOR))
+        if not base:
+            continue
+        floor_p50 = statistics.median(r.percentile(50) for r in base)
+        floor_p99 = statistics.median(r.percentile(99) for r in base)
+        floor_rate = statistics.median(r.per_second() for r in base)
+        for label in labels:
+            runs = results.get((route, count, label))
+            if not runs:
+                continue
+            p50 = statistics.median(r.percentile(50) for r in runs) / floor_p50
+            p99 = statistics.median(r.percentile(99) for r in runs) / floor_p99
+            rate = statistics.median(r.per_second() for r in runs) / floor_rate
+            print(f"{count:3d} clients  {label:28s} p50 x{p50:5.2f}  p99 x{p99:5.2f}  throughput x{rate:5.2f}")
 
 
 def start_api(
@@ -270,12 +302,45 @@ def own_service(args: argparse.Namespace, folder: Path, pngs: list[bytes]) -> No
             name = f"before (older tree, window {args.before_window_ms} ms)"
             older = Server(name, before_url, batch_route=batch_route, raw_route=raw_route, pid=before.pid)
             servers.append(older)
+        if args.floor:
+            floor_url, floor_process = start_floor(url, key, experiment_id, folder, env)
+            processes.append(floor_process)
+            servers.append(
+                Server(
+                    FLOOR,
+                    floor_url,
+                    batch_route=False,
+                    multipart_route=False,
+                    raw_path="/predict",
+                    pid=floor_process.pid,
+                )
+            )
         measure(args, servers, key, experiment_id, pngs)
     except Exception:
         print((folder / "serve.log").read_text(errors="replace")[-3000:], file=sys.stderr)
         raise
     finally:
         stop_all([*processes, serve])
+
+
+def start_floor(
+    url: str, key: str, experiment_id: int, folder: Path, env: dict[str, str]
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """The minimal app (bench/floor_app.py) serving the same checkpoint, downloaded from the service."""
+    checkpoint = folder / "floor_model.h5"
+    answer = httpx.get(
+        f"{url}/experiments/{experiment_id}/artifacts/best_model.h5",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
+    )
+    answer.raise_for_status()
+    checkpoint.write_bytes(answer.content)
+    port = free_port()
+    argv = [sys.executable, str(ROOT / "bench" / "floor_app.py"), str(checkpoint), "--port", str(port)]
+    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    floor_url = f"http://127.0.0.1:{port}"
+    wait_healthy(floor_url, process)
+    return floor_url, process
 
 
 def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
@@ -301,6 +366,9 @@ def main() -> int:
     parser.add_argument("--batch-images", type=int, default=8)
     parser.add_argument("--routes", default="single,raw,batch", help="of single, raw (image as the body), batch")
     parser.add_argument("--processes", type=int, default=2, help="also an API of this many processes (1: none)")
+    parser.add_argument(
+        "--no-floor", dest="floor", action="store_false", help="without the minimal app (bench/floor_app.py) beside"
+    )
     parser.add_argument("--before-tree", help="a checkout of older code, run as a third API for 'before' figures")
     parser.add_argument(
         "--before-window-ms", default="0", help="the older tree's batching window (default 0: as before batching)"

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, selectinload
 from domain.access import in_id_range
 from domain.errors import Conflict, NotFound
 from models.accounts import NewKey, create_key, create_user, revoke, user_named
+from models.change_notices import announce
 from models.users import ApiKey, User
 
 
@@ -47,6 +48,7 @@ def set_quotas(session: Session, user_id: int, overrides: dict[str, Any]) -> Non
     user = find_user(session, user_id)
     for field, value in overrides.items():
         setattr(user, field, value)
+    announce(session, f"user:{user_id}")  # API processes hold the caller's quotas for their predictions
     session.commit()
 
 

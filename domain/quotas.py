@@ -31,6 +31,16 @@ class Window(Protocol):
         ...
 
 
+class RateHolder(Protocol):
+    """Whose predictions are counted: a user row, or what the API remembers of one (api/http/callers.py)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def predictions_per_second(self) -> int | None: ...
+
+
 def too_many(detail: str, retry_after_s: int) -> QuotaExceeded:
     return QuotaExceeded(detail, retry_after_s)
 
@@ -79,7 +89,7 @@ def check_sweep_size(settings: Settings, user: User, experiments: int) -> None:
         )
 
 
-def check_prediction_rate(settings: Settings, user: User, window: Window, images: int = 1) -> None:
+def check_prediction_rate(settings: Settings, user: RateHolder, window: Window, images: int = 1) -> None:
     """Count `images` predictions in `window`; QuotaExceeded if the user is over their predictions per second.
 
     A batch of n images counts as n: the limit guards the network's time, which grows with images, not

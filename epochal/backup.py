@@ -35,6 +35,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from config import get_settings
+from infra import invalidation
 from infra.redaction import redact_secrets, redact_url
 from models import Experiment
 from models.db import make_engine
@@ -92,8 +93,12 @@ def restore(database_url: str, source: Path, *, force: bool = False) -> Restored
     if not head.startswith(SQLITE_MAGIC if sqlite_target else PG_DUMP_MAGIC):
         raise BackupError(f"{source} is not a backup made by `python -m epochal backup`")
     if sqlite_target:
-        return _sqlite_restore(source, _sqlite_path(database_url), force=force)
-    return _pg_restore(source, database_url, force=force)
+        restored = _sqlite_restore(source, _sqlite_path(database_url), force=force)
+    else:
+        restored = _pg_restore(source, database_url, force=force)
+    # Ids now name other rows: a running API process must not keep serving what it remembers of the old ones.
+    invalidation.publish("restored")
+    return restored
 
 
 # --- SQLite ----------------------------------------------------------------------------------------------

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, joinedload, object_session
 
 from models.base import utcnow
+from models.change_notices import announce
 from models.users import ApiKey, User
 
 KEY_SCHEME = "epk_"  # makes a leaked key recognisable to secret scanners and to people
@@ -112,5 +113,9 @@ def first_start_key(session: Session) -> NewKey | None:
 
 
 def revoke(key: ApiKey) -> None:
+    """Revoke `key` in its session: refused from the commit on, by every API process (models/change_notices.py)."""
     if key.revoked_at is None:
         key.revoked_at = utcnow()
+        session = object_session(key)
+        if session is not None:
+            announce(session, f"key:{key.id}")

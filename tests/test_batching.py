@@ -14,26 +14,30 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from api.http.callers import caller_cache
 from api.http.rate_limits import SharedMovingWindow
 from api.serving import predictors
 from api.serving.batcher import MicroBatcher
 from api.serving.decode_budget import DECODING
-from api.serving.pipeline import MAX_IMAGE_BYTES
+from api.serving.pipeline import MAX_IMAGE_BYTES, served_refs
 from api.serving.predictors import PredictorCache, ServedModel
 from config import get_settings
 from domain.lifecycle import Status
+from infra.invalidation import listener
 from models import Artifact, Experiment
 from models.base import utcnow
 from models.db import get_sessionmaker
 from tests.image_corpus import deep_png
-from tests.support import counted_work
+from tests.support import bearer, counted_work
 from training.results import CHECKPOINT_NAME
 
 TOLERANCE = 1e-5
@@ -418,21 +422,88 @@ def test_an_upload_at_the_network_size_gets_the_pixels_the_resize_would_give() -
     np.testing.assert_array_equal(_grayscale_digit(Image.fromarray(pixels, mode="L"), (28, 28)), expected)
 
 
-def test_a_prediction_with_a_loaded_network_is_two_queries_and_two_hops_to_a_thread(
+def forget_callers_and_experiments() -> None:
+    caller_cache().clear()
+    served_refs().clear()
+
+
+@contextmanager
+def redis_commands() -> Iterator[list[str]]:
+    """The Redis commands this process sends inside the block (rate limits, events, anything)."""
+    sent: list[str] = []
+    original = redis.Redis.execute_command
+
+    def recording(self: redis.Redis, *args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]))
+        return original(self, *args, **options)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(redis.Redis, "execute_command", recording)
+        yield sent
+
+
+def test_a_prediction_the_process_knows_nothing_of_is_two_queries_and_two_hops_to_a_thread(
     client: TestClient, network_h5: bytes, cache: PredictorCache
 ) -> None:
     experiment_id = succeeded_with_checkpoint(client, network_h5)
     path = f"/experiments/{experiment_id}/predictions"
     single(client, path, digits(1)[0])  # loads the network, and records the key's first use
+    forget_callers_and_experiments()  # as in a process that has not seen this key and this experiment yet
     with counted_work() as work:
         single(client, path, digits(1)[0])
     statements, hops = work.statements, work.hops
     # The key with its user, then the experiment with its checkpoint's sha256 (no attempts, no evaluation).
-    assert len(statements) == 2, statements
+    assert len(statements) == 2, "\n".join(s[:90] for s in statements)
     assert "FROM api_key" in statements[0] and "JOIN artifact" in statements[1]
     assert "FROM attempt" not in statements[1] and "FROM epoch_metric" not in statements[1]
     # One hop for the key, the lookup and the decoding, one for the model call.
     assert len(hops) == 2, hops
+
+
+def test_a_warm_prediction_reads_no_database_no_redis_and_hops_once_for_its_model_call(
+    client: TestClient, network_h5: bytes, cache: PredictorCache
+) -> None:
+    assert listener().wait_live(10), "the API's invalidation listener never subscribed"
+    experiment_id = succeeded_with_checkpoint(client, network_h5)
+    path = f"/experiments/{experiment_id}/predictions"
+    expected = [single(client, path, image) for image in digits(3)]  # the first fills the caches
+    with counted_work() as work, redis_commands() as commands:
+        answers = [single(client, path, image) for image in digits(3)]
+    for got, want in zip(answers, expected, strict=True):
+        assert_same(got, want)
+    assert work.statements == []
+    assert commands == []  # the rate limit counted from this process's allowance
+    assert work.hops == ["predict_batch"] * 3
+    # The same requests while the process cannot hear of changes: every one reads the database again.
+    forget_callers_and_experiments()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(listener(), "live", lambda: False)
+        with counted_work() as deaf:
+            for image in digits(2):
+                single(client, path, image)
+    assert len([s for s in deaf.statements if "FROM api_key" in s]) == 2, deaf.statements
+
+
+def test_a_revoked_key_is_refused_on_its_next_prediction(
+    client: TestClient, network_h5: bytes, cache: PredictorCache
+) -> None:
+    assert listener().wait_live(10), "the API's invalidation listener never subscribed"
+    experiment_id = succeeded_with_checkpoint(client, network_h5)
+    path = f"/experiments/{experiment_id}/predictions"
+    me = client.get("/me").json()
+    second = client.post(f"/users/{me['id']}/keys")
+    assert second.status_code == 201, second.text
+    token, key_id = second.json()["api_key"], second.json()["id"]
+    image = {"file": ("digit.png", digits(1)[0], "image/png")}
+    for _ in range(2):  # the second from memory
+        assert client.post(path, files=image, headers=bearer(token)).status_code == 200
+    with counted_work() as work:
+        assert client.post(path, files=image, headers=bearer(token)).status_code == 200
+    assert work.statements == [], "the key was not served from memory: this test would prove nothing"
+    assert client.post(f"/keys/{key_id}/revoke").status_code == 200
+    refused = client.post(path, files=image, headers=bearer(token))
+    assert refused.status_code == 401, refused.text
+    assert "not valid" in refused.json()["detail"]
 
 
 def test_what_a_batch_takes_decoded_is_bounded_before_anything_is_decoded(
@@ -469,3 +540,24 @@ def test_a_process_decoding_its_most_at_once_answers_503_with_retry_after(
     assert "EPOCHAL_MAX_DECODING_BYTES" in response.json()["detail"]
     assert DECODING.in_use == 0
     single(client, path, digits(1)[0])  # given back: served again
+
+
+def test_a_lowered_prediction_rate_applies_from_the_next_prediction(
+    client: TestClient, network_h5: bytes, cache: PredictorCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert listener().wait_live(10), "the API's invalidation listener never subscribed"
+    monkeypatch.setattr(get_settings(), "predictions_per_second", 1000)
+    experiment_id = succeeded_with_checkpoint(client, network_h5)
+    path = f"/experiments/{experiment_id}/predictions"
+    for image in digits(3):  # the last two from memory, the rate counted from this process's allowance
+        single(client, path, image)
+    me = client.get("/me").json()
+    assert client.patch(f"/users/{me['id']}", json={"predictions_per_second": 1}).status_code == 200
+    try:
+        time.sleep(1.1)  # an empty window: the first prediction under the new limit passes, the second does not
+        single(client, path, digits(1)[0])
+        refused = client.post(path, files={"file": ("digit.png", digits(1)[0], "image/png")})
+        assert refused.status_code == 429, refused.text
+        assert "at most 1 predictions per second" in refused.json()["detail"]
+    finally:
+        client.patch(f"/users/{me['id']}", json={"predictions_per_second": None})

@@ -42,6 +42,13 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
+PREDICTION_LOOKUPS = Counter(
+    "epochal_prediction_lookups",
+    "Predictions by where their caller and network were found: 'memory' (no SQL, no Redis, no thread before the "
+    "model call) or 'database'.",
+    ["source"],
+    registry=REGISTRY,
+)
 UNMATCHED = "<unmatched>"  # a path no route matched: one label, so scanners cannot blow up the label set
 
 

@@ -156,6 +156,10 @@ class FallbackWindow:
         self._shared, self._local, self._errors, self._retry_s = shared, local, errors, retry_s
         self._shared_after = 0.0  # monotonic time before which `local` counts
 
+    def parts(self) -> tuple[Window, Window | None]:
+        """The shared window, and the local one when that is what counts now (Redis did not answer lately)."""
+        return self._shared, None if time.monotonic() >= self._shared_after else self._local
+
     def hit(self, key: str, limit: int, cost: int = 1) -> float:
         if time.monotonic() >= self._shared_after:
             try:
@@ -164,3 +168,75 @@ class FallbackWindow:
                 self._shared_after = time.monotonic() + self._retry_s
                 log.warning("rate limits counted per process for %.0f s: Redis did not answer (%s)", self._retry_s, exc)
         return self._local.hit(key, limit, cost)
+
+
+class NeedsRefill(Exception):
+    """What `LocalOnly` raises when counting a hit needs the shared window (a round trip to Redis)."""
+
+
+class AllowanceWindow:
+    """`shared`'s limit, counted in process from an allowance taken from `shared` a chunk at a time.
+
+    A refill counts a chunk (a twentieth of the limit, at least the hit's cost) against the shared window at once
+    and keeps the rest for this process's next hits of that key, until the shared window would have let the chunk
+    go (`window_s` after it was taken). So most hits cost no round trip. The price: a process holds at most one
+    chunk per key that others cannot use, so a user may get up to a chunk per process fewer than the limit in one
+    window, and up to a chunk per process more across two (tokens taken at a window's end, spent at the next one's
+    start). With a limit of 20 or less a chunk is one hit, which is exact.
+    """
+
+    def __init__(
+        self, shared: Window, window_s: float, chunks: int = 20, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._shared, self.window_s, self._chunks, self._clock = shared, window_s, chunks, clock
+        self._allowance: dict[str, tuple[int, float, int]] = {}  # key -> (hits left, until when, under which limit)
+        self._lock = threading.Lock()
+
+    def take(self, key: str, limit: int, cost: int) -> bool:
+        """Count `cost` hits from this process's allowance for `key`; False (nothing counted) when it has too few.
+
+        An allowance taken under another limit is not used: a user whose limit was just lowered gets the new one.
+        """
+        with self._lock:
+            left, until, taken_under = self._allowance.get(key, (0, 0.0, limit))
+            if left < cost or self._clock() >= until or taken_under != limit:
+                return False
+            self._allowance[key] = (left - cost, until, limit)
+            return True
+
+    def hit(self, key: str, limit: int, cost: int = 1) -> float:
+        if self.take(key, limit, cost):
+            return 0.0
+        chunk = max(cost, limit // self._chunks)
+        taken_at = self._clock()
+        wait_s = self._shared.hit(key, limit, chunk)
+        if wait_s and chunk > cost:
+            chunk = cost  # the window has room for less than a chunk: count exactly this hit
+            wait_s = self._shared.hit(key, limit, chunk)
+        if wait_s:
+            return wait_s
+        with self._lock:
+            if len(self._allowance) > 10_000:  # keys whose allowance ran out or expired: forget them
+                now = self._clock()
+                self._allowance = {k: v for k, v in self._allowance.items() if v[0] > 0 and v[1] > now}
+            self._allowance[key] = (chunk - cost, taken_at + self.window_s, limit)
+        return 0.0
+
+
+class LocalOnly:
+    """A window that counts only from what is at hand in process, raising NeedsRefill otherwise: for the event loop.
+
+    Wraps `FallbackWindow(AllowanceWindow(...), MovingWindow(...))`: while the shared window is in use, a hit is
+    counted from the allowance; while Redis is down, by the in-memory window itself (no I/O either way).
+    """
+
+    def __init__(self, window: FallbackWindow) -> None:
+        self._window = window
+
+    def hit(self, key: str, limit: int, cost: int = 1) -> float:
+        shared, local = self._window.parts()
+        if local is not None:
+            return local.hit(key, limit, cost)
+        if isinstance(shared, AllowanceWindow) and shared.take(key, limit, cost):
+            return 0.0
+        raise NeedsRefill(key)

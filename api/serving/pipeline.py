@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -20,9 +21,18 @@ from sqlalchemy.orm import Session, defer, lazyload
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUpload
 
-from api.http.auth import authenticate
+from api.http.callers import remembered_caller, verified_caller
 from api.http.errors import conflict, not_found
-from api.http.rate_limits import FallbackWindow, MovingWindow, SharedMovingWindow, Window
+from api.http.hot_cache import HotCache
+from api.http.metrics import PREDICTION_LOOKUPS
+from api.http.rate_limits import (
+    AllowanceWindow,
+    FallbackWindow,
+    LocalOnly,
+    MovingWindow,
+    NeedsRefill,
+    SharedMovingWindow,
+)
 from api.schemas.predictions import PredictionRead
 from api.serving.decode_budget import DECODING
 from api.serving.predictors import ServedModel, get_predictor_cache
@@ -31,6 +41,7 @@ from domain.access import best_visible_experiment, in_id_range, owned, visible_e
 from domain.lifecycle import Status
 from domain.quotas import check_prediction_rate
 from infra import events
+from infra.invalidation import listener
 from models import Artifact, Experiment, User
 from models.db import get_sessionmaker
 from training.errors import ImageTooLarge, InvalidImage
@@ -40,22 +51,58 @@ from training.spec import Dataset
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MiB = 2**20
+# A request this small (an MNIST digit is under 1 KiB, a cats-vs-dogs photo tens of KiB) is decoded on the event
+# loop when everything else it needs is in memory: a decode costs less than the hop to a thread would.
+IN_LOOP_BODY_BYTES = 64 * 1024
 Checkpoint = tuple[int, str]  # the checkpoint artifact's id and sha256: its megabytes are read on a cache miss only
 Found = tuple[Experiment, Checkpoint | None]
 FindExperiment = Callable[[Session, User], Found]
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """How a route finds the network it serves: `find` in the database; `experiment_id` when it names one."""
+
+    find: FindExperiment
+    experiment_id: int | None = None
+
+
 # Reads the request's uploads as (part name or None, bytes): called in the worker thread, after the rate check.
 ReadImages = Callable[[], list[tuple[str | None, bytes]]]
 
 
 @lru_cache
-def prediction_window() -> Window:
+def prediction_window() -> FallbackWindow:
     # In the broker's Redis (the process's one client, events.redis_client), so N API processes (EPOCHAL_API_WORKERS,
-    # or several hosts) share one window per user; per process only while Redis does not answer.
-    shared = SharedMovingWindow(events.redis_client(), window_s=1.0)
+    # or several hosts) share one window per user, counted here from an allowance refilled a chunk at a time (a
+    # round trip per chunk, not per prediction); per process only while Redis does not answer.
+    shared = AllowanceWindow(SharedMovingWindow(events.redis_client(), window_s=1.0), window_s=1.0)
     return FallbackWindow(shared, MovingWindow(window_s=1.0), errors=(redis.RedisError, OSError))
 
 
-def by_id(experiment_id: int) -> FindExperiment:
+FROM_MEMORY, FROM_DATABASE = PREDICTION_LOOKUPS.labels("memory"), PREDICTION_LOOKUPS.labels("database")
+
+
+@dataclass(frozen=True, slots=True)
+class ServedRef:
+    """A succeeded experiment's checkpoint, as a prediction by id needs it: never changes once written."""
+
+    experiment_id: int
+    owner_id: int
+    sha256: str
+
+
+# An experiment's id, its owner's and a 64-character digest, with the dictionary's and the LRU's overhead.
+SERVED_REF_BYTES = 512
+
+
+@lru_cache
+def served_refs() -> HotCache[int, ServedRef]:
+    settings = get_settings()
+    return HotCache(listener(), settings.serving_cache_ttl_s, settings.serving_cache_bytes, SERVED_REF_BYTES)
+
+
+def by_id(experiment_id: int) -> Lookup:
     def find(session: Session, user: User) -> Found:
         # One query for the experiment, limited to what the caller may see (access.owned), and its checkpoint's id
         # and sha256; without what a prediction never reads: the evaluation that visible_experiment loads, the
@@ -76,10 +123,10 @@ def by_id(experiment_id: int) -> FindExperiment:
         experiment = visible_experiment(session, user, experiment_id)
         return experiment, _checkpoint(session, experiment)
 
-    return find
+    return Lookup(find, experiment_id)
 
 
-def best_on(dataset: Dataset) -> FindExperiment:
+def best_on(dataset: Dataset) -> Lookup:
     def find(session: Session, user: User) -> Found:
         experiment = best_visible_experiment(session, user, dataset)
         if experiment is None:
@@ -89,7 +136,8 @@ def best_on(dataset: Dataset) -> FindExperiment:
             )
         return experiment, _checkpoint(session, experiment)
 
-    return find
+    # Not remembered: which experiment is a user's best changes whenever another of theirs succeeds.
+    return Lookup(find)
 
 
 def read_image(upload: StarletteUpload, part: str | None = None) -> bytes:
@@ -154,15 +202,17 @@ def _refused_as_http(part: str | None) -> Iterator[None]:
 
 
 def _prepare(
-    request: Request, key: str, find: FindExperiment, images: int, read: ReadImages
+    request: Request, key: str, lookup: Lookup, images: int, read: ReadImages
 ) -> tuple[int, ServedModel, np.ndarray]:
     # In the order a request is refused on every route: the key (401), the caller's rate (429), then what they sent.
     settings = get_settings()
+    refs = served_refs()
+    generation = refs.generation  # before the read: see api/http/hot_cache.py
     with get_sessionmaker()() as session:
-        user = authenticate(session, request, key)
-        check_prediction_rate(settings, user, prediction_window(), images=images)
+        user, caller = verified_caller(session, request, key)
+        check_prediction_rate(settings, caller, prediction_window(), images=images)
         uploads = read()
-        experiment, checkpoint = find(session, user)
+        experiment, checkpoint = lookup.find(session, user)
         if experiment.status is not Status.SUCCEEDED:
             raise conflict(
                 f"experiment {experiment.id} is {experiment.status}; predictions need a succeeded experiment"
@@ -176,22 +226,56 @@ def _prepare(
         content = lambda: session.scalars(select(Artifact.content).where(Artifact.id == artifact_id)).one()  # noqa: E731
         served = get_predictor_cache().get(experiment, sha256, content)
         experiment_id = experiment.id
+        if lookup.experiment_id is not None:
+            refs.put(experiment_id, ServedRef(experiment_id, experiment.owner_id, sha256), generation)
     # The connection went back to the pool as the block ended, before the decoding and the model call: requests
     # waiting in the batcher must not hold the pool's connections.
     # Decoded once, to the network's input array: the batcher only concatenates.
     return experiment_id, served, _decode(served, uploads, settings)
 
 
-async def predict(
-    request: Request, key: str, find: FindExperiment, images: int, read: ReadImages
-) -> list[PredictionRead]:
+def _from_memory(request: Request, key: str, lookup: Lookup, images: int) -> tuple[int, ServedModel] | None:
+    """The experiment's id and network when everything this request needs is in memory; None: ask `_prepare`.
+
+    Refuses as `_prepare` would (a 429 from the caller's allowance or, while Redis is down, the in-memory window);
+    never decides a 401 or a 404: a key or an experiment it does not hold goes to the database.
+    """
+    length = request.headers.get("content-length")
+    if lookup.experiment_id is None or length is None or not length.isdigit() or int(length) > IN_LOOP_BODY_BYTES:
+        return None
+    caller = remembered_caller(request, key)
+    ref = served_refs().get(lookup.experiment_id)
+    if caller is None or ref is None or not (caller.admin or ref.owner_id == caller.id):
+        return None
+    served = get_predictor_cache().peek(ref.sha256)
+    if served is None:
+        return None
+    try:
+        check_prediction_rate(get_settings(), caller, LocalOnly(prediction_window()), images=images)
+    except NeedsRefill:
+        return None
+    return ref.experiment_id, served
+
+
+async def predict(request: Request, key: str, lookup: Lookup, images: int, read: ReadImages) -> list[PredictionRead]:
     """One prediction per image of `read()`, in order, for the caller whose unverified bearer key is `key`.
 
     `images` is what the request counts against the caller's rate, known before anything is read. `read`
     pairs each upload's bytes with the name of its part; a part name is given for batches only: an error
     about one image then says which one it was.
+
+    Once warm, a small request is answered without SQL, Redis or a thread before its model call: the caller, the
+    experiment's checkpoint and the caller's rate allowance are in memory (`_from_memory`). Anything missing, and
+    any large body, goes the whole way through `_prepare` in a worker thread, which fills those caches again.
     """
-    experiment_id, served, inputs = await run_in_threadpool(_prepare, request, key, find, images, read)
+    in_memory = _from_memory(request, key, lookup, images)
+    if in_memory is None:
+        FROM_DATABASE.inc()
+        experiment_id, served, inputs = await run_in_threadpool(_prepare, request, key, lookup, images, read)
+    else:
+        FROM_MEMORY.inc()
+        experiment_id, served = in_memory
+        inputs = _decode(served, read(), get_settings())
     outputs = await served.batcher.predict(inputs)
     return [
         PredictionRead(

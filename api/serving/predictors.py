@@ -52,6 +52,11 @@ class PredictorCache:
             self._items.move_to_end(sha256)
         return served
 
+    def peek(self, sha256: str) -> ServedModel | None:
+        """The network of checkpoint `sha256` if it is loaded; never loads (safe on the event loop)."""
+        with self._lock:
+            return self._cached(sha256)
+
     def get(self, experiment: Experiment, sha256: str, content: Callable[[], bytes]) -> ServedModel:
         """The network of `experiment`'s checkpoint `sha256`; `content` reads its bytes, called on a miss only.
 
