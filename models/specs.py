@@ -48,11 +48,17 @@ def stored_nullable(name: str) -> bool:
     return any(Experiment.__table__.c[column].nullable for column in SPEC_COLUMNS[name])
 
 
+def resolved_value(spec: ExperimentSpec, name: str) -> Any:
+    """What a validated spec's field `name` came to: its `resolved_<name>` where it has one (a default that depends
+    on other fields), else the field itself."""
+    return getattr(spec, f"resolved_{name}", getattr(spec, name))
+
+
 def spec_row_values(spec: ExperimentSpec) -> dict[str, Any]:
     """The columns of a validated spec: what it resolved, one column per field (per part of a nested one)."""
     values: dict[str, Any] = {}
     for name, columns in SPEC_COLUMNS.items():
-        value = getattr(spec, f"resolved_{name}", getattr(spec, name))
+        value = resolved_value(spec, name)
         if nested_model(ExperimentSpec.model_fields[name]) is None:
             values[name] = value
         else:
