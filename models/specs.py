@@ -43,6 +43,14 @@ SPEC_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+_missing = [c for columns in SPEC_COLUMNS.values() for c in columns if c not in Experiment.__table__.c]
+if _missing:  # a field of the spec that no column stores: say so here, not as a KeyError in some request
+    raise RuntimeError(
+        f"ExperimentSpec has fields with no column in experiment: {', '.join(_missing)}; add them to "
+        "models/tables.py (a nested model's fields as <field>_<its field>) with a migration"
+    )
+
+
 def stored_nullable(name: str) -> bool:
     """Whether a stored experiment may lack the spec field `name` (a row from before its column was required)."""
     return any(Experiment.__table__.c[column].nullable for column in SPEC_COLUMNS[name])
