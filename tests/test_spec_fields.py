@@ -25,9 +25,9 @@ from typer.testing import CliRunner
 
 import epochal.cli.experiments as cli_experiments
 from api.main import app
-from api.schemas import ExperimentCreate, ExperimentRead
-from api.spec_read import stored_annotation
-from api.sweep_table import configuration_key
+from api.reports.sweep_table import configuration_key
+from api.schemas.experiments import ExperimentCreate, ExperimentRead
+from api.schemas.stored_spec import stored_annotation
 from config import get_settings
 from epochal.cli import app as cli_app
 from epochal.cli.spec_options import spec_fields

@@ -12,15 +12,8 @@ from collections.abc import Callable, Hashable
 
 from pydantic import BaseModel
 
-from api.schemas import (
-    ComparisonRow,
-    ConfigurationRow,
-    Distinction,
-    StatisticsNote,
-    Stats,
-    SweepState,
-    selection_label,
-)
+from api.schemas.experiments import selection_label
+from api.schemas.sweeps import ComparisonRow, ConfigurationRow, Distinction, StatisticsNote, Stats, SweepState
 from domain.lifecycle import Status
 from models import Experiment
 from models.specs import head_of, stored_spec, validation_of
