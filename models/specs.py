@@ -68,7 +68,8 @@ def spec_row_values(spec: ExperimentSpec) -> dict[str, Any]:
     for name, columns in SPEC_COLUMNS.items():
         value = resolved_value(spec, name)
         if nested_model(ExperimentSpec.model_fields[name]) is None:
-            values[name] = value
+            # A model in a field that may also hold a plain value (a network graph) is stored as its JSON.
+            values[name] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
         else:
             for part, column in zip(columns_of_parts(name), columns, strict=True):
                 values[column] = getattr(value, part) if value is not None else None
@@ -128,9 +129,13 @@ def stored_value(experiment: Experiment, name: str) -> Any:
     """The spec field `name` as `experiment` stores it (a nested model put back together from its columns)."""
     if name in _STORED_READERS:
         return _STORED_READERS[name](experiment)
-    nested = nested_model(ExperimentSpec.model_fields[name])
+    field = ExperimentSpec.model_fields[name]
+    nested = nested_model(field)
     if nested is None:
-        return getattr(experiment, name)
+        value = getattr(experiment, name)
+        # A model stored as its JSON (a network graph, where the field may also hold a name) is read back as one.
+        models = [t for t in value_types(field) if isinstance(t, type) and issubclass(t, BaseModel)]
+        return models[0].model_validate(value) if isinstance(value, dict) and len(models) == 1 else value
     columns = zip(columns_of_parts(name), SPEC_COLUMNS[name], strict=True)
     parts = {part: getattr(experiment, column) for part, column in columns}
     return None if all(v is None for v in parts.values()) else nested(**parts)

@@ -43,6 +43,9 @@ LENIENT = {
     # Also read from the epoch events of /experiments/{id}/events, whose payloads older workers sent without it.
     ("EpochMetric", "attempt"),
 }
+# Components the client keeps as plain JSON objects (dict[str, Any]), whatever their fields: a network graph's
+# vocabulary is the API's to check (POST /networks/check), not the client's to restate.
+OPAQUE = {"NetworkGraph"}
 JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean"}
 
 
@@ -61,8 +64,8 @@ def from_client(annotation: Any) -> tuple[Any, bool]:
     """(a comparable shape of the type, whether it may be null)."""
     if get_origin(annotation) in (Union, types.UnionType):
         members = [m for m in get_args(annotation) if m is not type(None)]
-        assert len(members) == 1, annotation
-        return from_client(members[0])[0], True
+        shapes = frozenset(from_client(m)[0] for m in members)
+        return (next(iter(shapes)) if len(shapes) == 1 else ("one of", shapes)), type(None) in get_args(annotation)
     if get_origin(annotation) is Literal:
         return ("enum", tuple(sorted(get_args(annotation)))), False
     if get_origin(annotation) is list:
@@ -80,13 +83,15 @@ def from_document(prop: dict[str, Any], schemas: dict[str, Any]) -> tuple[Any, b
     """The same shape, read off a property of the document."""
     if "anyOf" in prop:
         members = [m for m in prop["anyOf"] if m != {"type": "null"}]
-        assert len(members) == 1, prop
-        return from_document(members[0], schemas)[0], len(members) < len(prop["anyOf"])
+        shapes = frozenset(from_document(m, schemas)[0] for m in members)
+        return (next(iter(shapes)) if len(shapes) == 1 else ("one of", shapes)), len(members) < len(prop["anyOf"])
     if "$ref" in prop:
         name = prop["$ref"].rsplit("/", 1)[1]
         target = schemas[name]
         if "enum" in target:
             return ("enum", tuple(sorted(target["enum"]))), False
+        if name in OPAQUE:
+            return ("map", ("any", False)), False
         return ("object", name), False
     if "enum" in prop:
         return ("enum", tuple(sorted(prop["enum"]))), False

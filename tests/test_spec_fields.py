@@ -14,6 +14,7 @@ import itertools
 import json
 from collections.abc import Iterator
 from enum import Enum
+from pathlib import Path
 from typing import Any, get_type_hints
 
 import pytest
@@ -56,6 +57,9 @@ def _candidates(field: FieldInfo) -> Iterator[Any]:
         elif kind is str:
             yield "a name"
         elif isinstance(kind, type) and issubclass(kind, BaseModel):
+            extra = kind.model_config.get("json_schema_extra")
+            examples = extra.get("examples") if isinstance(extra, dict) else None
+            yield from examples if isinstance(examples, list) else []  # a network graph's example
             parts = {name: list(_candidates(part)) for name, part in kind.model_fields.items()}
             for combination in itertools.product(*parts.values()):
                 yield dict(zip(parts, combination, strict=True))
@@ -174,14 +178,19 @@ def submitted(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     return bodies
 
 
-def _arguments(name: str, value: Any) -> list[str]:
-    """`epochal run` options giving field `name` the JSON value `value` (a nested object part by part)."""
+def _arguments(name: str, value: Any, folder: Path) -> list[str]:
+    """`epochal run` options giving field `name` the JSON value `value` (a nested object part by part, an object
+    that the field may hold instead of a name as a file)."""
     paths = {option: path for option, path in spec_fields().items() if path[0] == name}
     arguments = []
     for option, path in paths.items():
         part = value if len(path) == 1 else value[path[1]]
         flag = "--" + option.replace("_", "-")
-        if isinstance(part, bool):
+        if isinstance(part, dict):
+            file = folder / f"{option}.json"
+            file.write_text(json.dumps(part))
+            arguments += [flag, str(file)]
+        elif isinstance(part, bool):
             arguments.append(flag if part else f"--no-{flag[2:]}")
         else:
             arguments += [flag, str(part)]
@@ -189,12 +198,12 @@ def _arguments(name: str, value: Any) -> list[str]:
 
 
 @pytest.mark.parametrize("name", FIELDS)
-def test_the_field_is_an_option_of_epochal_run(name: str, submitted: list[dict[str, Any]]) -> None:
+def test_the_field_is_an_option_of_epochal_run(name: str, submitted: list[dict[str, Any]], tmp_path: Path) -> None:
     for _base, spec in variants(name):
         value = _json(spec, name)
         if value is None:
             continue  # an option left out is the field left to its default: nothing to send
-        result = CliRunner().invoke(cli_app, ["run", *_arguments(name, value), "--json"])
+        result = CliRunner().invoke(cli_app, ["run", *_arguments(name, value, tmp_path), "--json"])
         assert result.exit_code == 0, result.output
         assert json.loads(json.dumps(submitted[-1][name])) == value
 

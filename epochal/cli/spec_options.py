@@ -12,15 +12,17 @@ from __future__ import annotations
 import inspect
 import types
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints, is_typeddict
 
 import typer
 
+from epochal.cli.context import read_document
 from epochal.client.types import ExperimentRequest
 
 # Words an option's help adds to what its type says (the enum's values are listed from the type).
 MORE_HELP = {
-    "network": "Default: the dataset's.",
+    "network": "Default: the dataset's. Graphs: GET /networks.",
     "head_units": "Output units: 1, or one per class.",
     "train_size": "Train on this many examples only.",
     "validation": "What selects the best epoch.",
@@ -29,12 +31,22 @@ MORE_HELP = {
 }
 
 
-def _plain(annotation: Any) -> Any:
-    """`annotation` without None: the type a given option has."""
+def _members(annotation: Any) -> list[Any]:
     if get_origin(annotation) in (Union, types.UnionType):
-        members = [m for m in get_args(annotation) if m is not type(None)]
-        return members[0] if len(members) == 1 else Any
-    return annotation
+        return [m for m in get_args(annotation) if m is not type(None)]
+    return [annotation]
+
+
+def _plain(annotation: Any) -> Any:
+    """`annotation` without None: the type a given option has (a name or an object: the name's Literal)."""
+    members = _members(annotation)
+    names = [m for m in members if get_origin(m) is Literal]
+    return members[0] if len(members) == 1 else names[0] if len(names) == 1 else Any
+
+
+def _takes_an_object(annotation: Any) -> bool:
+    """Whether the field may also hold a JSON object (a network graph): the option then takes a file of it."""
+    return len(_members(annotation)) > 1 and any(get_origin(m) is dict for m in _members(annotation))
 
 
 def spec_fields(request: Any = ExperimentRequest) -> dict[str, tuple[str, ...]]:
@@ -62,9 +74,16 @@ def choices(literal: Any) -> str:
     return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} or {values[-1]}"
 
 
+def _annotation(path: tuple[str, ...], request: Any) -> Any:
+    parent = request if len(path) == 1 else _hint(path[:-1], request)
+    return get_type_hints(parent)[path[-1]]
+
+
 def _parameter(name: str, path: tuple[str, ...], request: Any) -> inspect.Parameter:
     kind = _hint(path, request)
     words = [f"{choices(kind)}." if get_origin(kind) is Literal else "", MORE_HELP.get(name, "")]
+    if _takes_an_object(_annotation(path, request)):
+        words.append("Or a JSON or YAML file holding the object.")
     help_text = " ".join(w for w in words if w) or None
     flag = f"--{name.replace('_', '-')}"
     if kind is bool:
@@ -87,6 +106,8 @@ def request_body(
         value = options.get(name)
         if value is None:
             continue
+        if _takes_an_object(_annotation(path, request)) and Path(value).is_file():
+            value = read_document(Path(value))
         if len(path) == 1:
             body[path[0]] = value
         else:

@@ -15,6 +15,8 @@ SweepState = Literal["running", "succeeded", "partly_succeeded", "failed", "canc
 # The spec's vocabularies (tests/test_client_types.py holds them to the API's document).
 DatasetName = Literal["mnist", "fashion_mnist", "cats_vs_dogs"]
 NetworkName = Literal["mlp", "convnet"]
+# A network graph as data (GET /networks shows the presets' graphs; POST /networks/check checks one).
+NetworkGraph = dict[str, Any]
 OptimizerName = Literal["sgd", "sgd_nesterov", "adagrad", "rmsprop", "adadelta", "adam"]
 ActivationName = Literal["sigmoid", "softmax", "relu", "linear"]
 LossName = Literal["binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy", "mse"]
@@ -32,7 +34,7 @@ class ExperimentRequest(TypedDict, total=False):
 
     name: str | None
     dataset: Required[DatasetName]
-    network: NetworkName | None
+    network: NetworkName | NetworkGraph | None
     optimizer: OptimizerName
     learning_rate: float | None
     head: Head | None
@@ -63,7 +65,7 @@ class Experiment(TypedDict):
     name: str | None
     status: Status
     dataset: DatasetName
-    network: NetworkName
+    network: NetworkName | NetworkGraph
     optimizer: OptimizerName
     learning_rate: float | None
     head: Head
