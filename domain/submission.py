@@ -17,6 +17,8 @@ from domain.errors import Invalid, QuotaExceeded, Unavailable
 from domain.quotas import check_active_jobs
 from models import Experiment, Sweep, User
 from models.base import utcnow
+from models.specs import spec_of
+from training.graph.check import NetworkLimits, NetworkSummary, over_limits
 
 
 class Publisher(Protocol):
@@ -46,6 +48,27 @@ def check_queues(experiments: list[Experiment]) -> None:
         )
 
 
+def network_limits(settings: Settings) -> NetworkLimits:
+    """The deployment's limits on a network's figures (EPOCHAL_MAX_NETWORK_*)."""
+    return NetworkLimits(
+        params=settings.max_network_params,
+        flops_per_example=settings.max_network_flops,
+        activation_bytes=settings.max_network_activation_bytes,
+    )
+
+
+def check_networks(experiments: list[Experiment], settings: Settings) -> None:
+    """Invalid if a network graph is over the deployment's limits: nobody queues a network that exhausts a worker.
+    (The spec checked the graph itself against the dataset's input; a preset is within them by design.)"""
+    for experiment in experiments:
+        if isinstance(experiment.network, dict):
+            summary = spec_of(experiment).network_summary()
+            assert isinstance(summary, NetworkSummary)  # the spec refuses a graph that does not build
+            refusals = over_limits(summary.figures, network_limits(settings))
+            if refusals:
+                raise Invalid(f"network: {'; '.join(refusals)}: make it smaller (POST /networks/check shows them)")
+
+
 def submit(
     session: Session,
     experiments: list[Experiment],
@@ -67,6 +90,7 @@ def submit(
     their `next_publish_at` has passed: an accepted job is never left waiting for a message that was never sent.
     """
     check_queues(experiments)
+    check_networks(experiments, settings)
     due = utcnow() + timedelta(seconds=settings.republish_after_s)
     for experiment in experiments:
         experiment.next_publish_at, experiment.publish_count = due, 0

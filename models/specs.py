@@ -1,35 +1,89 @@
-"""Conversions between the experiment spec and its row, so both stay in one vocabulary."""
+"""Conversions between the experiment spec and its row, derived from the spec's fields so both stay in one vocabulary.
+
+Every field of `ExperimentSpec` is the column of the same name, but a field holding a model (the head), which is
+one column per field of that model, `<field>_<its field>` (head_units, head_activation). The row keeps what the
+spec resolved: its `resolved_<field>` property where it has one (the learning rate's Keras default), else the
+field. Nothing here names a field of the spec but to read rows written before a rule existed, so a new field of
+the spec needs a column (and its migration) and nothing else.
+"""
 
 from __future__ import annotations
+
+import types
+from typing import Annotated, Any, Union, get_args, get_origin
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from models.tables import Experiment
 from training.spec import DATASETS, ExperimentSpec, Head, Validation, repeat_seed
 
 
+def value_types(field: FieldInfo) -> tuple[Any, ...]:
+    """The types a spec field's value may have, without None and without bounds (`Annotated[int, Between]` is int)."""
+    annotation = field.annotation
+    members = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    return tuple(get_args(m)[0] if get_origin(m) is Annotated else m for m in members if m is not type(None))
+
+
+def nested_model(field: FieldInfo) -> type[BaseModel] | None:
+    """The model a spec field holds (Head for `head`), stored as one column per its fields; None for a plain value."""
+    models = [t for t in value_types(field) if isinstance(t, type) and issubclass(t, BaseModel)]
+    return models[0] if len(models) == 1 and len(value_types(field)) == 1 else None
+
+
+def _columns_of(name: str, field: FieldInfo) -> tuple[str, ...]:
+    nested = nested_model(field)
+    return tuple(f"{name}_{part}" for part in nested.model_fields) if nested else (name,)
+
+
+# spec field -> the columns that store it, in the spec's order.
+SPEC_COLUMNS: dict[str, tuple[str, ...]] = {
+    name: _columns_of(name, field) for name, field in ExperimentSpec.model_fields.items()
+}
+
+
+_missing = [c for columns in SPEC_COLUMNS.values() for c in columns if c not in Experiment.__table__.c]
+if _missing:  # a field of the spec that no column stores: say so here, not as a KeyError in some request
+    raise RuntimeError(
+        f"ExperimentSpec has fields with no column in experiment: {', '.join(_missing)}; add them to "
+        "models/tables.py (a nested model's fields as <field>_<its field>) with a migration"
+    )
+
+
+def stored_nullable(name: str) -> bool:
+    """Whether a stored experiment may lack the spec field `name` (a row from before its column was required)."""
+    return any(Experiment.__table__.c[column].nullable for column in SPEC_COLUMNS[name])
+
+
+def resolved_value(spec: ExperimentSpec, name: str) -> Any:
+    """What a validated spec's field `name` came to: its `resolved_<name>` where it has one (a default that depends
+    on other fields), else the field itself."""
+    return getattr(spec, f"resolved_{name}", getattr(spec, name))
+
+
+def spec_row_values(spec: ExperimentSpec) -> dict[str, Any]:
+    """The columns of a validated spec: what it resolved, one column per field (per part of a nested one)."""
+    values: dict[str, Any] = {}
+    for name, columns in SPEC_COLUMNS.items():
+        value = resolved_value(spec, name)
+        if nested_model(ExperimentSpec.model_fields[name]) is None:
+            # A model in a field that may also hold a plain value (a network graph) is stored as its JSON.
+            values[name] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+        else:
+            for part, column in zip(columns_of_parts(name), columns, strict=True):
+                values[column] = getattr(value, part) if value is not None else None
+    return values
+
+
+def columns_of_parts(name: str) -> tuple[str, ...]:
+    """The field names of the model that spec field `name` holds, in the order of its columns."""
+    return tuple(column.removeprefix(f"{name}_") for column in SPEC_COLUMNS[name])
+
+
 def experiment_from_spec(spec: ExperimentSpec) -> Experiment:
     """A new queued experiment row holding every field of a validated spec."""
-    head = spec.resolved_head
-    return Experiment(
-        name=spec.name,
-        dataset=spec.dataset,
-        network=spec.resolved_network,
-        optimizer=spec.optimizer,
-        learning_rate=spec.resolved_learning_rate,
-        head_units=head.units,
-        head_activation=head.activation,
-        loss=spec.resolved_loss,
-        epochs=spec.epochs,
-        batch_size=spec.batch_size,
-        train_size=spec.train_size,
-        validation=spec.validation,
-        validation_split=spec.validation_split,
-        seed=spec.seed,
-        base_seed=spec.seed,
-        repeat=0,
-        mixed_precision=spec.mixed_precision,
-        deterministic=spec.deterministic,
-        jit_compile=spec.jit_compile,
-    )
+    return Experiment(**spec_row_values(spec), base_seed=spec.seed, repeat=0)
 
 
 def repeated_experiments(spec: ExperimentSpec, repeats: int) -> list[Experiment]:
@@ -51,7 +105,9 @@ def validation_of(experiment: Experiment) -> Validation:
 
 def head_of(experiment: Experiment) -> Head:
     """The output head stored in `experiment`'s two head columns."""
-    return Head(units=experiment.head_units, activation=experiment.head_activation)
+    head = stored_value(experiment, "head")
+    assert isinstance(head, Head)
+    return head
 
 
 def _train_size_of(experiment: Experiment) -> int | None:
@@ -62,23 +118,36 @@ def _train_size_of(experiment: Experiment) -> int | None:
     return min(experiment.train_size, DATASETS[experiment.dataset].train_examples)
 
 
+# How a field is read back where its column alone does not say it, every read (the answer, the sweep table,
+# the spec the worker trains) ...
+_STORED_READERS = {"validation": validation_of}
+# ... and only where the spec is validated again, for training.
+_SPEC_READERS = {"train_size": _train_size_of}
+
+
+def stored_value(experiment: Experiment, name: str) -> Any:
+    """The spec field `name` as `experiment` stores it (a nested model put back together from its columns)."""
+    if name in _STORED_READERS:
+        return _STORED_READERS[name](experiment)
+    field = ExperimentSpec.model_fields[name]
+    nested = nested_model(field)
+    if nested is None:
+        value = getattr(experiment, name)
+        # A model stored as its JSON (a network graph, where the field may also hold a name) is read back as one.
+        models = [t for t in value_types(field) if isinstance(t, type) and issubclass(t, BaseModel)]
+        return models[0].model_validate(value) if isinstance(value, dict) and len(models) == 1 else value
+    columns = zip(columns_of_parts(name), SPEC_COLUMNS[name], strict=True)
+    parts = {part: getattr(experiment, column) for part, column in columns}
+    return None if all(v is None for v in parts.values()) else nested(**parts)
+
+
+def stored_spec(experiment: Experiment) -> dict[str, Any]:
+    """Every field of the spec as `experiment` stores it, in the spec's order, not validated again."""
+    return {name: stored_value(experiment, name) for name in SPEC_COLUMNS}
+
+
 def spec_of(experiment: Experiment) -> ExperimentSpec:
     """The spec stored in `experiment`, validated again (a row may predate a rule)."""
-    return ExperimentSpec(
-        name=experiment.name,
-        dataset=experiment.dataset,
-        network=experiment.network,
-        optimizer=experiment.optimizer,
-        learning_rate=experiment.learning_rate,
-        head=head_of(experiment),
-        loss=experiment.loss,
-        epochs=experiment.epochs,
-        batch_size=experiment.batch_size,
-        train_size=_train_size_of(experiment),
-        validation=validation_of(experiment),
-        validation_split=experiment.validation_split,
-        seed=experiment.seed,
-        mixed_precision=experiment.mixed_precision,
-        deterministic=experiment.deterministic,
-        jit_compile=experiment.jit_compile,
-    )
+    stored = stored_spec(experiment)
+    stored.update({name: read(experiment) for name, read in _SPEC_READERS.items()})
+    return ExperimentSpec(**stored)

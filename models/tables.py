@@ -45,7 +45,8 @@ class Experiment(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     # The spec, one column per field, so experiments can be filtered and compared in SQL.
     dataset: Mapped[Dataset] = mapped_column(_enum(Dataset), index=True)
-    network: Mapped[Network] = mapped_column(_enum(Network))
+    # A preset's name ("mlp"), or a network graph as its JSON object (training/graph/network.py).
+    network: Mapped[Network | dict[str, Any]] = mapped_column(JSON)
     optimizer: Mapped[Optimizer] = mapped_column(_enum(Optimizer))
     learning_rate: Mapped[float | None] = mapped_column(Float)
     head_units: Mapped[int] = mapped_column(Integer)

@@ -12,13 +12,17 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from config import get_settings
-from models import Base
+from models import Base, Experiment
 from models.db import make_engine
+from models.specs import spec_of
 from tests.support import alembic_config
+from training.graph.network import NetworkGraph
+from training.spec import Dataset, ExperimentSpec, Network
 
 
 @pytest.fixture
@@ -190,7 +194,7 @@ def test_rows_from_before_0005_keep_the_validation_they_had(empty_database: str)
         assert [tuple(r) for r in rows] == [(1, "test", 0, None), (2, "held_out", 0, None)]
         assert connection.execute(text("SELECT count(*) FROM epoch_metric")).scalar() == 1
     engine.dispose()
-    command.upgrade(config, "head")  # later revisions add tables only
+    command.upgrade(config, "head")  # later revisions keep these rows (0007 turns their network into JSON)
     assert schema_drift(empty_database) == []
 
 
@@ -212,3 +216,55 @@ def test_role_leases_come_with_0006_and_go_with_its_downgrade(empty_database: st
     engine.dispose()
     command.downgrade(config, "0005")
     assert not {"role_lease", "role_pass"} & table_names(empty_database)
+
+
+def test_networks_become_json_with_0007_and_their_epochs_stay(empty_database: str) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0006")
+    engine = make_engine(empty_database)
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO \"user\" (id, name, admin, created_at) VALUES (1, 'a', true, :now)"),
+            {"now": datetime.now(UTC)},
+        )
+        for experiment_id, network, dataset, units in ((1, "mlp", "mnist", 10), (2, "convnet", "cats_vs_dogs", 2)):
+            connection.execute(
+                text(
+                    "INSERT INTO experiment (id, dataset, network, optimizer, head_units, head_activation, loss, "
+                    "epochs, batch_size, validation, repeat, seed, mixed_precision, deterministic, owner_id, queue, "
+                    "status, cancel_requested, warnings, attempt, lost_attempts, publish_count, created_at) VALUES "
+                    "(:id, :dataset, :network, 'adam', :units, 'softmax', 'sparse_categorical_crossentropy', 2, 32, "
+                    "'test', 0, 42, false, false, 1, 'training', 'succeeded', false, '[]', 1, 0, 0, :now)"
+                ),
+                {"id": experiment_id, "network": network, "dataset": dataset, "units": units, "now": datetime.now(UTC)},
+            )
+        connection.execute(
+            text(
+                "INSERT INTO epoch_metric (experiment_id, epoch, seconds, attempt, created_at) "
+                "VALUES (1, 1, 1.5, 1, :now)"
+            ),
+            {"now": datetime.now(UTC)},
+        )
+    engine.dispose()
+    command.upgrade(config, "0007")
+    assert schema_drift(empty_database) == []
+    engine = make_engine(empty_database)
+    with Session(engine) as session:
+        rows = session.scalars(select(Experiment).order_by(Experiment.id)).all()
+        assert [spec_of(row).network for row in rows] == [Network.MLP, Network.CONVNET]
+        assert len(rows[0].metrics) == 1  # the column moved without taking the epochs with it
+        graph = NetworkGraph.model_validate({"layers": [{"type": "Flatten"}, {"type": "Dense", "units": 8}]})
+        rows[0].network = ExperimentSpec(dataset=Dataset.MNIST, network=graph).network.model_dump(mode="json")  # type: ignore[union-attr]
+        session.commit()
+    engine.dispose()
+    with pytest.raises(RuntimeError, match="1 experiments have a network graph"):
+        command.downgrade(config, "0006")
+    engine = make_engine(empty_database)
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM experiment WHERE id = 1"))
+    engine.dispose()
+    command.downgrade(config, "0006")
+    engine = make_engine(empty_database)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT id, network FROM experiment")).all() == [(2, "convnet")]
+    engine.dispose()

@@ -440,6 +440,8 @@ def test_a_preset_builds_exactly_what_the_old_builder_built(fields: dict[str, An
     for mine, theirs in zip(new.weights, old.weights, strict=True):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
     # The check's summary is the same network.
-    summary = summarize(PRESETS[spec.resolved_network], spec.info.input_shape, 32, HeadShape(spec.resolved_head.units))
+    preset = spec.resolved_network
+    assert isinstance(preset, Network)
+    summary = summarize(PRESETS[preset], spec.info.input_shape, 32, HeadShape(spec.resolved_head.units))
     assert isinstance(summary, NetworkSummary)
     assert_equals_keras(summary, new)

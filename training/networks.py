@@ -6,6 +6,7 @@ import keras
 
 from training.graph.build import build_graph
 from training.graph.check import HeadShape
+from training.graph.network import NetworkGraph
 from training.graph.presets import PRESETS
 from training.graph.vocabulary import LayerActivation
 from training.labels import TargetEncoding, target_encoding
@@ -43,12 +44,13 @@ def accuracy_metric(spec: ExperimentSpec) -> keras.metrics.Metric:
 
 def build_network(spec: ExperimentSpec) -> keras.Model:
     """The uncompiled network for `spec`; it takes raw 0..255 pixels and rescales them itself."""
-    head = spec.resolved_head
+    head, network = spec.resolved_head, spec.resolved_network
+    graph, called = (network, "graph") if isinstance(network, NetworkGraph) else (PRESETS[network], str(network))
     return build_graph(
-        PRESETS[spec.resolved_network],
+        graph,
         spec.info.input_shape,
         HeadShape(head.units, LayerActivation(head.activation)),
-        name=f"{spec.dataset}_{spec.resolved_network}",
+        name=f"{spec.dataset}_{called}",
     )
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from training.bounds import INT32_MAX, Between
+from training.graph.check import HeadShape, NetworkSummary, summarize
+from training.graph.network import NetworkGraph
+from training.graph.vocabulary import LayerActivation
 
 MAX_EPOCHS = 1000
 MAX_BATCH_SIZE = 8192
@@ -170,9 +173,11 @@ class ExperimentSpec(BaseModel):
 
     name: str | None = Field(default=None, max_length=200)
     dataset: Dataset
-    network: Network | None = Field(
+    network: Network | NetworkGraph | None = Field(
         default=None,
-        description="Default: mlp for 28x28 sets, convnet for cats_vs_dogs.",
+        description="A preset's name (GET /networks), or a network graph (the one POST /networks/check takes), "
+        "checked against the dataset's input before it is queued. Default: mlp for 28x28 sets, convnet for "
+        "cats_vs_dogs.",
     )
     optimizer: Optimizer = Optimizer.ADAM
     learning_rate: float | None = Field(default=None, description="Default: the Keras default of the optimizer.")
@@ -271,7 +276,16 @@ class ExperimentSpec(BaseModel):
                 "loss 'sparse_categorical_crossentropy' needs one unit per class; with head.units 1 "
                 "use 'binary_crossentropy' or 'mse'"
             )
+        if isinstance(self.network, NetworkGraph) and isinstance(errors := self.network_summary(), list):
+            raise ValueError("; ".join(f"network: {e}" for e in errors))
         return self
+
+    def network_summary(self) -> NetworkSummary | list[Any]:
+        """The graph network's summary on this spec's dataset, head and batch size, or what is wrong with it, per
+        layer (a preset's figures are GET /networks')."""
+        assert isinstance(self.network, NetworkGraph) and self.head is not None
+        head = HeadShape(self.head.units, LayerActivation(self.head.activation))
+        return summarize(self.network, self.info.input_shape, self.batch_size, head)
 
     @property
     def info(self) -> DatasetInfo:
@@ -294,6 +308,6 @@ class ExperimentSpec(BaseModel):
         return self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATES[self.optimizer]
 
     @property
-    def resolved_network(self) -> Network:
+    def resolved_network(self) -> Network | NetworkGraph:
         assert self.network is not None
         return self.network

@@ -7,13 +7,16 @@ accuracy, collapsed runs, and a Welch t-test between each configuration and the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Hashable
+
+from pydantic import BaseModel
 
 from api.schemas.experiments import selection_label
 from api.schemas.sweeps import ComparisonRow, ConfigurationRow, Distinction, StatisticsNote, Stats, SweepState
 from domain.lifecycle import Status
 from models import Experiment
-from models.specs import head_of, validation_of
+from models.specs import head_of, stored_spec, validation_of
 from training import stats
 from training.spec import Validation
 
@@ -109,28 +112,22 @@ def comparison_rows(experiments: list[Experiment]) -> list[ComparisonRow]:
     return ranked + [r for r in rows if r.best_val_accuracy is None]
 
 
+def _hashable(value: object) -> Hashable:
+    # A nested model (the head) or a JSON value compares by its contents.
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
 def configuration_key(experiment: Experiment) -> tuple[Hashable, ...]:
     """What makes runs repeats of one configuration: every spec field but the seed, and the seed they came from."""
-    return (
-        experiment.name,
-        experiment.dataset,
-        experiment.network,
-        experiment.optimizer,
-        experiment.learning_rate,
-        experiment.head_units,
-        experiment.head_activation,
-        experiment.loss,
-        experiment.epochs,
-        experiment.batch_size,
-        experiment.train_size,
-        validation_of(experiment),
-        experiment.validation_split,
-        experiment.mixed_precision,
-        experiment.deterministic,
-        experiment.jit_compile,
-        # Rows from before repeats have no base seed: each is its own configuration, as it was run.
-        experiment.base_seed if experiment.base_seed is not None else ("seed", experiment.seed),
-    )
+    spec = stored_spec(experiment)
+    del spec["seed"]
+    # Rows from before repeats have no base seed: each is its own configuration, as it was run.
+    seed = experiment.base_seed if experiment.base_seed is not None else ("seed", experiment.seed)
+    return (*(_hashable(value) for value in spec.values()), seed)
 
 
 def _stats(values: list[float]) -> Stats:

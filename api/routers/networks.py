@@ -14,8 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from api.http.deps import SettingsDep
 from api.http.errors import responses
 from api.schemas.networks import NetworkCheck, NetworkCheckRead, NetworkLimitsRead, NetworkPresetRead
-from config import Settings
-from training.graph.check import HeadShape, NetworkLimits, NetworkSummary, over_limits, summarize
+from domain.submission import network_limits
+from training.graph.check import HeadShape, NetworkSummary, over_limits, summarize
 from training.graph.network import NetworkGraph
 from training.graph.presets import DESCRIPTIONS, PRESETS
 from training.graph.vocabulary import LayerActivation
@@ -23,14 +23,6 @@ from training.spec import DATASETS, Activation, Head
 
 router = APIRouter(prefix="/networks", tags=["networks"])
 PRESET_BATCH_SIZE = 32
-
-
-def limits_of(settings: Settings) -> NetworkLimits:
-    return NetworkLimits(
-        params=settings.max_network_params,
-        flops_per_example=settings.max_network_flops,
-        activation_bytes=settings.max_network_activation_bytes,
-    )
 
 
 def _head(head: Head | None) -> HeadShape | None:
@@ -88,7 +80,7 @@ def check_network(body: NetworkCheck, settings: SettingsDep) -> NetworkCheckRead
         raise _refused(
             [(("network", "layers", e.index) if e.index is not None else ("network",), str(e)) for e in summary]
         )
-    limits = limits_of(settings)
+    limits = network_limits(settings)
     refusals = over_limits(summary.figures, limits)
     if refusals:
         raise _refused([(("network",), f"{refusal}: make it smaller") for refusal in refusals])

@@ -7,18 +7,14 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.fields import UtcDatetime
+from api.schemas.stored_spec import Follows, with_stored_spec
 from domain.lifecycle import Status
 from models import Experiment
-from models.specs import head_of, validation_of
+from models.specs import stored_spec
 from training.bounds import Between
 from training.spec import (
     MAX_REPEATS,
-    Dataset,
     ExperimentSpec,
-    Head,
-    Loss,
-    Network,
-    Optimizer,
     Validation,
 )
 
@@ -72,25 +68,17 @@ def selection_label(validation: Validation, validation_count: int | None) -> str
     return "held-out validation" + (f" ({validation_count} examples)" if validation_count is not None else "")
 
 
+# Every field of the spec, as stored (added by with_stored_spec), and the job's own fields around them. No docstring:
+# it would become the schema's description, which the document has never had.
+@with_stored_spec
 class ExperimentRead(BaseModel):
     id: int
-    name: str | None
-    status: Status
-    dataset: Dataset
-    network: Network
-    optimizer: Optimizer
-    learning_rate: float | None
-    head: Head
-    loss: Loss
-    epochs: int
-    batch_size: int
-    train_size: int | None
+    status: Annotated[Status, Follows("name")]
     validation: Validation = Field(
         description="held_out: the best epoch was chosen on held-out training data; "
         "test: on the test split (selected on test)."
     )
-    validation_split: float | None
-    selected_on: str = Field(
+    selected_on: Annotated[str, Follows("validation_split")] = Field(
         description="How the best epoch was chosen: 'held-out validation (N examples)', "
         "or 'selected on test', whose test figures are optimistic."
     )
@@ -98,13 +86,11 @@ class ExperimentRead(BaseModel):
     validation_count: int | None = Field(
         description="Examples that validated each epoch (with validation 'test': the whole test split)."
     )
-    seed: int
-    repeat: int = Field(description="This run's index among the repeats of its configuration (0-based).")
+    repeat: Annotated[int, Follows("seed")] = Field(
+        description="This run's index among the repeats of its configuration (0-based)."
+    )
     base_seed: int | None = Field(description="The seed the repeats' seeds were derived from; null before repeats.")
-    mixed_precision: bool
-    deterministic: bool
-    jit_compile: bool | None
-    queue: str
+    queue: Annotated[str, Follows(None)]
     sweep_id: int | None
     cancel_requested: bool
     error: str | None
@@ -125,49 +111,37 @@ class ExperimentRead(BaseModel):
         """The answer for `row`. With `new` (a row this request just inserted) its attempts, evaluation and
         epochs are known to be empty: three queries that would find nothing are not sent."""
         evaluation = None if new else row.evaluation
-        return cls(
-            id=row.id,
-            name=row.name,
-            status=row.status,
-            dataset=row.dataset,
-            network=row.network,
-            optimizer=row.optimizer,
-            learning_rate=row.learning_rate,
-            head=head_of(row),
-            loss=row.loss,
-            epochs=row.epochs,
-            batch_size=row.batch_size,
-            train_size=row.train_size,
-            validation=validation_of(row),
-            validation_split=row.validation_split,
-            selected_on=selection_label(validation_of(row), row.validation_count),
-            train_count=row.train_count,
-            validation_count=row.validation_count,
-            seed=row.seed,
-            repeat=row.repeat or 0,
-            base_seed=row.base_seed,
-            mixed_precision=row.mixed_precision,
-            deterministic=row.deterministic,
-            jit_compile=row.jit_compile,
-            queue=row.queue,
-            sweep_id=row.sweep_id,
-            cancel_requested=row.cancel_requested,
-            error=row.error,
-            warnings=list(row.warnings or []),
-            worker=row.worker,
-            device=row.device,
-            attempts=[] if new else [AttemptRead.model_validate(a) for a in row.attempts],
-            lease_expires_at=row.lease_expires_at,
-            summary=ExperimentSummary(
-                epochs_done=0 if new else row.epochs_done,  # type: ignore[attr-defined]
-                best_epoch=row.best_epoch,
-                best_val_accuracy=row.best_val_accuracy,
-                test_loss=evaluation.test_loss if evaluation else None,
-                test_accuracy=evaluation.test_accuracy if evaluation else None,
-            ),
-            created_at=row.created_at,
-            started_at=row.started_at,
-            finished_at=row.finished_at,
+        spec = stored_spec(row)
+        return cls.model_validate(
+            {
+                **spec,
+                "id": row.id,
+                "status": row.status,
+                "selected_on": selection_label(spec["validation"], row.validation_count),
+                "train_count": row.train_count,
+                "validation_count": row.validation_count,
+                "repeat": row.repeat or 0,
+                "base_seed": row.base_seed,
+                "queue": row.queue,
+                "sweep_id": row.sweep_id,
+                "cancel_requested": row.cancel_requested,
+                "error": row.error,
+                "warnings": list(row.warnings or []),
+                "worker": row.worker,
+                "device": row.device,
+                "attempts": [] if new else [AttemptRead.model_validate(a) for a in row.attempts],
+                "lease_expires_at": row.lease_expires_at,
+                "summary": ExperimentSummary(
+                    epochs_done=0 if new else row.epochs_done,  # type: ignore[attr-defined]
+                    best_epoch=row.best_epoch,
+                    best_val_accuracy=row.best_val_accuracy,
+                    test_loss=evaluation.test_loss if evaluation else None,
+                    test_accuracy=evaluation.test_accuracy if evaluation else None,
+                ),
+                "created_at": row.created_at,
+                "started_at": row.started_at,
+                "finished_at": row.finished_at,
+            }
         )
 
 

@@ -18,8 +18,9 @@ from epochal.cli.render import (
     status_text,
     summary_table,
 )
+from epochal.cli.spec_options import choices, request_body, with_spec_options
 from epochal.client import Client, Conflict, NotFound
-from epochal.client.types import Evaluation, Experiment, Prediction
+from epochal.client.types import Evaluation, Experiment, Prediction, Status
 
 MAX_BATCH = 64  # the API's limit on images in one batch request
 
@@ -56,26 +57,10 @@ def watch_to_end(client: Client, experiment_id: int, poll_s: float, as_json: boo
     raise typer.Exit(0 if final["status"] == "succeeded" else 1)
 
 
+@with_spec_options
 def run(
     ctx: typer.Context,
-    dataset: Annotated[str | None, typer.Option(help="mnist, fashion_mnist or cats_vs_dogs.")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="sgd, sgd_nesterov, adagrad, rmsprop, adadelta, adam.")] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    network: Annotated[str | None, typer.Option(help="mlp or convnet (default: the dataset's).")] = None,
-    learning_rate: Annotated[float | None, typer.Option()] = None,
-    loss: Annotated[str | None, typer.Option()] = None,
-    head_units: Annotated[int | None, typer.Option(help="Output units: 1, or one per class.")] = None,
-    head_activation: Annotated[str | None, typer.Option(help="sigmoid, softmax, relu or linear.")] = None,
-    train_size: Annotated[int | None, typer.Option(help="Train on this many examples only.")] = None,
-    validation: Annotated[str | None, typer.Option(help="held_out or test: what selects the best epoch.")] = None,
-    validation_split: Annotated[float | None, typer.Option()] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    name: Annotated[str | None, typer.Option()] = None,
-    queue: Annotated[str | None, typer.Option(help="The Celery queue to run on.")] = None,
-    repeats: Annotated[int | None, typer.Option(help="Train it this many times, with distinct seeds.")] = None,
-    mixed_precision: Annotated[bool | None, typer.Option("--mixed-precision/--no-mixed-precision")] = None,
-    deterministic: Annotated[bool | None, typer.Option("--deterministic/--no-deterministic")] = None,
+    spec_options: dict[str, Any],
     spec: Annotated[
         Path | None, typer.Option(help="A JSON or YAML file with the spec; options given here override it.")
     ] = None,
@@ -84,29 +69,7 @@ def run(
     as_json: JsonFlag = False,
 ) -> None:
     """Submit an experiment (POST /experiments). The API checks the spec: a bad one is refused with its reason."""
-    body: dict[str, Any] = read_document(spec) if spec else {}
-    options = {
-        "dataset": dataset,
-        "optimizer": optimizer,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "network": network,
-        "learning_rate": learning_rate,
-        "loss": loss,
-        "train_size": train_size,
-        "validation": validation,
-        "validation_split": validation_split,
-        "seed": seed,
-        "name": name,
-        "queue": queue,
-        "repeats": repeats,
-        "mixed_precision": mixed_precision,
-        "deterministic": deterministic,
-    }
-    body.update({k: v for k, v in options.items() if v is not None})
-    head = {"units": head_units, "activation": head_activation}
-    if any(v is not None for v in head.values()):
-        body["head"] = {**(body.get("head") or {}), **{k: v for k, v in head.items() if v is not None}}
+    body = request_body(spec_options, read_document(spec) if spec else {})
     with connect(ctx) as client:
         experiment = client.submit(body)
         if not watch:
@@ -129,7 +92,7 @@ def watch(ctx: typer.Context, experiment_id: ExperimentId, poll: Poll = 1.0, as_
 
 def ls(
     ctx: typer.Context,
-    status: Annotated[str | None, typer.Option(help="queued, running, succeeded, failed or cancelled.")] = None,
+    status: Annotated[str | None, typer.Option(help=f"{choices(Status)}.")] = None,
     dataset: Annotated[str | None, typer.Option()] = None,
     optimizer: Annotated[str | None, typer.Option()] = None,
     sweep: Annotated[int | None, typer.Option(help="Only this sweep's experiments.")] = None,

@@ -6,17 +6,50 @@ has them all), and those are still in the dict.
 
 from __future__ import annotations
 
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, Required, TypedDict
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 # What a sweep's runs came to together (GET /sweeps/{id} `state`): finished is not the same as succeeded.
 SweepState = Literal["running", "succeeded", "partly_succeeded", "failed", "cancelled"]
+# The spec's vocabularies (tests/test_client_types.py holds them to the API's document).
+DatasetName = Literal["mnist", "fashion_mnist", "cats_vs_dogs"]
+NetworkName = Literal["mlp", "convnet"]
+# A network graph as data (GET /networks shows the presets' graphs; POST /networks/check checks one).
+NetworkGraph = dict[str, Any]
+OptimizerName = Literal["sgd", "sgd_nesterov", "adagrad", "rmsprop", "adadelta", "adam"]
+ActivationName = Literal["sigmoid", "softmax", "relu", "linear"]
+LossName = Literal["binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy", "mse"]
+ValidationName = Literal["held_out", "test"]
 
 
 class Head(TypedDict):
     units: int
-    activation: str
+    activation: ActivationName
+
+
+class ExperimentRequest(TypedDict, total=False):
+    """POST /experiments: the spec (only the dataset is required), and where and how many times to run it.
+    The CLI's `run` options are these fields."""
+
+    name: str | None
+    dataset: Required[DatasetName]
+    network: NetworkName | NetworkGraph | None
+    optimizer: OptimizerName
+    learning_rate: float | None
+    head: Head | None
+    loss: LossName | None
+    epochs: int
+    batch_size: int
+    train_size: int | None
+    validation: ValidationName
+    validation_split: float | None
+    seed: int
+    mixed_precision: bool
+    deterministic: bool
+    jit_compile: bool | None
+    queue: str | None
+    repeats: int
 
 
 class Summary(TypedDict):
@@ -31,16 +64,23 @@ class Experiment(TypedDict):
     id: int
     name: str | None
     status: Status
-    dataset: str
-    network: str
-    optimizer: str
+    dataset: DatasetName
+    network: NetworkName | NetworkGraph
+    optimizer: OptimizerName
     learning_rate: float | None
     head: Head
-    loss: str
+    loss: LossName
     epochs: int
     batch_size: int
     train_size: int | None
+    validation: ValidationName
+    validation_split: float | None
+    selected_on: str
     seed: int
+    repeat: int
+    mixed_precision: bool
+    deterministic: bool
+    jit_compile: bool | None
     queue: str
     sweep_id: int | None
     cancel_requested: bool
@@ -101,11 +141,11 @@ class Prediction(TypedDict):
 
 
 class Dataset(TypedDict):
-    name: str
+    name: DatasetName
     description: str
     class_names: list[str]
     input_shape: list[int]
-    default_network: str
+    default_network: NetworkName
     test_split: str
     in_data_dir: bool
     best_experiment_id: int | None
