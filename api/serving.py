@@ -30,6 +30,7 @@ from config import Settings, get_settings
 from domain.access import best_visible_experiment, in_id_range, owned, visible_experiment
 from domain.lifecycle import Status
 from domain.quotas import check_prediction_rate
+from domain.registry import resolve, version_experiment
 from infra import events
 from models import Artifact, Experiment, User
 from models.db import get_sessionmaker
@@ -88,6 +89,22 @@ def best_on(dataset: Dataset) -> FindExperiment:
                 "for it to succeed"
             )
         return experiment, _checkpoint(session, experiment)
+
+    return find
+
+
+def by_model(ref: str) -> FindExperiment:
+    """The version `ref` names (`name`: its @production, `name@alias`, `name:3`), if the caller may read the model.
+
+    Served as the version was registered: with the checkpoint sha256 it was pinned to, so bytes changed since are
+    refused by the same integrity check as every checkpoint (a 409).
+    """
+
+    def find(session: Session, user: User) -> Found:
+        _model, version = resolve(session, user, ref)
+        experiment = version_experiment(session, version)
+        checkpoint = _checkpoint(session, experiment)
+        return experiment, None if checkpoint is None else (checkpoint[0], version.checkpoint_sha256)
 
     return find
 

@@ -1,11 +1,13 @@
 """Database tables, engine and sessions."""
 
 from models.base import Base
+from models.registry import AliasMove, ModelAlias, ModelVersion, RegisteredModel, Visibility
 from models.roles import RoleLease, RolePass
 from models.tables import Artifact, Attempt, EpochMetric, Evaluation, Experiment, ResumeState, Sweep
 from models.users import ApiKey, User
 
 __all__ = [
+    "AliasMove",
     "ApiKey",
     "Artifact",
     "Attempt",
@@ -13,9 +15,13 @@ __all__ = [
     "EpochMetric",
     "Evaluation",
     "Experiment",
+    "ModelAlias",
+    "ModelVersion",
+    "RegisteredModel",
     "ResumeState",
     "RoleLease",
     "RolePass",
     "Sweep",
     "User",
+    "Visibility",
 ]

@@ -14,8 +14,10 @@ from api.auth import BearerKey, CurrentUser, KeyVerifiedRoute, as_caller
 from api.deps import SessionDep, SettingsDep, publisher
 from api.errors import responses
 from api.integrity import verified
+from api.model_card import model_card
 from api.model_contract import model_input
 from api.openapi import file_response
+from api.registry_schemas import ModelCard
 from api.schemas import (
     ArtifactRead,
     ConfusionMatrixRead,
@@ -117,6 +119,13 @@ def list_experiments(
 def read_experiment(experiment_id: ExperimentId, session: SessionDep, user: CurrentUser) -> ExperimentRead:
     """Status, spec, where it ran, and a summary of its results so far."""
     return ExperimentRead.of(visible_experiment(session, user, experiment_id))
+
+
+@router.get("/{experiment_id}/card", response_model=ModelCard, responses=responses(404, 422))
+def read_card(experiment_id: ExperimentId, session: SessionDep, user: CurrentUser) -> ModelCard:
+    """The experiment's model card: spec, dataset, figures, input contract and the training record (seed, device,
+    and the Python, TensorFlow, Keras, NumPy and service versions each attempt's worker ran)."""
+    return model_card(visible_experiment(session, user, experiment_id))
 
 
 @router.get("/{experiment_id}/metrics", response_model=list[EpochMetricRead], responses=responses(404, 422))

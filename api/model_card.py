@@ -1,0 +1,68 @@
+"""A trained network's model card: its spec, data, figures, input contract, and what its training really ran.
+
+The versions are those each attempt's worker process recorded when it started training (worker/jobs.py
+record_device), never the versions of the API process that writes the card.
+"""
+
+from __future__ import annotations
+
+from api.model_contract import model_input
+from api.registry_schemas import AttemptRecord, DatasetCard, Figures, ModelCard, TrainingRecord
+from api.schemas import selection_label
+from models import Attempt, Experiment
+from models.specs import spec_of, validation_of
+from training.spec import DATASETS
+
+
+def _record(attempt: Attempt) -> AttemptRecord:
+    return AttemptRecord(
+        number=attempt.number,
+        worker=attempt.worker,
+        started_at=attempt.started_at,
+        ended_at=attempt.ended_at,
+        outcome=attempt.outcome,
+        resumed_from_epoch=attempt.resumed_from_epoch,
+        device=attempt.device,
+        python=attempt.python_version,
+        tensorflow=attempt.tensorflow_version,
+        keras=attempt.keras_version,
+        numpy=attempt.numpy_version,
+        service_version=attempt.service_version,
+    )
+
+
+def model_card(experiment: Experiment, model: str | None = None, version: int | None = None) -> ModelCard:
+    """The card of `experiment` (its evaluation and attempts loaded), as version `version` of `model` if given."""
+    attempts = [_record(a) for a in experiment.attempts]
+    # The attempt that wrote the checkpoint: the one that succeeded, else the last one there is.
+    final = next((a for a in reversed(attempts) if a.outcome == "succeeded"), attempts[-1] if attempts else None)
+    evaluation = experiment.evaluation
+    validation = validation_of(experiment)
+    return ModelCard(
+        model=model,
+        version=version,
+        experiment_id=experiment.id,
+        spec=spec_of(experiment).model_dump(mode="json", exclude_none=True),
+        dataset=DatasetCard(name=experiment.dataset, description=DATASETS[experiment.dataset].description),
+        figures=Figures(
+            validation=validation,
+            selected_on=selection_label(validation, experiment.validation_count),
+            best_epoch=experiment.best_epoch,
+            validation_accuracy=experiment.best_val_accuracy,
+            validation_count=experiment.validation_count,
+            test_accuracy=None if evaluation is None else evaluation.test_accuracy,
+            test_loss=None if evaluation is None else evaluation.test_loss,
+        ),
+        input=model_input(experiment.dataset),
+        training=TrainingRecord(
+            seed=experiment.seed,
+            device=experiment.device,
+            python=None if final is None else final.python,
+            tensorflow=None if final is None else final.tensorflow,
+            keras=None if final is None else final.keras,
+            numpy=None if final is None else final.numpy,
+            service_version=None if final is None else final.service_version,
+            attempts=attempts,
+            trained_at=experiment.finished_at,
+        ),
+    )

@@ -1,0 +1,175 @@
+"""Bodies of the model registry's routes: models, versions, aliases and their moves, and a version's model card."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.model_contract import ModelInput
+from api.schemas import UtcDatetime
+from domain.access import MAX_ID
+from domain.registry import NAME_PATTERN
+from models import AliasMove, ModelAlias, ModelVersion, RegisteredModel, Visibility
+from training.bounds import Between
+from training.spec import Dataset, Validation
+
+ModelName = Annotated[
+    str,
+    Field(
+        pattern=NAME_PATTERN,
+        description="Unique across the service: letters, digits, '.', '_' and '-', at most 100, starting with a "
+        "letter or digit (no '@' or ':', which name an alias or a version in a reference).",
+        examples=["digits"],
+    ),
+]
+
+
+class ModelCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: ModelName
+    visibility: Visibility = Field(
+        default=Visibility.PRIVATE,
+        description="private: you and admins only. public: every user can read it and predict with it; only you "
+        "and admins can change it.",
+    )
+    description: Annotated[str, Field(max_length=2000)] | None = Field(default=None, description="What it is for.")
+
+
+class VersionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    experiment_id: Annotated[int, Between(1, MAX_ID)] = Field(
+        description="Your succeeded experiment whose checkpoint becomes the new version.", examples=[1]
+    )
+
+
+class AliasSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: Annotated[int, Between(1, MAX_ID)] = Field(description="The version number it points at.", examples=[1])
+
+
+class AliasMoveRead(BaseModel):
+    alias: str
+    from_version: int | None = Field(description="Where it pointed before; null when it was set the first time.")
+    to_version: int | None = Field(description="Where it points since; null when it was deleted.")
+    moved_by: int = Field(description="The id of the user who moved it.")
+    moved_at: UtcDatetime
+
+    @classmethod
+    def of(cls, move: AliasMove) -> AliasMoveRead:
+        return cls(
+            alias=move.alias,
+            from_version=move.from_version,
+            to_version=move.to_version,
+            moved_by=move.moved_by,
+            moved_at=move.moved_at,
+        )
+
+
+class VersionRead(BaseModel):
+    model: str
+    number: int = Field(description="1, 2, 3... within the model; a version never changes.")
+    experiment_id: int
+    checkpoint_sha256: str = Field(description="The checkpoint it serves: refused if the stored bytes differ.")
+    created_by: int = Field(description="The id of the user who registered it.")
+    created_at: UtcDatetime
+    aliases: list[str] = Field(description="The aliases pointing at it now.")
+
+    @classmethod
+    def of(cls, model: RegisteredModel, version: ModelVersion, aliases: list[ModelAlias]) -> VersionRead:
+        return cls(
+            model=model.name,
+            number=version.number,
+            experiment_id=version.experiment_id,
+            checkpoint_sha256=version.checkpoint_sha256,
+            created_by=version.created_by,
+            created_at=version.created_at,
+            aliases=[a.name for a in aliases if a.version == version.number],
+        )
+
+
+class ModelRead(BaseModel):
+    name: str
+    description: str | None
+    owner: str = Field(description="The name of the user who owns it.")
+    visibility: Visibility
+    created_at: UtcDatetime
+    aliases: dict[str, int] = Field(description="Each alias and the version number it points at.")
+    latest_version: int | None = Field(description="The newest version's number; null before the first.")
+
+    @classmethod
+    def of(cls, model: RegisteredModel, aliases: list[ModelAlias], latest: int | None) -> ModelRead:
+        return cls(
+            name=model.name,
+            description=model.description,
+            owner=model.owner.name,
+            visibility=model.visibility,
+            created_at=model.created_at,
+            aliases={a.name: a.version for a in aliases},
+            latest_version=latest,
+        )
+
+
+class ModelDetail(ModelRead):
+    versions: list[VersionRead] = Field(description="Every version, oldest first.")
+    history: list[AliasMoveRead] = Field(description="Every move of every alias, oldest first.")
+
+
+class DatasetCard(BaseModel):
+    name: Dataset
+    description: str
+
+
+class Figures(BaseModel):
+    validation: Validation = Field(description="held_out: chosen on held-out training data; test: on the test split.")
+    selected_on: str = Field(description="In words; 'selected on test' marks optimistic test figures.")
+    best_epoch: int | None
+    validation_accuracy: float | None = Field(description="At the best epoch, on what selected it.")
+    validation_count: int | None = Field(description="Examples it validated on.")
+    test_accuracy: float | None
+    test_loss: float | None
+
+
+class AttemptRecord(BaseModel):
+    """One attempt at the training, and what its worker process really ran (null: not recorded, before 0.1)."""
+
+    number: int
+    worker: str
+    started_at: UtcDatetime
+    ended_at: UtcDatetime | None
+    outcome: str | None
+    resumed_from_epoch: int
+    device: str | None
+    python: str | None
+    tensorflow: str | None
+    keras: str | None
+    numpy: str | None
+    service_version: str | None = Field(description="The service's git commit (or release) the worker ran.")
+
+
+class TrainingRecord(BaseModel):
+    seed: int
+    device: str | None = Field(description="The device the checkpoint was trained on: a GPU's name, or CPU.")
+    python: str | None = Field(description="Of the attempt that finished the training, as for the next four.")
+    tensorflow: str | None
+    keras: str | None
+    numpy: str | None
+    service_version: str | None
+    attempts: list[AttemptRecord] = Field(description="Every attempt, oldest first.")
+    trained_at: UtcDatetime | None = Field(description="When the training finished.")
+
+
+class ModelCard(BaseModel):
+    """What a trained network is, how good, what it takes, and how it was made."""
+
+    model: str | None = Field(description="The registered model (null for an experiment's card).")
+    version: int | None
+    experiment_id: int
+    spec: dict[str, Any] = Field(description="The experiment's spec, as POST /experiments takes it.")
+    dataset: DatasetCard
+    figures: Figures
+    input: ModelInput = Field(description="The input contract: shape, dtype, range and preprocessing.")
+    training: TrainingRecord
