@@ -45,6 +45,13 @@ AliasPath = Annotated[
     ),
 ]
 
+# Their own examples, so that a client generated from the document (or a fuzzer) trying the delete routes first
+# does not delete what the examples of the other routes name.
+DeletedNamePath = Annotated[str, Path(description="The model's name.", examples=["scratch"])]
+DeletedAliasPath = Annotated[
+    str, Path(pattern=ALIAS_PATTERN, description="The alias to remove (e.g. staging).", examples=["retired"])
+]
+
 
 def _latest(session: Session, model: RegisteredModel) -> int | None:
     return session.scalar(select(func.max(ModelVersion.number)).where(ModelVersion.model_id == model.id))
@@ -80,7 +87,7 @@ def read_model(name: NamePath, session: SessionDep, user: CurrentUser) -> ModelD
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(403, 404, 422))
-def delete_model(name: NamePath, session: SessionDep, user: CurrentUser) -> Response:
+def delete_model(name: DeletedNamePath, session: SessionDep, user: CurrentUser) -> Response:
     """Delete the model with its versions, aliases and their history. The experiments stay as they are."""
     registry.delete_model(session, user, name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -139,7 +146,7 @@ def set_alias(
 
 
 @router.delete("/{name}/aliases/{alias}", response_model=AliasMoveRead, responses=responses(403, 404, 422))
-def delete_alias(name: NamePath, alias: AliasPath, session: SessionDep, user: CurrentUser) -> AliasMoveRead:
+def delete_alias(name: NamePath, alias: DeletedAliasPath, session: SessionDep, user: CurrentUser) -> AliasMoveRead:
     """Remove the alias; the removal is recorded in its history like a move (to_version null)."""
     return AliasMoveRead.of(registry.delete_alias(session, user, name, alias))
 
