@@ -173,3 +173,33 @@ class ModelCard(BaseModel):
     figures: Figures
     input: ModelInput = Field(description="The input contract: shape, dtype, range and preprocessing.")
     training: TrainingRecord
+
+
+ModelRef = Annotated[
+    str,
+    Field(
+        max_length=150,
+        description="NAME (its production alias), NAME@ALIAS or NAME:VERSION; an alias follows its moves.",
+        examples=["digits@production"],
+    ),
+]
+
+
+class DefaultModelSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelRef
+    for_everyone: bool = Field(
+        default=False,
+        description="Admins only: the class-wide default, for every user who has not set their own (a public model).",
+    )
+
+
+class DefaultModelRead(BaseModel):
+    dataset: Dataset
+    mine: str | None = Field(description="Your own default model for the dataset, as a reference.")
+    everyone: str | None = Field(description="The class-wide default an admin set, as a reference.")
+    serving: str = Field(
+        description="What your predictions on the dataset use now: yours, else the class-wide one, else your best "
+        "succeeded experiment by validation accuracy."
+    )

@@ -30,9 +30,9 @@ from config import Settings, get_settings
 from domain.access import best_visible_experiment, in_id_range, owned, visible_experiment
 from domain.lifecycle import Status
 from domain.quotas import check_prediction_rate
-from domain.registry import resolve, version_experiment
+from domain.registry import default_version, resolve, version_experiment
 from infra import events
-from models import Artifact, Experiment, User
+from models import Artifact, Experiment, ModelVersion, User
 from models.db import get_sessionmaker
 from training.errors import ImageTooLarge, InvalidImage
 from training.image_limits import DecodeLimits
@@ -80,8 +80,21 @@ def by_id(experiment_id: int) -> FindExperiment:
     return find
 
 
+def _pinned(session: Session, version: ModelVersion) -> Found:
+    # A version serves the checkpoint it was registered with: under the sha256 it was pinned to.
+    experiment = version_experiment(session, version)
+    checkpoint = _checkpoint(session, experiment)
+    return experiment, None if checkpoint is None else (checkpoint[0], version.checkpoint_sha256)
+
+
 def best_on(dataset: Dataset) -> FindExperiment:
+    """The caller's default model for `dataset` if they set one, else the class-wide default an admin set, else
+    their best succeeded experiment on it by validation accuracy."""
+
     def find(session: Session, user: User) -> Found:
+        version = default_version(session, user, dataset)
+        if version is not None:
+            return _pinned(session, version)
         experiment = best_visible_experiment(session, user, dataset)
         if experiment is None:
             raise not_found(
@@ -102,9 +115,7 @@ def by_model(ref: str) -> FindExperiment:
 
     def find(session: Session, user: User) -> Found:
         _model, version = resolve(session, user, ref)
-        experiment = version_experiment(session, version)
-        checkpoint = _checkpoint(session, experiment)
-        return experiment, None if checkpoint is None else (checkpoint[0], version.checkpoint_sha256)
+        return _pinned(session, version)
 
     return find
 

@@ -16,13 +16,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from domain.access import changeable_model, readable_models, visible_experiment, visible_model
-from domain.errors import Conflict, Invalid, NotFound
+from domain.errors import Conflict, Forbidden, Invalid, NotFound
 from domain.lifecycle import Status
-from models import AliasMove, Artifact, Experiment, ModelAlias, ModelVersion, RegisteredModel, Visibility
+from models import (
+    AliasMove,
+    Artifact,
+    DatasetDefault,
+    Experiment,
+    ModelAlias,
+    ModelVersion,
+    RegisteredModel,
+    Visibility,
+)
 from models.base import utcnow
 from models.registry import ALIAS_LENGTH, NAME_LENGTH, lock_model
 from models.users import User
 from training.results import CHECKPOINT_NAME
+from training.spec import Dataset
 
 # Names go in URLs, and a reference to a version is `name@alias` or `name:3`: neither may hold '@' or ':'.
 NAME_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{NAME_LENGTH - 1}}}$"
@@ -212,3 +222,86 @@ def resolve(session: Session, user: User, ref: str) -> tuple[RegisteredModel, Mo
 def version_experiment(session: Session, version: ModelVersion) -> Experiment:
     """The experiment a version was made from: whoever may read the model may use it (not only its owner)."""
     return session.get_one(Experiment, version.experiment_id)
+
+
+def _default_row(session: Session, dataset: Dataset, user_id: int | None) -> DatasetDefault | None:
+    owner = DatasetDefault.user_id.is_(None) if user_id is None else DatasetDefault.user_id == user_id
+    # The newest setting wins: two admins setting the class-wide default at once leave two rows, and the later reads.
+    statement = select(DatasetDefault).where(DatasetDefault.dataset == dataset.value, owner)
+    return session.scalars(statement.order_by(DatasetDefault.id.desc()).limit(1)).first()
+
+
+def defaults_of(session: Session, user: User, dataset: Dataset) -> tuple[DatasetDefault | None, DatasetDefault | None]:
+    """The user's own default model for `dataset`, and the class-wide one an admin set; None where there is none."""
+    return _default_row(session, dataset, user.id), _default_row(session, dataset, None)
+
+
+def _checked_for(session: Session, user: User, ref: str, dataset: Dataset) -> tuple[RegisteredModel, Ref]:
+    model, version = resolve(session, user, ref)
+    trained_on = version_experiment(session, version).dataset
+    if trained_on != dataset:
+        raise Conflict(
+            f"{ref} was trained on {trained_on.value}, not {dataset.value}; choose a model of {dataset.value}"
+        )
+    return model, parse_ref(ref)
+
+
+def set_default(session: Session, user: User, dataset: Dataset, ref: str, *, for_everyone: bool) -> DatasetDefault:
+    """Make `ref` what the user's (or, `for_everyone`, every user's) dataset predictions use, committed.
+
+    Only an admin sets the class-wide default, and only to a public model: every user must be able to use it.
+    """
+    if for_everyone and not user.admin:
+        raise Forbidden("only an admin sets the class-wide default model; set your own without for_everyone")
+    model, parsed = _checked_for(session, user, ref, dataset)
+    if for_everyone and model.visibility is not Visibility.PUBLIC:
+        raise Conflict(f"model {model.name!r} is private; the class-wide default must be a public model")
+    owner = None if for_everyone else user.id
+    owner_is = DatasetDefault.user_id.is_(None) if owner is None else DatasetDefault.user_id == owner
+    session.execute(delete(DatasetDefault).where(DatasetDefault.dataset == dataset.value, owner_is))
+    row = DatasetDefault(
+        dataset=dataset.value,
+        user_id=owner,
+        model_id=model.id,
+        alias=parsed.alias,
+        version=parsed.number,
+        set_by=user.id,
+    )
+    session.add(row)
+    session.commit()
+    return row
+
+
+def clear_default(session: Session, user: User, dataset: Dataset, *, for_everyone: bool) -> None:
+    """Remove the user's own (or the class-wide) default model for `dataset`, committed; NotFound if there is none."""
+    if for_everyone and not user.admin:
+        raise Forbidden("only an admin removes the class-wide default model")
+    row = _default_row(session, dataset, None if for_everyone else user.id)
+    if row is None:
+        whose = "no class-wide" if for_everyone else "you have no"
+        raise NotFound(f"{whose} default model for {dataset.value}; GET /datasets/{dataset.value}/default-model")
+    owner_is = DatasetDefault.user_id.is_(None) if for_everyone else DatasetDefault.user_id == user.id
+    session.execute(delete(DatasetDefault).where(DatasetDefault.dataset == dataset.value, owner_is))
+    session.commit()
+
+
+def default_version(session: Session, user: User, dataset: Dataset) -> ModelVersion | None:
+    """The version the user's predictions on `dataset` use: their own default, else the class-wide one, else None
+    (their best experiment, as without a registry). A default that no longer resolves is a Conflict saying so."""
+    mine, everyone = defaults_of(session, user, dataset)
+    chosen = mine or everyone
+    if chosen is None:
+        return None
+    whose = "your" if chosen is mine else "the class-wide"
+    try:
+        _model, version = resolve(session, user, chosen.ref)
+    except NotFound as exc:
+        raise Conflict(
+            f"{whose} default model for {dataset.value}, {chosen.ref}, does not resolve ({exc.detail}); "
+            f"set another with PUT /datasets/{dataset.value}/default-model"
+        ) from exc
+    if version_experiment(session, version).dataset != dataset:
+        raise Conflict(
+            f"{whose} default model for {dataset.value}, {chosen.ref}, now points at a model of another dataset"
+        )
+    return version

@@ -1,7 +1,7 @@
 """Database tables, engine and sessions."""
 
 from models.base import Base
-from models.registry import AliasMove, ModelAlias, ModelVersion, RegisteredModel, Visibility
+from models.registry import AliasMove, DatasetDefault, ModelAlias, ModelVersion, RegisteredModel, Visibility
 from models.roles import RoleLease, RolePass
 from models.tables import Artifact, Attempt, EpochMetric, Evaluation, Experiment, ResumeState, Sweep
 from models.users import ApiKey, User
@@ -12,6 +12,7 @@ __all__ = [
     "Artifact",
     "Attempt",
     "Base",
+    "DatasetDefault",
     "EpochMetric",
     "Evaluation",
     "Experiment",

@@ -96,6 +96,28 @@ class AliasMove(Base):
     moved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class DatasetDefault(Base):
+    """Which model version `/datasets/{dataset}/predictions` uses: a user's own choice (`user_id`), or the class-wide
+    one an admin set (`user_id` null). It names an alias or a version number, so a moved alias moves it too."""
+
+    __tablename__ = "dataset_default"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(40), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("registered_model.id", ondelete="CASCADE"), index=True)
+    alias: Mapped[str | None] = mapped_column(String(ALIAS_LENGTH))
+    version: Mapped[int | None] = mapped_column(Integer)
+    set_by: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    set_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    model: Mapped[RegisteredModel] = relationship(lazy="joined")
+
+    @property
+    def ref(self) -> str:
+        return f"{self.model.name}:{self.version}" if self.version is not None else f"{self.model.name}@{self.alias}"
+
+
 def lock_model(session: Session, model_id: int) -> None:
     """Hold the model's lock until the transaction ends: a write to its row, the first write of the transaction.
 

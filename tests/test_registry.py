@@ -301,3 +301,55 @@ def test_the_card_of_a_version(client: TestClient, network: bytes, tmp_path: Pat
     assert card["training"]["attempts"] == []  # seeded straight into the database: no worker ran it
     assert client.get(f"/experiments/{experiment_id}/card").json() == {**card, "model": None, "version": None}
     assert client.get("/models/digits/versions/2/card").status_code == 404
+
+
+def test_dataset_predictions_use_your_default_model_else_the_class_wide_one_else_your_best(
+    client: TestClient, other_client: TestClient, network: bytes
+) -> None:
+    admins_best = succeeded(client, network)
+    theirs_best, theirs_other = succeeded(other_client, network), succeeded(other_client, network)
+    create(client, "reference", visibility="public")
+    register(client, "reference", succeeded(client, network))
+    reference = client.get("/models/reference/versions/1").json()["experiment_id"]
+    promote(client, "reference", "production", 1)
+    create(other_client, "mine")
+    register(other_client, "mine", theirs_other)
+    promote(other_client, "mine", "production", 1)
+
+    def served(as_client: TestClient) -> int:
+        response = as_client.post("/datasets/mnist/predictions", files=IMAGE)
+        assert response.status_code == 200, response.text
+        return int(response.json()["experiment_id"])
+
+    assert served(other_client) == max(theirs_best, theirs_other)  # the newest on a tie: as before any default
+    # A user's choice changes their own predictions only.
+    chosen = other_client.put("/datasets/mnist/default-model", json={"model": "mine"})
+    assert chosen.status_code == 200 and chosen.json()["mine"] == "mine@production", chosen.text
+    assert served(other_client) == theirs_other
+    assert served(client) == max(admins_best, reference)
+    # Only an admin sets the class-wide default, to a public model; a user's own default still comes first.
+    refused = other_client.put("/datasets/mnist/default-model", json={"model": "reference", "for_everyone": True})
+    assert refused.status_code == 403
+    private = client.post("/models", json={"name": "private-one"})
+    assert private.status_code == 201
+    register(client, "private-one", admins_best)
+    response = client.put("/datasets/mnist/default-model", json={"model": "private-one:1", "for_everyone": True})
+    assert response.status_code == 409 and "public" in response.json()["detail"]
+    everyone = client.put("/datasets/mnist/default-model", json={"model": "reference@production", "for_everyone": True})
+    assert everyone.status_code == 200 and everyone.json()["everyone"] == "reference@production"
+    assert served(client) == reference and served(other_client) == theirs_other
+    assert other_client.delete("/datasets/mnist/default-model").status_code == 204
+    assert served(other_client) == reference
+    assert (
+        "class-wide default model reference@production"
+        in other_client.get("/datasets/mnist/default-model").json()["serving"]
+    )
+    # A default follows its alias; one that no longer resolves says so.
+    client.delete("/models/reference/aliases/production")
+    response = other_client.post("/datasets/mnist/predictions", files=IMAGE)
+    assert response.status_code == 409 and "does not resolve" in response.json()["detail"], response.text
+    assert client.delete("/datasets/mnist/default-model?for_everyone=true").status_code == 204
+    assert served(other_client) == max(theirs_best, theirs_other)
+    assert other_client.delete("/datasets/mnist/default-model").status_code == 404
+    wrong = other_client.put("/datasets/cats_vs_dogs/default-model", json={"model": "mine"})
+    assert wrong.status_code == 409 and "trained on mnist" in wrong.json()["detail"]

@@ -86,13 +86,6 @@ def read_model(name: NamePath, session: SessionDep, user: CurrentUser) -> ModelD
     )
 
 
-@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(403, 404, 422))
-def delete_model(name: DeletedNamePath, session: SessionDep, user: CurrentUser) -> Response:
-    """Delete the model with its versions, aliases and their history. The experiments stay as they are."""
-    registry.delete_model(session, user, name)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
 @router.post(
     "/{name}/versions",
     status_code=status.HTTP_201_CREATED,
@@ -156,3 +149,11 @@ def alias_history(name: NamePath, alias: AliasPath, session: SessionDep, user: C
     """Every move of the alias, oldest first: from which version to which, by whom, when."""
     model = visible_model(session, user, name)
     return [AliasMoveRead.of(m) for m in registry.alias_history(session, model, alias)]
+
+
+# Last in the document: a client or fuzzer that walks the operations in order deletes the model after the rest.
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(403, 404, 422))
+def delete_model(name: DeletedNamePath, session: SessionDep, user: CurrentUser) -> Response:
+    """Delete the model with its versions, aliases and their history. The experiments stay as they are."""
+    registry.delete_model(session, user, name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,4 +1,4 @@
-"""Model registry (models, versions, aliases, alias moves) and what each attempt's worker ran
+"""Model registry (models, versions, aliases, alias moves, dataset defaults) and what each attempt's worker ran
 
 Revision ID: 0007
 Revises: 0006
@@ -90,6 +90,25 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('alias_move', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_alias_move_model_id'), ['model_id'], unique=False)
+    op.create_table(
+        'dataset_default',
+        sa.Column('id', sa.Integer(), nullable=False),
+        sa.Column('dataset', sa.String(length=40), nullable=False),
+        sa.Column('user_id', sa.Integer(), nullable=True),
+        sa.Column('model_id', sa.Integer(), nullable=False),
+        sa.Column('alias', sa.String(length=40), nullable=True),
+        sa.Column('version', sa.Integer(), nullable=True),
+        sa.Column('set_by', sa.Integer(), nullable=False),
+        sa.Column('set_at', sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(['model_id'], ['registered_model.id'], name=op.f('fk_dataset_default_model_id_registered_model'), ondelete='CASCADE'),
+        sa.ForeignKeyConstraint(['set_by'], ['user.id'], name=op.f('fk_dataset_default_set_by_user')),
+        sa.ForeignKeyConstraint(['user_id'], ['user.id'], name=op.f('fk_dataset_default_user_id_user'), ondelete='CASCADE'),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_dataset_default')),
+    )
+    with op.batch_alter_table('dataset_default', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_dataset_default_dataset'), ['dataset'], unique=False)
+        batch_op.create_index(batch_op.f('ix_dataset_default_model_id'), ['model_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_dataset_default_user_id'), ['user_id'], unique=False)
     # Attempts from before this revision ran on versions nobody wrote down: they stay null ("not recorded").
     with op.batch_alter_table('attempt', schema=None) as batch_op:
         for name, length in ATTEMPT_COLUMNS:
@@ -100,8 +119,8 @@ def downgrade() -> None:
     with op.batch_alter_table('attempt', schema=None) as batch_op:
         for name, _length in reversed(ATTEMPT_COLUMNS):
             batch_op.drop_column(name)
-    for table in ('alias_move', 'model_alias', 'model_version', 'registered_model'):
+    for table in ('dataset_default', 'alias_move', 'model_alias', 'model_version', 'registered_model'):
         with op.batch_alter_table(table, schema=None) as batch_op:
-            for index in {'alias_move': ['model_id'], 'model_alias': ['model_id'], 'model_version': ['model_id', 'experiment_id'], 'registered_model': ['owner_id']}[table]:
+            for index in {'dataset_default': ['dataset', 'model_id', 'user_id'], 'alias_move': ['model_id'], 'model_alias': ['model_id'], 'model_version': ['model_id', 'experiment_id'], 'registered_model': ['owner_id']}[table]:
                 batch_op.drop_index(batch_op.f(f'ix_{table}_{index}'))
         op.drop_table(table)
