@@ -1,7 +1,7 @@
 """Submitting experiments: commit their rows, then enqueue them; shared by the experiment and sweep routes.
 
 The service stores; how a job reaches the workers and the event streams is handed in (`Publisher`, the API's
-is `api/deps.py: publisher`), so this floor knows no broker.
+is `api/http/deps.py: publisher`), so this floor knows no broker.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from api import predictors
+from api.serving import predictors
 from domain import registry
 from models import Artifact, User
 from models.db import get_sessionmaker, session_scope

@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 from sqlalchemy.orm import Session
 
-from api.auth import CurrentUser
-from api.deps import SessionDep, SettingsDep
-from api.errors import responses
-from api.registry_schemas import DefaultModelRead, DefaultModelSet
-from api.schemas import DatasetRead
+from api.http.auth import CurrentUser
+from api.http.deps import SessionDep, SettingsDep
+from api.http.errors import responses
+from api.schemas.datasets import DatasetRead
+from api.schemas.registry import DefaultModelRead, DefaultModelSet
 from domain import registry
 from domain.access import best_visible_experiment
 from models.users import User

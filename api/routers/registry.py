@@ -12,21 +12,20 @@ from fastapi import APIRouter, Path, Response, status
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from api.access import id_path
-from api.auth import CurrentUser
-from api.deps import SessionDep
-from api.errors import responses
-from api.model_card import model_card
-from api.registry_schemas import (
+from api.http.auth import CurrentUser
+from api.http.deps import SessionDep
+from api.http.errors import responses
+from api.http.params import id_path
+from api.schemas.registry import (
     AliasMoveRead,
     AliasSet,
-    ModelCard,
     ModelCreate,
     ModelDetail,
     ModelRead,
     VersionCreate,
     VersionRead,
 )
+from api.serving.model_card import ModelCard, model_card
 from domain import registry
 from domain.access import visible_model
 from domain.registry import ALIAS_PATTERN

@@ -1,18 +1,20 @@
-"""Bodies of the model registry's routes: models, versions, aliases and their moves, and a version's model card."""
+"""Bodies of the model registry's routes: models, versions, aliases and their moves, and dataset default models.
+
+The model card's body is beside its builder, api/serving/model_card.py (it includes the input contract).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.model_contract import ModelInput
-from api.schemas import UtcDatetime
+from api.schemas.fields import UtcDatetime
 from domain.access import MAX_ID
 from domain.registry import NAME_PATTERN
 from models import AliasMove, ModelAlias, ModelVersion, RegisteredModel, Visibility
 from training.bounds import Between
-from training.spec import Dataset, Validation
+from training.spec import Dataset
 
 ModelName = Annotated[
     str,
@@ -116,63 +118,6 @@ class ModelRead(BaseModel):
 class ModelDetail(ModelRead):
     versions: list[VersionRead] = Field(description="Every version, oldest first.")
     history: list[AliasMoveRead] = Field(description="Every move of every alias, oldest first.")
-
-
-class DatasetCard(BaseModel):
-    name: Dataset
-    description: str
-
-
-class Figures(BaseModel):
-    validation: Validation = Field(description="held_out: chosen on held-out training data; test: on the test split.")
-    selected_on: str = Field(description="In words; 'selected on test' marks optimistic test figures.")
-    best_epoch: int | None
-    validation_accuracy: float | None = Field(description="At the best epoch, on what selected it.")
-    validation_count: int | None = Field(description="Examples it validated on.")
-    test_accuracy: float | None
-    test_loss: float | None
-
-
-class AttemptRecord(BaseModel):
-    """One attempt at the training, and what its worker process really ran (null: not recorded, before 0.1)."""
-
-    number: int
-    worker: str
-    started_at: UtcDatetime
-    ended_at: UtcDatetime | None
-    outcome: str | None
-    resumed_from_epoch: int
-    device: str | None
-    python: str | None
-    tensorflow: str | None
-    keras: str | None
-    numpy: str | None
-    service_version: str | None = Field(description="The service's git commit (or release) the worker ran.")
-
-
-class TrainingRecord(BaseModel):
-    seed: int
-    device: str | None = Field(description="The device the checkpoint was trained on: a GPU's name, or CPU.")
-    python: str | None = Field(description="Of the attempt that finished the training, as for the next four.")
-    tensorflow: str | None
-    keras: str | None
-    numpy: str | None
-    service_version: str | None
-    attempts: list[AttemptRecord] = Field(description="Every attempt, oldest first.")
-    trained_at: UtcDatetime | None = Field(description="When the training finished.")
-
-
-class ModelCard(BaseModel):
-    """What a trained network is, how good, what it takes, and how it was made."""
-
-    model: str | None = Field(description="The registered model (null for an experiment's card).")
-    version: int | None
-    experiment_id: int
-    spec: dict[str, Any] = Field(description="The experiment's spec, as POST /experiments takes it.")
-    dataset: DatasetCard
-    figures: Figures
-    input: ModelInput = Field(description="The input contract: shape, dtype, range and preprocessing.")
-    training: TrainingRecord
 
 
 ModelRef = Annotated[

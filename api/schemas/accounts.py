@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas import UtcDatetime
+from api.schemas.fields import UtcDatetime
 from models.users import ApiKey, User
 from training.bounds import Between
 
