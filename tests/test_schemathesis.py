@@ -75,6 +75,7 @@ def seed(service: Service, folder: Path) -> None:
         assert http.post("/models/digits/versions", json={"experiment_id": 1}).status_code == 201
         for alias in ("production", "retired"):
             assert http.put(f"/models/digits/aliases/{alias}", json={"version": 1}).status_code == 200
+        assert http.put("/datasets/mnist/default-model", json={"model": "digits"}).status_code == 200
 
 
 def test_the_api_keeps_its_openapi_contract(service: Service, tmp_path: Path) -> None:
