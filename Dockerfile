@@ -26,7 +26,11 @@ RUN set -eu; \
 
 # --- runtime stage: the environment, the service code and a non-root user ------------------------
 FROM python:3.11-slim AS runtime
-ENV PATH=/opt/venv/bin:$PATH \
+# The service's version (its git commit: `--build-arg EPOCHAL_VERSION=$(git rev-parse HEAD)`), which model cards
+# record for every training; the image has no .git to read it from. Unset, the package's release is recorded.
+ARG EPOCHAL_VERSION=""
+ENV EPOCHAL_VERSION=$EPOCHAL_VERSION \
+    PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
         description="Celery broker URL; default: embedded Redis on a unix socket in the state folder.",
     )
     data_dir: Path = Field(default=Path("data"), description="Folder the dataset loaders read first.")
+    version: str = Field(
+        default="",
+        description="The service's version (its git commit), set at build or start; empty: the checkout's commit, "
+        "else the package's release (infra/version.py). Model cards record it for each training.",
+    )
     default_queue: str = Field(default="training", description="Queue an experiment goes to.")
     queues: str = Field(
         default="",

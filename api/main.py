@@ -23,6 +23,7 @@ from api.routers import (
     metrics,
     networks,
     predictions,
+    registry,
     reports,
     sweeps,
     users,
@@ -82,7 +83,7 @@ def create_app() -> FastAPI:
     app.add_middleware(BrowserHeaders)
     # One dependency guards every router but health's: a route added to any of them needs a key. Checking
     # the key reads the database, so any of these routes can also answer 503 when the database is down.
-    for module in (experiments, sweeps, reports, datasets, networks, backprop, users, metrics):
+    for module in (experiments, sweeps, reports, datasets, networks, backprop, registry, users, metrics):
         app.include_router(module.router, dependencies=[Depends(current_user)], responses=responses(401, 503))
     # The prediction and submission routes verify the key in the same worker-thread hop as their work (api/http/auth.py
     # says how they keep the same answers); without a key they are a 401 here already, as every other route.

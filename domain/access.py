@@ -1,19 +1,21 @@
 """Who may see what, in one place: a user sees their own experiments and sweeps, an admin sees all.
 
 Every router finds experiments and sweeps through these functions. Another user's resource is `NotFound`
-with the same words as a missing one, so ids reveal nothing about other people's work.
+with the same words as a missing one, so ids reveal nothing about other people's work. A registered model
+is the one thing a user can share: a public one is read (and predicted with) by every user, and changed,
+like a private one, by its owner or an admin only.
 """
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
-from domain.errors import NotFound
-from models import Artifact, Evaluation, Experiment, Sweep
+from domain.errors import Forbidden, NotFound
+from models import Artifact, Evaluation, Experiment, RegisteredModel, Sweep, Visibility
 from models.queries import best_experiment
 from models.users import User
 from training.bounds import INT32_MAX
@@ -103,3 +105,28 @@ def visible_sweep(session: Session, user: User, sweep_id: int, *, with_runs: boo
 def best_visible_experiment(session: Session, user: User, dataset: Dataset) -> Experiment | None:
     """The best succeeded experiment on `dataset` among those the user may see."""
     return best_experiment(session, dataset, owner_id=owner_filter(user))
+
+
+def readable_models(statement: S, user: User) -> S:
+    """`statement` limited to the registered models the user may read: their own and the public ones (all, for an
+    admin)."""
+    if user.admin:
+        return statement
+    return statement.where(or_(RegisteredModel.owner_id == user.id, RegisteredModel.visibility == Visibility.PUBLIC))
+
+
+def visible_model(session: Session, user: User, name: str) -> RegisteredModel:
+    """The registered model, if the user may read it; otherwise the same NotFound as for one that does not exist."""
+    model = session.scalars(readable_models(select(RegisteredModel).where(RegisteredModel.name == name), user)).first()
+    if model is None:
+        raise NotFound(f"model {name!r} does not exist; GET /models lists the ones you can use")
+    return model
+
+
+def changeable_model(session: Session, user: User, name: str) -> RegisteredModel:
+    """The registered model, if the user may change it (its owner, or an admin); Forbidden for another user's public
+    model, which they can read, and NotFound for what they cannot."""
+    model = visible_model(session, user, name)
+    if not user.admin and model.owner_id != user.id:
+        raise Forbidden(f"model {name!r} is another user's public model: only its owner or an admin can change it")
+    return model

@@ -1,6 +1,6 @@
 """What a service refuses, and why: each error's text says what is wrong and how to fix it.
 
-The API answers each with one status (`api/http/errors.py`: NotFound 404, Conflict 409, Invalid 422,
+The API answers each with one status (`api/http/errors.py`: NotFound 404, Forbidden 403, Conflict 409, Invalid 422,
 QuotaExceeded 429 with Retry-After, Unavailable 503); the worker and the reaper never meet them.
 """
 
@@ -17,6 +17,10 @@ class DomainError(Exception):
 
 class NotFound(DomainError):
     """No such row, or one the caller may not see (the two are never told apart)."""
+
+
+class Forbidden(DomainError):
+    """The caller may see the row but not change it (another user's public model)."""
 
 
 class Conflict(DomainError):

@@ -46,6 +46,7 @@ from epochal.commands import api_argv, migrate_argv, with_this_python, worker_ar
 from epochal.lifeline import die_with_parent
 from epochal.state_folder import OWNER_ONLY_UMASK, make_private
 from infra.redaction import redact_url
+from infra.version import service_version
 from models.base import utcnow
 from models.db import session_scope
 from models.roles import read_role
@@ -87,6 +88,8 @@ def serve(host: str, port: int) -> int:
         "EPOCHAL_DATABASE_URL": settings.database_url,
         "EPOCHAL_BROKER_URL": settings.broker_url,
         "EPOCHAL_DATA_DIR": str(settings.data_dir.resolve()),
+        # The code every process runs, as this start found it: model cards record it (infra/version.py).
+        "EPOCHAL_VERSION": service_version(),
     }
     subprocess.run(with_this_python(migrate_argv()), env=env, check=True)
     # Secure by default: no request is served without a key, so the first start makes the first one.

@@ -193,6 +193,14 @@ class Attempt(Base):
     # succeeded | failed | cancelled | lost | interrupted | timed_out; null while it runs.
     outcome: Mapped[str | None] = mapped_column(String(20))
     cause: Mapped[str | None] = mapped_column(Text)
+    # What this attempt's worker process really ran, written by it when training starts (worker/jobs.py
+    # record_device): a model card reports these, never the versions of the process that reads them.
+    device: Mapped[str | None] = mapped_column(String(200))
+    python_version: Mapped[str | None] = mapped_column(String(40))
+    tensorflow_version: Mapped[str | None] = mapped_column(String(40))
+    keras_version: Mapped[str | None] = mapped_column(String(40))
+    numpy_version: Mapped[str | None] = mapped_column(String(40))
+    service_version: Mapped[str | None] = mapped_column(String(100))  # EPOCHAL_VERSION, the git commit, or 0.1.0
 
     experiment: Mapped[Experiment] = relationship(back_populates="attempts")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pty
@@ -363,3 +364,61 @@ def test_help_shows_every_option_whole_at_80_columns(service: Service) -> None:
     for option in ("--head-activation", "--validation-split", "--mixed-precision / --no-mixed-precision", "--url"):
         assert option in result.stdout, result.stdout
     assert "…" not in result.stdout, result.stdout
+
+
+def test_models_register_promote_ls_show_and_predict(
+    watched: subprocess.CompletedProcess[str], service: Service, tmp_path: Path
+) -> None:
+    experiment_id = json.loads(watched.stdout)["id"]
+    registered = parsed(
+        epochal(service, "models", "register", "cli-digits", str(experiment_id), "--alias", "staging", "--json")
+    )
+    assert (registered["number"], registered["experiment_id"], registered["aliases"]) == (1, experiment_id, ["staging"])
+    again = epochal(service, "models", "register", "cli-digits", str(experiment_id))
+    assert again.returncode == 0 and "cli-digits: version 2 from experiment" in again.stdout, again.stderr
+    moved = epochal(service, "models", "promote", "cli-digits", "2")
+    assert moved.returncode == 0 and "cli-digits@production: nothing -> version 2" in moved.stdout, moved.stderr
+    assert parsed(epochal(service, "models", "promote", "cli-digits", "1", "--json"))["from_version"] == 2
+
+    listed = {m["name"]: m for m in parsed(epochal(service, "models", "ls", "--json"))}
+    assert listed["cli-digits"]["aliases"] == {"production": 1, "staging": 1}
+    assert listed["cli-digits"]["latest_version"] == 2
+    shown = epochal(service, "models", "show", "cli-digits")
+    assert shown.returncode == 0, shown.stderr
+    for heading in ("versions", "alias moves", "production", "staging"):
+        assert heading in shown.stdout
+    card = parsed(epochal(service, "models", "show", "cli-digits", "--card", "1"))
+    assert card["experiment_id"] == experiment_id and card["training"]["tensorflow"]
+
+    image = tmp_path / "digit.png"
+    Image.new("L", (28, 28), 90).save(image)
+    [prediction] = parsed(epochal(service, "models", "predict", "cli-digits", str(image), "--json"))
+    assert prediction["image"] == str(image) and prediction["experiment_id"] == experiment_id
+    text = epochal(service, "models", "predict", "cli-digits@staging", str(image))
+    assert text.returncode == 0 and "cli-digits@staging (experiment" in text.stdout, text.stderr
+    missing = epochal(service, "models", "predict", "cli-digits:9", str(image))
+    assert missing.returncode == 1 and "error 404" in missing.stderr and "no version 9" in missing.stderr
+
+
+def test_download_in_every_export_format(
+    watched: subprocess.CompletedProcess[str], service: Service, tmp_path: Path
+) -> None:
+    experiment_id = json.loads(watched.stdout)["id"]
+    for fmt, name in [
+        ("h5", "best_model.h5"),
+        ("keras", "best_model.keras"),
+        ("savedmodel", "best_model_savedmodel.zip"),
+        ("onnx", "best_model.onnx"),
+    ]:
+        result = epochal(service, "download", str(experiment_id), "--format", fmt, cwd=tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        written = tmp_path / f"experiment-{experiment_id}-{name}"
+        with service.http() as http:
+            etag = http.get(f"/experiments/{experiment_id}/exports/{fmt}").headers["ETag"].strip('"')
+        assert hashlib.sha256(written.read_bytes()).hexdigest() == etag, fmt
+    assert (tmp_path / f"experiment-{experiment_id}-best_model.keras").read_bytes().startswith(b"PK")
+    target = tmp_path / "model.onnx"
+    assert epochal(service, "download", str(experiment_id), "--format", "onnx", "-o", str(target)).returncode == 0
+    assert target.stat().st_size > 1000
+    unknown = epochal(service, "download", str(experiment_id), "--format", "pickle")
+    assert unknown.returncode == 2 and "pickle" in unknown.stderr

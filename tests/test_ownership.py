@@ -137,6 +137,45 @@ def _id_in(url: str) -> int:
     return int(re.findall(r"/(\d+)", url)[0])
 
 
+MODEL_ROUTES = [(method, path, route) for method, path, route in routes() if path.startswith("/models/{")]
+
+
+@pytest.fixture
+def admins_model(client: TestClient, admins_work: dict[str, int]) -> dict[str, Any]:
+    """A private model of the admin's, with a version and a production alias: every model route reaches it."""
+    assert client.post("/models", json={"name": "digits"}).status_code == 201
+    registered = client.post("/models/digits/versions", json={"experiment_id": admins_work["experiment_id"]})
+    assert registered.status_code == 201, registered.text
+    assert client.put("/models/digits/aliases/production", json={"version": 1}).status_code == 200
+    return {"name": "digits", "ref": "digits", "version": 1, "alias": "production"}
+
+
+def test_the_model_walk_covers_every_model_route() -> None:
+    paths = {path for _method, path, _route in MODEL_ROUTES}
+    for needed in ("versions", "aliases", "history", "card", "predictions"):
+        assert any(needed in path for path in paths), needed
+
+
+@pytest.mark.parametrize(("method", "path", "route"), MODEL_ROUTES, ids=[f"{m} {p}" for m, p, _ in MODEL_ROUTES])
+def test_every_route_of_a_private_model_is_404_for_another_user(
+    client: TestClient, other_client: TestClient, admins_model: dict[str, Any], method: str, path: str, route: APIRoute
+) -> None:
+    url = fill(path, admins_model)
+    if method == "GET":
+        assert client.get(url).status_code == 200, url
+    body = {"version": 1} if method == "PUT" else {"experiment_id": 1} if path.endswith("/versions") else None
+    response = other_client.request(method, url, json=body) if body else call(other_client, method, route, url)
+    assert response.status_code == 404, (url, response.status_code, response.text)
+    missing_url = fill(path, {**admins_model, "name": "missing", "ref": "missing"})
+    missing = (
+        other_client.request(method, missing_url, json=body) if body else call(other_client, method, route, missing_url)
+    )
+    assert missing.status_code == 404
+    assert response.json()["detail"] == missing.json()["detail"].replace("'missing'", "'digits'")
+    if method != "GET":  # and nothing changed
+        assert client.get("/models/digits").json()["aliases"] == {"production": 1}
+
+
 PROTECTED_ROUTES = [(method, path, route) for method, path, route in routes() if path not in PUBLIC]
 
 

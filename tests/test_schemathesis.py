@@ -68,6 +68,14 @@ def seed(service: Service, folder: Path) -> None:
         assert sweep.json()["id"] == 1
         for row in sweep.json()["experiments"]:
             finish(row["id"], checkpoint=network, database_url=url)
+        # The models the document's examples name: digits (version 1, @production, and @retired for the alias
+        # delete's example) and scratch, the model delete's example.
+        for name in ("digits", "scratch"):
+            assert http.post("/models", json={"name": name}).status_code == 201
+        assert http.post("/models/digits/versions", json={"experiment_id": 1}).status_code == 201
+        for alias in ("production", "retired"):
+            assert http.put(f"/models/digits/aliases/{alias}", json={"version": 1}).status_code == 200
+        assert http.put("/datasets/mnist/default-model", json={"model": "digits"}).status_code == 200
 
 
 def test_the_api_keeps_its_openapi_contract(service: Service, tmp_path: Path) -> None:

@@ -27,11 +27,13 @@ from config import get_settings
 from domain import lifecycle
 from domain.lifecycle import Outcome, Status, Superseded
 from infra import events
+from infra.version import service_version
 from models import Artifact, Attempt, EpochMetric, Evaluation, Experiment, ResumeState, attempt_sessions
 from models.base import utcnow
 from models.db import rows_changed, session_scope
 from models.specs import spec_of
 from training.results import CHECKPOINT_NAME, EpochResult, EvaluationResult, ResumePoint
+from training.runtime import LibraryVersions
 from training.spec import ExperimentSpec
 
 H5_MEDIA_TYPE = "application/x-hdf5"
@@ -152,8 +154,9 @@ def renew_lease(job: ClaimedJob) -> bool:
         return lifecycle.renew_lease(session, job.experiment_id, job.attempt, lease_deadline())
 
 
-def record_device(job: ClaimedJob, device: str, warnings: list[str]) -> None:
-    """Record where the job trains, adding any warnings about what the device changed."""
+def record_device(job: ClaimedJob, device: str, warnings: list[str], libraries: LibraryVersions) -> None:
+    """Record where the job trains and what this attempt runs (libraries, service version), adding any warnings
+    about what the device changed."""
 
     def write() -> None:
         with session_scope() as session:
@@ -164,6 +167,18 @@ def record_device(job: ClaimedJob, device: str, warnings: list[str]) -> None:
             experiment.device = device
             new = [w for w in warnings if w not in experiment.warnings]  # a resumed attempt repeats them
             experiment.warnings = [*experiment.warnings, *new]
+            session.execute(
+                update(Attempt)
+                .where(Attempt.experiment_id == job.experiment_id, Attempt.number == job.attempt)
+                .values(
+                    device=device,
+                    python_version=libraries.python,
+                    tensorflow_version=libraries.tensorflow,
+                    keras_version=libraries.keras,
+                    numpy_version=libraries.numpy,
+                    service_version=service_version(),
+                )
+            )
 
     with_db_retry(write, "recording the device")
 

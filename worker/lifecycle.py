@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from config import get_settings
 from infra.redaction import install_log_redaction, redact_secrets, redact_url
+from infra.version import service_version
 from models.db import get_engine
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ def exit_unless_dependencies_answer(sender: Any = None, **_kwargs: Any) -> None:
         # os._exit: Celery would otherwise catch SystemExit here and keep retrying the broker forever.
         os._exit(1)
     get_engine().dispose()  # children must open their own connections, never share the parent's
+    service_version()  # worked out at start, before the pool forks: each child inherits what the worker started as
 
 
 def gpu_for_child(index: int, gpus: list[str]) -> str | None:

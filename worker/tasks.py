@@ -88,9 +88,10 @@ def _train(job: jobs.ClaimedJob, heartbeat: Heartbeat) -> str:
     # TensorFlow is imported here, in the job's own child process, never in the prefork parent.
     from training.device import setup_device
     from training.runner import run_experiment
+    from training.runtime import library_versions
 
     device = setup_device(job.spec.mixed_precision)
-    jobs.record_device(job, device.name, device.warnings)
+    jobs.record_device(job, device.name, device.warnings, library_versions())
     with tempfile.TemporaryDirectory(prefix=f"epochal-{job.experiment_id}-") as workdir, EpochWriter(job) as epochs:
         result = run_experiment(
             job.spec,

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from domain.errors import Conflict, DomainError, Invalid, NotFound, QuotaExceeded, Unavailable
+from domain.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, QuotaExceeded, Unavailable
 from models.attempt_sessions import RowBusy, is_lock_timeout
 
 
@@ -27,7 +27,7 @@ class ErrorRead(BaseModel):
 ERROR_DESCRIPTIONS = {
     400: "The body could not be parsed (not UTF-8 JSON, or broken multipart).",
     401: "No valid API key: send `Authorization: Bearer <key>`.",
-    403: "The key is valid, but this needs an admin.",
+    403: "The key is valid, but this needs an admin (or, for a public model, its owner).",
     404: "No such resource, or it belongs to another user (the two are not told apart).",
     409: "The resource is in a state that does not allow this.",
     413: "The request body is too large.",
@@ -124,6 +124,7 @@ async def _database_unavailable_handler(request: Request, exc: Exception) -> JSO
 # The one place a service's refusal (domain/errors.py) becomes an HTTP answer.
 DOMAIN_STATUSES: dict[type[DomainError], int] = {
     NotFound: 404,
+    Forbidden: 403,
     Conflict: 409,
     Invalid: 422,
     QuotaExceeded: 429,

@@ -24,6 +24,7 @@ from api.schemas.experiments import (
     ExperimentRead,
 )
 from api.serving.integrity import verified
+from api.serving.model_card import ModelCard, model_card
 from api.serving.model_contract import model_input
 from config import get_settings
 from domain import lifecycle
@@ -117,6 +118,13 @@ def list_experiments(
 def read_experiment(experiment_id: ExperimentId, session: SessionDep, user: CurrentUser) -> ExperimentRead:
     """Status, spec, where it ran, and a summary of its results so far."""
     return ExperimentRead.of(visible_experiment(session, user, experiment_id))
+
+
+@router.get("/{experiment_id}/card", response_model=ModelCard, responses=responses(404, 422))
+def read_card(experiment_id: ExperimentId, session: SessionDep, user: CurrentUser) -> ModelCard:
+    """The experiment's model card: spec, dataset, figures, input contract and the training record (seed, device,
+    and the Python, TensorFlow, Keras, NumPy and service versions each attempt's worker ran)."""
+    return model_card(visible_experiment(session, user, experiment_id))
 
 
 @router.get("/{experiment_id}/metrics", response_model=list[EpochMetricRead], responses=responses(404, 422))

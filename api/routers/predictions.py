@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request, UploadFile
+from fastapi import APIRouter, HTTPException, Path, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.params import File
 from pydantic import WithJsonSchema
@@ -22,12 +22,20 @@ from api.http.errors import responses
 from api.http.openapi import BINARY
 from api.http.params import ExperimentId
 from api.schemas.predictions import PredictionBatchRead, PredictionRead
-from api.serving.pipeline import ReadImages, best_on, by_id, capped, predict, read_image
+from api.serving.pipeline import ReadImages, best_on, by_id, by_model, capped, predict, read_image
 from training.spec import Dataset
 
 router = APIRouter(tags=["predictions"], route_class=KeyVerifiedRoute)
 
 MAX_BATCH_IMAGES = 64
+ModelRef = Annotated[
+    str,
+    Path(
+        description="A registered model's version: `NAME` (the version its `production` alias points at), "
+        "`NAME@ALIAS`, or `NAME:VERSION` (e.g. `digits`, `digits@staging`, `digits:3`).",
+        examples=["digits"],
+    ),
+]
 ImageUploads = Annotated[
     list[Annotated[UploadFile, WithJsonSchema(BINARY)]],  # a file part: FastAPI would say contentMediaType instead
     File(
@@ -162,4 +170,28 @@ async def predict_batch_with_best(
     whole batch, with an error naming its part.
     """
     predictions = await predict(request, key, best_on(dataset), _counted(files), _batch(files))
+    return PredictionBatchRead(predictions=predictions)
+
+
+@router.post(
+    "/models/{ref}/predictions",
+    response_model=PredictionRead,
+    responses=PREDICTION_ERRORS,
+    openapi_extra=SINGLE_IMAGE_BODY,
+)
+async def predict_with_model(ref: ModelRef, request: Request, key: BearerKey) -> PredictionRead:
+    """Classify one image with a registered model: by default the version its `production` alias points at.
+
+    404 if the model has no such alias or version (or you cannot see it), 422 for a reference that is not one of
+    the three forms. Send the image as for the other prediction routes.
+    """
+    return (await predict(request, key, by_model(ref), 1, await single_image(request)))[0]
+
+
+@router.post("/models/{ref}/predictions/batch", response_model=PredictionBatchRead, responses=PREDICTION_ERRORS)
+async def predict_batch_with_model(
+    ref: ModelRef, files: ImageUploads, request: Request, key: BearerKey
+) -> PredictionBatchRead:
+    """Classify several images (`files` parts) with a registered model's version, in one request."""
+    predictions = await predict(request, key, by_model(ref), _counted(files), _batch(files))
     return PredictionBatchRead(predictions=predictions)

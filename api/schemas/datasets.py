@@ -18,4 +18,7 @@ class DatasetRead(BaseModel):
     default_network: Network
     test_split: str
     in_data_dir: bool = Field(description="Whether the files are in the server's data folder (else downloaded).")
-    best_experiment_id: int | None = Field(description="The succeeded experiment that dataset predictions use.")
+    best_experiment_id: int | None = Field(
+        description="Your best succeeded experiment on it: what dataset predictions use unless a default model is set "
+        "(GET /datasets/{dataset}/default-model)."
+    )

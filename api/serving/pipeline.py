@@ -40,9 +40,10 @@ from config import Settings, get_settings
 from domain.access import best_visible_experiment, in_id_range, owned, visible_experiment
 from domain.lifecycle import Status
 from domain.quotas import check_prediction_rate
+from domain.registry import default_version, resolve, version_experiment
 from infra import events
 from infra.invalidation import listener
-from models import Artifact, Experiment, User
+from models import Artifact, Experiment, ModelVersion, User
 from models.db import get_sessionmaker
 from training.errors import ImageTooLarge, InvalidImage
 from training.image_limits import DecodeLimits
@@ -126,8 +127,21 @@ def by_id(experiment_id: int) -> Lookup:
     return Lookup(find, experiment_id)
 
 
+def _pinned(session: Session, version: ModelVersion) -> Found:
+    # A version serves the checkpoint it was registered with: under the sha256 it was pinned to.
+    experiment = version_experiment(session, version)
+    checkpoint = _checkpoint(session, experiment)
+    return experiment, None if checkpoint is None else (checkpoint[0], version.checkpoint_sha256)
+
+
 def best_on(dataset: Dataset) -> Lookup:
+    """The caller's default model for `dataset` if they set one, else the class-wide default an admin set, else
+    their best succeeded experiment on it by validation accuracy."""
+
     def find(session: Session, user: User) -> Found:
+        version = default_version(session, user, dataset)
+        if version is not None:
+            return _pinned(session, version)
         experiment = best_visible_experiment(session, user, dataset)
         if experiment is None:
             raise not_found(
@@ -136,7 +150,22 @@ def best_on(dataset: Dataset) -> Lookup:
             )
         return experiment, _checkpoint(session, experiment)
 
-    # Not remembered: which experiment is a user's best changes whenever another of theirs succeeds.
+    # Not remembered: which experiment is a user's best changes whenever another of theirs succeeds, or a default moves.
+    return Lookup(find)
+
+
+def by_model(ref: str) -> Lookup:
+    """The version `ref` names (`name`: its @production, `name@alias`, `name:3`), if the caller may read the model.
+
+    Served as the version was registered: with the checkpoint sha256 it was pinned to, so bytes changed since are
+    refused by the same integrity check as every checkpoint (a 409).
+    """
+
+    def find(session: Session, user: User) -> Found:
+        _model, version = resolve(session, user, ref)
+        return _pinned(session, version)
+
+    # Not remembered yet: an alias moves (the registry would announce it, as a revoked key is).
     return Lookup(find)
 
 

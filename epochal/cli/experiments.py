@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -184,16 +185,44 @@ def predict(
         out.print(f"{image}: [bold]{p['label']}[/]{shown}  experiment {p['experiment_id']}")
 
 
+class Format(StrEnum):
+    H5 = "h5"
+    KERAS = "keras"
+    SAVEDMODEL = "savedmodel"
+    ONNX = "onnx"
+
+
+# The names the API gives each export (its Content-Disposition), for the default output path.
+EXPORT_NAMES = {
+    Format.H5: "best_model.h5",
+    Format.KERAS: "best_model.keras",
+    Format.SAVEDMODEL: "best_model_savedmodel.zip",
+    Format.ONNX: "best_model.onnx",
+}
+
+
 def download(
     ctx: typer.Context,
     experiment_id: ExperimentId,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Where to write it.")] = None,
     name: Annotated[str, typer.Option(help="Which artifact (see `epochal show --json`).")] = "best_model.h5",
+    format: Annotated[
+        Format | None,
+        typer.Option(
+            "--format",
+            help="The checkpoint as h5, keras (.keras), savedmodel (a zip TF Serving serves) or onnx; "
+            "made on the server on the first request. Without it, the artifact --name.",
+        ),
+    ] = None,
 ) -> None:
-    """Download an experiment's artifact, by default its best checkpoint."""
-    target = output or Path(f"experiment-{experiment_id}-{name}")
+    """Download an experiment's artifact, by default its best checkpoint, or the checkpoint in a --format."""
     with connect(ctx) as client:
-        client.download_to(experiment_id, target, name)
+        if format is None:
+            target = output or Path(f"experiment-{experiment_id}-{name}")
+            client.download_to(experiment_id, target, name)
+        else:
+            target = output or Path(f"experiment-{experiment_id}-{EXPORT_NAMES[format]}")
+            client.export_to(experiment_id, target, format.value)
     out.print(f"wrote {target} ({target.stat().st_size:,} bytes)")
 
 

@@ -26,6 +26,7 @@ from epochal.client.settings import default_key, default_max_attempts, default_m
 from epochal.client.sse import Event, parse
 from epochal.client.types import (
     FINISHED,
+    AliasMove,
     Artifact,
     ConfusionMatrix,
     Dataset,
@@ -33,13 +34,18 @@ from epochal.client.types import (
     Evaluation,
     Experiment,
     ExperimentPage,
+    ExportFormat,
     Health,
     Key,
+    Model,
+    ModelDetail,
+    ModelVersion,
     NewKey,
     NewUser,
     Prediction,
     Sweep,
     User,
+    Visibility,
 )
 
 # An image to upload: a path, raw bytes, or (filename, bytes); the name only helps the API's error messages.
@@ -217,8 +223,18 @@ class Client:
 
     def download_to(self, experiment_id: int, path: str | Path, name: str = "best_model.h5") -> Path:
         """An artifact written to `path`, streamed: a large checkpoint is never held in memory whole."""
+        return self._stream_to(f"/experiments/{experiment_id}/artifacts/{name}", path)
+
+    def export_to(self, experiment_id: int, path: str | Path, format: ExportFormat) -> Path:
+        """The checkpoint in `format` (h5, keras, savedmodel as a zip, onnx) written to `path`, streamed.
+
+        The first request for a format exports it on the server (seconds, for onnx); later ones read it stored.
+        """
+        return self._stream_to(f"/experiments/{experiment_id}/exports/{format}", path)
+
+    def _stream_to(self, url: str, path: str | Path) -> Path:
         target = Path(path)
-        response = self._send("GET", f"/experiments/{experiment_id}/artifacts/{name}", stream=True)
+        response = self._send("GET", url, stream=True)
         try:
             with target.open("wb") as file:
                 for chunk in response.iter_bytes():
@@ -266,6 +282,59 @@ class Client:
     def predict_batch_best(self, dataset: str, images: Sequence[Image]) -> list[Prediction]:
         files = [("files", _image_part(image)) for image in images]
         body = self._json("POST", f"/datasets/{dataset}/predictions/batch", files=files)
+        return cast(list[Prediction], body["predictions"])
+
+    # --- the model registry ---
+
+    def create_model(self, name: str, *, visibility: Visibility = "private", description: str | None = None) -> Model:
+        """POST /models: a model name of your own; a public one every user can read and predict with."""
+        body = _drop_none({"name": name, "visibility": visibility, "description": description})
+        return cast(Model, self._json("POST", "/models", json=body))
+
+    def models(self) -> list[Model]:
+        """Your models and every public one."""
+        return cast(list[Model], self._json("GET", "/models"))
+
+    def model(self, name: str) -> ModelDetail:
+        """A model with its versions, aliases and every move of them."""
+        return cast(ModelDetail, self._json("GET", f"/models/{name}"))
+
+    def delete_model(self, name: str) -> None:
+        self._request("DELETE", f"/models/{name}")
+
+    def register_version(self, name: str, experiment_id: int) -> ModelVersion:
+        """The model's next version, from your succeeded experiment's checkpoint."""
+        body = {"experiment_id": experiment_id}
+        return cast(ModelVersion, self._json("POST", f"/models/{name}/versions", json=body))
+
+    def model_versions(self, name: str) -> list[ModelVersion]:
+        return cast(list[ModelVersion], self._json("GET", f"/models/{name}/versions"))
+
+    def model_version(self, name: str, number: int) -> ModelVersion:
+        return cast(ModelVersion, self._json("GET", f"/models/{name}/versions/{number}"))
+
+    def model_card(self, name: str, number: int) -> dict[str, Any]:
+        """The version's model card: spec, dataset, figures, input contract, training record."""
+        return cast(dict[str, Any], self._json("GET", f"/models/{name}/versions/{number}/card"))
+
+    def set_alias(self, name: str, alias: str, version: int) -> AliasMove:
+        """Point `alias` (e.g. production) at `version`; the move is recorded."""
+        return cast(AliasMove, self._json("PUT", f"/models/{name}/aliases/{alias}", json={"version": version}))
+
+    def delete_alias(self, name: str, alias: str) -> AliasMove:
+        return cast(AliasMove, self._json("DELETE", f"/models/{name}/aliases/{alias}"))
+
+    def alias_history(self, name: str, alias: str) -> list[AliasMove]:
+        return cast(list[AliasMove], self._json("GET", f"/models/{name}/aliases/{alias}/history"))
+
+    def predict_model(self, ref: str, image: Image) -> Prediction:
+        """With a model: `ref` is `name` (its production alias), `name@alias` or `name:version`."""
+        files = {"file": _image_part(image)}
+        return cast(Prediction, self._json("POST", f"/models/{ref}/predictions", files=files))
+
+    def predict_batch_model(self, ref: str, images: Sequence[Image]) -> list[Prediction]:
+        files = [("files", _image_part(image)) for image in images]
+        body = self._json("POST", f"/models/{ref}/predictions/batch", files=files)
         return cast(list[Prediction], body["predictions"])
 
     # --- following a job ---

@@ -140,6 +140,43 @@ class Prediction(TypedDict):
     outputs: list[float]
 
 
+Visibility = Literal["private", "public"]
+ExportFormat = Literal["h5", "keras", "savedmodel", "onnx"]
+
+
+class Model(TypedDict):
+    name: str
+    description: str | None
+    owner: str
+    visibility: Visibility
+    created_at: str
+    aliases: dict[str, int]
+    latest_version: int | None
+
+
+class ModelVersion(TypedDict):
+    model: str
+    number: int
+    experiment_id: int
+    checkpoint_sha256: str
+    created_by: int
+    created_at: str
+    aliases: list[str]
+
+
+class AliasMove(TypedDict):
+    alias: str
+    from_version: int | None
+    to_version: int | None
+    moved_by: int
+    moved_at: str
+
+
+class ModelDetail(Model):
+    versions: list[ModelVersion]
+    history: list[AliasMove]
+
+
 class Dataset(TypedDict):
     name: DatasetName
     description: str
