@@ -37,6 +37,10 @@ COMPONENT = {
     "NewKey": "KeyCreated",
     "User": "UserRead",
     "NewUser": "UserCreated",
+    "Model": "ModelRead",
+    "ModelVersion": "VersionRead",
+    "AliasMove": "AliasMoveRead",
+    "ModelDetail": "ModelDetail",
 }
 # Fields the client reads as possibly absent though the document requires them, and why.
 LENIENT = {
