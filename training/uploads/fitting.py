@@ -23,6 +23,9 @@ _QUARTER_TURNS = frozenset({5, 6, 7, 8})
 def upright_size(image: Image.Image) -> tuple[int, int]:
     """(height, width) of `image` once turned upright by its EXIF orientation, from its header alone."""
     width, height = image.size
+    if image.format != "JPEG" and "exif" not in image.info:
+        # A PNG's EXIF may follow its pixels: asking for it would decode the image. One before them is in `info`.
+        return height, width
     try:
         turned = image.getexif().get(ExifTags.Base.Orientation, 1) in _QUARTER_TURNS
     except Exception:
