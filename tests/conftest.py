@@ -166,6 +166,8 @@ BACKEND_INDEPENDENT = {
     "test_spec",
     "test_training",
     "test_ui_pages",
+    "test_upload_hostile",
+    "test_uploads",
 }
 
 
