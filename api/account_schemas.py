@@ -24,6 +24,13 @@ class QuotaOverrides(BaseModel):
     max_active_jobs: Quota | None = Field(default=None, description="EPOCHAL_MAX_ACTIVE_JOBS")
     max_sweep_experiments: Quota | None = Field(default=None, description="EPOCHAL_MAX_SWEEP_EXPERIMENTS")
     predictions_per_second: Quota | None = Field(default=None, description="EPOCHAL_PREDICTIONS_PER_SECOND")
+    max_running_jobs: Quota | None = Field(
+        default=None, description="EPOCHAL_MAX_RUNNING_JOBS: how many of their jobs may run at once"
+    )
+    priority: Annotated[int, Between(-1000, 1000)] | None = Field(
+        default=None,
+        description="Added to each of their jobs' priority; higher is dispatched first, before fair share (null: 0)",
+    )
 
 
 class UserCreate(QuotaOverrides):
@@ -64,6 +71,8 @@ class UserRead(BaseModel):
     max_active_jobs: int | None
     max_sweep_experiments: int | None
     predictions_per_second: int | None
+    max_running_jobs: int | None
+    priority: int | None
     created_at: UtcDatetime
     keys: list[KeyRead]
 
@@ -76,6 +85,8 @@ class UserRead(BaseModel):
             max_active_jobs=user.max_active_jobs,
             max_sweep_experiments=user.max_sweep_experiments,
             predictions_per_second=user.predictions_per_second,
+            max_running_jobs=user.max_running_jobs,
+            priority=user.priority,
             created_at=user.created_at,
             keys=[KeyRead.of(k) for k in user.keys],
         )

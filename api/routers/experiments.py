@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from api.access import ExperimentId, PageLimit, PageOffset, QuerySweepId
-from api.auth import BearerKey, CurrentUser, KeyVerifiedRoute, as_caller
+from api.auth import AdminUser, BearerKey, CurrentUser, KeyVerifiedRoute, as_caller
 from api.deps import SessionDep, SettingsDep, publisher
 from api.errors import responses
 from api.integrity import verified
@@ -24,11 +24,14 @@ from api.schemas import (
     ExperimentCreate,
     ExperimentPage,
     ExperimentRead,
+    PriorityUpdate,
 )
 from config import get_settings
 from domain import lifecycle
 from domain.access import owned, visible_artifact, visible_evaluation, visible_experiment
+from domain.dispatch import set_priority
 from domain.lifecycle import Move, Status
+from domain.queue_positions import standing
 from domain.quotas import check_active_jobs, check_sweep_size
 from domain.submission import submit
 from infra import events
@@ -114,9 +117,28 @@ def list_experiments(
 
 
 @router.get("/{experiment_id}", response_model=ExperimentRead, responses=responses(404, 422))
-def read_experiment(experiment_id: ExperimentId, session: SessionDep, user: CurrentUser) -> ExperimentRead:
-    """Status, spec, where it ran, and a summary of its results so far."""
-    return ExperimentRead.of(visible_experiment(session, user, experiment_id))
+def read_experiment(
+    experiment_id: ExperimentId, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> ExperimentRead:
+    """Status, spec, where it ran, and a summary of its results so far; while queued, its position in the queue
+    and an estimate of when it starts."""
+    experiment = visible_experiment(session, user, experiment_id)
+    read = ExperimentRead.of(experiment)
+    where = standing(session, settings, experiment)
+    if where is not None:
+        read.queue_position, read.estimated_start = where.position, where.estimated_start
+    return read
+
+
+@router.put("/{experiment_id}/priority", response_model=ExperimentRead, responses=responses(400, 403, 404, 413, 422))
+def put_priority(
+    experiment_id: ExperimentId, body: PriorityUpdate, session: SessionDep, admin: AdminUser
+) -> ExperimentRead:
+    """Set the job's priority (added to its owner's): higher is dispatched first, before fair share. Admins only."""
+    visible_experiment(session, admin, experiment_id)
+    set_priority(session, experiment_id, body.priority)
+    session.expire_all()
+    return ExperimentRead.of(visible_experiment(session, admin, experiment_id))
 
 
 @router.get("/{experiment_id}/metrics", response_model=list[EpochMetricRead], responses=responses(404, 422))
