@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     events_max_s: float = Field(
         default=300, gt=0, description="Longest a live event stream stays open before the client reconnects."
     )
-    # An open stream holds no database connection (api/stream_access.py); these bound what streams cost otherwise
+    # An open stream holds no database connection (api/streams/access.py); these bound what streams cost otherwise
     # (a Redis connection and a file descriptor each) and how long a revoked key keeps one open.
     max_streams_per_user: int = Field(
         default=32, ge=1, description="Live event streams one user may have open at once (all API processes)."
@@ -112,7 +112,7 @@ class Settings(BaseSettings):
         default=120, ge=0, description="How long a worker retries a database write before giving the attempt up."
     )
     predictor_cache_size: int = Field(default=4, ge=1, description="Trained networks the API keeps loaded.")
-    # Micro-batching of predictions (api/batcher.py): requests that arrive while the network is busy share its
+    # Micro-batching of predictions (api/serving/batcher.py): requests that arrive while the network is busy share its
     # next call. A lone request never waits; 0 turns gathering off (one call per request).
     predict_batch_window_ms: float = Field(
         default=2.0, ge=0, le=1000, description="Longest a queued prediction waits for others to share its call."

@@ -6,12 +6,12 @@ import logging
 
 from fastapi import Depends, FastAPI
 
-from api.auth import bearer_key, current_user
-from api.browser_headers import BrowserHeaders
-from api.errors import install_error_handlers, responses
-from api.limits import BodySizeLimit, StorableText
-from api.metrics import RequestMetrics
-from api.openapi import operation_id
+from api.http.auth import bearer_key, current_user
+from api.http.browser_headers import BrowserHeaders
+from api.http.errors import install_error_handlers, responses
+from api.http.metrics import RequestMetrics
+from api.http.openapi import operation_id
+from api.http.request_limits import BodySizeLimit, StorableText
 from api.roles import take_roles
 from api.routers import (
     backprop,
@@ -84,7 +84,7 @@ def create_app() -> FastAPI:
     # the key reads the database, so any of these routes can also answer 503 when the database is down.
     for module in (experiments, sweeps, reports, datasets, networks, backprop, users, metrics):
         app.include_router(module.router, dependencies=[Depends(current_user)], responses=responses(401, 503))
-    # The prediction and submission routes verify the key in the same worker-thread hop as their work (api/auth.py
+    # The prediction and submission routes verify the key in the same worker-thread hop as their work (api/http/auth.py
     # says how they keep the same answers); without a key they are a 401 here already, as every other route.
     # So do the event streams, in a session they close before streaming (a stream must hold no connection), and the
     # exports, which hold none while a network is exported.

@@ -7,7 +7,7 @@ ReDoc come from the vendored copies under api/ui/vendor/ instead of a CDN, so th
 machine with no internet access (FastAPI's documented recipe for self-hosted docs assets).
 
 The reference pages are written here rather than by FastAPI's get_swagger_ui_html and get_redoc_html: those
-start the libraries from inline scripts and styles, which the Content-Security-Policy (api/browser_headers.py)
+start the libraries from inline scripts and styles, which the Content-Security-Policy (api/http/browser_headers.py)
 refuses. What they inline lives in api/ui/reference/ instead, and the settings travel in a JSON data block.
 """
 

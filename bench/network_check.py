@@ -53,8 +53,8 @@ def fifty_layers() -> dict[str, Any]:
 
 
 def in_process(body: bytes, repeats: int) -> list[float]:
-    from api.network_schemas import NetworkCheck
     from api.routers.networks import check_network
+    from api.schemas.networks import NetworkCheck
     from config import get_settings
 
     settings = get_settings()

@@ -1,6 +1,6 @@
 """What a service refuses, and why: each error's text says what is wrong and how to fix it.
 
-The API answers each with one status (`api/errors.py`: NotFound 404, Conflict 409, Invalid 422,
+The API answers each with one status (`api/http/errors.py`: NotFound 404, Conflict 409, Invalid 422,
 QuotaExceeded 429 with Retry-After, Unavailable 503); the worker and the reaper never meet them.
 """
 

@@ -24,7 +24,7 @@ ACTIVE_JOBS_RETRY_AFTER_S = 60
 
 
 class Window(Protocol):
-    """A moving window of hits per key (the API's is shared by its processes, api/ratelimit.py)."""
+    """A moving window of hits per key (the API's is shared by its processes, api/http/rate_limits.py)."""
 
     def hit(self, key: str, limit: int, cost: int = 1) -> float:
         """Count `cost` hits of `key` if that keeps it within `limit` per window; else how many seconds to wait."""

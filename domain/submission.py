@@ -2,7 +2,7 @@
 
 A submitted job waits in the database until the dispatcher releases it to a free worker slot, in fair-share order
 (domain/dispatch.py, upkeep/dispatcher.py). The service stores; how the dispatcher and the event streams hear of
-it is handed in (`Publisher`, the API's is `api/deps.py: publisher`), so this floor knows no broker.
+it is handed in (`Publisher`, the API's is `api/http/deps.py: publisher`), so this floor knows no broker.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from fastapi.testclient import TestClient
 
-from api.routers.backprop import MAX_EPOCHS, MAX_OUTPUT_VALUES, MAX_STEPS
+from api.schemas.backprop import MAX_EPOCHS, MAX_OUTPUT_VALUES, MAX_STEPS
 from training.backprop import (
     WORKED_EXAMPLE,
     Example,

@@ -21,12 +21,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from api import predictors
-from api.batcher import MicroBatcher
-from api.decode_budget import DECODING
-from api.predictors import PredictorCache, ServedModel
-from api.ratelimit import SharedMovingWindow
-from api.serving import MAX_IMAGE_BYTES
+from api.http.rate_limits import SharedMovingWindow
+from api.serving import predictors
+from api.serving.batcher import MicroBatcher
+from api.serving.decode_budget import DECODING
+from api.serving.pipeline import MAX_IMAGE_BYTES
+from api.serving.predictors import PredictorCache, ServedModel
 from config import get_settings
 from domain.lifecycle import Status
 from models import Artifact, Experiment

@@ -367,7 +367,7 @@ def test_selected_on_test_is_labelled_in_the_table(client: TestClient, tmp_path:
 
 
 def test_sweep_curves_are_the_mean_of_the_repeats_with_a_min_max_band() -> None:
-    from api import plots
+    from api.reports import plots
 
     runs: list[list[tuple[int, float | None]]] = [
         [(1, 0.5), (2, 0.7), (3, 0.8)],

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from fastapi.routing import APIRoute
 
+from api.http.openapi import BINARY
 from api.main import app
-from api.openapi import BINARY
 
 PUBLIC = {"/health"}
 ERROR_REF = "#/components/schemas/ErrorRead"

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import update
 
-from api.export_cache import get_export_cache
+from api.serving.export_cache import get_export_cache
 from models import Artifact
 from models.db import session_scope
 from tests.seed import finish

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from api.main import app
-from api.schemas import ExperimentCreate
+from api.schemas.experiments import ExperimentCreate
 from models.specs import experiment_from_spec, spec_of
 from tests.seed import png
 from tests.support import ADMIN, bearer, new_key
@@ -149,7 +149,7 @@ def api(db: str, broker_url: str) -> Iterator[TestClient]:
 
 def test_every_integer_a_client_sends_has_both_bounds() -> None:
     unbounded = [str(t) for t in TARGETS if t.low is None or t.high is None]
-    assert not unbounded, "declare a range with training.bounds.Between (or a path id with api.access.id_path)"
+    assert not unbounded, "declare a range with training.bounds.Between (or a path id with api.http.params.id_path)"
     assert len(TARGETS) > 30  # ids in ~25 paths, pages, spec fields, quotas: a walk that found none would pass
 
 
@@ -167,7 +167,7 @@ def test_an_integer_out_of_range_is_refused_with_a_4xx(api: TestClient, target: 
     if target.low <= value <= target.high:
         return  # in range (an offset of 2^31): any answer but a server error
     if target.where == "path":
-        # An id no row can have is a resource that does not exist (api/access.py says why not a 422).
+        # An id no row can have is a resource that does not exist (api/http/params.py says why not a 422).
         assert response.status_code == 404, f"{target} = {value}: {response.text[:500]}"
         return
     assert response.status_code == 422, f"{target} = {value}: {response.text[:500]}"

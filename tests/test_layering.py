@@ -82,6 +82,58 @@ def test_no_router_imports_another_router() -> None:
     assert offenders == {}
 
 
+# api/'s rooms, and the rooms each may import: bodies (schemas) stand on nothing of the API; HTTP plumbing (auth,
+# errors, request and rate limits, metrics, OpenAPI) on nothing but itself; serving, reports and streams on those
+# two at most; only the routers reach every room, and only main.py (with ui.py and roles.py) stays at the top.
+API_ROOMS = {
+    "schemas": {"schemas"},
+    "http": {"http"},
+    "reports": {"reports", "schemas"},
+    "serving": {"serving", "http", "schemas"},
+    "streams": {"streams", "http"},
+    "routers": {"http", "schemas", "serving", "reports", "streams"},
+}
+API_TOP = {"__init__.py", "main.py", "roles.py", "ui.py"}
+
+
+def api_rooms_imported(path: Path) -> set[str]:
+    """The rooms of api/ that a module imports (`api.http.auth` -> "http")."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    modules = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    modules += [
+        f"{node.module}.{alias.name}" if node.module == "api" else node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+        for alias in node.names
+    ]
+    return {module.split(".")[1] for module in modules if module.startswith("api.")}
+
+
+@pytest.mark.parametrize("room", sorted(API_ROOMS))
+def test_each_room_of_the_api_imports_only_the_rooms_below_it(room: str) -> None:
+    paths = sorted((ROOT / "api" / room).rglob("*.py"))
+    assert paths, f"api/{room}/ is gone: update API_ROOMS"
+    offenders = {
+        path.name: sorted(api_rooms_imported(path) - API_ROOMS[room])
+        for path in paths
+        if api_rooms_imported(path) - API_ROOMS[room]
+    }
+    assert offenders == {}
+
+
+def test_the_api_folder_is_its_rooms() -> None:
+    top = {path.name for path in (ROOT / "api").iterdir() if path.suffix == ".py"}
+    rooms = {path.name for path in (ROOT / "api").iterdir() if path.is_dir() and (path / "__init__.py").exists()}
+    assert top == API_TOP
+    assert rooms == set(API_ROOMS)
+
+
+def test_the_room_rule_sees_an_offender(tmp_path: Path) -> None:
+    offender = tmp_path / "plots.py"
+    offender.write_text("from api.serving.pipeline import predict\nfrom api import routers\nimport api.http.auth\n")
+    assert api_rooms_imported(offender) == {"serving", "routers", "http"}
+
+
 @pytest.mark.parametrize("module", ["worker.tasks", "api.main", "upkeep.reaper"])
 def test_loading_the_worker_or_the_api_does_not_import_tensorflow(module: str) -> None:
     # The prefork parent must stay free of TensorFlow (not fork-safe), and the API only loads it on a prediction.

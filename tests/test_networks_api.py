@@ -185,7 +185,7 @@ def test_the_check_imports_no_tensorflow() -> None:
     code = (
         "import sys\n"
         "from api.routers.networks import check_network\n"
-        "from api.network_schemas import NetworkCheck\n"
+        "from api.schemas.networks import NetworkCheck\n"
         "from config import get_settings\n"
         "answer = check_network(NetworkCheck.model_validate({'network': 'convnet', 'dataset': 'cats_vs_dogs'}), "
         "get_settings())\n"

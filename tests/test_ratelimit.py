@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from api.ratelimit import FallbackWindow, MovingWindow, SharedMovingWindow, Window
+from api.http.rate_limits import FallbackWindow, MovingWindow, SharedMovingWindow, Window
 from infra import events
 
 

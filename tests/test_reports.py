@@ -19,8 +19,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from api import plots
-from api.tensorboard_export import EpochScalars, Run, logdir_tarball, run_name, write_logdir
+from api.reports import plots
+from api.reports.tensorboard_export import EpochScalars, Run, logdir_tarball, run_name, write_logdir
 from tests.support import ROOT
 from training.results import EpochResult, EvaluationResult
 from training.spec import DATASETS, Dataset
@@ -147,7 +147,7 @@ def assert_logdir_matches(client: TestClient, run_dir: Path, experiment_id: int)
         assert read_scalars(run_dir / name) == expected_scalars(metrics, split), (run_dir.name, name)
 
 
-# --- api/plots.py ------------------------------------------------------------------------------------
+# --- api/reports/plots.py ------------------------------------------------------------------------------------
 
 
 def test_history_png_with_gaps() -> None:
@@ -206,7 +206,7 @@ def test_sweep_metric_png(curves: dict[str, list[tuple[int, float | None]]]) -> 
     png_size(plots.sweep_metric_png(curves, "val_accuracy", "sweep"))
 
 
-# --- api/tensorboard_export.py ----------------------------------------------------------------------
+# --- api/reports/tensorboard_export.py ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -246,8 +246,8 @@ def test_writing_event_files_does_not_import_tensorflow(tmp_path: Path) -> None:
     # In a fresh interpreter: this one has likely imported TensorFlow already.
     code = (
         "import sys, pathlib\n"
-        "from api.tensorboard_export import EpochScalars, Run, logdir_tarball, write_logdir\n"
-        "import api.plots\n"
+        "from api.reports.tensorboard_export import EpochScalars, Run, logdir_tarball, write_logdir\n"
+        "import api.reports.plots\n"
         "run = Run('exp-1', [EpochScalars(1, 0.5, 0.6, 0.7, 0.8, 1.0)])\n"
         f"write_logdir([run], pathlib.Path({str(tmp_path)!r}))\n"
         "logdir_tarball([run])\n"

@@ -20,9 +20,9 @@ import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
-from api import stream_access
 from api.main import app
-from api.stream_slots import PROCESS_STREAMS
+from api.streams import access as stream_access
+from api.streams.slots import PROCESS_STREAMS
 from config import get_settings
 from infra import events
 from models.accounts import find_key

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import app
-from api.model_contract import model_input
+from api.serving.model_contract import model_input
 from api.ui import UI_DIR
 from tests.seed import finish
 from training.spec import Dataset
@@ -99,7 +99,7 @@ def test_pages_and_their_files_send_the_browser_headers(anonymous_client: TestCl
     response = anonymous_client.get(path)
     assert response.status_code == 200
     policy = _assert_browser_headers(response)
-    if path != "/redoc":  # ReDoc's own exceptions are in api/browser_headers.py, for its page alone
+    if path != "/redoc":  # ReDoc's own exceptions are in api/http/browser_headers.py, for its page alone
         assert policy["style-src"] == ["'self'"]
 
 

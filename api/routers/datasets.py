@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.auth import CurrentUser
-from api.deps import SessionDep, SettingsDep
-from api.schemas import DatasetRead
+from api.http.auth import CurrentUser
+from api.http.deps import SessionDep, SettingsDep
+from api.schemas.datasets import DatasetRead
 from domain.access import best_visible_experiment
 from training.datafiles import in_data_dir
 from training.spec import DATASETS

@@ -7,7 +7,7 @@ terminal status (of the experiment, or of the sweep's last experiment), and in a
 EPOCHAL_EVENTS_MAX_S, when a client reconnects (EventSource does so by itself), and within
 EPOCHAL_STREAM_RECHECK_S of its key being revoked. Plain HTTP clients can poll GET /experiments/{id}
 instead. An open stream holds no database connection; each user, and each process, may have only so
-many open (api/stream_slots.py).
+many open (api/streams/slots.py).
 """
 
 from __future__ import annotations
@@ -26,17 +26,17 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from api.access import ExperimentId, SweepId
-from api.auth import KeyVerifiedRoute
-from api.deps import SettingsDep
-from api.errors import responses
-from api.stream_access import FollowedExperiment, FollowedSweep, Follower
+from api.http.auth import KeyVerifiedRoute
+from api.http.deps import SettingsDep
+from api.http.errors import responses
+from api.http.params import ExperimentId, SweepId
+from api.streams.access import FollowedExperiment, FollowedSweep, Follower
 from config import Settings
 from infra.events import experiment_stream, redis_url, sweep_stream
 from models import Experiment, Sweep
 from models.db import session_scope
 
-# The key is verified by the routes' own dependency (api/stream_access.py), in a session closed before streaming;
+# The key is verified by the routes' own dependency (api/streams/access.py), in a session closed before streaming;
 # KeyVerifiedRoute keeps an invalid key's 401 ahead of a 422, as on every other route.
 router = APIRouter(tags=["events"], route_class=KeyVerifiedRoute)
 

@@ -9,14 +9,12 @@ from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from api.access import ExperimentId, PageLimit, PageOffset, QuerySweepId
-from api.auth import AdminUser, BearerKey, CurrentUser, KeyVerifiedRoute, as_caller
-from api.deps import SessionDep, SettingsDep, publisher
-from api.errors import responses
-from api.integrity import verified
-from api.model_contract import model_input
-from api.openapi import file_response
-from api.schemas import (
+from api.http.auth import AdminUser, BearerKey, CurrentUser, KeyVerifiedRoute, as_caller
+from api.http.deps import SessionDep, SettingsDep, publisher
+from api.http.errors import responses
+from api.http.openapi import file_response
+from api.http.params import ExperimentId, PageLimit, PageOffset, QuerySweepId
+from api.schemas.experiments import (
     ArtifactRead,
     ConfusionMatrixRead,
     EpochMetricRead,
@@ -26,6 +24,8 @@ from api.schemas import (
     ExperimentRead,
     PriorityUpdate,
 )
+from api.serving.integrity import verified
+from api.serving.model_contract import model_input
 from config import get_settings
 from domain import lifecycle
 from domain.access import owned, visible_artifact, visible_evaluation, visible_experiment
@@ -40,7 +40,7 @@ from models.specs import repeated_experiments
 from training.spec import Dataset, Optimizer
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
-# POST /experiments verifies the key in the same worker-thread hop as the submission (`as_caller`, api/auth.py),
+# POST /experiments verifies the key in the same worker-thread hop as the submission (`as_caller`, api/http/auth.py),
 # because every sync dependency is a thread hop of its own (docs/results/performance.md, "Why the code is shaped so").
 # So it is a router of its own, which api/main.py guards with `bearer_key`, not `current_user`.
 submissions = APIRouter(prefix="/experiments", tags=["experiments"], route_class=KeyVerifiedRoute)

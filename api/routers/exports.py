@@ -1,6 +1,6 @@
 """Exports: a succeeded experiment's checkpoint as a file other tools load (Keras, TF Serving, onnxruntime).
 
-The route is `async` and verifies the key in the same worker-thread hop as its lookups (`as_caller`, api/auth.py),
+The route is `async` and verifies the key in the same worker-thread hop as its lookups (`as_caller`, api/http/auth.py),
 with sessions of its own rather than `SessionDep`: an export that is not stored yet is made in a second hop, and
 no database connection is held while it runs (seconds, for ONNX).
 """
@@ -13,11 +13,11 @@ from fastapi import APIRouter, Path, Request, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.access import ExperimentId
-from api.auth import BearerKey, KeyVerifiedRoute, as_caller
-from api.errors import conflict, responses
-from api.export_cache import ExportedFile, get_export_cache, no_checkpoint, stored_file
-from api.openapi import file_response
+from api.http.auth import BearerKey, KeyVerifiedRoute, as_caller
+from api.http.errors import conflict, responses
+from api.http.openapi import file_response
+from api.http.params import ExperimentId
+from api.serving.export_cache import ExportedFile, get_export_cache, no_checkpoint, stored_file
 from domain.access import visible_experiment
 from domain.lifecycle import Status
 from models.users import User

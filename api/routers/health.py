@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request, Response
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from api.deps import SessionDep
-from api.schemas import DependencyState, HealthRead
+from api.http.deps import SessionDep
+from api.schemas.health import DependencyState, HealthRead
 from infra.redaction import redact_secrets
 from infra.task_publisher import broker_reachable
 from models.base import utcnow

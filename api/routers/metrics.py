@@ -6,9 +6,9 @@ from fastapi import APIRouter, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import CurrentUser
-from api.errors import responses
-from api.metrics import scrape_registry
+from api.http.auth import CurrentUser
+from api.http.errors import responses
+from api.http.metrics import scrape_registry
 
 router = APIRouter(tags=["metrics"])
 

@@ -11,9 +11,9 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
 
-from api.deps import SettingsDep
-from api.errors import responses
-from api.network_schemas import NetworkCheck, NetworkCheckRead, NetworkLimitsRead, NetworkPresetRead
+from api.http.deps import SettingsDep
+from api.http.errors import responses
+from api.schemas.networks import NetworkCheck, NetworkCheckRead, NetworkLimitsRead, NetworkPresetRead
 from config import Settings
 from training.graph.check import HeadShape, NetworkLimits, NetworkSummary, over_limits, summarize
 from training.graph.network import NetworkGraph

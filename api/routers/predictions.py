@@ -1,10 +1,10 @@
 """Predictions: images in, a label and per-class probabilities out for each.
 
 The routes are `async`: the blocking work, verifying the key included, goes to one worker thread per
-request (api/serving.py) and the model call to the network's micro-batcher, where concurrent requests
+request (api/serving/pipeline.py) and the model call to the network's micro-batcher, where concurrent requests
 share one call; a sync route would hold a pool thread for the whole request and leave nothing to gather
 on. They take the key as `BearerKey` (checked for presence only) and no sync dependency: each would be
-one more hop to a thread (see api/auth.py for how they still answer as every other route does).
+one more hop to a thread (see api/http/auth.py for how they still answer as every other route does).
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.params import File
-from pydantic import BaseModel, Field, WithJsonSchema
+from pydantic import WithJsonSchema
 from starlette.datastructures import UploadFile as StarletteUpload
 
-from api.access import ExperimentId
-from api.auth import BearerKey, KeyVerifiedRoute
-from api.errors import responses
-from api.openapi import BINARY
-from api.schemas import PredictionRead
-from api.serving import ReadImages, best_on, by_id, capped, predict, read_image
+from api.http.auth import BearerKey, KeyVerifiedRoute
+from api.http.errors import responses
+from api.http.openapi import BINARY
+from api.http.params import ExperimentId
+from api.schemas.predictions import PredictionBatchRead, PredictionRead
+from api.serving.pipeline import ReadImages, best_on, by_id, capped, predict, read_image
 from training.spec import Dataset
 
 router = APIRouter(tags=["predictions"], route_class=KeyVerifiedRoute)
@@ -83,10 +83,6 @@ async def single_image(request: Request) -> ReadImages:
         if isinstance(file, StarletteUpload):  # what a form holds: FastAPI's UploadFile is a subclass
             return _one(file)
     raise RequestValidationError([{"type": "missing", "loc": ("body", "file"), "msg": _NO_IMAGE, "input": None}])
-
-
-class PredictionBatchRead(BaseModel):
-    predictions: list[PredictionRead] = Field(description="One prediction per uploaded image, in upload order.")
 
 
 def _one(file: StarletteUpload) -> ReadImages:

@@ -12,14 +12,14 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from api import plots
-from api.access import ExperimentId, SweepId
-from api.auth import CurrentUser
-from api.deps import SessionDep
-from api.errors import ERROR_DESCRIPTIONS, ErrorRead, not_found, responses
-from api.openapi import file_response
-from api.sweep_table import configuration_key
-from api.tensorboard_export import EpochScalars, Run, logdir_tarball, run_name
+from api.http.auth import CurrentUser
+from api.http.deps import SessionDep
+from api.http.errors import ERROR_DESCRIPTIONS, ErrorRead, not_found, responses
+from api.http.openapi import file_response
+from api.http.params import ExperimentId, SweepId
+from api.reports import plots
+from api.reports.sweep_table import configuration_key
+from api.reports.tensorboard_export import EpochScalars, Run, logdir_tarball, run_name
 from domain.access import visible_evaluation, visible_experiment, visible_sweep
 from models import EpochMetric, Experiment, Sweep
 from models.base import as_utc

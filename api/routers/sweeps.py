@@ -12,12 +12,13 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.access import PageLimit, PageOffset, SweepId
-from api.auth import BearerKey, CurrentUser, KeyVerifiedRoute, as_caller
-from api.deps import SessionDep, publisher
-from api.errors import describe_validation_errors, responses
-from api.schemas import ExperimentCreate, ExperimentRead, SweepCreate, SweepRead
-from api.sweep_table import STATISTICS, comparison_rows, configuration_rows, sweep_state
+from api.http.auth import BearerKey, CurrentUser, KeyVerifiedRoute, as_caller
+from api.http.deps import SessionDep, publisher
+from api.http.errors import describe_validation_errors, responses
+from api.http.params import PageLimit, PageOffset, SweepId
+from api.reports.sweep_table import STATISTICS, comparison_rows, configuration_rows, sweep_state
+from api.schemas.experiments import ExperimentCreate, ExperimentRead
+from api.schemas.sweeps import SweepCreate, SweepRead
 from config import get_settings
 from domain.access import owned, visible_sweep
 from domain.quotas import check_sweep_size

@@ -9,12 +9,11 @@ from fastapi import APIRouter, Request, status
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from api.access import KeyId, UserId
-from api.account_schemas import KeyCreated, KeyRead, QuotaOverrides, UserCreate, UserCreated, UserRead
-from api.auth import AdminUser, CurrentUser
-from api.deps import SessionDep, SettingsDep
-from api.errors import responses
-from api.schemas import UsageRead
+from api.http.auth import AdminUser, CurrentUser
+from api.http.deps import SessionDep, SettingsDep
+from api.http.errors import responses
+from api.http.params import KeyId, UserId
+from api.schemas.accounts import KeyCreated, KeyRead, QuotaOverrides, UsageRead, UserCreate, UserCreated, UserRead
 from domain import accounts
 from domain.errors import NotFound
 from domain.usage import usage_of

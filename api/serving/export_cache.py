@@ -5,7 +5,7 @@ way to train it again, deletes every artifact first), so the first export of a f
 on with the sha256 recorded when it was stored. It is made once however many requests miss together in this process
 (single flight per experiment and format); two API processes that miss together both export, and the first to
 store wins (the other's copy is dropped, and its caller gets the stored one). The checkpoint is only ever exported
-from bytes that match its recorded sha256 (api/integrity.py), and a stored export is checked the same way.
+from bytes that match its recorded sha256 (api/serving/integrity.py), and a stored export is checked the same way.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.errors import conflict, not_found
-from api.integrity import verified
+from api.http.errors import conflict, not_found
+from api.serving.integrity import verified
 from models import Artifact
 from models.db import get_sessionmaker
 from training.exports import FILES, Export, ExportFailed, ExportFormat, export_checkpoint

@@ -3,7 +3,7 @@
 Most routers get the caller from the dependency `CurrentUser`: api/main.py applies it to every router but
 health's and predictions', and a handler that needs the caller declares `user: CurrentUser` (FastAPI resolves
 it once per request for both). The prediction routes verify the key themselves, in the same worker-thread
-hop as their lookups (api/serving.py): each sync dependency is a hop between the event loop and a thread,
+hop as their lookups (api/serving/pipeline.py): each sync dependency is a hop between the event loop and a thread,
 and those hops were a quarter of the API's CPU on that route. Their router is guarded by `bearer_key`
 (401 without a key, before anything else) and built with `KeyVerifiedRoute` (an invalid key is a 401 before
 a 422), so they answer exactly as a `CurrentUser` route would. The submission routes (POST /experiments,
@@ -22,7 +22,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import SessionDep
+from api.http.deps import SessionDep
 from models.accounts import find_key, touch
 from models.db import get_sessionmaker
 from models.users import User

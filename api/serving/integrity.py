@@ -1,7 +1,7 @@
 """Stored files leave the service only as the exact bytes the worker wrote, checked against their recorded sha256.
 
 One check for every path that hands stored bytes on: a download (GET /experiments/{id}/artifacts/{name}) and the
-checkpoint a prediction loads (api/predictors.py). Bytes changed after they were written (a damaged disk, a
+checkpoint a prediction loads (api/serving/predictors.py). Bytes changed after they were written (a damaged disk, a
 hand-edited database) are refused with a 409 that names the mismatch, never served or loaded.
 """
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas import UtcDatetime
+from api.schemas.fields import UtcDatetime
 from models.users import ApiKey, User
 from training.bounds import Between
 
@@ -94,3 +94,19 @@ class UserRead(BaseModel):
 
 class UserCreated(UserRead):
     api_key: str = Field(description="The user's first key. Shown this once only: give it to them now.")
+
+
+class UsageRead(BaseModel):
+    """What a user is using now."""
+
+    user_id: int
+    queued: int = Field(description="Jobs queued (waiting for a slot, or released and about to start).")
+    running: int
+    worker_seconds: float = Field(description="Worker time of every attempt of their jobs, all time.")
+    recent_worker_seconds: float = Field(
+        description="The worker time fair share counts against them: decayed, time used one half-life ago "
+        "(EPOCHAL_FAIR_SHARE_HALF_LIFE_S) counts half."
+    )
+    storage_bytes: int = Field(description="Bytes their jobs store: checkpoints and resume states.")
+    max_running_jobs: int = Field(description="How many of their jobs may run at once (their cap in effect).")
+    priority: int = Field(description="Their priority, added to each of their jobs' own.")

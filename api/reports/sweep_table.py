@@ -9,15 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 
-from api.schemas import (
-    ComparisonRow,
-    ConfigurationRow,
-    Distinction,
-    StatisticsNote,
-    Stats,
-    SweepState,
-    selection_label,
-)
+from api.schemas.experiments import selection_label
+from api.schemas.sweeps import ComparisonRow, ConfigurationRow, Distinction, StatisticsNote, Stats, SweepState
 from domain.lifecycle import Status
 from models import Experiment
 from models.specs import head_of, validation_of

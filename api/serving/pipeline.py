@@ -20,12 +20,12 @@ from sqlalchemy.orm import Session, defer, lazyload
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUpload
 
-from api.auth import authenticate
-from api.decode_budget import DECODING
-from api.errors import conflict, not_found
-from api.predictors import ServedModel, get_predictor_cache
-from api.ratelimit import FallbackWindow, MovingWindow, SharedMovingWindow, Window
-from api.schemas import PredictionRead
+from api.http.auth import authenticate
+from api.http.errors import conflict, not_found
+from api.http.rate_limits import FallbackWindow, MovingWindow, SharedMovingWindow, Window
+from api.schemas.predictions import PredictionRead
+from api.serving.decode_budget import DECODING
+from api.serving.predictors import ServedModel, get_predictor_cache
 from config import Settings, get_settings
 from domain.access import best_visible_experiment, in_id_range, owned, visible_experiment
 from domain.lifecycle import Status

@@ -2,7 +2,7 @@
 
 The event routes (api/routers/events.py) take `FollowedExperiment` or `FollowedSweep`, a dependency that
 in one short session (one worker-thread hop) verifies the key (401), finds the row through domain/access.py
-(404) and takes a stream slot (429 or 503, api/stream_slots.py), and closes that session before the
+(404) and takes a stream slot (429 or 503, api/streams/slots.py), and closes that session before the
 first byte is streamed. A `SessionDep` would hold its connection until the stream ends (FastAPI exits
 dependencies after the response is sent): 15 open streams emptied the pool of 5 + 10 and every other
 request waited for it. The slot is given back when the request ends, however it ends: the job finished,
@@ -27,10 +27,10 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.access import ExperimentId, SweepId
-from api.auth import BearerKey, authenticate
-from api.deps import SettingsDep
-from api.stream_slots import StreamSlot, acquire
+from api.http.auth import BearerKey, authenticate
+from api.http.deps import SettingsDep
+from api.http.params import ExperimentId, SweepId
+from api.streams.slots import StreamSlot, acquire
 from config import Settings
 from domain.access import visible_experiment, visible_sweep
 from models.accounts import find_key

@@ -1,8 +1,8 @@
 """A small cache of loaded networks, so a prediction does not reload the checkpoint from the database.
 
-Each cached network comes with its micro-batcher (api/batcher.py). A network is loaded once however
+Each cached network comes with its micro-batcher (api/serving/batcher.py). A network is loaded once however
 many requests miss the cache together (single flight per checkpoint), warmed up before it is served,
-and only from bytes whose sha256 matches the one recorded when the worker wrote them (api/integrity.py).
+and only from bytes whose sha256 matches the one recorded when the worker wrote them (api/serving/integrity.py).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from api.batcher import MicroBatcher
-from api.integrity import verified
+from api.serving.batcher import MicroBatcher
+from api.serving.integrity import verified
 from config import get_settings
 from models import Experiment
 from training.results import CHECKPOINT_NAME
