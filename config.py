@@ -62,8 +62,33 @@ class Settings(BaseSettings):
     reaper_interval_s: float = Field(default=15, gt=0, description="How often the reaper looks for stranded jobs.")
     take_roles: bool = Field(
         default=True,
-        description="Whether this process may take the service's roles (the reaper): every API and worker process "
-        "does by default; one is enough for them to run.",
+        description="Whether this process may take the service's roles (the reaper, the dispatcher): every API and "
+        "worker process does by default; one is enough for them to run.",
+    )
+    # Fair-share dispatch (domain/dispatch.py, upkeep/dispatcher.py): jobs wait in the database and are released to
+    # the broker only as worker slots free, so the broker never holds more than the workers can take.
+    dispatch_interval_s: float = Field(
+        default=5,
+        gt=0,
+        description="How often the dispatcher looks for free slots even when nothing nudged it (a submission or a "
+        "finished job nudges it at once); also its role's lease.",
+    )
+    slots_per_queue: int = Field(
+        default=1,
+        ge=1,
+        description="Jobs that may be released to a queue at once (running or waiting on the broker), for a queue "
+        "EPOCHAL_QUEUE_SLOTS does not list: the sum of the --concurrency of the workers serving it.",
+    )
+    queue_slots: str = Field(
+        default="",
+        pattern=r"^([A-Za-z0-9_.@-]+=[0-9]+(,[A-Za-z0-9_.@-]+=[0-9]+)*)?$",
+        description="Slots per queue, 'queue=n,...' (e.g. 'gpu=2,training=4'); others get EPOCHAL_SLOTS_PER_QUEUE.",
+    )
+    fair_share_half_life_s: float = Field(
+        default=3600,
+        gt=0,
+        description="Half-life of the worker time that counts against a user in fair share: time used this long "
+        "ago counts half, twice as long ago a quarter.",
     )
     republish_after_s: float = Field(
         default=300, gt=0, description="A queued job nobody claimed is published again after this (then backing off)."
@@ -173,6 +198,10 @@ class Settings(BaseSettings):
         default=100, ge=1, description="Experiments one user may have queued or running at once."
     )
     max_sweep_experiments: int = Field(default=50, ge=1, description="Most experiments in one sweep of one user.")
+    # Not an admission quota (that is max_active_jobs): jobs past it are accepted and wait their turn.
+    max_running_jobs: int = Field(
+        default=100, ge=1, description="Experiments of one user that may run at once; the others wait, queued."
+    )
     # Sized for a program, not a person: a plain loop over test images makes ~250 a second on one core, and a
     # fast machine several times that. It guards against floods; a batch of n images counts as n.
     predictions_per_second: int = Field(
@@ -240,6 +269,11 @@ class Settings(BaseSettings):
         """The queues workers of this deployment serve: a job on any other queue would never run."""
         listed = [queue for queue in self.queues.split(",") if queue]
         return listed if self.default_queue in listed else [self.default_queue, *listed]
+
+    def slots_for(self, queue: str) -> int:
+        """How many jobs the dispatcher may have released to `queue` at once (EPOCHAL_QUEUE_SLOTS, else the default)."""
+        listed = dict(item.split("=") for item in self.queue_slots.split(",") if item)
+        return int(listed.get(queue, self.slots_per_queue))
 
     @property
     def gpu_ids(self) -> list[str]:

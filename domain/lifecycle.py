@@ -53,6 +53,10 @@ class Superseded(RuntimeError):
     """This attempt is no longer the job's current one (presumed dead and replaced, or ended): write nothing."""
 
 
+# A job queued again waits in the database for the dispatcher (domain/dispatch.py), with no message on the broker.
+_WAITING: dict[str, object] = {"dispatched_at": None, "next_publish_at": None, "publish_count": 0}
+
+
 def _allowed(move: Move, before: Status, after: Status) -> None:
     if (before, after) not in TRANSITIONS[move]:
         raise ValueError(f"{move} does not move a job from {before} to {after}")
@@ -101,6 +105,8 @@ def claim(session: Session, experiment_id: int, worker: str, lease_until: dateti
             started_at=func.coalesce(Experiment.started_at, utcnow()),
             lease_expires_at=lease_until,
             next_publish_at=None,
+            # Claimed from a message the dispatcher did not send (one from before a give-back): counted from now.
+            dispatched_at=func.coalesce(Experiment.dispatched_at, utcnow()),
         ),
     )
     return session.get_one(Experiment, experiment_id) if claimed else None
@@ -124,17 +130,11 @@ def finish(
 
 
 def give_back(session: Session, experiment_id: int, attempt: int, cause: str) -> None:
-    """Put a running job back in the queue from its current attempt (its worker stops); the next one resumes it."""
-    # next_publish_at now: if the caller's own publish fails, the reaper publishes it at its next pass.
-    _fenced(
-        session,
-        experiment_id,
-        attempt,
-        status=Status.QUEUED,
-        lease_expires_at=None,
-        next_publish_at=utcnow(),
-        publish_count=0,
-    )
+    """Put a running job back in the queue from its current attempt (its worker stops); the next one resumes it.
+
+    It waits for the dispatcher again (`dispatched_at` null), which releases it in fair-share order.
+    """
+    _fenced(session, experiment_id, attempt, status=Status.QUEUED, lease_expires_at=None, **_WAITING)
     end_attempt(session, experiment_id, attempt, Outcome.INTERRUPTED, cause)
 
 
@@ -152,12 +152,12 @@ def expire(
 
     Conditional on the very attempt and an expired lease: a heartbeat, or another reaper or a cancel in between,
     wins. A transaction the expired attempt left stalled on the row is ended first (models/attempt_sessions.py);
-    a row held by anything else raises `RowBusy`. Queued again, the job is due to be published at once.
+    a row held by anything else raises `RowBusy`. Queued again, the job waits for the dispatcher to release it.
     """
     _allowed(Move.EXPIRE, Status.RUNNING, status)
     changes: dict[str, object] = {"status": status, "lease_expires_at": None, **values}
     if status is Status.QUEUED:
-        changes |= {"next_publish_at": now, "publish_count": 0}
+        changes |= _WAITING
     else:
         changes["finished_at"] = now
     changed = attempt_sessions.update_ending_stalled(
@@ -232,6 +232,7 @@ def retry(session: Session, experiment_id: int) -> None:
             finished_at=None,
             lost_attempts=0,
             lease_expires_at=None,
+            **_WAITING,
         ),
     )
     if not reopened:
@@ -242,11 +243,22 @@ def retry(session: Session, experiment_id: int) -> None:
         session.execute(delete(table).where(table.experiment_id == experiment_id))
 
 
-def strand(experiments: Iterable[Experiment], error: str) -> None:
-    """End failed, with `error`, accepted jobs the broker refused: nothing will ever deliver them (caller commits)."""
-    for row in experiments:
-        _allowed(Move.STRAND, row.status, Status.FAILED)
-        row.status, row.error, row.finished_at = Status.FAILED, error, utcnow()
+def strand(session: Session, experiment_ids: Iterable[int], error: str) -> list[int]:
+    """End failed, with `error`, accepted jobs whose broker did not answer; the ids it ended (caller commits).
+
+    Conditional on each still waiting unreleased: a dispatcher elsewhere that reached the broker and released one
+    in the meantime wins, and that job runs.
+    """
+    _allowed(Move.STRAND, Status.QUEUED, Status.FAILED)
+    ids = list(experiment_ids)
+    stranded = session.scalars(
+        update(Experiment)
+        .where(Experiment.id.in_(ids), Experiment.status == Status.QUEUED, Experiment.dispatched_at.is_(None))
+        .values(status=Status.FAILED, error=error, finished_at=utcnow())
+        .returning(Experiment.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return sorted(stranded)
 
 
 def _sorted(statuses: frozenset[Status]) -> list[Status]:

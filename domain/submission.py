@@ -1,12 +1,12 @@
-"""Submitting experiments: commit their rows, then enqueue them; shared by the experiment and sweep routes.
+"""Submitting experiments: commit their rows, then tell the dispatcher; shared by the experiment and sweep routes.
 
-The service stores; how a job reaches the workers and the event streams is handed in (`Publisher`, the API's
-is `api/http/deps.py: publisher`), so this floor knows no broker.
+A submitted job waits in the database until the dispatcher releases it to a free worker slot, in fair-share order
+(domain/dispatch.py, upkeep/dispatcher.py). The service stores; how the dispatcher and the event streams hear of
+it is handed in (`Publisher`, the API's is `api/http/deps.py: publisher`), so this floor knows no broker.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Protocol
 
 from sqlalchemy.orm import Session
@@ -24,8 +24,8 @@ from training.graph.check import NetworkLimits, NetworkSummary, over_limits
 class Publisher(Protocol):
     """What a submission hands on once its rows are committed: the job's message and its events."""
 
-    def enqueue(self, experiment_id: int, queue: str) -> None:
-        """Put one experiment on `queue`; raise `Unavailable` (saying why) if the broker cannot take it."""
+    def nudge(self) -> None:
+        """Wake the dispatcher: jobs wait; raise `Unavailable` (saying why) if the broker does not answer."""
         ...
 
     def queued_afresh(self, rows: list[tuple[int, int | None]], sweep_id: int | None) -> None:
@@ -78,7 +78,7 @@ def submit(
     new_sweep: Sweep | None = None,
     quota_of: User | None = None,
 ) -> None:
-    """Commit queued rows, then enqueue each; if the broker refuses, every row not yet queued ends failed.
+    """Commit queued rows, then wake the dispatcher; if the broker does not answer, the new rows end failed.
 
     With `quota_of`, the rows count against that user's active-jobs quota (QuotaExceeded over it, and nothing
     stored). The check takes a lock that one user's submissions queue behind, held until the commit, so everything
@@ -86,14 +86,16 @@ def submit(
     inside is a wait for the database and then for this thread's turn at the interpreter lock, which under load is
     what one user's concurrent submissions queue behind.
 
-    Should this process die between the commit and the publish, the reaper publishes the rows once
-    their `next_publish_at` has passed: an accepted job is never left waiting for a message that was never sent.
+    Rows are committed before the nudge; a nudge that is lost (this process dies in between) only delays the
+    jobs to the dispatcher's next regular pass. A broker that does not answer at all is refused now, as when the
+    API published the jobs itself: the workers could not be reached, so the jobs end failed with the reason.
     """
     check_queues(experiments)
     check_networks(experiments, settings)
-    due = utcnow() + timedelta(seconds=settings.republish_after_s)
+    now = utcnow()
     for experiment in experiments:
-        experiment.next_publish_at, experiment.publish_count = due, 0
+        experiment.queued_at, experiment.dispatched_at = now, None
+        experiment.next_publish_at, experiment.publish_count = None, 0
     if new_sweep is not None:
         session.add(new_sweep)
     session.add_all(experiments)
@@ -104,22 +106,22 @@ def submit(
         except QuotaExceeded:
             session.rollback()
             raise
-    # Commit before enqueueing: a worker must never receive an id that is not in the database yet.
     session.commit()
     publisher.queued_afresh([(e.id, e.sweep_id) for e in experiments], new_sweep.id if new_sweep is not None else None)
-    for position, experiment in enumerate(experiments):
-        try:
-            publisher.enqueue(experiment.id, experiment.queue)
-        except Unavailable as exc:
-            # Failed with the reason, not left queued forever: nothing will ever deliver these.
-            stranded = experiments[position:]
-            error = f"could not be queued: {exc}"
-            lifecycle.strand(stranded, error)
-            session.commit()
-            for row in stranded:
+    try:
+        publisher.nudge()
+    except Unavailable as exc:
+        # Failed with the reason, not left queued until a broker that may never come back does.
+        error = f"could not be queued: {exc}"
+        stranded = lifecycle.strand(session, [row.id for row in experiments], error)
+        session.commit()
+        if not stranded:
+            return  # a dispatcher that reaches the broker released them all meanwhile: they run
+        for row in experiments:
+            if row.id in stranded:
                 publisher.failed(row.id, row.sweep_id, error)
-            ids = ", ".join(str(row.id) for row in stranded)
-            raise Unavailable(
-                f"experiments {ids} were stored as failed because they could not be queued: {exc}; "
-                "check EPOCHAL_BROKER_URL and GET /health, then submit again"
-            ) from exc
+        ids = ", ".join(str(i) for i in stranded)
+        raise Unavailable(
+            f"experiments {ids} were stored as failed because they could not be queued: {exc}; "
+            "check EPOCHAL_BROKER_URL and GET /health, then submit again"
+        ) from exc

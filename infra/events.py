@@ -31,6 +31,9 @@ STREAM_MAXLEN = 5000  # approximate: a long job's progress events trim its oldes
 KEEP_FINISHED_S = 24 * 3600
 # The lifecycle's FINISHED, as the events spell them (infra knows no models; tests/test_lifecycle.py compares them).
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+# Pub/sub channel that wakes the dispatcher (upkeep/dispatcher.py): a job was queued or a slot freed. Best effort:
+# a lost nudge only waits for the dispatcher's next regular pass.
+DISPATCH_CHANNEL = "epochal:dispatch"
 
 
 def experiment_stream(experiment_id: int) -> str:
@@ -95,5 +98,13 @@ def queued_afresh(experiments: list[tuple[int, int | None]], new_sweep_id: int |
 
 
 def status(experiment_id: int, sweep_id: int | None, new_status: str, **details: Any) -> None:
-    """Publish a status change (queued, running, succeeded, failed, cancelled)."""
-    publish(experiment_id, sweep_id, "status", {"status": new_status, **details})
+    """Publish a status change (queued, running, succeeded, failed, cancelled); any but `running` nudges the
+    dispatcher, since a job came back to the queue or freed a slot."""
+    try:
+        pipeline = redis_client().pipeline(transaction=False)
+        _append(pipeline, experiment_id, sweep_id, "status", {"status": new_status, **details})
+        if new_status != "running":
+            pipeline.publish(DISPATCH_CHANNEL, new_status)
+        pipeline.execute()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        log.warning("experiment %s: status event not published (%s)", experiment_id, type(exc).__name__)

@@ -7,6 +7,7 @@ from functools import lru_cache
 from celery import Celery
 
 from config import TRAIN_TASK_NAME, get_settings
+from infra.events import DISPATCH_CHANNEL
 from infra.redaction import redact_secrets, redact_url
 
 # Fail in seconds, not minutes, when the broker is down: the caller is an HTTP request.
@@ -41,6 +42,21 @@ def enqueue_training(experiment_id: int, queue: str) -> None:
         # Stored in experiment.error and returned in the 503 body: never with the broker's password.
         where = redact_url(get_settings().broker_url)
         raise BrokerUnavailable(f"the broker at {where} did not take the job ({redact_secrets(str(exc))})") from exc
+
+
+def nudge_dispatcher() -> None:
+    """Wake the dispatcher over the broker (new jobs wait); raise `BrokerUnavailable` if the broker does not answer.
+
+    Through the Celery client's own pooled connection, so that a broker the API cannot reach is refused at submission
+    (a 503 saying so) as when the API published the job itself: nothing would deliver it.
+    """
+    try:
+        with get_celery_client().pool.acquire(block=True, timeout=3) as connection:
+            connection.ensure_connection(max_retries=1, timeout=3)
+            connection.default_channel.client.publish(DISPATCH_CHANNEL, "queued")
+    except Exception as exc:
+        where = redact_url(get_settings().broker_url)
+        raise BrokerUnavailable(f"the broker at {where} did not answer ({redact_secrets(str(exc))})") from exc
 
 
 def broker_reachable() -> tuple[bool, str]:

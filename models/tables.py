@@ -91,6 +91,13 @@ class Experiment(Base):
     # A queued job nobody claimed by then is published again (claims are idempotent; duplicates do nothing).
     next_publish_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     publish_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Fair-share dispatch (domain/dispatch.py): when the dispatcher released this queued job to the broker, null
+    # while it waits in the database for a free slot. A queued job with it set holds a slot until it is claimed.
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    # When it last became queued from outside (submitted, retried): its queue wait runs from here to its start.
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set by an admin; added to the owner's priority. Higher goes first, before fair share is considered.
+    priority: Mapped[int] = mapped_column(Integer, default=0)
     best_epoch: Mapped[int | None] = mapped_column(Integer)
     best_val_accuracy: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -20,6 +20,10 @@ class User(Base):
     max_active_jobs: Mapped[int | None] = mapped_column(Integer)
     max_sweep_experiments: Mapped[int | None] = mapped_column(Integer)
     predictions_per_second: Mapped[int | None] = mapped_column(Integer)
+    # How many of their jobs may run at once (EPOCHAL_MAX_RUNNING_JOBS when NULL); the rest wait their turn.
+    max_running_jobs: Mapped[int | None] = mapped_column(Integer)
+    # Set by an admin: added to each of their jobs' own priority (NULL counts as 0).
+    priority: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     keys: Mapped[list[ApiKey]] = relationship(back_populates="user", order_by="ApiKey.id")

@@ -50,6 +50,19 @@ def new_key(name: str, *, admin: bool = False, database_url: str | None = None) 
         engine.dispose()
 
 
+def release_waiting(publish: Callable[[int, str], None] | None = None, holder: str = "tests@host:1") -> list[int]:
+    """One dispatcher pass in the test process, holding the role as `holder`: the ids it released to the broker
+    (through `publish`, by default the API's own task publisher)."""
+    from domain.dispatch import DISPATCHER_ROLE
+    from infra.task_publisher import enqueue_training
+    from models.roles import acquire_or_renew
+    from upkeep.dispatcher import dispatch
+
+    with session_scope() as session:
+        assert acquire_or_renew(session, DISPATCHER_ROLE, holder, 30) is not None, "another process dispatches"
+    return dispatch(publish or enqueue_training, holder).released
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
@@ -186,6 +199,10 @@ FAST_RECOVERY = {
     "EPOCHAL_HEARTBEAT_S": "0.5",
     "EPOCHAL_REAPER_INTERVAL_S": "1",
     "EPOCHAL_REPUBLISH_AFTER_S": "10",
+    "EPOCHAL_DISPATCH_INTERVAL_S": "1",
+    # As many slots as the tests' workers could ever take: the dispatcher then releases at once, as submission
+    # used to publish at once. The dispatch tests set their own.
+    "EPOCHAL_SLOTS_PER_QUEUE": "8",
     # The in-process test API (conftest.py) takes no roles; the service's own processes do, as in production.
     "EPOCHAL_TAKE_ROLES": "1",
 }

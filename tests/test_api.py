@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from config import TRAIN_TASK_NAME, get_settings
 from domain.lifecycle import Status
 from epochal.broker import socket_path_of
-from tests.support import counted_work
+from tests.support import counted_work, release_waiting
 from training.datafiles import in_data_dir
 from training.results import CHECKPOINT_NAME, EpochResult, EvaluationResult
 from training.spec import (
@@ -179,9 +179,14 @@ def test_submit_answers_202_with_location_and_resolved_defaults(client: TestClie
     assert body["cancel_requested"] is False
     assert body["summary"]["epochs_done"] == 0
     assert body["started_at"] is None and body["finished_at"] is None
-    # The Location answers with the same experiment.
-    assert client.get(response.headers["location"]).json() == body
-    # And the job really is on the broker, carrying the experiment id.
+    # The Location answers with the same experiment, and where it stands in its queue.
+    read_back = client.get(response.headers["location"]).json()
+    assert (read_back.pop("queue_position"), body.pop("queue_position")) == (1, None)
+    read_back.pop("estimated_start"), body.pop("estimated_start")
+    assert read_back == body
+    # It waits for the dispatcher, which releases it to the broker carrying the experiment id.
+    assert len(broker_queue(body["queue"])) == len(before)
+    assert release_waiting() == [body["id"]]
     after = broker_queue(body["queue"])
     assert len(after) == len(before) + 1
     assert task_args(after[0]) == [body["id"]]
@@ -212,12 +217,18 @@ def test_submit_answers_202_with_location_and_resolved_defaults(client: TestClie
 def test_the_submit_answer_is_byte_for_byte_the_experiment_read_back(
     client: TestClient, fields: dict[str, Any]
 ) -> None:
-    # The 202 is built from the row in memory, not read back: it must be exactly what a GET then answers.
+    # The 202 is built from the row in memory, not read back: it must be exactly what a GET then answers, but for
+    # where the job stands in its queue, which only the GET of one experiment works out.
     response = client.post("/experiments", json=fields)
     assert response.status_code == 202, response.text
     read_back = client.get(response.headers["location"])
     assert read_back.status_code == 200
-    assert response.content == read_back.content
+    standing = b'"queue_position":null,"estimated_start":null'
+    assert standing in response.content
+    position = read_back.json()["queue_position"]
+    assert isinstance(position, int) and position >= 1
+    answered = read_back.content.replace(f'"queue_position":{position},'.encode(), b'"queue_position":null,')
+    assert response.content == answered
 
 
 def test_a_submission_is_one_connection_and_no_read_after_the_insert(client: TestClient) -> None:
@@ -271,6 +282,7 @@ def test_submit_to_a_named_queue(client: TestClient) -> None:
     body = submit(client, queue=queue)
     assert body["queue"] == queue
     assert read(client, body["id"])["queue"] == queue
+    assert release_waiting() == [body["id"]]
     after = broker_queue(queue)
     assert len(after) == len(before) + 1
     assert task_args(after[0]) == [body["id"]]
@@ -954,6 +966,7 @@ def test_retry_requeues_a_failed_or_cancelled_experiment_from_scratch(
     assert (body["status"], body["error"], body["cancel_requested"], body["worker"]) == ("queued", None, False, None)
     assert body["summary"]["epochs_done"] == 0
     assert client.get(f"/experiments/{experiment_id}/metrics").json() == []
+    assert release_waiting() == [experiment_id]
     queue = broker_queue("api-tests")
     assert len(queue) == queued_before + 1
     assert task_args(queue[0]) == [experiment_id]

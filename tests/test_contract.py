@@ -41,8 +41,10 @@ def expected_statuses(method: str, path: str, operation: dict[str, Any]) -> set[
         expected |= {"415", "429"}  # an upload is an image, and predictions are rate limited
     if method == "POST" and path in ("/experiments", "/sweeps", "/experiments/{experiment_id}/retry"):
         expected.add("429")  # the active-jobs quota
-    if path.startswith(("/users", "/keys")):
-        expected.add("403")
+    if path.startswith(("/users", "/keys")) and not path.endswith("/usage"):
+        expected.add("403")  # admins only; a user's own usage is theirs (another user's is a 404)
+    if path.endswith("/priority"):
+        expected.add("403")  # admins set priorities
     return expected
 
 

@@ -19,6 +19,7 @@ from config import get_settings
 from models import Artifact, EpochMetric, Evaluation, Experiment, ResumeState
 from models.base import utcnow
 from models.db import session_scope
+from tests.support import release_waiting
 from training.results import EpochResult, EvaluationResult, ResumePoint
 from upkeep import reaper
 from worker import jobs
@@ -75,7 +76,10 @@ def test_a_superseded_attempt_can_write_nothing(client: TestClient, tmp_path: Pa
     published = Published()
     report = reaper.reap(published)
     assert report.requeued == [experiment_id]
-    assert published == [(experiment_id, "api-tests")]
+    # Queued again, it waits for the dispatcher (which releases it to a free slot), not for the reaper.
+    assert published == []
+    with session_scope() as session:
+        assert session.get_one(Experiment, experiment_id).dispatched_at is None
     second = jobs.claim(experiment_id, "beta@host")
     assert second is not None and second.attempt == 2
     assert second.resume is not None and second.resume.epoch == 1
@@ -201,7 +205,10 @@ def test_a_queued_job_nobody_claimed_is_published_again_with_backoff(client: Tes
     experiment_id = submit(client)
     settings = get_settings()
     published = Published()
-    # Not yet due: the message the API sent may simply be waiting behind other jobs.
+    # Waiting for a slot, it is the dispatcher's: the reaper never publishes it, however long it waits.
+    assert reaper.reap(published, now=utcnow() + timedelta(days=1)).published == []
+    assert release_waiting() == [experiment_id]
+    # Released, but not yet due: the message may simply be waiting for the worker to take it.
     assert reaper.reap(published).published == []
     first_pass = utcnow() + timedelta(seconds=settings.republish_after_s + 1)
     assert reaper.reap(published, now=first_pass).published == [experiment_id]
@@ -303,5 +310,5 @@ def test_a_job_whose_child_is_terminated_mid_training_is_given_back_not_failed(
     assert (body["status"], body["error"]) == ("queued", None)
     with session_scope() as session:
         experiment = session.get_one(Experiment, experiment_id)
-        assert experiment.next_publish_at is not None, "the reaper publishes it at its next pass"
+        assert experiment.dispatched_at is None, "it waits for the dispatcher to release it again"
         assert [attempt.outcome for attempt in experiment.attempts] == ["interrupted"]

@@ -56,7 +56,7 @@ def _give_back(session: Session, experiment_id: int) -> object:
 
 
 def _strand(session: Session, experiment_id: int) -> object:
-    lifecycle.strand([session.get_one(Experiment, experiment_id)], "could not be queued: test")
+    lifecycle.strand(session, [experiment_id], "could not be queued: test")
     return None
 
 

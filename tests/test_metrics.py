@@ -5,10 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from config import get_settings
+from domain.dispatch import DISPATCHER_ROLE
+from infra.task_publisher import enqueue_training
+from models.db import session_scope
+from models.roles import acquire_or_renew
 from training.results import EpochResult
+from upkeep.dispatcher import dispatch
 from worker import jobs
 
 
@@ -29,7 +36,9 @@ def value(samples: list[Any], **labels: str) -> float:
     return float(matching[0])
 
 
-def test_jobs_epochs_leases_and_queue_depth_match_the_database_and_broker(client: TestClient, tmp_path: Path) -> None:
+def test_jobs_epochs_leases_and_queue_depth_match_the_database_and_broker(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ids = [client.post("/experiments", json={"dataset": "mnist", "epochs": 3}).json()["id"] for _ in range(3)]
     job = jobs.claim(ids[0], "metrics@host")
     assert job is not None
@@ -47,8 +56,19 @@ def test_jobs_epochs_leases_and_queue_depth_match_the_database_and_broker(client
     assert value(families["epochal_epoch_seconds"]) == 2.5
     lease = value(families["epochal_lease_seconds_left"], experiment=str(ids[0]), worker="metrics@host")
     assert 0 < lease <= 60
-    # The API's tests send to a queue no worker reads: the three messages are still there.
-    assert value(families["epochal_queue_depth"], queue="api-tests") >= 3
+    # The queued one waits for the dispatcher, in the database; released, it waits on the broker (no worker reads
+    # the API tests' queue), and no longer for a slot.
+    assert value(families["epochal_jobs_waiting_for_slot"], queue="api-tests") == 1
+    depth = value(families["epochal_queue_depth"], queue="api-tests")  # what earlier tests left there
+    with session_scope() as session:
+        assert acquire_or_renew(session, DISPATCHER_ROLE, "metrics@host:1", 30) is not None
+    # The running job holds the queue's one slot; with a second slot, the queued job is released.
+    assert dispatch(enqueue_training, "metrics@host:1").released == []
+    monkeypatch.setattr(get_settings(), "slots_per_queue", 2)
+    assert dispatch(enqueue_training, "metrics@host:1").released == [ids[1]]
+    families = scrape(client)
+    assert value(families["epochal_jobs_waiting_for_slot"], queue="api-tests") == 0
+    assert value(families["epochal_queue_depth"], queue="api-tests") == depth + 1
 
 
 def test_requests_are_counted_and_timed_by_route_template(client: TestClient) -> None:

@@ -268,3 +268,44 @@ def test_networks_become_json_with_0007_and_their_epochs_stay(empty_database: st
     with engine.connect() as connection:
         assert connection.execute(text("SELECT id, network FROM experiment")).all() == [(2, "convnet")]
     engine.dispose()
+
+
+def test_jobs_queued_before_0009_count_as_released_and_every_job_keeps_when_it_was_queued(
+    empty_database: str,
+) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0006")
+    engine = make_engine(empty_database)
+    created = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO \"user\" (id, name, admin, created_at) VALUES (1, 'a', true, :now)"), {"now": created}
+        )
+        for experiment_id, status in ((1, "queued"), (2, "running"), (3, "succeeded")):
+            connection.execute(
+                text(
+                    "INSERT INTO experiment (id, dataset, network, optimizer, head_units, head_activation, loss, "
+                    "epochs, batch_size, seed, mixed_precision, deterministic, owner_id, queue, status, "
+                    "cancel_requested, warnings, attempt, lost_attempts, publish_count, validation, repeat, "
+                    "created_at) VALUES (:id, 'mnist', 'mlp', 'adam', 10, 'softmax', "
+                    "'sparse_categorical_crossentropy', 2, 32, 42, false, false, 1, 'training', :status, false, "
+                    "'[]', 1, 0, 0, 'held_out', 0, :created)"
+                ),
+                {"id": experiment_id, "status": status, "created": created},
+            )
+    engine.dispose()
+    command.upgrade(config, "0009")
+    engine = make_engine(empty_database)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT id, dispatched_at IS NOT NULL, queued_at, priority FROM experiment ORDER BY id")
+        ).all()
+        users = connection.execute(text('SELECT max_running_jobs, priority FROM "user"')).all()
+    engine.dispose()
+    # The queued job was published when it was submitted, before dispatch existed: it is on the broker already, so
+    # the dispatcher must not release it again (the reaper republishes it if nobody claims it).
+    assert [(r[0], bool(r[1]), r[3]) for r in rows] == [(1, True, 0), (2, False, 0), (3, False, 0)]
+    assert {str(r[2])[:19].replace("T", " ") for r in rows} == {"2026-11-30 12:00:00"}
+    assert [tuple(u) for u in users] == [(None, None)]
+    command.upgrade(config, "head")
+    assert schema_drift(empty_database) == []

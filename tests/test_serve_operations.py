@@ -119,7 +119,8 @@ def trained(served: Served) -> Trained:
         created = http.post("/experiments", json=TINY)
         assert created.status_code == 202, created.text
         experiment_id = created.json()["id"]
-        queued_before = broker.llen(PARKED)
+        # The dispatcher releases it to the broker (a pass after the submission's nudge), where it waits.
+        queued_before = wait_for("the job released to the broker", lambda: broker.llen(PARKED), served)
         old = served.child("redis-server")
         old.kill()
         old.wait(timeout=10)

@@ -36,6 +36,8 @@ TICKS_PER_INTERVAL = 3
 TICKING = threading.Lock()
 
 Pass = Callable[[], str]  # runs one pass; returns what it did, in a few words, for the record
+# Blocks up to the given seconds between ticks; True when something asked for a pass now (the dispatcher's nudges).
+Wake = Callable[[float], bool]
 
 
 def holder_name(name: str) -> str:
@@ -50,21 +52,25 @@ def pid_of(holder: str) -> int:
 
 
 class RoleKeeper:
-    """Holds `role` whenever it is free and runs `duty` once per `interval_s` while holding it."""
+    """Holds `role` whenever it is free and runs `duty` once per `interval_s` while holding it.
 
-    def __init__(self, role: str, duty: Pass, interval_s: float, holder: str) -> None:
+    With `wake`, the wait between ticks is `wake`'s: when it says so, the next tick runs a pass even if none is due.
+    """
+
+    def __init__(self, role: str, duty: Pass, interval_s: float, holder: str, wake: Wake | None = None) -> None:
         self.role, self.duty, self.interval_s, self.holder = role, duty, interval_s, holder
+        self.wake = wake
         self.tick_s = interval_s / TICKS_PER_INTERVAL
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.holding = False
 
-    def tick(self, now: datetime | None = None) -> bool:
-        """Take or renew the role; run and record a pass if one is due. True when a pass ran."""
+    def tick(self, now: datetime | None = None, *, force: bool = False) -> bool:
+        """Take or renew the role; run and record a pass if one is due (or `force`d). True when a pass ran."""
         with TICKING:
-            return self._tick(now or utcnow())
+            return self._tick(now or utcnow(), force)
 
-    def _tick(self, now: datetime) -> bool:
+    def _tick(self, now: datetime, force: bool = False) -> bool:
         with session_scope() as session:
             state = roles.acquire_or_renew(session, self.role, self.holder, self.interval_s, now)
         if (state is not None) != self.holding:
@@ -74,7 +80,7 @@ class RoleKeeper:
             return False
         # Due a little early rather than late: ticks land anywhere within their third of an interval.
         early = timedelta(seconds=self.interval_s - self.tick_s / 2)
-        if state.last_pass_at is not None and now < state.last_pass_at + early:
+        if not force and state.last_pass_at is not None and now < state.last_pass_at + early:
             return False
         started = utcnow()
         summary = self.duty()
@@ -84,13 +90,20 @@ class RoleKeeper:
 
     def run(self) -> None:
         """Tick until stopped; nothing that goes wrong in a tick ends the loop."""
+        woken = False
         while not self._stopping.is_set():
             began = time.monotonic()
             try:
-                self.tick()
+                self.tick(force=woken)
             except Exception:
                 log.exception("the %s keeper's tick failed; the next one tries again", self.role)
-            self._stopping.wait(max(0.0, self.tick_s - (time.monotonic() - began)))
+            woken = self._wait(max(0.0, self.tick_s - (time.monotonic() - began)))
+
+    def _wait(self, seconds: float) -> bool:
+        if self.wake is None:
+            self._stopping.wait(seconds)
+            return False
+        return self.wake(seconds) and not self._stopping.is_set()
 
     def start(self) -> RoleKeeper:
         self._thread = threading.Thread(target=self.run, name=f"{self.role}-keeper", daemon=True)

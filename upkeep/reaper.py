@@ -9,8 +9,10 @@ a conditional update, so two reapers never act twice on the same attempt.
    cancelled if a cancel was asked for, failed if the attempt ran past the time limit or if
    `EPOCHAL_MAX_ATTEMPTS` attempts were lost, and otherwise queued again for a new attempt that
    resumes after its last finished epoch.
-2. A `queued` job nobody claimed in time (the API died before publishing, the broker lost the
-   message) is published again, backing off; a duplicate message is harmless because claims are.
+2. A `queued` job that the dispatcher released to the broker and nobody claimed in time (the dispatcher died
+   between marking and publishing it, the broker lost the message) is published again, backing off; a duplicate
+   message is harmless because claims are. A queued job not yet released is the dispatcher's
+   (upkeep/dispatcher.py): it waits in the database for a free slot, not on the broker.
 """
 
 from __future__ import annotations
@@ -124,7 +126,9 @@ def _republish_due(now: datetime, publish: Publish, report: ReapReport) -> None:
     with session_scope() as session:
         due = session.execute(
             select(Experiment.id, Experiment.queue, Experiment.publish_count, Experiment.next_publish_at).where(
-                Experiment.status == Status.QUEUED, Experiment.next_publish_at <= now
+                Experiment.status == Status.QUEUED,
+                Experiment.dispatched_at.is_not(None),
+                Experiment.next_publish_at <= now,
             )
         ).all()
     for experiment_id, queue, count, planned in due:

@@ -363,13 +363,3 @@ def give_back(job: ClaimedJob, cause: str) -> None:
 
     with_db_retry(write, "giving the job back")
     events.status(job.experiment_id, job.sweep_id, "queued", reason=cause)
-
-
-def mark_published(experiment_id: int) -> None:
-    """A queued job's message is on the broker: the reaper republishes it only if nobody claims it in time."""
-    with session_scope() as session:
-        session.execute(
-            update(Experiment)
-            .where(Experiment.id == experiment_id, Experiment.status == Status.QUEUED)
-            .values(next_publish_at=utcnow() + timedelta(seconds=get_settings().republish_after_s))
-        )

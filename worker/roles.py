@@ -1,4 +1,6 @@
-"""The worker's main process takes the service's roles (the reaper) while it is up: upkeep/keeper.py does the work.
+"""The worker's main process takes the service's roles (the reaper, the dispatcher) while it is up.
+
+upkeep/keeper.py does the work.
 
 Started when the worker is ready and stopped (the role given up) when it shuts down. The keeper runs in the
 prefork parent, which forks a child per job while the keeper's thread works: no child may be forked with one of
@@ -17,6 +19,7 @@ from typing import Any
 
 from config import TRAIN_TASK_NAME, get_settings
 from models.db import hold_no_idle_connections, own_engine_after_fork
+from upkeep.dispatcher import dispatcher_keeper
 from upkeep.keeper import TICKING, RoleKeeper
 from upkeep.reaper import reaper_keeper
 
@@ -35,7 +38,8 @@ def start_role_keepers(sender: Any = None, **_kwargs: Any) -> None:
     def publish(experiment_id: int, queue: str) -> None:
         app.send_task(TRAIN_TASK_NAME, args=[experiment_id], queue=queue)
 
-    _keepers.append(reaper_keeper(publish, sender.hostname or "worker").start())
+    name = sender.hostname or "worker"
+    _keepers.extend([reaper_keeper(publish, name).start(), dispatcher_keeper(publish, name).start()])
 
 
 def stop_role_keepers(**_kwargs: Any) -> None:

@@ -30,10 +30,6 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
 
 
-def publish_training(experiment_id: int, queue: str) -> None:
-    train_experiment.apply_async(args=[experiment_id], queue=queue)
-
-
 @app.task(name=TRAIN_TASK_NAME, bind=True)
 def train_experiment(self: Task, experiment_id: int) -> str:
     """Train experiment `experiment_id` if it is queued; return how this attempt ended."""
@@ -114,12 +110,8 @@ def _train(job: jobs.ClaimedJob, heartbeat: Heartbeat) -> str:
         if heartbeat.lost.is_set():
             raise jobs.Superseded(f"experiment {job.experiment_id}: attempt {job.attempt} lost its lease")
         if result.stopped is StopReason.INTERRUPTED:
+            # Back to waiting: its `queued` event nudges the dispatcher, which releases it to a free slot.
             jobs.give_back(job, "its worker was shutting down; the next attempt resumes after the last finished epoch")
-            try:
-                publish_training(job.experiment_id, job.queue)
-                jobs.mark_published(job.experiment_id)
-            except Exception as exc:  # the reaper publishes it at its next pass
-                log.warning("experiment %s: given back but not published (%s)", job.experiment_id, exc)
             return "interrupted"
         if result.stopped is StopReason.CANCELLED:
             jobs.finish_cancelled(job, result.best_epoch, result.best_val_accuracy)

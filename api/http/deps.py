@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from config import Settings, get_settings
 from domain.errors import Unavailable
 from infra import events
-from infra.task_publisher import BrokerUnavailable, enqueue_training
+from infra.task_publisher import BrokerUnavailable, nudge_dispatcher
 from models.db import get_sessionmaker
 
 
@@ -25,11 +25,11 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 class BrokerPublisher:
-    """domain.submission's Publisher: the job's message by task name, its events on the broker's streams."""
+    """domain.submission's Publisher: a nudge to the dispatcher over the broker, the jobs' events on its streams."""
 
-    def enqueue(self, experiment_id: int, queue: str) -> None:
+    def nudge(self) -> None:
         try:
-            enqueue_training(experiment_id, queue)
+            nudge_dispatcher()
         except BrokerUnavailable as exc:
             raise Unavailable(str(exc)) from exc
 

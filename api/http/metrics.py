@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config import get_settings
 from domain.lifecycle import Status
-from models import EpochMetric, Experiment, RoleLease
+from models import EpochMetric, Experiment, RoleLease, User
 from models.base import as_utc, utcnow
 from models.db import session_scope
 
@@ -49,6 +49,8 @@ PREDICTION_LOOKUPS = Counter(
     ["source"],
     registry=REGISTRY,
 )
+# Queue waits run from seconds (a free slot) to hours (behind a class's sweeps).
+WAIT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0, 12 * 3600.0)
 UNMATCHED = "<unmatched>"  # a path no route matched: one label, so scanners cannot blow up the label set
 
 
@@ -109,9 +111,50 @@ class StoredStateCollector(Collector):
                 if expires is not None:
                     leases.add_metric([str(experiment_id), worker or ""], (as_utc(expires) - now).total_seconds())
             roles = list(session.scalars(select(RoleLease)))
+            waits = session.execute(
+                select(User.name, Experiment.priority + func.coalesce(User.priority, 0), Experiment.queued_at)
+                .add_columns(Experiment.started_at)
+                .join(User, User.id == Experiment.owner_id)
+                .where(Experiment.started_at.is_not(None), Experiment.queued_at.is_not(None))
+            ).all()
+            waiting = dict(
+                session.execute(
+                    select(Experiment.queue, func.count())
+                    .where(Experiment.status == Status.QUEUED, Experiment.dispatched_at.is_(None))
+                    .group_by(Experiment.queue)
+                ).all()
+            )
         yield from (jobs, epochs, seconds, leases)
+        yield self._queue_waits(waits)
+        undispatched = GaugeMetricFamily(
+            "epochal_jobs_waiting_for_slot",
+            "Queued jobs the dispatcher has not released to the broker yet (no free slot, or their owner's cap).",
+            labels=["queue"],
+        )
+        for queue in sorted(set(get_settings().known_queues) | set(waiting)):
+            undispatched.add_metric([queue], float(waiting.get(queue, 0)))
+        yield undispatched
         yield from self._roles(roles, now)
         yield self._queue_depths()
+
+    @staticmethod
+    def _queue_waits(rows: Sequence[Any]) -> Metric:
+        """Each started job's wait from being queued to its first start, by owner and priority (from the rows)."""
+        waits: dict[tuple[str, str], list[float]] = {}
+        for name, priority, queued_at, started_at in rows:
+            wait = max(0.0, (as_utc(started_at) - as_utc(queued_at)).total_seconds())
+            waits.setdefault((name, str(priority)), []).append(wait)
+        family = HistogramMetricFamily(
+            "epochal_queue_wait_seconds",
+            "Time from being queued (submitted or retried) to starting, by user and priority (the job's plus its "
+            "owner's), over every job that started.",
+            labels=["user", "priority"],
+        )
+        for labels, values in sorted(waits.items()):
+            buckets = [(str(le), float(sum(v <= le for v in values))) for le in WAIT_BUCKETS]
+            buckets.append(("+Inf", float(len(values))))
+            family.add_metric(list(labels), buckets, sum(values))
+        return family
 
     @staticmethod
     def _roles(rows: list[RoleLease], now: datetime) -> Iterator[Metric]:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from api.http.auth import BearerKey, CurrentUser, KeyVerifiedRoute, as_caller
+from api.http.auth import AdminUser, BearerKey, CurrentUser, KeyVerifiedRoute, as_caller
 from api.http.deps import SessionDep, SettingsDep, publisher
 from api.http.errors import responses
 from api.http.openapi import file_response
@@ -22,6 +22,7 @@ from api.schemas.experiments import (
     ExperimentCreate,
     ExperimentPage,
     ExperimentRead,
+    PriorityUpdate,
 )
 from api.serving.integrity import verified
 from api.serving.model_card import ModelCard, model_card
@@ -29,7 +30,9 @@ from api.serving.model_contract import model_input
 from config import get_settings
 from domain import lifecycle
 from domain.access import owned, visible_artifact, visible_evaluation, visible_experiment
+from domain.dispatch import set_priority
 from domain.lifecycle import Move, Status
+from domain.queue_positions import standing
 from domain.quotas import check_active_jobs, check_sweep_size
 from domain.submission import submit
 from infra import events
@@ -115,9 +118,28 @@ def list_experiments(
 
 
 @router.get("/{experiment_id}", response_model=ExperimentRead, responses=responses(404, 422))
-def read_experiment(experiment_id: ExperimentId, session: SessionDep, user: CurrentUser) -> ExperimentRead:
-    """Status, spec, where it ran, and a summary of its results so far."""
-    return ExperimentRead.of(visible_experiment(session, user, experiment_id))
+def read_experiment(
+    experiment_id: ExperimentId, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> ExperimentRead:
+    """Status, spec, where it ran, and a summary of its results so far; while queued, its position in the queue
+    and an estimate of when it starts."""
+    experiment = visible_experiment(session, user, experiment_id)
+    read = ExperimentRead.of(experiment)
+    where = standing(session, settings, experiment)
+    if where is not None:
+        read.queue_position, read.estimated_start = where.position, where.estimated_start
+    return read
+
+
+@router.put("/{experiment_id}/priority", response_model=ExperimentRead, responses=responses(400, 403, 404, 413, 422))
+def put_priority(
+    experiment_id: ExperimentId, body: PriorityUpdate, session: SessionDep, admin: AdminUser
+) -> ExperimentRead:
+    """Set the job's priority (added to its owner's): higher is dispatched first, before fair share. Admins only."""
+    visible_experiment(session, admin, experiment_id)
+    set_priority(session, experiment_id, body.priority)
+    session.expire_all()
+    return ExperimentRead.of(visible_experiment(session, admin, experiment_id))
 
 
 @router.get("/{experiment_id}/card", response_model=ModelCard, responses=responses(404, 422))

@@ -10,11 +10,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from api.http.auth import AdminUser, CurrentUser
-from api.http.deps import SessionDep
+from api.http.deps import SessionDep, SettingsDep
 from api.http.errors import responses
 from api.http.params import KeyId, UserId
-from api.schemas.accounts import KeyCreated, KeyRead, QuotaOverrides, UserCreate, UserCreated, UserRead
+from api.schemas.accounts import KeyCreated, KeyRead, QuotaOverrides, UsageRead, UserCreate, UserCreated, UserRead
 from domain import accounts
+from domain.errors import NotFound
+from domain.usage import usage_of
 from models.users import User
 
 router = APIRouter(tags=["users"])
@@ -50,6 +52,16 @@ def set_quotas(user_id: UserId, body: QuotaOverrides, session: SessionDep, _admi
     """Set the user's quota overrides; a field sent as null goes back to the service-wide setting. Admins only."""
     accounts.set_quotas(session, user_id, {field: getattr(body, field) for field in body.model_fields_set})
     return UserRead.of(accounts.find_user(session, user_id))
+
+
+@router.get("/users/{user_id}/usage", response_model=UsageRead, responses=responses(404, 422))
+def read_usage(user_id: UserId, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> UsageRead:
+    """Jobs queued and running, worker time (all of it, and the decayed figure fair share counts) and storage used.
+    Your own, or anyone's for an admin; another user's is a 404."""
+    if not user.admin and user_id != user.id:
+        raise NotFound(f"user {user_id} does not exist; GET /me says who you are")
+    usage = usage_of(session, settings, accounts.find_user(session, user_id))
+    return UsageRead(**vars(usage))
 
 
 @router.post(

@@ -24,6 +24,13 @@ class QuotaOverrides(BaseModel):
     max_active_jobs: Quota | None = Field(default=None, description="EPOCHAL_MAX_ACTIVE_JOBS")
     max_sweep_experiments: Quota | None = Field(default=None, description="EPOCHAL_MAX_SWEEP_EXPERIMENTS")
     predictions_per_second: Quota | None = Field(default=None, description="EPOCHAL_PREDICTIONS_PER_SECOND")
+    max_running_jobs: Quota | None = Field(
+        default=None, description="EPOCHAL_MAX_RUNNING_JOBS: how many of their jobs may run at once"
+    )
+    priority: Annotated[int, Between(-1000, 1000)] | None = Field(
+        default=None,
+        description="Added to each of their jobs' priority; higher is dispatched first, before fair share (null: 0)",
+    )
 
 
 class UserCreate(QuotaOverrides):
@@ -64,6 +71,8 @@ class UserRead(BaseModel):
     max_active_jobs: int | None
     max_sweep_experiments: int | None
     predictions_per_second: int | None
+    max_running_jobs: int | None
+    priority: int | None
     created_at: UtcDatetime
     keys: list[KeyRead]
 
@@ -76,6 +85,8 @@ class UserRead(BaseModel):
             max_active_jobs=user.max_active_jobs,
             max_sweep_experiments=user.max_sweep_experiments,
             predictions_per_second=user.predictions_per_second,
+            max_running_jobs=user.max_running_jobs,
+            priority=user.priority,
             created_at=user.created_at,
             keys=[KeyRead.of(k) for k in user.keys],
         )
@@ -83,3 +94,19 @@ class UserRead(BaseModel):
 
 class UserCreated(UserRead):
     api_key: str = Field(description="The user's first key. Shown this once only: give it to them now.")
+
+
+class UsageRead(BaseModel):
+    """What a user is using now."""
+
+    user_id: int
+    queued: int = Field(description="Jobs queued (waiting for a slot, or released and about to start).")
+    running: int
+    worker_seconds: float = Field(description="Worker time of every attempt of their jobs, all time.")
+    recent_worker_seconds: float = Field(
+        description="The worker time fair share counts against them: decayed, time used one half-life ago "
+        "(EPOCHAL_FAIR_SHARE_HALF_LIFE_S) counts half."
+    )
+    storage_bytes: int = Field(description="Bytes their jobs store: checkpoints and resume states.")
+    max_running_jobs: int = Field(description="How many of their jobs may run at once (their cap in effect).")
+    priority: int = Field(description="Their priority, added to each of their jobs' own.")

@@ -102,6 +102,17 @@ class ExperimentRead(BaseModel):
         description="While running: the attempt is presumed dead if its heartbeat has not renewed this by then."
     )
     summary: ExperimentSummary
+    priority: int = Field(description="Set by an admin (PUT /experiments/{id}/priority); higher is dispatched first.")
+    queue_position: int | None = Field(
+        default=None,
+        description="While queued, in GET /experiments/{id} only: 1-based place in its queue, in the order the "
+        "fair-share dispatcher would choose now (it changes as others submit, finish or get priorities); else null.",
+    )
+    estimated_start: UtcDatetime | None = Field(
+        default=None,
+        description="An estimate, while queued, in GET /experiments/{id} only: when it may start, from the running "
+        "jobs' progress and the queue's recent epoch times (null when the queue has no epoch to measure by yet).",
+    )
     created_at: UtcDatetime
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
@@ -138,11 +149,20 @@ class ExperimentRead(BaseModel):
                     test_loss=evaluation.test_loss if evaluation else None,
                     test_accuracy=evaluation.test_accuracy if evaluation else None,
                 ),
+                "priority": row.priority or 0,
                 "created_at": row.created_at,
                 "started_at": row.started_at,
                 "finished_at": row.finished_at,
             }
         )
+
+
+class PriorityUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    priority: Annotated[int, Between(-1000, 1000)] = Field(
+        description="Added to the owner's priority; higher is dispatched first, before fair share. 0 is the default."
+    )
 
 
 class ExperimentPage(BaseModel):

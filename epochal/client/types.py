@@ -89,6 +89,10 @@ class Experiment(TypedDict):
     worker: str | None
     device: str | None
     summary: Summary
+    priority: NotRequired[int]
+    # While queued, in the answer for one experiment: its place in the queue and an estimate of its start.
+    queue_position: NotRequired[int | None]
+    estimated_start: NotRequired[str | None]
     created_at: str
     started_at: str | None
     finished_at: str | None
@@ -244,6 +248,8 @@ class User(TypedDict):
     max_active_jobs: int | None
     max_sweep_experiments: int | None
     predictions_per_second: int | None
+    max_running_jobs: NotRequired[int | None]
+    priority: NotRequired[int | None]
     created_at: str
     keys: list[Key]
 
