@@ -34,11 +34,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('user', schema=None) as batch_op:
-        batch_op.drop_column('priority')
-        batch_op.drop_column('max_running_jobs')
-    with op.batch_alter_table('experiment', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_experiment_dispatched_at'))
-        batch_op.drop_column('priority')
-        batch_op.drop_column('queued_at')
-        batch_op.drop_column('dispatched_at')
+    # Plain ALTER TABLE ... DROP COLUMN, not a batch rebuild: on SQLite a rebuild drops and recreates `user`, which
+    # the foreign keys of every experiment and key refuse while rows exist (SQLite has dropped columns itself since
+    # 3.35; none of these columns is in a constraint).
+    op.drop_index(op.f('ix_experiment_dispatched_at'), table_name='experiment')
+    for column in ('priority', 'queued_at', 'dispatched_at'):
+        op.drop_column('experiment', column)
+    for column in ('priority', 'max_running_jobs'):
+        op.drop_column('user', column)
