@@ -89,7 +89,7 @@ class Experiment(TypedDict):
     worker: str | None
     device: str | None
     summary: Summary
-    priority: NotRequired[int]
+    priority: int
     # While queued, in the answer for one experiment: its place in the queue and an estimate of its start.
     queue_position: NotRequired[int | None]
     estimated_start: NotRequired[str | None]
@@ -248,8 +248,8 @@ class User(TypedDict):
     max_active_jobs: int | None
     max_sweep_experiments: int | None
     predictions_per_second: int | None
-    max_running_jobs: NotRequired[int | None]
-    priority: NotRequired[int | None]
+    max_running_jobs: int | None
+    priority: int | None
     created_at: str
     keys: list[Key]
 
