@@ -36,7 +36,9 @@ def start_role_keepers(sender: Any = None, **_kwargs: Any) -> None:
     never_fork_mid_tick()
 
     def publish(experiment_id: int, queue: str) -> None:
-        app.send_task(TRAIN_TASK_NAME, args=[experiment_id], queue=queue)
+        # Explicit None: this app has the task registered, and Celery would otherwise write this worker's time limits
+        # into the message, which the worker that runs it obeys over its own (EPOCHAL_TASK_TIME_LIMIT_S is per worker).
+        app.send_task(TRAIN_TASK_NAME, args=[experiment_id], queue=queue, time_limit=None, soft_time_limit=None)
 
     name = sender.hostname or "worker"
     _keepers.extend([reaper_keeper(publish, name).start(), dispatcher_keeper(publish, name).start()])
