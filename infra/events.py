@@ -57,6 +57,13 @@ def redis_client() -> redis.Redis:
     return redis.Redis.from_url(redis_url(get_settings().broker_url), socket_timeout=2, socket_connect_timeout=2)
 
 
+def subscriber_client() -> redis.Redis:
+    """A client with a connection pool of its own, for one subscriber (a pub/sub listener): a subscribed connection
+    must never go back to the pool of `redis_client()`, whose other users would read its pongs and messages as the
+    answers to their commands (submissions failed with "Bad response from PING health check")."""
+    return redis.Redis.from_url(redis_url(get_settings().broker_url), socket_timeout=5, socket_connect_timeout=2)
+
+
 def _append(pipeline: Any, experiment_id: int, sweep_id: int | None, event: str, data: dict[str, Any]) -> None:
     payload = json.dumps({"experiment_id": experiment_id, **data}, allow_nan=False, default=str)
     streams = [experiment_stream(experiment_id)] + ([sweep_stream(sweep_id)] if sweep_id is not None else [])

@@ -24,7 +24,6 @@ from typing import Any
 
 import redis
 
-from config import get_settings
 from infra import events
 
 log = logging.getLogger(__name__)
@@ -38,13 +37,6 @@ NONCE_MARK = "#"  # "key:12#3f9a...": the nonce lets the publisher recognise its
 # How long a publishing API process waits to hear its own message back: by then its own caches are empty (the
 # request that made the change answers after that), and the broker has handed the message to every subscriber.
 ECHO_WAIT_S = 1.0
-
-
-def own_client() -> redis.Redis:
-    """A client with a connection pool of its own: a subscribed connection must never go back to the pool that the
-    process's other Redis work (events, rate limits, job nudges) draws from, where its pongs and messages would be
-    read as the answers to their commands."""
-    return redis.Redis.from_url(events.redis_url(get_settings().broker_url), socket_timeout=5, socket_connect_timeout=2)
 
 
 def publish(*messages: str) -> None:
@@ -69,7 +61,7 @@ class Listener:
 
     def __init__(
         self,
-        client: Callable[[], Any] = lambda: own_client(),
+        client: Callable[[], Any] = events.subscriber_client,
         heartbeat_s: float = 1.0,
         silent_after_s: float = 3.0,
         retry_s: float = 0.5,

@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from infra.events import DISPATCH_CHANNEL, redis_client
+from infra.events import DISPATCH_CHANNEL, subscriber_client
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,14 @@ class Nudges:
 
     def __init__(self) -> None:
         self._pubsub: Any = None
+        self._client: Any = None
 
     def wait(self, seconds: float) -> bool:
         deadline = time.monotonic() + seconds
         try:
             if self._pubsub is None:
-                self._pubsub = redis_client().pubsub(ignore_subscribe_messages=True)
+                self._client = subscriber_client()  # never the shared pool: see subscriber_client
+                self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
                 self._pubsub.subscribe(DISPATCH_CHANNEL)
             while (left := deadline - time.monotonic()) > 0:
                 if self._pubsub.get_message(timeout=min(left, READ_S)) is not None:
@@ -54,3 +56,7 @@ class Nudges:
             with contextlib.suppress(redis.RedisError, OSError):
                 self._pubsub.close()
             self._pubsub = None
+        if self._client is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                self._client.close()
+            self._client = None
