@@ -17,8 +17,6 @@ from sqlalchemy.orm import Session
 
 from api.http.auth import authenticate
 from api.http.hot_cache import HotCache
-from config import get_settings
-from infra.invalidation import listener
 from models.accounts import KEY_SCHEME, hash_token
 from models.users import User
 
@@ -38,8 +36,7 @@ class Caller:
 
 @lru_cache
 def caller_cache() -> HotCache[str, Caller]:
-    settings = get_settings()
-    return HotCache(listener(), settings.serving_cache_ttl_s, settings.serving_cache_bytes, ENTRY_BYTES)
+    return HotCache.configured(ENTRY_BYTES)
 
 
 def remembered_caller(request: Request, token: str) -> Caller | None:

@@ -16,7 +16,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-from infra.invalidation import Listener
+from config import get_settings
+from infra.invalidation import Listener, listener
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -41,6 +42,12 @@ class HotCache(Generic[K, V]):
         self._lock = threading.Lock()
         self.generation = 0
         listener.on_message(lambda _message: self.clear())
+
+    @classmethod
+    def configured(cls, entry_bytes: int) -> HotCache[K, V]:
+        """A cache on the process's invalidation listener, sized and timed by EPOCHAL_SERVING_CACHE_*."""
+        settings = get_settings()
+        return cls(listener(), settings.serving_cache_ttl_s, settings.serving_cache_bytes, entry_bytes)
 
     def get(self, key: K) -> V | None:
         if not self._listener.live():

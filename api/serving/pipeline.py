@@ -42,7 +42,6 @@ from domain.lifecycle import Status
 from domain.quotas import check_prediction_rate
 from domain.registry import default_version, resolve, version_experiment
 from infra import events
-from infra.invalidation import listener
 from models import Artifact, Experiment, ModelVersion, User
 from models.db import get_sessionmaker
 from training.errors import ImageTooLarge, InvalidImage
@@ -99,8 +98,7 @@ SERVED_REF_BYTES = 512
 
 @lru_cache
 def served_refs() -> HotCache[int, ServedRef]:
-    settings = get_settings()
-    return HotCache(listener(), settings.serving_cache_ttl_s, settings.serving_cache_bytes, SERVED_REF_BYTES)
+    return HotCache.configured(SERVED_REF_BYTES)
 
 
 def by_id(experiment_id: int) -> Lookup:
