@@ -15,7 +15,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from domain.access import changeable_model, readable_models, visible_experiment, visible_model
+from domain.access import changeable_model, in_id_range, readable_models, visible_experiment, visible_model
 from domain.errors import Conflict, Forbidden, Invalid, NotFound
 from domain.lifecycle import Status
 from models import (
@@ -134,9 +134,14 @@ def versions_of(session: Session, model: RegisteredModel) -> list[ModelVersion]:
 
 
 def version_of(session: Session, model: RegisteredModel, number: int) -> ModelVersion:
-    version = session.scalars(
-        select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.number == number)
-    ).first()
+    # A number no version can have (the column is 32-bit, as ids are) is not asked of the database: it overflows there.
+    version = (
+        session.scalars(
+            select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.number == number)
+        ).first()
+        if in_id_range(number)
+        else None
+    )
     if version is None:
         raise NotFound(
             f"model {model.name!r} has no version {number}; GET /models/{model.name}/versions lists its versions"

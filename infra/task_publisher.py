@@ -47,11 +47,15 @@ def enqueue_training(experiment_id: int, queue: str) -> None:
 def nudge_dispatcher() -> None:
     """Wake the dispatcher over the broker (new jobs wait); raise `BrokerUnavailable` if the broker does not answer.
 
-    Through the Celery client's own pooled connection, so that a broker the API cannot reach is refused at submission
-    (a 503 saying so) as when the API published the job itself: nothing would deliver it.
+    Through the Celery client's broker connection, so that a broker the API cannot reach is refused at submission
+    (a 503 saying so) as when the API published the job itself: nothing would deliver it. A connection of its own,
+    not one from kombu's pool: that pool is shared by every Celery app of the process with the same broker, and one
+    handed back with a read still pending (a control reply consumer's BRPOP) answered the next PUBLISH's health
+    check with its reply ("Bad response from PING health check"). A connect per submission is cheap beside its
+    commit.
     """
     try:
-        with get_celery_client().pool.acquire(block=True, timeout=3) as connection:
+        with get_celery_client().connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=3)
             connection.default_channel.client.publish(DISPATCH_CHANNEL, "queued")
     except Exception as exc:

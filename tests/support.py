@@ -172,7 +172,10 @@ class Service:
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            replies = app.control.ping(timeout=1.0) or []
+            # On a connection of its own, closed after: a ping's reply consumer leaves a BRPOP pending on its
+            # connection, which must not go back to the broker pool this process's API publishes through.
+            with app.connection_for_write() as connection:
+                replies = app.control.ping(timeout=1.0, connection=connection) or []
             if len(replies) >= count:
                 return
         raise RuntimeError(f"only some of {count} workers started:\n{self.logs()}")

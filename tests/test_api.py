@@ -915,6 +915,23 @@ def test_openapi_document_has_the_contract(client: TestClient) -> None:
 # --- a broker that does not answer ------------------------------------------------------------------
 
 
+def test_a_submission_does_not_wait_on_the_processs_shared_broker_pool(client: TestClient) -> None:
+    # kombu's pool is shared by every Celery app of the process on the same broker: a connection handed back there
+    # mid-read (a control reply consumer's BRPOP) answered a later nudge's PUBLISH with its reply. The nudge takes a
+    # connection of its own, so a submission succeeds even while that pool has nothing to lend.
+    from infra.task_publisher import get_celery_client
+
+    pool = get_celery_client().pool
+    held = [pool.acquire(block=True, timeout=1) for _ in range(pool.limit)]
+    try:
+        response = client.post("/experiments", json={"dataset": "mnist"})
+        assert response.status_code == 202, response.text
+    finally:
+        for connection in held:
+            connection.release()
+
+
+
 @pytest.fixture
 def broker_down(monkeypatch: pytest.MonkeyPatch) -> None:
     """Point the API's Celery client at a port where nothing listens: a real refused connection."""

@@ -72,6 +72,10 @@ def test_versions_are_numbered_from_experiments_and_pinned_to_their_checkpoint(
     assert [v["number"] for v in client.get("/models/digits/versions").json()] == [1, 2, 3]
     assert client.get("/models/digits").json()["latest_version"] == 3
     assert client.get("/models/digits/versions/4").status_code == 404
+    # Past the 32-bit column a number is a version that cannot exist, not a database error (PostgreSQL overflows).
+    for past_the_column in (2**31, 2**63):
+        assert client.get(f"/models/digits/versions/{past_the_column}").status_code == 404
+        assert client.get(f"/models/digits/versions/{past_the_column}/card").status_code == 404
     assert client.post("/models", json={"name": "digits"}).status_code == 409
     assert "already exists" in client.post("/models", json={"name": "digits"}).json()["detail"]
     assert [m["name"] for m in client.get("/models").json()] == ["digits"]
