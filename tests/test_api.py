@@ -931,7 +931,6 @@ def test_a_submission_does_not_wait_on_the_processs_shared_broker_pool(client: T
             connection.release()
 
 
-
 @pytest.fixture
 def broker_down(monkeypatch: pytest.MonkeyPatch) -> None:
     """Point the API's Celery client at a port where nothing listens: a real refused connection."""
