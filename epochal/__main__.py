@@ -4,10 +4,10 @@ It applies the migrations, starts the embedded broker when the broker URL is a u
 Celery worker and the API, starts any of them again if it dies (an out-of-memory kill, a crash), and stops them
 all on Ctrl-C. One that keeps dying (5 times in a minute) stops the whole service. The API holds no state; the
 embedded broker comes back on the same socket with its append-only file, so the queued jobs are still there and
-the worker reconnects. The worker and the API take the reaper role in turn (upkeep/keeper.py); when no pass ran
-for three reaper intervals while the database answers, serve restarts both. Killed outright, it takes the worker
-and the API with it (epochal/lifeline.py); the embedded broker stays, and the next start uses it (and starts it
-again if it dies).
+the worker reconnects. The worker and the API take the reaper's and the dispatcher's roles in turn
+(upkeep/keeper.py); when either role's passes stopped (none for three of its intervals) while the database answers,
+serve restarts both. Killed outright, it takes the worker and the API with it (epochal/lifeline.py); the embedded
+broker stays, and the next start uses it (and starts it again if it dies).
 
 Everything it and its children create in the state folder is for the owner alone (epochal/state_folder.py).
 
@@ -49,8 +49,7 @@ from infra.redaction import redact_url
 from infra.version import service_version
 from models.base import utcnow
 from models.db import session_scope
-from models.roles import read_role
-from upkeep.reaper import REAPER_ROLE, stalled
+from upkeep.watch import first_stall, watched_roles
 
 # How long a restarted API waits for the port its predecessor's processes are still closing; at the first start,
 # how long before saying the port is taken (the processes of a `serve` killed a moment ago may still be closing it).
@@ -104,7 +103,7 @@ def serve(host: str, port: int) -> int:
         partial(tied, with_this_python(api_argv(host, port)), env),
         before_restart=partial(wait_for_port, host, port),
     )
-    passes = PassWatch(settings.reaper_interval_s)
+    passes = PassWatch(max(watched.interval_s for watched in watched_roles()))
     print(
         f"epochal: API on http://{host}:{port} (reference: http://{host}:{port}/docs), "
         f"database {redact_url(settings.database_url)}, data folder {settings.data_dir.resolve()}",
@@ -169,9 +168,10 @@ def stop_now(processes: list[subprocess.Popen[bytes]], timeout_s: float = 20) ->
 
 
 class PassWatch:
-    """Whether the reaper's passes stopped, read from its role's row once per reaper interval.
+    """Whether the reaper's or the dispatcher's passes stopped, read from their roles' rows once per `interval_s`
+    (the longer of their intervals).
 
-    The reaper's `stalled` rule (upkeep/reaper.py), looked at only once the role takers had STARTUP_GRACE_INTERVALS
+    The roles' `stalled` rule (upkeep/watch.py), looked at only once the role takers had STARTUP_GRACE_INTERVALS
     intervals to start since serve last (re)started them: a worker takes a while to boot on a busy machine (three
     short intervals are less), and a restart must not follow a restart. A database that does not answer is no
     stall: restarting would not bring it back.
@@ -190,10 +190,9 @@ class PassWatch:
         self.next_look = time.monotonic() + self.interval_s
         try:
             with session_scope() as session:
-                state = read_role(session, REAPER_ROLE)
+                return first_stall(session, utcnow(), self.since)
         except Exception:
             return None
-        return stalled(state, utcnow(), self.since)
 
     def restarted(self) -> None:
         self.since = utcnow()

@@ -1,10 +1,11 @@
 """A container healthcheck that also restarts what stopped reaping: `python -m epochal.healthcheck [--url URL]`.
 
-With `--url` it asks the API's /health; without, it reads the reaper role's row itself (a worker container has
-no HTTP). It exits 0 when healthy and 1 otherwise. With `--restart-on-stall`, when the database answers but no
-reaper pass ran for three intervals (upkeep/reaper.py `stalled`), it also sends SIGTERM to the container's main
-process (`--pid`, default 1): the container exits and its `restart: unless-stopped` starts it again, a fresh
-keeper with it. Docker itself never restarts a container for being unhealthy; this is how one comes back.
+With `--url` it asks the API's /health; without, it reads the roles' rows itself (a worker container has no HTTP).
+It exits 0 when healthy and 1 otherwise. With `--restart-on-stall`, when the database answers but the reaper's or
+the dispatcher's passes stopped (none for three of its intervals: upkeep/watch.py `stalled`), it also sends SIGTERM
+to the container's main process (`--pid`, default 1): the container exits and its `restart: unless-stopped` starts
+it again, a fresh keeper with it. Docker itself never restarts a container for being unhealthy; this is how one
+comes back.
 A database or broker that does not answer only makes the check fail: restarting would not bring it back.
 """
 
@@ -32,7 +33,7 @@ def started_at(pid: int) -> datetime:
 
 
 def stall_from_api(url: str) -> tuple[bool, str | None]:
-    """(healthy, why the reaper counts as stopped while the database answers), from the API's /health."""
+    """(healthy, why a role counts as stopped while the database answers), from the API's /health."""
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             return response.status == 200, None
@@ -41,38 +42,38 @@ def stall_from_api(url: str) -> tuple[bool, str | None]:
             body = json.loads(error.read())
         except ValueError:
             return False, None
-        reaper, database = body.get("reaper") or {}, body.get("database") or {}
-        return False, reaper.get("detail") if database.get("ok") and not reaper.get("ok", True) else None
+        if not (body.get("database") or {}).get("ok"):
+            return False, None
+        roles = [body.get(role) or {} for role in ("reaper", "dispatcher")]
+        return False, next((role.get("detail") for role in roles if not role.get("ok", True)), None)
     except OSError:
         return False, None
 
 
 def stall_from_database(pid: int) -> tuple[bool, str | None]:
-    """(healthy, why the reaper counts as stopped), from the role's row, with `pid`'s start as the grace's start."""
+    """(healthy, why a role counts as stopped), from the roles' rows, with `pid`'s start as the grace's start."""
     from models.base import utcnow
     from models.db import session_scope
-    from models.roles import read_role
-    from upkeep.reaper import REAPER_ROLE, stalled
+    from upkeep.watch import first_stall
 
     try:
         with session_scope() as session:
-            state = read_role(session, REAPER_ROLE)
+            problem = first_stall(session, utcnow(), started_at(pid))
     except Exception as exc:
         print(f"the database does not answer: {type(exc).__name__}", file=sys.stderr)
         return False, None
-    problem = stalled(state, utcnow(), started_at(pid))
     return problem is None, problem
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m epochal.healthcheck", description=__doc__)
     parser.add_argument("--url", help="the API's /health (default: read the database)")
-    parser.add_argument("--restart-on-stall", action="store_true", help="SIGTERM --pid when reaping stopped")
+    parser.add_argument("--restart-on-stall", action="store_true", help="SIGTERM --pid when a role's passes stopped")
     parser.add_argument("--pid", type=int, default=1, help="the process to stop (default 1: the container's main)")
     args = parser.parse_args(argv)
     healthy, stall = stall_from_api(args.url) if args.url else stall_from_database(args.pid)
     if stall is not None:
-        print(f"reaper passes stopped: {stall}", file=sys.stderr)
+        print(f"role passes stopped: {stall}", file=sys.stderr)
         if args.restart_on_stall:
             print(f"stopping process {args.pid} so that it is started again", file=sys.stderr)
             os.kill(args.pid, signal.SIGTERM)

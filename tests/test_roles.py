@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from config import get_settings
+from domain.dispatch import DISPATCHER_ROLE
 from epochal import healthcheck
 from models import RoleLease
 from models.base import utcnow
@@ -29,7 +30,8 @@ from models.roles import PASS_HISTORY, acquire_or_renew, read_role, recent_passe
 from tests.support import ROOT
 from tests.test_metrics import scrape, value
 from upkeep.keeper import RoleKeeper, holder_name, pid_of
-from upkeep.reaper import REAPER_ROLE, STALLED_AFTER_INTERVALS
+from upkeep.reaper import REAPER_ROLE
+from upkeep.watch import STALLED_AFTER_INTERVALS, watched_roles
 
 ROLE = "test-role"
 
@@ -142,33 +144,45 @@ def test_the_keeper_survives_a_failing_pass_and_a_database_that_fails(db: str) -
     assert state.expires_at <= utcnow()  # stopping gave the role up
 
 
-def record_reaper_pass(age_s: float) -> None:
+def record_pass_of(role: str, age_s: float) -> None:
     when = utcnow() - timedelta(seconds=age_s)
     with session_scope() as session:
-        assert acquire_or_renew(session, REAPER_ROLE, "api@testhost:4242", 60, when) is not None
-        record_pass(session, REAPER_ROLE, "api@testhost:4242", when, when)
+        assert acquire_or_renew(session, role, "api@testhost:4242", 60, when) is not None
+        record_pass(session, role, "api@testhost:4242", when, when)
 
 
-def test_health_is_503_when_no_reaper_pass_ran_for_three_intervals(client: TestClient) -> None:
-    limit_s = STALLED_AFTER_INTERVALS * get_settings().reaper_interval_s
+def record_reaper_pass(age_s: float) -> None:
+    record_pass_of(REAPER_ROLE, age_s)
+
+
+@pytest.mark.parametrize("role", [REAPER_ROLE, DISPATCHER_ROLE])
+def test_health_is_503_when_a_roles_passes_stopped_for_three_intervals(client: TestClient, role: str) -> None:
+    watched = {w.role: w for w in watched_roles()}
+    limit_s = STALLED_AFTER_INTERVALS * watched[role].interval_s
     # Just started, no pass yet: the grace.
     assert client.get("/health").status_code == 200
     app = client.app
-    app.state.started_at = utcnow() - timedelta(seconds=limit_s + 1)  # type: ignore[attr-defined]
+    longest = max(w.interval_s for w in watched.values())
+    app.state.started_at = utcnow() - timedelta(seconds=STALLED_AFTER_INTERVALS * longest + 1)  # type: ignore[attr-defined]
+    for other in set(watched) - {role}:
+        record_pass_of(other, age_s=1)
     never = client.get("/health")
     assert never.status_code == 503 and never.json()["status"] == "degraded"
-    assert never.json()["reaper"]["ok"] is False and "ever recorded" in never.json()["reaper"]["detail"]
-    record_reaper_pass(age_s=1)
+    assert never.json()[role]["ok"] is False and "ever recorded" in never.json()[role]["detail"]
+    assert watched[role].setting in never.json()[role]["detail"]  # what to look at
+    record_pass_of(role, age_s=1)
     fresh = client.get("/health")
     assert fresh.status_code == 200, fresh.text
-    assert fresh.json()["reaper"] == {"ok": True, "detail": fresh.json()["reaper"]["detail"]}
-    assert "api@testhost:4242" in fresh.json()["reaper"]["detail"]
-    record_reaper_pass(age_s=limit_s + 5)
+    assert fresh.json()[role] == {"ok": True, "detail": fresh.json()[role]["detail"]}
+    assert "api@testhost:4242" in fresh.json()[role]["detail"]
+    record_pass_of(role, age_s=limit_s + 5)
     stale = client.get("/health")
-    assert stale.status_code == 503 and stale.json()["reaper"]["ok"] is False
+    assert stale.status_code == 503 and stale.json()[role]["ok"] is False
+    assert f"no {role} pass for" in stale.json()[role]["detail"]
+    assert all(stale.json()[other]["ok"] for other in set(watched) - {role})
     assert stale.json()["database"]["ok"] is True and stale.json()["broker"]["ok"] is True
     documented = client.get("/openapi.json").json()["paths"]["/health"]["get"]["responses"]
-    assert "reaper" in documented["503"]["description"]
+    assert role in documented["503"]["description"]
 
 
 def test_metrics_export_the_age_of_the_last_pass_and_who_holds_the_role(client: TestClient) -> None:
@@ -203,6 +217,20 @@ def test_the_healthcheck_stops_the_container_main_when_passes_stopped(
     record_reaper_pass(age_s=600)
     assert healthcheck.main(["--restart-on-stall", "--pid", str(container_main.pid)]) == 1
     assert container_main.wait(timeout=10) == -15  # SIGTERM: the container exits and `restart` starts it again
+
+
+def test_the_healthcheck_stops_the_container_main_when_dispatching_stopped(
+    db: str, container_main: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reaping goes on but nothing releases queued jobs to the workers: as stuck a service, restarted the same way.
+    monkeypatch.setattr(get_settings(), "dispatch_interval_s", 0.2)
+    record_pass_of(REAPER_ROLE, age_s=0)
+    record_pass_of(DISPATCHER_ROLE, age_s=0)
+    assert healthcheck.main(["--restart-on-stall", "--pid", str(container_main.pid)]) == 0
+    assert container_main.poll() is None
+    record_pass_of(DISPATCHER_ROLE, age_s=600)
+    assert healthcheck.main(["--restart-on-stall", "--pid", str(container_main.pid)]) == 1
+    assert container_main.wait(timeout=10) == -15
 
 
 FORK_MID_TICK = """

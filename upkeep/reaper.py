@@ -33,15 +33,12 @@ from models import Attempt, Experiment, attempt_sessions
 from models.attempts import attempt_story
 from models.base import as_utc, utcnow
 from models.db import session_scope
-from models.roles import RoleState
 from upkeep.keeper import RoleKeeper, holder_name
 
 log = logging.getLogger(__name__)
 
 MAX_REPUBLISH_BACKOFF_S = 3600.0
 REAPER_ROLE = "reaper"
-# Passes missed before the service says it is unwell (/health's 503, serve's restart of the role takers).
-STALLED_AFTER_INTERVALS = 3
 
 Publish = Callable[[int, str], None]
 
@@ -175,21 +172,3 @@ def reaper_keeper(publish: Publish, name: str) -> RoleKeeper:
     """The keeper of the reaper role for this process (`name`: what it is, e.g. "api" or a worker's node name)."""
     settings = get_settings()
     return RoleKeeper(REAPER_ROLE, lambda: reap(publish).summary(), settings.reaper_interval_s, holder_name(name))
-
-
-def stalled(state: RoleState | None, now: datetime, up_since: datetime) -> str | None:
-    """Why passes count as stopped (no pass for STALLED_AFTER_INTERVALS intervals), or None while they run.
-
-    `up_since` is when the asking process started: for as long again after it no pass is held against the
-    service, since its role takers may be starting too (a pass from before a restart is old, but not a fault).
-    """
-    interval_s = get_settings().reaper_interval_s
-    limit_s = STALLED_AFTER_INTERVALS * interval_s
-    if (now - up_since).total_seconds() <= limit_s:
-        return None
-    if state is None or state.last_pass_at is None:
-        return f"no reaper pass was ever recorded (expected one every {interval_s:g} s)"
-    age_s = (now - state.last_pass_at).total_seconds()
-    if age_s <= limit_s:
-        return None
-    return f"no reaper pass for {age_s:.0f} s (the last by {state.last_pass_by}; expected one every {interval_s:g} s)"

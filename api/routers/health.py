@@ -1,4 +1,4 @@
-"""Liveness of the API, the state of each dependency, and whether the reaper's passes run."""
+"""Liveness of the API, the state of each dependency, and whether the roles' passes (reaper, dispatcher) run."""
 
 from __future__ import annotations
 
@@ -10,36 +10,42 @@ from sqlalchemy.orm import Session
 
 from api.http.deps import SessionDep
 from api.schemas.health import DependencyState, HealthRead
+from domain.dispatch import DISPATCHER_ROLE
 from infra.redaction import redact_secrets
 from infra.task_publisher import broker_reachable
 from models.base import utcnow
-from models.roles import read_role
-from upkeep.reaper import REAPER_ROLE, stalled
+from upkeep.reaper import REAPER_ROLE
+from upkeep.watch import stalls
 
 router = APIRouter(tags=["health"])
 
 DEGRADED = (
-    "The database or the broker does not answer, or no reaper pass ran for three reaper intervals (jobs whose "
-    "worker died would never be settled): the body names which. Container healthchecks and `serve` restart on it."
+    "The database or the broker does not answer, or the reaper's or the dispatcher's passes stopped (none for three "
+    "of its intervals: jobs whose worker died would never end, queued jobs would never reach a worker): the body "
+    "names which. Container healthchecks and `serve` restart on a stopped role."
 )
 
 
-def reaper_state(session: Session, up_since: datetime) -> DependencyState:
-    """Whether passes run, from the role's row; the detail says who ran the last one and when."""
-    state = read_role(session, REAPER_ROLE)
+def role_states(session: Session, up_since: datetime) -> dict[str, DependencyState]:
+    """Whether each role's passes run, from its row; the detail says who ran the last one and when."""
     now = utcnow()
-    problem = stalled(state, now, up_since)
-    if problem is not None:
-        return DependencyState(ok=False, detail=problem)
-    if state is None or state.last_pass_at is None:
-        return DependencyState(ok=True, detail="starting: no pass yet")
-    age_s = (now - state.last_pass_at).total_seconds()
-    return DependencyState(ok=True, detail=f"last pass {age_s:.1f} s ago by {state.last_pass_by}")
+    states = {}
+    for watched, state, problem in stalls(session, now, up_since):
+        if problem is not None:
+            states[watched.role] = DependencyState(ok=False, detail=problem)
+        elif state is None or state.last_pass_at is None:
+            states[watched.role] = DependencyState(ok=True, detail="starting: no pass yet")
+        else:
+            age_s = (now - state.last_pass_at).total_seconds()
+            states[watched.role] = DependencyState(
+                ok=True, detail=f"last pass {age_s:.1f} s ago by {state.last_pass_by}"
+            )
+    return states
 
 
 @router.get("/health", response_model=HealthRead, responses={503: {"model": HealthRead, "description": DEGRADED}})
 def health(session: SessionDep, request: Request, response: Response) -> HealthRead:
-    """200 when the database and the broker answer and the reaper's passes run; 503, naming what is wrong, otherwise."""
+    """200 when the database and the broker answer and the roles' passes run; 503, naming what is wrong, otherwise."""
     try:
         session.execute(text("SELECT 1"))
         database = DependencyState(ok=True, detail="ok")
@@ -49,10 +55,13 @@ def health(session: SessionDep, request: Request, response: Response) -> HealthR
     broker_ok, broker_detail = broker_reachable()
     broker = DependencyState(ok=broker_ok, detail=broker_detail)
     if database.ok:
-        reaper = reaper_state(session, getattr(request.app.state, "started_at", utcnow()))
+        roles = role_states(session, getattr(request.app.state, "started_at", utcnow()))
+        reaper, dispatcher = roles[REAPER_ROLE], roles[DISPATCHER_ROLE]
     else:
-        reaper = DependencyState(ok=False, detail="unknown: the database does not answer")
-    healthy = database.ok and broker.ok and reaper.ok
+        reaper = dispatcher = DependencyState(ok=False, detail="unknown: the database does not answer")
+    healthy = database.ok and broker.ok and reaper.ok and dispatcher.ok
     if not healthy:
         response.status_code = 503
-    return HealthRead(status="ok" if healthy else "degraded", database=database, broker=broker, reaper=reaper)
+    return HealthRead(
+        status="ok" if healthy else "degraded", database=database, broker=broker, reaper=reaper, dispatcher=dispatcher
+    )

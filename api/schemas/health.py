@@ -12,11 +12,16 @@ class DependencyState(BaseModel):
 
 class HealthRead(BaseModel):
     status: str = Field(
-        description="'ok' when every dependency answers and the reaper's passes run, 'degraded' (and a 503) otherwise."
+        description="'ok' when every dependency answers and the roles' passes run, 'degraded' (and a 503) otherwise."
     )
     database: DependencyState
     broker: DependencyState
     reaper: DependencyState = Field(
         description="Whether the reaper's passes run: not ok after three intervals (EPOCHAL_REAPER_INTERVAL_S) "
         "without one, once this API process is up for three intervals. The detail names the last pass's holder."
+    )
+    dispatcher: DependencyState = Field(
+        description="Whether the dispatcher's passes run (it releases queued jobs to the workers): not ok after three "
+        "intervals (EPOCHAL_DISPATCH_INTERVAL_S) without one, once this API process is up for three intervals. The "
+        "detail names the last pass's holder."
     )

@@ -201,6 +201,8 @@ class Health(TypedDict):
     status: str
     database: DependencyState
     broker: DependencyState
+    reaper: DependencyState
+    dispatcher: DependencyState
 
 
 class ComparisonRow(TypedDict):
