@@ -24,8 +24,10 @@ def serve_log(tmp_path: Path) -> str:
 
 def test_serve_starts_everything_on_embedded_defaults_and_stops_cleanly(tmp_path: Path, data_dir: Path) -> None:
     port = free_port()
-    # A reaper pass every second, so that a stall (three intervals without one) shows within seconds.
-    serve = start_serve(tmp_path, data_dir, port, "serve.log", {"EPOCHAL_REAPER_INTERVAL_S": "1"})
+    # A reaper and a dispatcher pass every second, so that a stall (three intervals without one) shows within seconds.
+    serve = start_serve(
+        tmp_path, data_dir, port, "serve.log", {"EPOCHAL_REAPER_INTERVAL_S": "1", "EPOCHAL_DISPATCH_INTERVAL_S": "1"}
+    )
     try:
         health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
         assert health.json()["broker"]["ok"] is True
