@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import redis
 from celery import Celery
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from config import TRAIN_TASK_NAME, get_settings
-from infra.events import DISPATCH_CHANNEL
+from infra.events import DISPATCH_CHANNEL, redis_url
 from infra.redaction import redact_secrets, redact_url
 
 # Fail in seconds, not minutes, when the broker is down: the caller is an HTTP request.
@@ -44,20 +47,32 @@ def enqueue_training(experiment_id: int, queue: str) -> None:
         raise BrokerUnavailable(f"the broker at {where} did not take the job ({redact_secrets(str(exc))})") from exc
 
 
+@lru_cache
+def get_nudge_client() -> redis.Redis:
+    """The broker's Redis as a redis-py client with a connection pool of its own, for nudging the dispatcher.
+
+    Not a kombu connection. kombu's pool is shared by every Celery app of the process on the same broker, and one
+    handed back with a read still pending (a control reply consumer's BRPOP) answered a later PUBLISH's health
+    check with its reply ("Bad response from PING health check"); a fresh kombu connection per nudge instead
+    doubled a submission's API CPU (bench/submit.py). One immediate retry replaces a pooled connection the broker
+    closed; a broker that does not answer is refused within the connect timeout.
+    """
+    return redis.Redis.from_url(
+        redis_url(get_settings().broker_url),
+        socket_timeout=3,
+        socket_connect_timeout=3,
+        retry=Retry(NoBackoff(), 1),
+    )
+
+
 def nudge_dispatcher() -> None:
     """Wake the dispatcher over the broker (new jobs wait); raise `BrokerUnavailable` if the broker does not answer.
 
-    Through the Celery client's broker connection, so that a broker the API cannot reach is refused at submission
-    (a 503 saying so) as when the API published the job itself: nothing would deliver it. A connection of its own,
-    not one from kombu's pool: that pool is shared by every Celery app of the process with the same broker, and one
-    handed back with a read still pending (a control reply consumer's BRPOP) answered the next PUBLISH's health
-    check with its reply ("Bad response from PING health check"). A connect per submission is cheap beside its
-    commit.
+    A submission that cannot reach the broker is refused (a 503 saying so) as when the API published the job itself:
+    nothing would deliver it.
     """
     try:
-        with get_celery_client().connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1, timeout=3)
-            connection.default_channel.client.publish(DISPATCH_CHANNEL, "queued")
+        get_nudge_client().publish(DISPATCH_CHANNEL, "queued")
     except Exception as exc:
         where = redact_url(get_settings().broker_url)
         raise BrokerUnavailable(f"the broker at {where} did not answer ({redact_secrets(str(exc))})") from exc

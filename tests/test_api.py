@@ -941,6 +941,8 @@ def broker_down(monkeypatch: pytest.MonkeyPatch) -> None:
     dead = Celery("epochal-api-dead", broker="redis://127.0.0.1:1/0")
     dead.conf.broker_connection_timeout = 1
     monkeypatch.setattr(infra.task_publisher, "get_celery_client", lambda: dead)
+    nowhere = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)
+    monkeypatch.setattr(infra.task_publisher, "get_nudge_client", lambda: nowhere)
 
 
 def test_a_submission_the_broker_refuses_is_503_and_stored_as_failed(client: TestClient, broker_down: None) -> None:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from infra import events
@@ -71,6 +72,8 @@ def test_a_submission_the_broker_refuses_ends_its_stream_failed(
     dead = Celery("epochal-api-dead", broker="redis://127.0.0.1:1/0")
     dead.conf.broker_connection_timeout = 1
     monkeypatch.setattr(infra.task_publisher, "get_celery_client", lambda: dead)
+    nowhere = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)
+    monkeypatch.setattr(infra.task_publisher, "get_nudge_client", lambda: nowhere)
     assert client.post("/experiments", json={"dataset": "mnist"}).status_code == 503
     experiment_id = client.get("/experiments").json()["items"][0]["id"]
     published = stream(experiment_id)

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from config import SettingsError, get_settings
 from infra.events import redis_client
 from infra.redaction import redact_secrets, redact_url
-from infra.task_publisher import get_celery_client
+from infra.task_publisher import get_celery_client, get_nudge_client
 
 BROKER_PASSWORD = "Br0ker-Pa55-9f2c"
 DATABASE_PASSWORD = "Db-Pa55w0rd-41aa"
@@ -39,6 +39,7 @@ def clear_cached_clients() -> None:
     # Every client built from the settings, so none keeps a dead broker's URL for the tests that run after.
     get_settings.cache_clear()
     get_celery_client.cache_clear()
+    get_nudge_client.cache_clear()
     redis_client.cache_clear()
 
 
