@@ -28,11 +28,12 @@ the worker parent and child; serve starts it again, as after an out-of-memory ki
 (kill -9 the whole serve tree, run the README command again), broker-drop (Redis drops the worker's
 connections), reaper-kill (kill -9 whichever process holds the reaper role, found through the role's
 row, at a random moment of its interval, then the training child: another process must take the role
-and settle the job), api-kill (kill -9 the API, then the training child), broker-kill (embedded: kill -9
-the embedded broker, whose append-only file keeps the queue, then the training child), and in server mode
-only broker-restart (the machine's Redis, losing every queued message) and db-restart (PostgreSQL).
-api-kill, broker-kill, and reaper-kill when the API holds the role, need serve to start the API or the
-broker again; where it does not, the round says so and runs serve again, as service-kill does.
+and settle the job), dispatcher-kill (the same for the dispatcher role: another process must take it and
+release the requeued job to a worker again), api-kill (kill -9 the API, then the training child),
+broker-kill (embedded: kill -9 the embedded broker, whose append-only file keeps the queue, then the training
+child), and in server mode only broker-restart (the machine's Redis, losing every queued message) and db-restart
+(PostgreSQL). api-kill, broker-kill, and reaper-kill or dispatcher-kill when the API holds the role, need serve to
+start the API or the broker again; where it does not, the round says so and runs serve again, as service-kill does.
 There is no beat-kill: no beat process is left to kill (the reaper is a role, docs/results/reliability.md).
 """
 
@@ -72,12 +73,12 @@ sys.path.insert(0, str(ROOT))  # run as a script: epochal.commands and tests.dat
 from epochal.commands import with_this_python  # noqa: E402
 
 FAULTS = (
-    *("child-kill", "child-freeze", "worker-kill", "service-kill", "broker-drop", "reaper-kill", "api-kill"),
-    *("broker-kill", "broker-restart", "db-restart"),
+    *("child-kill", "child-freeze", "worker-kill", "service-kill", "broker-drop", "reaper-kill", "dispatcher-kill"),
+    *("api-kill", "broker-kill", "broker-restart", "db-restart"),
 )
 EMBEDDED_FAULTS = (
-    *("child-kill", "child-freeze", "worker-kill", "service-kill", "broker-drop", "reaper-kill", "api-kill"),
-    "broker-kill",
+    *("child-kill", "child-freeze", "worker-kill", "service-kill", "broker-drop", "reaper-kill", "dispatcher-kill"),
+    *("api-kill", "broker-kill"),
 )
 EMBEDDED_ONLY = {"broker-kill"}  # the machine's Redis in server mode is not ours to kill
 FINISHED = {"succeeded", "failed", "cancelled"}
@@ -233,6 +234,8 @@ class Service:
             "EPOCHAL_LEASE_S": f"{settings.lease_s:g}",
             "EPOCHAL_HEARTBEAT_S": f"{settings.heartbeat_s:g}",
             "EPOCHAL_REAPER_INTERVAL_S": f"{settings.reaper_interval_s:g}",
+            # The dispatcher's interval is also its lease: as short as the reaper's, so a takeover takes seconds.
+            "EPOCHAL_DISPATCH_INTERVAL_S": f"{settings.reaper_interval_s:g}",
             "EPOCHAL_REPUBLISH_AFTER_S": f"{settings.republish_after_s:g}",
         }
         if settings.database_url:
@@ -426,15 +429,15 @@ def restart_database(_service: Service) -> str:
     return "restarted PostgreSQL"
 
 
-def reaper_holder(service: Service) -> tuple[str, psutil.Process] | None:
-    """The reaper role's holder as its row names it (`name@host:pid`), and that process, if it is one of ours."""
+def role_holder(service: Service, role: str) -> tuple[str, psutil.Process] | None:
+    """The role's holder as its row names it (`name@host:pid`), and that process, if it is one of ours."""
     from sqlalchemy import create_engine, text
 
     url = service.settings.database_url or f"sqlite:///{service.settings.state_dir / 'epochal.db'}"
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
-            row = connection.execute(text("SELECT holder FROM role_lease WHERE role = 'reaper'")).first()
+            row = connection.execute(text("SELECT holder FROM role_lease WHERE role = :role"), {"role": role}).first()
     except Exception:
         return None
     finally:
@@ -446,8 +449,8 @@ def reaper_holder(service: Service) -> tuple[str, psutil.Process] | None:
     return (str(row[0]), ours[pid]) if pid in ours else None
 
 
-def last_pass(service: Service) -> tuple[str, float] | None:
-    """(who, when) of the reaper's last recorded pass, from the API's /metrics (age in seconds, holder label)."""
+def last_pass(service: Service, role: str) -> tuple[str, float] | None:
+    """(who, when) of the role's last recorded pass, from the API's /metrics (age in seconds, holder label)."""
     try:
         response = service.http.get("/metrics", timeout=5)
     except httpx.HTTPError:
@@ -456,9 +459,9 @@ def last_pass(service: Service) -> tuple[str, float] | None:
         return None
     age = holder = None
     for line in response.text.splitlines():
-        if line.startswith('epochal_role_last_pass_age_seconds{role="reaper"}'):
+        if line.startswith(f'epochal_role_last_pass_age_seconds{{role="{role}"}}'):
             age = float(line.rsplit(" ", 1)[1])
-        if line.startswith("epochal_role_holder{") and 'role="reaper"' in line and line.endswith(" 1.0"):
+        if line.startswith("epochal_role_holder{") and f'role="{role}"' in line and line.endswith(" 1.0"):
             holder = line.split('holder="', 1)[1].split('"', 1)[0]
     return (holder, time.time() - age) if holder and age is not None else None
 
@@ -488,18 +491,27 @@ def back_up(service: Service, what: str) -> str:
     return f"serve did not start the {what} again: ran serve again"
 
 
-def kill_reaper(service: Service) -> str:
-    found = wait_until(lambda: reaper_holder(service), 30, 0.2)
+def kill_role_holder(service: Service, role: str) -> str:
+    found = wait_until(lambda: role_holder(service, role), 30, 0.2)
     if not found:
-        raise RuntimeError("no process of ours holds the reaper role")
+        raise RuntimeError(f"no process of ours holds the {role} role")
     holder, process = found
     kind = "API" if process in service.roles().api else "worker"
     kill_then_child(service, [process])
     killed_at = time.time()
     # Another process takes the role: its first pass, recorded on the row, is after the kill.
-    taken = wait_until(lambda: (p := last_pass(service)) and p[0] != holder and p[1] > killed_at and p, 30, 0.2)
+    taken = wait_until(lambda: (p := last_pass(service, role)) and p[0] != holder and p[1] > killed_at and p, 30, 0.2)
     took = f"{taken[0]} took over {taken[1] - killed_at:.1f} s after" if taken else "no takeover seen"
-    return f"killed the reaper holder {holder} ({kind}) and the training child; {took}; {back_up(service, kind)}"
+    return f"killed the {role} holder {holder} ({kind}) and the training child; {took}; {back_up(service, kind)}"
+
+
+def kill_reaper(service: Service) -> str:
+    return kill_role_holder(service, "reaper")
+
+
+def kill_dispatcher(service: Service) -> str:
+    # The training child dies too, so its job is queued again: it runs again only once the new holder releases it.
+    return kill_role_holder(service, "dispatcher")
 
 
 def kill_api(service: Service) -> str:
@@ -527,6 +539,7 @@ INJECT: dict[str, Callable[[Service], str]] = {
     "broker-restart": restart_broker,
     "db-restart": restart_database,
     "reaper-kill": kill_reaper,
+    "dispatcher-kill": kill_dispatcher,
     "api-kill": kill_api,
     "broker-kill": kill_broker,
 }
