@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import hashlib
 import json
 import os
 import platform
@@ -71,6 +70,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: epochal.commands and tests.datagen live at the root
 
 from epochal.commands import with_this_python  # noqa: E402
+from tests.invariants import check_job, find_target  # noqa: E402
 
 FAULTS = (
     *("child-kill", "child-freeze", "worker-kill", "service-kill", "broker-drop", "reaper-kill", "dispatcher-kill"),
@@ -567,72 +567,6 @@ class RoundResult:
     @property
     def broken(self) -> bool:
         return bool(self.lost or self.duplicated or self.stuck)
-
-
-@dataclass
-class Target:
-    """The running job the fault aims at, as seen just before the fault."""
-
-    experiment_id: int
-    attempt: int
-    epochs_done: int
-
-
-def find_target(service: Service, ids: list[int], epochs: int, timeout_s: float) -> Target | None:
-    def check() -> Target | None:
-        for experiment_id in ids:
-            body = service.get(f"/experiments/{experiment_id}", timeout_s=10)
-            # Mid-run: at least one epoch finished (so a resume has something to keep), at least one to go.
-            if body and body["status"] == "running" and 1 <= body["summary"]["epochs_done"] < epochs:
-                return Target(experiment_id, len(body["attempts"]), body["summary"]["epochs_done"])
-        return None
-
-    found: Target | None = wait_until(check, timeout_s, 0.1)
-    return found
-
-
-def check_job(service: Service, body: dict[str, Any], target: Target | None, result: RoundResult) -> None:
-    """Add every broken invariant of one finished job to `result`."""
-    experiment_id = body["id"]
-    name = f"experiment {experiment_id}"
-    attempts = body["attempts"]
-    status = body["status"]
-    if status == "failed":
-        lost_attempts = sum(a["outcome"] == "lost" for a in attempts)
-        if not body["error"] or not body["error"].startswith("AttemptsExhausted"):
-            result.lost.append(f"{name} failed, not after the attempt cap ({lost_attempts} lost): {body['error']!r}")
-    elif status != "succeeded":
-        result.lost.append(f"{name} ended {status}, but nobody cancelled it")
-    rows = service.get(f"/experiments/{experiment_id}/metrics") or []
-    epochs = [row["epoch"] for row in rows]
-    if len(epochs) != len(set(epochs)):
-        result.duplicated.append(f"{name}: epoch rows {epochs}")
-    if status == "succeeded" and epochs != list(range(1, body["epochs"] + 1)):
-        result.lost.append(f"{name} succeeded with epochs {epochs}, not 1..{body['epochs']}")
-    numbers = [row["attempt"] for row in rows]
-    if numbers != sorted(numbers):
-        result.duplicated.append(f"{name}: epoch rows' attempts go down: {numbers}")
-    by_number = {a["number"]: a for a in attempts}
-    for number in dict.fromkeys(numbers):
-        first = next(row["epoch"] for row in rows if row["attempt"] == number)
-        attempt = by_number.get(number)
-        if attempt is None or first != attempt["resumed_from_epoch"] + 1:
-            resumed = None if attempt is None else attempt["resumed_from_epoch"]
-            result.duplicated.append(f"{name}: attempt {number} resumed after {resumed} but first wrote epoch {first}")
-    if target is not None and target.experiment_id == experiment_id:
-        # Epochs finished before the fault are in the database: the next attempt must not train them again.
-        later = [a for a in attempts if a["number"] > target.attempt]
-        if later and later[0]["resumed_from_epoch"] < target.epochs_done:
-            result.duplicated.append(
-                f"{name}: {target.epochs_done} epochs were done before the fault, "
-                f"attempt {later[0]['number']} resumed after {later[0]['resumed_from_epoch']}"
-            )
-    if status == "succeeded":
-        listed = service.get(f"/experiments/{experiment_id}/artifacts") or []
-        checkpoint = next((a for a in listed if a["name"] == "best_model.h5"), None)
-        content = service.download(f"/experiments/{experiment_id}/artifacts/best_model.h5")
-        if checkpoint is None or content is None or hashlib.sha256(content).hexdigest() != checkpoint["sha256"]:
-            result.lost.append(f"{name}: checkpoint missing or its sha256 differs from the listed one")
 
 
 def run_round(service: Service, fault: str, number: int, options: argparse.Namespace) -> RoundResult:

@@ -22,6 +22,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from config import get_settings
 
@@ -50,18 +52,31 @@ def redis_url(broker_url: str) -> str:
     return f"unix://{parsed.path}" if parsed.scheme == "redis+socket" else broker_url
 
 
+def one_retry() -> Retry:
+    """What a broker client retries: once, at once, which replaces a pooled connection the broker closed.
+
+    Not redis-py's default of ten retries with backoff: while the broker is away, that held each request publishing
+    an event (a submission, a cancel) for seconds, or for ten connect timeouts where packets are dropped.
+    """
+    return Retry(NoBackoff(), 1)
+
+
 @lru_cache
 def redis_client() -> redis.Redis:
     """The process's client of the broker's Redis (one connection pool), for events, the prediction rate limit and
     reading queue depths."""
-    return redis.Redis.from_url(redis_url(get_settings().broker_url), socket_timeout=2, socket_connect_timeout=2)
+    return redis.Redis.from_url(
+        redis_url(get_settings().broker_url), socket_timeout=2, socket_connect_timeout=2, retry=one_retry()
+    )
 
 
 def subscriber_client() -> redis.Redis:
     """A client with a connection pool of its own, for one subscriber (a pub/sub listener): a subscribed connection
     must never go back to the pool of `redis_client()`, whose other users would read its pongs and messages as the
     answers to their commands (submissions failed with "Bad response from PING health check")."""
-    return redis.Redis.from_url(redis_url(get_settings().broker_url), socket_timeout=5, socket_connect_timeout=2)
+    return redis.Redis.from_url(
+        redis_url(get_settings().broker_url), socket_timeout=5, socket_connect_timeout=2, retry=one_retry()
+    )
 
 
 def _append(pipeline: Any, experiment_id: int, sweep_id: int | None, event: str, data: dict[str, Any]) -> None:

@@ -6,11 +6,9 @@ from functools import lru_cache
 
 import redis
 from celery import Celery
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from config import TRAIN_TASK_NAME, get_settings
-from infra.events import DISPATCH_CHANNEL, redis_url
+from infra.events import DISPATCH_CHANNEL, one_retry, redis_url
 from infra.redaction import redact_secrets, redact_url
 
 # Fail in seconds, not minutes, when the broker is down: the caller is an HTTP request.
@@ -61,7 +59,7 @@ def get_nudge_client() -> redis.Redis:
         redis_url(get_settings().broker_url),
         socket_timeout=3,
         socket_connect_timeout=3,
-        retry=Retry(NoBackoff(), 1),
+        retry=one_retry(),
     )
 
 

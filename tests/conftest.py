@@ -153,6 +153,7 @@ BACKEND_INDEPENDENT = {
     "test_cli",
     "test_client",
     "test_client_parts",
+    "test_cluster",  # hosts of its own: PostgreSQL and Redis on a data host, whatever the suite runs on
     "test_compose",
     "test_contract",
     "test_generated_client",
