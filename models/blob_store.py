@@ -89,7 +89,8 @@ class DatabaseBlobStore:
         cutoff = utcnow() - timedelta(seconds=grace_s)
         with self._transaction() as session:
             idle = session.execute(select(Blob.id, Blob.sha256).where(Blob.touched_at < cutoff)).all()
-        swept = Swept()
+        blobs: list[str] = []
+        unfinished = freed = 0
         for blob_id, sha256 in idle:
             if sha256 is not None and sha256 in keep:
                 continue
@@ -102,11 +103,12 @@ class DatabaseBlobStore:
                     continue
                 # The foreign key cascades too; deleting them here keeps the store right where it is not enforced.
                 session.execute(delete(BlobChunk).where(BlobChunk.blob_id == blob_id))
+            freed += gone.size
             if sha256 is None:
-                swept = Swept(swept.blobs, swept.unfinished + 1, swept.bytes + gone.size)
+                unfinished += 1
             else:
-                swept = Swept([*swept.blobs, sha256], swept.unfinished, swept.bytes + gone.size)
-        return swept
+                blobs.append(sha256)
+        return Swept(blobs, unfinished, freed)
 
     def _start(self) -> int:
         with self._transaction() as session:
@@ -182,11 +184,17 @@ class DatabaseBlobStore:
             )
 
     def _chunks(self, sha256: str, blob_id: int, count: int) -> Iterator[bytes]:
-        # A short transaction per chunk: nothing is held while the consumer works on one (on SQLite an open read
-        # would keep the WAL from being checkpointed for as long as the blob takes to read).
-        for seq in range(count):
-            with self._transaction() as session:
-                data = session.scalar(select(BlobChunk.data).where(BlobChunk.blob_id == blob_id, BlobChunk.seq == seq))
-            if data is None:
-                raise BlobNotFound(f"blob {sha256} was swept while being read")
-            yield bytes(data)
+        with self._transaction() as session:
+            engine = session.get_bind().engine
+        # One connection for the whole read (no checkout and liveness ping per chunk), but a transaction per chunk:
+        # nothing is held while the consumer works on one (on SQLite an open read would keep the WAL from being
+        # checkpointed for as long as the blob takes to read).
+        with engine.connect() as connection:
+            for seq in range(count):
+                data = connection.execute(
+                    select(BlobChunk.data).where(BlobChunk.blob_id == blob_id, BlobChunk.seq == seq)
+                ).scalar()
+                connection.commit()
+                if data is None:
+                    raise BlobNotFound(f"blob {sha256} was swept while being read")
+                yield bytes(data)
