@@ -128,6 +128,17 @@ class Settings(BaseSettings):
     serving_cache_bytes: int = Field(
         default=4 * 2**20, ge=0, description="Memory each of those in-process caches may take (entries x their size)."
     )
+    # What a worker keeps of the blobs (datasets) it fetched from the store, on its own disk (infra/blob_cache.py).
+    blob_cache_dir: Path | None = Field(
+        default=None,
+        description="Folder of the worker's local cache of blobs; default: blob-cache in the state folder. Processes "
+        "of one host may share it.",
+    )
+    blob_cache_bytes: int = Field(
+        default=10 * 2**30,
+        ge=0,
+        description="Most bytes the blob cache keeps; the least recently used blobs go first (blobs in use stay).",
+    )
     # Micro-batching of predictions (api/serving/batcher.py): requests that arrive while the network is busy share its
     # next call. A lone request never waits; 0 turns gathering off (one call per request).
     predict_batch_window_ms: float = Field(
@@ -253,6 +264,10 @@ class Settings(BaseSettings):
         if not self.broker_url:
             self.broker_url = f"redis+socket://{state / 'broker.sock'}"
         return self
+
+    @property
+    def blob_cache_folder(self) -> Path:
+        return self.blob_cache_dir if self.blob_cache_dir is not None else self.state_dir.resolve() / "blob-cache"
 
     @property
     def broker_visibility_timeout_s(self) -> int:

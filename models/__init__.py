@@ -1,6 +1,7 @@
 """Database tables, engine and sessions."""
 
 from models.base import Base
+from models.blobs import Blob, BlobChunk
 from models.registry import AliasMove, DatasetDefault, ModelAlias, ModelVersion, RegisteredModel, Visibility
 from models.roles import RoleLease, RolePass
 from models.tables import Artifact, Attempt, EpochMetric, Evaluation, Experiment, ResumeState, Sweep
@@ -12,6 +13,8 @@ __all__ = [
     "Artifact",
     "Attempt",
     "Base",
+    "Blob",
+    "BlobChunk",
     "DatasetDefault",
     "EpochMetric",
     "Evaluation",

@@ -14,6 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from config import get_settings
@@ -307,5 +308,35 @@ def test_jobs_queued_before_0009_count_as_released_and_every_job_keeps_when_it_w
     assert [(r[0], bool(r[1]), r[3]) for r in rows] == [(1, True, 0), (2, False, 0), (3, False, 0)]
     assert {str(r[2])[:19].replace("T", " ") for r in rows} == {"2026-11-30 12:00:00"}
     assert [tuple(u) for u in users] == [(None, None)]
+    command.upgrade(config, "head")
+    assert schema_drift(empty_database) == []
+
+
+def test_the_blob_store_comes_with_0010_and_goes_with_its_downgrade(empty_database: str) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0009")
+    assert not {"blob", "blob_chunk"} & table_names(empty_database)
+    command.upgrade(config, "0010")
+    assert {"blob", "blob_chunk"} <= table_names(empty_database)
+    engine = make_engine(empty_database)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO blob (id, sha256, size, chunks, created_at, touched_at) "
+                "VALUES (1, :sha, 3, 1, :now, :now), (2, NULL, 0, 0, :now, :now)"
+            ),
+            {"sha": "a" * 64, "now": datetime.now(UTC)},
+        )
+        connection.execute(text("INSERT INTO blob_chunk (blob_id, seq, data) VALUES (1, 0, :data)"), {"data": b"abc"})
+        # One name per content: a second complete row with the same hash is refused by the database itself.
+        with pytest.raises(IntegrityError), connection.begin_nested():
+            connection.execute(
+                text("INSERT INTO blob (sha256, size, chunks, created_at, touched_at) VALUES (:sha, 0, 0, :n, :n)"),
+                {"sha": "a" * 64, "n": datetime.now(UTC)},
+            )
+    engine.dispose()
+    assert schema_drift(empty_database) == []
+    command.downgrade(config, "0009")
+    assert not {"blob", "blob_chunk"} & table_names(empty_database)
     command.upgrade(config, "head")
     assert schema_drift(empty_database) == []
