@@ -265,7 +265,7 @@ class Cluster:
         if self._http is not None:
             self._http.close()
 
-    def logs(self, tail: int = 3000) -> str:
+    def logs(self, tail: int = 8000) -> str:
         return "\n".join(
             f"--- {path.stem} ---\n{path.read_text(errors='replace')[-tail:]}"
             for path in sorted(self.workdir.glob("*.log"))
@@ -344,7 +344,27 @@ class Cluster:
             if found:
                 return found
             time.sleep(0.3)
-        raise AssertionError(f"{what}: not within {timeout_s:g} s\n{self.logs()}")
+        raise AssertionError(f"{what}: not within {timeout_s:g} s\n{self.evidence()}\n{self.logs()}")
+
+    def evidence(self) -> str:
+        """What the database shows now: the jobs, the roles' holders, and the sessions that are not idle."""
+        queries = {
+            "experiments": "SELECT id, status, worker, attempt, lease_expires_at, dispatched_at FROM experiment",
+            "attempts": "SELECT experiment_id, number, worker, outcome, cause FROM attempt",
+            "roles": "SELECT role, holder, expires_at, last_pass_at FROM role_lease",
+            "sessions": "SELECT client_addr, state, now() - xact_start, left(query, 80) FROM pg_stat_activity "
+            "WHERE datname = 'epochal' AND state <> 'idle' AND pid <> pg_backend_pid()",
+        }
+        parts = []
+        for name, query in queries.items():
+            shown = subprocess.run(
+                ["psql", "-h", self.address("data"), "-U", "postgres", "-d", "epochal", "-tAc", query],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            parts.append(f"--- {name} ---\n{shown.stdout.strip()}{shown.stderr.strip()}")
+        return "\n".join(parts)
 
 
 @contextlib.contextmanager

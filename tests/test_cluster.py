@@ -89,20 +89,29 @@ def test_a_worker_host_cut_off_mid_training_loses_its_job_to_the_other_host(host
 
 
 def test_the_api_cut_off_the_broker_refuses_what_it_cannot_deliver_and_running_jobs_train_on(hosts: Cluster) -> None:
-    # Both slots taken, so no dispatcher releases the next job meanwhile: the API alone would have to reach the
-    # broker for it (with a slot free, a dispatcher on a worker host releases it and the submission is a 202).
-    running = [hosts.submit({**SPEC, "name": f"trains on {i}"}) for i in range(len(WORKERS))]
+    # Both slots taken by long jobs, so no dispatcher releases the next job meanwhile: the API alone would have to
+    # reach the broker for it (with a slot free, a dispatcher on a worker host releases it and the answer is a 202).
+    running = [hosts.submit({**SPEC, "epochs": 500, "name": f"trains on {i}"}) for i in range(len(WORKERS))]
     for experiment_id in running:
         running_with_an_epoch_done(hosts, experiment_id)
     hosts.cut_broker("api", cut=True)
     try:
         refused = hosts.http.post("/experiments", json={**SPEC, "name": "refused"})
-        assert refused.status_code == 503, refused.text
+        assert refused.status_code == 503, f"{refused.text}\n{hosts.evidence()}"
         assert "broker" in refused.json()["detail"] and "EPOCHAL_BROKER_URL" in refused.json()["detail"]
-        for experiment_id in running:  # the workers' broker never went away
-            assert finished(hosts, experiment_id)["status"] == "succeeded"
+        done = {i: hosts.get(f"/experiments/{i}")["summary"]["epochs_done"] for i in running}
+        for experiment_id in running:  # the workers' broker never went away: they train on
+
+            def trained_on(experiment_id: int = experiment_id) -> bool:
+                body = hosts.get(f"/experiments/{experiment_id}", timeout_s=10) or {}
+                return body.get("status") == "running" and body["summary"]["epochs_done"] >= done[experiment_id] + 2
+
+            hosts.wait_for(f"experiment {experiment_id} trains on", trained_on, 120)
     finally:
         hosts.cut_broker("api", cut=False)
+    for experiment_id in running:
+        assert hosts.http.post(f"/experiments/{experiment_id}/cancel").status_code == 200
+        assert finished(hosts, experiment_id)["status"] == "cancelled"
     stored = hosts.get("/experiments?status=failed")["items"]
     assert [e["name"] for e in stored] == ["refused"] and "could not be queued" in stored[0]["error"]
     accepted = hosts.http.post("/experiments", json={**SPEC, "epochs": 1, "name": "accepted again"})
