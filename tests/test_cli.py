@@ -266,14 +266,17 @@ def _near(shown: str, estimate: str) -> bool:
     return shown in {(local + timedelta(minutes=m)).strftime("%H:%M") for m in (-1, 0, 1)}
 
 
-def test_a_queued_job_shows_its_position_and_estimated_start(service: Service) -> None:
+def test_a_queued_job_shows_its_position_and_estimated_start(service: Service, tmp_path: Path) -> None:
     from training.results import EpochResult
     from worker import jobs
 
     spec = ["--dataset", "mnist", "--train-size", "300", "--batch-size", "64", "--queue", ONE_SLOT]
     ahead = parsed(epochal(service, "run", *spec, "--epochs", "3", "--json"))["id"]
-    waiting = parsed(epochal(service, "run", *spec, "--epochs", "2", "--json"))["id"]
+    submitted = epochal(service, "run", *spec, "--epochs", "2")
     # Nothing has trained on this queue yet: a position, but nothing to estimate a start by.
+    found = re.match(r"experiment (\d+): queued, position 2 · no start estimate yet", submitted.stdout)
+    assert found, submitted.stdout + submitted.stderr
+    waiting = int(found[1])
     shown = epochal(service, "show", str(waiting))
     assert shown.returncode == 0, shown.stderr
     assert f"{ONE_SLOT}: position 2 · no start estimate yet" in shown.stdout, shown.stdout
@@ -296,6 +299,19 @@ def test_a_queued_job_shows_its_position_and_estimated_start(service: Service) -
         row = next(line for line in listed.stdout.splitlines() if f"│ {waiting} " in line or f"{waiting} │" in line)
         found = re.search(r"queued position 1 · starts ~(\d\d:\d\d)", row)
         assert found and _near(found[1], read["estimated_start"]), listed.stdout
+
+        # A sweep's runs behind it on the queue: `sweep show` reads each queued run for its place.
+        sweep_file = tmp_path / "behind.json"
+        base = {"dataset": "mnist", "train_size": 300, "epochs": 1, "queue": ONE_SLOT}
+        sweep_file.write_text(json.dumps({"base": base, "grid": {"optimizer": ["sgd", "adam"]}}))
+        sweep = parsed(epochal(service, "sweep", "run", str(sweep_file), "--json"))
+        rows = epochal(service, "sweep", "show", str(sweep["id"]))
+        assert rows.returncode == 0, rows.stderr
+        for place in (2, 3):
+            found = re.search(rf"queued position {place} · starts ~(\d\d:\d\d) \(estimate\)", rows.stdout)
+            assert found, rows.stdout
+        for run in sweep["experiments"]:
+            assert epochal(service, "cancel", str(run["id"])).returncode == 0
 
         # Watching says where it stands before it starts, then follows it (here: to its cancel).
         env = {**os.environ, "EPOCHAL_URL": service.base_url, "EPOCHAL_API_KEY": service.api_key}

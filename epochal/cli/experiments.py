@@ -17,6 +17,7 @@ from epochal.cli.render import (
     fmt,
     metrics_table,
     report_table,
+    standing,
     status_text,
     summary_table,
 )
@@ -78,8 +79,11 @@ def run(
             if as_json:
                 print_json(experiment)
             else:
+                if experiment["status"] == "queued":  # the submission's answer has no position: the read works it out
+                    experiment = client.experiment(experiment["id"])
+                where = f", {place}" if (place := standing(experiment)) else ""
                 follow = f"  (follow it: epochal watch {experiment['id']})"
-                out.print(f"experiment {experiment['id']}: ", status_text(experiment["status"]), follow, sep="")
+                out.print(f"experiment {experiment['id']}: ", status_text(experiment["status"]), where, follow, sep="")
             return
         if as_json:  # stdout is kept for the final JSON alone
             err.print(f"submitted experiment {experiment['id']}")

@@ -11,7 +11,7 @@ from rich.progress import Progress as Bar
 from rich.table import Table
 from rich.text import Text
 
-from epochal.cli.render import fmt, metrics_table, sparkline, standing, status_text
+from epochal.cli.render import fmt, metrics_table, sparkline, standing, status_cell, status_text
 from epochal.client import Client, Progress
 from epochal.client.types import EpochMetric, Experiment, Sweep
 
@@ -111,7 +111,7 @@ def sweep_rows(sweep: Sweep) -> Table:
         table.add_row(
             str(experiment["id"]),
             labels.get(experiment["id"]) or experiment["name"] or "",
-            status_text(experiment["status"]),
+            status_cell(experiment),
             _epochs_cell(experiment),
             fmt(experiment["summary"]["best_val_accuracy"]),
         )
