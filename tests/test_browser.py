@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.e2e
 
 QUEUE = "e2e-browser"
 PARKED = "e2e-browser-parked"  # accepted by the API, served by no worker: its jobs stay queued until cancelled
+ONE_SLOT = "e2e-browser-one-slot"  # served by no worker either, with one slot: a second job there waits its turn
 TINY = {"train_size": "300", "epochs": "2", "batch_size": "64"}  # a job of a few seconds on a CPU
 TRAINED_S = 240_000  # ms: the worker's first job also pays TensorFlow's start on a busy machine
 CHROMIUM_ARGS = [
@@ -72,7 +74,8 @@ def service(migrated_database: str, broker_url: str, tmp_path_factory: pytest.Te
         # Event streams closed by the server every second: the dashboard must reconnect with Last-Event-ID
         # while a job trains, as it would after the production limit or a dropped connection.
         patch.setenv("EPOCHAL_EVENTS_MAX_S", "1")
-        with running_service(tmp_path_factory.mktemp("browser"), QUEUE, ["browser-worker"], queues=[PARKED]) as running:
+        folder, slots = tmp_path_factory.mktemp("browser"), {"EPOCHAL_QUEUE_SLOTS": f"{ONE_SLOT}=1"}
+        with running_service(folder, QUEUE, ["browser-worker"], queues=[PARKED, ONE_SLOT], env=slots) as running:
             yield running
 
 
@@ -333,6 +336,50 @@ def test_a_sweep_whose_runs_were_all_cancelled_reads_cancelled(page: Any, servic
     for index in range(2):
         expect(rows.nth(index).locator("td").nth(3)).to_have_text("0/0/0/1")
     screenshot(page, "sweep-cancelled")
+
+
+def _clock_of(standing: Any) -> tuple[str, str]:
+    """(the time shown, the local HH:MM of its datetime attribute, worked out by the browser itself)."""
+    moment = standing.locator("time")
+    worked_out = moment.evaluate(
+        "(t) => { const d = new Date(t.dateTime); const p = (n) => String(n).padStart(2, '0');"
+        " return `${p(d.getHours())}:${p(d.getMinutes())}`; }"
+    )
+    return moment.inner_text(), worked_out
+
+
+def test_a_queued_job_shows_its_position_and_estimated_start(page: Any, service: Service) -> None:
+    from training.results import EpochResult
+    from worker import jobs
+
+    with service.http() as http:
+        spec = {"dataset": "mnist", "queue": ONE_SLOT, "train_size": 300, "batch_size": 64}
+        ahead, waiting = (http.post("/experiments", json={**spec, "epochs": n}).json()["id"] for n in (3, 2))
+        # The job ahead starts (claimed here, as a worker would) and finishes an epoch of 30 s: two are left.
+        job = jobs.claim(ahead, "browser-test@host")
+        assert job is not None
+        try:
+            jobs.record_epoch(job, EpochResult(1, 0.5, 0.8, 0.5, 0.8, 30.0))
+            read = http.get(f"/experiments/{waiting}").json()
+            assert read["queue_position"] == 1 and read["estimated_start"] is not None
+            sign_in(page, service)
+            page.goto(f"/ui/#/experiments/{waiting}")
+            place = page.locator("#standing .standing")
+            expect(place).to_have_text(re.compile(r"^position 1 · starts ~\d\d:\d\d \(estimate\)$"))
+            shown, worked_out = _clock_of(place)
+            assert shown == worked_out, (shown, worked_out)
+            page.goto(f"/ui/#/experiments/{ahead}")  # running: no place in the queue
+            expect(page.locator("#status [data-status]")).to_have_text("running")
+            expect(page.locator("#standing")).to_be_empty()
+
+            # The list reads its queued rows one by one for their places.
+            page.goto("/ui/#/experiments?status=queued")
+            row = page.locator(f"#experiments tr[data-id='{waiting}']")
+            expect(row.locator(".standing")).to_have_text(re.compile(r"^position 1 · starts ~\d\d:\d\d \(estimate\)$"))
+            screenshot(page, "experiments-queued")
+            assert http.post(f"/experiments/{waiting}/cancel").json()["status"] == "cancelled"
+        finally:
+            jobs.finish_cancelled(job, None, None)
 
 
 def test_the_form_shows_the_apis_422_next_to_the_field(page: Any, service: Service) -> None:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.e2e
 
 QUEUE = "e2e-cli"
 IDLE_QUEUE = "e2e-cli-idle"  # accepted, but no worker serves it: a job there stays queued
+ONE_SLOT = "e2e-cli-one-slot"  # served by no worker either, with one slot: a second job there waits its turn
 EPOCHAL = Path(sys.executable).parent / "epochal"  # installed into the venv by scripts/bootstrap
 TINY = ["--dataset", "mnist", "--train-size", "300", "--epochs", "2", "--batch-size", "64"]
 
@@ -32,7 +34,8 @@ TINY = ["--dataset", "mnist", "--train-size", "300", "--epochs", "2", "--batch-s
 @pytest.fixture(scope="module")
 def service(migrated_database: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     assert EPOCHAL.is_file(), f"{EPOCHAL} is missing: run scripts/bootstrap dev"
-    with running_service(tmp_path_factory.mktemp("cli"), QUEUE, ["worker"], queues=[IDLE_QUEUE]) as running:
+    queues, slots = [IDLE_QUEUE, ONE_SLOT], {"EPOCHAL_QUEUE_SLOTS": f"{ONE_SLOT}=1"}
+    with running_service(tmp_path_factory.mktemp("cli"), QUEUE, ["worker"], queues=queues, env=slots) as running:
         yield running
 
 
@@ -255,6 +258,75 @@ def test_cancel_a_queued_job(service: Service) -> None:
     cancelled = epochal(service, "cancel", str(created["id"]))
     assert cancelled.returncode == 0, cancelled.stderr
     assert parsed(epochal(service, "show", str(created["id"]), "--json"))["experiment"]["status"] == "cancelled"
+
+
+def _near(shown: str, estimate: str) -> bool:
+    """Whether `shown` (HH:MM) is the local clock time of `estimate`, give or take the minute it may have turned."""
+    local = datetime.fromisoformat(estimate).astimezone()
+    return shown in {(local + timedelta(minutes=m)).strftime("%H:%M") for m in (-1, 0, 1)}
+
+
+def test_a_queued_job_shows_its_position_and_estimated_start(service: Service, tmp_path: Path) -> None:
+    from training.results import EpochResult
+    from worker import jobs
+
+    spec = ["--dataset", "mnist", "--train-size", "300", "--batch-size", "64", "--queue", ONE_SLOT]
+    ahead = parsed(epochal(service, "run", *spec, "--epochs", "3", "--json"))["id"]
+    submitted = epochal(service, "run", *spec, "--epochs", "2")
+    # Nothing has trained on this queue yet: a position, but nothing to estimate a start by.
+    found = re.match(r"experiment (\d+): queued, position 2 · no start estimate yet", submitted.stdout)
+    assert found, submitted.stdout + submitted.stderr
+    waiting = int(found[1])
+    shown = epochal(service, "show", str(waiting))
+    assert shown.returncode == 0, shown.stderr
+    assert f"{ONE_SLOT}: position 2 · no start estimate yet" in shown.stdout, shown.stdout
+
+    # The job ahead starts (claimed here, as a worker would) and finishes an epoch of 30 s: two are left.
+    job = jobs.claim(ahead, "cli-test@host")
+    assert job is not None
+    jobs.record_epoch(job, EpochResult(1, 0.5, 0.8, 0.5, 0.8, 30.0))
+    try:
+        read = parsed(epochal(service, "show", str(waiting), "--json"))["experiment"]
+        assert read["queue_position"] == 1 and read["estimated_start"] is not None
+        shown = epochal(service, "show", str(waiting))
+        found = re.search(rf"{ONE_SLOT}: position 1 · starts ~(\d\d:\d\d) \(estimate\)", shown.stdout)
+        assert found and _near(found[1], read["estimated_start"]), shown.stdout
+        assert "queue" not in epochal(service, "show", str(ahead)).stdout.split("spec")[0]  # running: no standing
+
+        # The list reads each queued job of the page on its own for it: the newest queued job is this one.
+        listed = epochal(service, "ls", "--status", "queued", "--limit", "1")
+        assert listed.returncode == 0, listed.stderr
+        row = next(line for line in listed.stdout.splitlines() if f"│ {waiting} " in line or f"{waiting} │" in line)
+        found = re.search(r"queued position 1 · starts ~(\d\d:\d\d)", row)
+        assert found and _near(found[1], read["estimated_start"]), listed.stdout
+
+        # A sweep's runs behind it on the queue: `sweep show` reads each queued run for its place.
+        sweep_file = tmp_path / "behind.json"
+        base = {"dataset": "mnist", "train_size": 300, "epochs": 1, "queue": ONE_SLOT}
+        sweep_file.write_text(json.dumps({"base": base, "grid": {"optimizer": ["sgd", "adam"]}}))
+        sweep = parsed(epochal(service, "sweep", "run", str(sweep_file), "--json"))
+        rows = epochal(service, "sweep", "show", str(sweep["id"]))
+        assert rows.returncode == 0, rows.stderr
+        for place in (2, 3):
+            found = re.search(rf"queued position {place} · starts ~(\d\d:\d\d) \(estimate\)", rows.stdout)
+            assert found, rows.stdout
+        for run in sweep["experiments"]:
+            assert epochal(service, "cancel", str(run["id"])).returncode == 0
+
+        # Watching says where it stands before it starts, then follows it (here: to its cancel).
+        env = {**os.environ, "EPOCHAL_URL": service.base_url, "EPOCHAL_API_KEY": service.api_key}
+        watching = subprocess.Popen(
+            [str(EPOCHAL), "watch", str(waiting), "--poll", "0.3"], env=env, stdout=subprocess.PIPE, text=True
+        )
+        assert watching.stdout is not None
+        first = watching.stdout.readline()
+        found = re.search(rf"experiment {waiting}: queued, position 1 · starts ~(\d\d:\d\d) \(estimate\)", first)
+        assert found and _near(found[1], read["estimated_start"]), first
+        assert epochal(service, "cancel", str(waiting)).returncode == 0
+        assert watching.wait(timeout=60) == 1
+        assert f"experiment {waiting}: cancelled" in watching.stdout.read()
+    finally:
+        jobs.finish_cancelled(job, None, None)
 
 
 def test_ctrl_c_while_watching_asks_and_cancels(service: Service) -> None:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import update
 
 from config import get_settings
 from domain.dispatch import DISPATCHER_ROLE
 from infra.task_publisher import enqueue_training
+from models import Experiment
+from models.base import utcnow
 from models.db import session_scope
 from models.roles import acquire_or_renew
+from tests.support import bearer, new_key
 from training.results import EpochResult
 from upkeep.dispatcher import dispatch
 from worker import jobs
@@ -69,6 +74,31 @@ def test_jobs_epochs_leases_and_queue_depth_match_the_database_and_broker(
     families = scrape(client)
     assert value(families["epochal_jobs_waiting_for_slot"], queue="api-tests") == 0
     assert value(families["epochal_queue_depth"], queue="api-tests") == depth + 1
+
+
+def test_each_users_oldest_waiting_job_is_exported_while_it_waits(client: TestClient) -> None:
+    from api.main import app
+
+    ada = TestClient(app, headers=bearer(new_key("metrics-ada")))
+    bob = TestClient(app, headers=bearer(new_key("metrics-bob")))
+    with ada, bob:
+        older, newer = (ada.post("/experiments", json={"dataset": "mnist"}).json()["id"] for _ in range(2))
+        bobs = bob.post("/experiments", json={"dataset": "mnist"}).json()["id"]
+        with session_scope() as session:
+            ten_minutes_ago = utcnow() - timedelta(seconds=600)
+            session.execute(update(Experiment).where(Experiment.id == older).values(queued_at=ten_minutes_ago))
+        oldest = scrape(client)["epochal_queue_oldest_wait_seconds"]
+        assert 600 <= value(oldest, user="metrics-ada") < 900
+        assert value(oldest, user="metrics-bob") < 600
+        # Once it starts it waits no more: her other job is then her oldest; with none left waiting, no series.
+        job = jobs.claim(older, "metrics@host")
+        assert job is not None
+        assert value(scrape(client)["epochal_queue_oldest_wait_seconds"], user="metrics-ada") < 600
+        assert ada.post(f"/experiments/{newer}/cancel").status_code == 200
+        assert bob.post(f"/experiments/{bobs}/cancel").status_code == 200
+        oldest = scrape(client)["epochal_queue_oldest_wait_seconds"]
+        assert not [s for s in oldest if s.labels["user"] in ("metrics-ada", "metrics-bob")], oldest
+        jobs.finish_cancelled(job, None, None)
 
 
 def test_requests_are_counted_and_timed_by_route_template(client: TestClient) -> None:

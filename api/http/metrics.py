@@ -1,7 +1,7 @@
 """Prometheus metrics: request counts and latency measured as requests pass, the rest read at scrape time.
 
 Counters that live in the database or the broker (jobs by status, epochs trained and their seconds,
-queue depth, leases of running jobs, the roles' holders and the age of their last pass) are read when
+queue depth and queue waits, leases of running jobs, the roles' holders and the age of their last pass) are read when
 Prometheus scrapes, so every API process reports
 the same truth and nothing is lost when one restarts. Only HTTP traffic is counted in process; with several
 API processes on one host (EPOCHAL_API_WORKERS), each counts in files of a shared folder that the launcher
@@ -117,6 +117,16 @@ class StoredStateCollector(Collector):
                 .join(User, User.id == Experiment.owner_id)
                 .where(Experiment.started_at.is_not(None), Experiment.queued_at.is_not(None))
             ).all()
+            oldest = session.execute(
+                select(User.name, func.min(Experiment.queued_at))
+                .join(User, User.id == Experiment.owner_id)
+                .where(
+                    Experiment.status == Status.QUEUED,
+                    Experiment.started_at.is_(None),
+                    Experiment.queued_at.is_not(None),
+                )
+                .group_by(User.name)
+            ).all()
             waiting = dict(
                 session.execute(
                     select(Experiment.queue, func.count())
@@ -126,6 +136,7 @@ class StoredStateCollector(Collector):
             )
         yield from (jobs, epochs, seconds, leases)
         yield self._queue_waits(waits)
+        yield self._oldest_waits(oldest, now)
         undispatched = GaugeMetricFamily(
             "epochal_jobs_waiting_for_slot",
             "Queued jobs the dispatcher has not released to the broker yet (no free slot, or their owner's cap).",
@@ -154,6 +165,20 @@ class StoredStateCollector(Collector):
             buckets = [(str(le), float(sum(v <= le for v in values))) for le in WAIT_BUCKETS]
             buckets.append(("+Inf", float(len(values))))
             family.add_metric(list(labels), buckets, sum(values))
+        return family
+
+    @staticmethod
+    def _oldest_waits(rows: Sequence[Any], now: datetime) -> Metric:
+        """How long each user's longest-waiting job has waited so far: a user starved of slots shows here while
+        they wait, where the histogram above only counts a wait once the job starts."""
+        family = GaugeMetricFamily(
+            "epochal_queue_oldest_wait_seconds",
+            "Seconds since the user's oldest job still waiting for its start was queued (submitted or retried); no "
+            "series for a user with none waiting.",
+            labels=["user"],
+        )
+        for name, queued_at in sorted(rows):
+            family.add_metric([name], max(0.0, (now - as_utc(queued_at)).total_seconds()))
         return family
 
     @staticmethod

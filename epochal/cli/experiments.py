@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -16,6 +17,7 @@ from epochal.cli.render import (
     fmt,
     metrics_table,
     report_table,
+    standing,
     status_text,
     summary_table,
 )
@@ -77,8 +79,11 @@ def run(
             if as_json:
                 print_json(experiment)
             else:
+                if experiment["status"] == "queued":  # the submission's answer has no position: the read works it out
+                    experiment = client.experiment(experiment["id"])
+                where = f", {place}" if (place := standing(experiment)) else ""
                 follow = f"  (follow it: epochal watch {experiment['id']})"
-                out.print(f"experiment {experiment['id']}: ", status_text(experiment["status"]), follow, sep="")
+                out.print(f"experiment {experiment['id']}: ", status_text(experiment["status"]), where, follow, sep="")
             return
         if as_json:  # stdout is kept for the final JSON alone
             err.print(f"submitted experiment {experiment['id']}")
@@ -106,11 +111,24 @@ def ls(
         page = client.experiments(
             status=status, dataset=dataset, optimizer=optimizer, sweep_id=sweep, limit=limit, offset=offset
         )
-    if as_json:
-        print_json(page)
-        return
-    shown = f"{offset + 1}-{offset + len(page['items'])}" if page["items"] else "none"
-    out.print(experiments_table(page["items"], title=f"experiments {shown} of {page['total']}"))
+        if as_json:
+            print_json(page)
+            return
+        items = with_standing(client, page["items"])
+    shown = f"{offset + 1}-{offset + len(items)}" if items else "none"
+    out.print(experiments_table(items, title=f"experiments {shown} of {page['total']}"))
+
+
+def with_standing(client: Client, experiments: list[Experiment]) -> list[Experiment]:
+    """The page with each queued job read on its own: a list does not work out where a job stands in its queue
+    (that is a pass over the queue per job), the single read does. Another job is as the list had it."""
+    shown: list[Experiment] = []
+    for experiment in experiments:
+        if experiment["status"] == "queued":
+            with contextlib.suppress(NotFound):  # gone since the list was read: shown as the list had it
+                experiment = client.experiment(experiment["id"])
+        shown.append(experiment)
+    return shown
 
 
 def _evaluation(client: Client, experiment: Experiment) -> Evaluation | None:

@@ -11,7 +11,7 @@ from rich.progress import Progress as Bar
 from rich.table import Table
 from rich.text import Text
 
-from epochal.cli.render import fmt, metrics_table, sparkline, status_text
+from epochal.cli.render import fmt, metrics_table, sparkline, standing, status_cell, status_text
 from epochal.client import Client, Progress
 from epochal.client.types import EpochMetric, Experiment, Sweep
 
@@ -19,6 +19,8 @@ from epochal.client.types import EpochMetric, Experiment, Sweep
 def _headline(experiment: Experiment) -> Text:
     text = Text(f"experiment {experiment['id']}" + (f" ({experiment['name']})" if experiment["name"] else "") + ": ")
     text.append_text(status_text(experiment["status"]))
+    if where := standing(experiment):
+        text.append(f", {where}", style="yellow")
     if experiment["cancel_requested"] and experiment["status"] == "running":
         text.append(" (cancel requested: stops after this epoch)", style="magenta")
     if experiment.get("error"):
@@ -55,8 +57,9 @@ def _epoch_line(experiment: Experiment, metric: EpochMetric) -> str:
 def _log_lines(event: Progress) -> list[str]:
     # Without a terminal (a pipe, a CI log) the view cannot be redrawn: say what changed, once, an epoch a line.
     experiment = event.experiment
+    where = standing(experiment)
     lines = [_epoch_line(experiment, m) for m in event.new_epochs] or [
-        f"experiment {experiment['id']}: {experiment['status']}"
+        f"experiment {experiment['id']}: {experiment['status']}" + (f", {where}" if where else "")
     ]
     if experiment.get("error"):
         lines[-1] += f": {experiment['error']}"
@@ -108,7 +111,7 @@ def sweep_rows(sweep: Sweep) -> Table:
         table.add_row(
             str(experiment["id"]),
             labels.get(experiment["id"]) or experiment["name"] or "",
-            status_text(experiment["status"]),
+            status_cell(experiment),
             _epochs_cell(experiment),
             fmt(experiment["summary"]["best_val_accuracy"]),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -31,6 +32,24 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 def status_text(status: str) -> Text:
     return Text(status, style=f"bold {STATUS_STYLE.get(status, '')}")
+
+
+def local_time(moment: str, now: datetime | None = None) -> str:
+    """An API time as the reader's local clock: HH:MM today, with the date on any other day."""
+    local = datetime.fromisoformat(moment).astimezone()
+    today = (now or datetime.now().astimezone()).date()
+    return local.strftime("%H:%M" if local.date() == today else "%Y-%m-%d %H:%M")
+
+
+def standing(experiment: Experiment) -> str | None:
+    """Where a queued job stands, as the single read of it says ("position 3 · starts ~14:05 (estimate)"); None
+    for any other job, or for a queued one read from a list (lists do not work the position out)."""
+    position = experiment.get("queue_position")
+    if experiment["status"] != "queued" or position is None:
+        return None
+    start = experiment.get("estimated_start")
+    when = f"starts ~{local_time(start)} (estimate)" if start else "no start estimate yet (no epoch timed on its queue)"
+    return f"position {position} · {when}"
 
 
 def sparkline(values: Sequence[float | None]) -> str:
@@ -69,6 +88,8 @@ def summary_table(experiment: Experiment) -> Table:
         ("test loss", fmt(summary["test_loss"])),
         ("device", fmt(experiment.get("device"))),
     ]
+    if where := standing(experiment):
+        rows.insert(2, ("queue", Text(f"{experiment['queue']}: {where}", style="yellow")))
     if experiment.get("sweep_id"):
         rows.append(("sweep", str(experiment["sweep_id"])))
     if experiment.get("error"):
@@ -133,6 +154,14 @@ def report_table(report: dict[str, Any], labels: Sequence[str]) -> Table:
     return table
 
 
+def status_cell(experiment: Experiment) -> Text:
+    """The status, and a queued job's standing after it when the experiment was read on its own."""
+    cell = status_text(experiment["status"])
+    if where := standing(experiment):
+        cell.append(f" {where}", style="yellow")
+    return cell
+
+
 def experiments_table(experiments: Sequence[Experiment], title: str | None = None) -> Table:
     table = Table(title=title, title_justify="left")
     for name, justify in (
@@ -150,7 +179,7 @@ def experiments_table(experiments: Sequence[Experiment], title: str | None = Non
         summary = e["summary"]
         table.add_row(
             str(e["id"]),
-            status_text(e["status"]),
+            status_cell(e),
             e["name"] or "",
             describe(e),
             f"{summary['epochs_done']}/{e['epochs']}",

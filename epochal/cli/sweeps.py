@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from epochal.cli.context import connect, err, out, print_json, read_document
+from epochal.cli.experiments import with_standing
 from epochal.cli.live import follow_sweep, sweep_rows
 from epochal.cli.render import sweep_view
 
@@ -51,12 +52,14 @@ def run_sweep(
 
 @app.command("show")
 def show_sweep(ctx: typer.Context, sweep_id: SweepId, as_json: JsonFlag = False) -> None:
-    """A sweep: each experiment's state, and the runs ranked by best validation accuracy."""
+    """A sweep: each experiment's state (a queued one's place in the queue), and the runs ranked by best validation
+    accuracy."""
     with connect(ctx) as client:
         sweep = client.sweep(sweep_id)
-    if as_json:
-        print_json(sweep)
-        return
+        if as_json:
+            print_json(sweep)
+            return
+        sweep["experiments"] = with_standing(client, sweep["experiments"])
     out.print(sweep_rows(sweep))
     out.print(sweep_view(sweep))
 

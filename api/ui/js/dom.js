@@ -23,3 +23,23 @@ export const fmt = (value, digits = 4) =>
 export const pct = (value) => (value === null || value === undefined ? "–" : `${(value * 100).toFixed(2)}%`);
 
 export const statusBadge = (status) => h("span", { class: `status status-${status}`, "data-status": status }, status);
+
+const pad = (n) => String(n).padStart(2, "0");
+
+// A time from the API on the reader's clock: HH:MM today, with the date on another day.
+export function clockTime(iso) {
+  const d = new Date(iso);
+  const hm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  return d.toDateString() === new Date().toDateString()
+    ? hm : `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hm}`;
+}
+
+// Where a queued job stands, as GET /experiments/{id} works it out ("position 3 · starts ~14:05 (estimate)"); null
+// for any other job, and for one read from a list, which carries no position (list.js reads queued rows one by one for it).
+export function standing(e) {
+  if (e.status !== "queued" || e.queue_position === null || e.queue_position === undefined) return null;
+  const start = e.estimated_start
+    ? ["starts ~", h("time", { datetime: e.estimated_start }, clockTime(e.estimated_start)), " (estimate)"]
+    : ["no start estimate yet"];
+  return h("span", { class: "standing", "data-position": e.queue_position }, `position ${e.queue_position} · `, start);
+}

@@ -1,12 +1,13 @@
 // One experiment: its spec and status, live curves from the event stream while it trains, then its test
 // evaluation, its checkpoint with the input contract, and predictions on a dropped image.
 import { api } from "./api.js";
-import { fmt, h, pct, statusBadge } from "./dom.js";
+import { fmt, h, pct, standing, statusBadge } from "./dom.js";
 import { showError } from "./list.js";
 import { drawCurves, evaluationCard, modelCard, predictionCard } from "./results.js";
 import { follow } from "./sse.js";
 
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
+const STANDING_MS = 10000;  // how often a queued job's place and estimate are read again
 
 function specTable(e) {
   const rows = [["dataset", e.dataset], ["network", e.network], ["optimizer", e.optimizer],
@@ -18,17 +19,28 @@ function specTable(e) {
 
 export function renderExperiment(view, id) {
   const status = h("span", { id: "status" });
+  const place = h("span", { id: "standing", class: "muted" });
   const progress = h("p", { id: "progress", class: "muted" });
   const curves = h("div", { class: "grid2", id: "curves", "data-points": "0" });
   const summary = h("div", { id: "summary" });
   const results = h("div", { id: "results" });
-  view.replaceChildren(h("h1", {}, `Experiment #${id} `, status), summary, progress,
+  view.replaceChildren(h("h1", {}, `Experiment #${id} `, status, " ", place), summary, progress,
     h("div", { class: "card" }, h("h2", {}, "Learning curves"), curves), results);
   const metrics = new Map();
   let stop = () => {};
   let alive = true;
+  let timer = null;
 
   const setStatus = (value) => status.replaceChildren(statusBadge(value));
+  // While queued: where it stands, read again every few seconds (others submit, finish, get priorities).
+  function showStanding(experiment) {
+    clearTimeout(timer);
+    place.replaceChildren(standing(experiment) || "");
+    if (experiment.status === "queued") {
+      timer = setTimeout(() => api(`/experiments/${id}`).then((e) => alive && showStanding(e)).catch(() => {}),
+        STANDING_MS);
+    }
+  }
   async function showResults(experiment) {
     const parts = [];
     if (experiment.error) parts.push(h("div", { class: "card error", role: "alert" }, experiment.error));
@@ -42,6 +54,7 @@ export function renderExperiment(view, id) {
   async function load() {
     const experiment = await api(`/experiments/${id}`);
     setStatus(experiment.status);
+    showStanding(experiment);
     const s = experiment.summary;
     summary.replaceChildren(h("p", {}, experiment.name ? `${experiment.name}. ` : "",
       `Best validation accuracy ${pct(s.best_val_accuracy)} (epoch ${s.best_epoch ?? "–"}), `,
@@ -68,6 +81,8 @@ export function renderExperiment(view, id) {
             + `accuracy ${pct(data.accuracy)}`;
         } else if (event === "status") {
           setStatus(data.status);
+          if (data.status !== "queued") showStanding(data);
+          else api(`/experiments/${id}`).then((e) => alive && showStanding(e)).catch(() => {});
           if (FINISHED.has(data.status)) {
             progress.textContent = "";
             load().then(showResults).catch((error) => showError(results, error));
@@ -80,5 +95,5 @@ export function renderExperiment(view, id) {
       showError(results, error);
     }
   })();
-  return () => { alive = false; stop(); };
+  return () => { alive = false; clearTimeout(timer); stop(); };
 }

@@ -1,7 +1,7 @@
 // The experiment list: one page at a time from the API's limit/offset (it stays quick at thousands of
 // experiments), filtered by status, dataset and optimizer, refreshed every few seconds for live status.
 import { api } from "./api.js";
-import { fmt, h, pct, statusBadge } from "./dom.js";
+import { fmt, h, pct, standing, statusBadge } from "./dom.js";
 
 export const PAGE = 25;
 const REFRESH_MS = 3000;
@@ -28,11 +28,18 @@ function filterBar(params) {
       values.map((v) => h("option", { value: v, selected: params.get(name) === v }, v))))));
 }
 
+// A list does not work out where queued jobs stand (a pass over the queue for each): the page's queued jobs are
+// read one by one for it, and one that cannot be read is shown as the list had it.
+export const withStanding = (items) => Promise.all(items.map((e) =>
+  (e.status === "queued" ? api(`/experiments/${e.id}`).catch(() => e) : e)));
+
 function row(e) {
   const s = e.summary;
+  const place = standing(e);
   return h("tr", { dataset: { id: e.id } },
     h("td", {}, h("a", { href: `#/experiments/${e.id}` }, `#${e.id}`)),
-    h("td", {}, e.name || ""), h("td", {}, statusBadge(e.status)), h("td", {}, e.dataset), h("td", {}, e.optimizer),
+    h("td", {}, e.name || ""), h("td", {}, statusBadge(e.status), place && [" ", place]),
+    h("td", {}, e.dataset), h("td", {}, e.optimizer),
     h("td", { class: "num" }, `${s.epochs_done}/${e.epochs}`), h("td", { class: "num" }, pct(s.best_val_accuracy)),
     h("td", { class: "num" }, pct(s.test_accuracy)), h("td", { class: "num" }, fmt(s.test_loss)),
     h("td", {}, e.sweep_id ? h("a", { href: `#/sweeps/${e.sweep_id}` }, `sweep ${e.sweep_id}`) : ""));
@@ -55,8 +62,9 @@ export function renderList(view, params) {
   async function refresh() {
     try {
       const data = await api(`/experiments?${query}`);
+      const items = await withStanding(data.items);
       if (!alive) return;
-      body.replaceChildren(...data.items.map(row));
+      body.replaceChildren(...items.map(row));
       if (!data.items.length) body.append(h("tr", {}, h("td", { colspan: 10, class: "muted" }, "No experiments here yet.")));
       const last = Math.min(offset + data.items.length, data.total);
       const link = (id, to, text) => (to === null ? h("span", { class: "muted" }, text) : h("a", { id, href: page(to) }, text));
