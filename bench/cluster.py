@@ -18,7 +18,8 @@ Faults:
   jobs train on. Recovery: from the cut to the running jobs' end.
 - worker-broker-cut: the running job's worker host cannot reach the broker, only the database: the job keeps its
   lease and ends; the message it could not acknowledge comes back later and is refused by the fenced claim.
-- slow-link: netem on the running job's worker host (--delay-ms, --loss-percent) for the rest of the round.
+- slow-link: netem on the running job's worker host (--delay-ms, --loss-percent) for the rest of the round, or, on
+  a kernel without netem, a token bucket holding its link to 256 kbit/s with --delay-ms of queueing.
 
 It needs root (network namespaces) and prints one table of every fault's rounds; exit status 1 if an invariant broke.
 """
@@ -169,12 +170,12 @@ def slow_link(hosts: Cluster, spec: dict[str, Any], result: Round, delay_ms: int
     result.jobs = [hosts.submit(spec)]
     target = mid_run(hosts, result.jobs, spec["epochs"])
     host = hosts.host_of(target["attempts"][-1])
-    hosts.slow(host, delay_ms, loss)
+    how = hosts.slow(host, delay_ms, loss)
     slowed_at = time.time()
     try:
         bodies = ended(hosts, result.jobs, 400)
         result.recovery_s = time.time() - slowed_at if bodies else None
-        result.detail = f"{host} at {delay_ms} ms and {loss:g}% loss until the job ended"
+        result.detail = f"{host} slowed ({how}) until the job ended"
     finally:
         hosts.fast(host)
     return Target(target["id"], len(target["attempts"]), target["summary"]["epochs_done"])
@@ -198,8 +199,10 @@ def run_round(hosts: Cluster, fault: str, number: int, options: argparse.Namespa
     target: Target | None = None
     try:
         target = inject[fault]()
-    except AssertionError as exc:
+    except AssertionError as exc:  # a wait that ran out: what the round waited for never happened
         result.stuck.append(str(exc).splitlines()[0])
+    except RuntimeError as exc:  # a fault that could not be injected (a refused submission, a missing qdisc)
+        result.detail = f"injection failed: {exc}"
     bodies = ended(hosts, result.jobs, 300)
     for experiment_id in result.jobs:
         if experiment_id not in bodies:

@@ -4,10 +4,14 @@ The position is 1-based among its queue's queued jobs: first those released to t
 the order they were released), then the waiting ones in the order the dispatcher would choose now
 (domain/dispatch.py). It changes as other users submit, finish or get priorities.
 
-The start is an estimate, nothing more: the queue's slots are filled with the running jobs' remaining time (their
-epochs left times their own mean epoch time, less the time since their last epoch ended), then every job ahead is
-given its epochs times the queue's recent mean epoch time, each in the slot that frees first. Unknown (null) while
-the queue has no finished epoch to measure by. Caps are not simulated: a job held back by its owner's cap may start
+The start is an estimate, nothing more. A job's length is modelled as its start-up (an attempt's start to its
+first epoch's start: the training process, the data), its epochs, and its wrap-up (its last epoch's end to its end:
+the test evaluation, the checkpoint), each measured on the queue's recent attempts; the epochs alone were a tenth of
+a small job's length (docs/results/fair-share.md). The queue's slots are filled with the running jobs' remaining
+time (their epochs left times their own mean epoch time, their wrap-up, and their start-up before a first epoch,
+less the time since their last epoch ended or they started), then every job ahead is given its length, each in the
+slot that frees first. Unknown (null) while the queue has no finished epoch to measure by; until an attempt has
+ended, start-up and wrap-up count as nothing. Caps are not simulated: a job held back by its owner's cap may start
 later than this says.
 """
 
@@ -24,10 +28,11 @@ from config import Settings
 from domain.dispatch import Board, order, read_board
 from models import Attempt, EpochMetric, Experiment
 from models.base import as_utc, utcnow
-from models.states import Status
+from models.states import Outcome, Status
 
-# Recent epochs of a queue that its mean epoch time is measured on.
+# Recent epochs of a queue that its mean epoch time is measured on, and recent attempts its start-up and wrap-up.
 RECENT_EPOCHS = 50
+RECENT_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,46 @@ def _mean_epoch_s(session: Session, queue: str) -> float | None:
     return float(mean) if mean is not None else None
 
 
-def _running_left_s(session: Session, queue: str, now: datetime, fallback_epoch_s: float | None) -> list[float | None]:
+@dataclass(frozen=True)
+class Overheads:
+    """What a job takes besides its epochs, as the queue's recent attempts took it (seconds)."""
+
+    start_s: float = 0.0  # from an attempt's start to its first epoch's start
+    tail_s: float = 0.0  # from its last epoch's end to its end
+
+
+def _overheads(session: Session, queue: str) -> Overheads:
+    rows = session.execute(
+        select(
+            Attempt.started_at,
+            Attempt.ended_at,
+            func.min(EpochMetric.created_at),
+            func.max(EpochMetric.created_at),
+            func.avg(EpochMetric.seconds),
+        )
+        .join(Experiment, Experiment.id == Attempt.experiment_id)
+        .join(
+            EpochMetric,
+            (EpochMetric.experiment_id == Attempt.experiment_id) & (EpochMetric.attempt == Attempt.number),
+        )
+        .where(Experiment.queue == queue, Attempt.outcome == Outcome.SUCCEEDED.value, Attempt.ended_at.is_not(None))
+        .group_by(Attempt.id, Attempt.started_at, Attempt.ended_at)
+        .order_by(Attempt.ended_at.desc())
+        .limit(RECENT_ATTEMPTS)
+    ).all()
+    if not rows:
+        return Overheads()
+    starts, tails = [], []
+    for started, ended, first_end, last_end, epoch_s in rows:
+        # The first epoch ended its own length after it started: what came before it is start-up.
+        starts.append(max(0.0, (as_utc(first_end) - as_utc(started)).total_seconds() - float(epoch_s or 0.0)))
+        tails.append(max(0.0, (as_utc(ended) - as_utc(last_end)).total_seconds()))
+    return Overheads(sum(starts) / len(starts), sum(tails) / len(tails))
+
+
+def _running_left_s(
+    session: Session, queue: str, now: datetime, fallback_epoch_s: float | None, overheads: Overheads
+) -> list[float | None]:
     """Seconds each running job of `queue` has left, by its own epochs (or the queue's mean); None if unknown."""
     left: list[float | None] = []
     rows = session.execute(
@@ -58,6 +102,9 @@ def _running_left_s(session: Session, queue: str, now: datetime, fallback_epoch_
         )
     ).all()
     for experiment_id, epochs, attempt in rows:
+        started = session.scalar(
+            select(Attempt.started_at).where(Attempt.experiment_id == experiment_id, Attempt.number == attempt)
+        )
         done, mean, last_end = session.execute(
             select(func.count(EpochMetric.id), func.avg(EpochMetric.seconds), func.max(EpochMetric.created_at)).where(
                 EpochMetric.experiment_id == experiment_id
@@ -67,11 +114,11 @@ def _running_left_s(session: Session, queue: str, now: datetime, fallback_epoch_
         if per_epoch is None:
             left.append(None)
             continue
-        started = session.scalar(
-            select(Attempt.started_at).where(Attempt.experiment_id == experiment_id, Attempt.number == attempt)
-        )
+        # Before this attempt's first epoch, its start-up is still to come (a resumed attempt starts up again).
+        ended_in_attempt = last_end is not None and (started is None or as_utc(last_end) >= as_utc(started))
         since = max([as_utc(t) for t in (last_end, started) if t is not None], default=now)
-        left.append(max(0.0, (epochs - done) * per_epoch - (now - since).total_seconds()))
+        ahead_of_it = (epochs - done) * per_epoch + overheads.tail_s + (0.0 if ended_in_attempt else overheads.start_s)
+        left.append(max(0.0, ahead_of_it - (now - since).total_seconds()))
     return left
 
 
@@ -98,11 +145,13 @@ def standing(session: Session, settings: Settings, experiment: Experiment) -> St
     ahead = _ahead(board, experiment, released_epochs)
     position = len(ahead) + 1
     mean = _mean_epoch_s(session, experiment.queue)
-    running = _running_left_s(session, experiment.queue, now, mean)
+    overheads = _overheads(session, experiment.queue)
+    running = _running_left_s(session, experiment.queue, now, mean, overheads)
     if mean is None or any(left is None for left in running):
         return Standing(position, None)
     slots = [0.0] * max(1, settings.slots_for(experiment.queue))
+    lengths = [overheads.start_s + e * mean + overheads.tail_s for e in ahead]
     # The running jobs first, then every job ahead, each into the slot that frees first.
-    for seconds in [*sorted((left or 0.0 for left in running), reverse=True), *(e * mean for e in ahead)]:
+    for seconds in [*sorted((left or 0.0 for left in running), reverse=True), *lengths]:
         heapq.heappush(slots, heapq.heappop(slots) + seconds)
     return Standing(position, now + timedelta(seconds=slots[0]))

@@ -282,11 +282,24 @@ class Cluster:
         action = "add" if cut else "delete"
         _run(*self.in_host(host, "ip", "route", action, "prohibit", f"{self.broker_address}/32"))
 
-    def slow(self, host: str, delay_ms: int, loss_percent: float) -> None:
-        """netem on the host's link (both ways: on its end and on the machine's end)."""
-        rule = ["netem", "delay", f"{delay_ms}ms", "loss", f"{loss_percent:g}%"]
-        _run(*self.in_host(host, "tc", "qdisc", "replace", "dev", "eth0", "root", *rule))
-        _run("tc", "qdisc", "replace", "dev", self._veth(host), "root", *rule)
+    def slow(self, host: str, delay_ms: int, loss_percent: float) -> str:
+        """Slow the host's link both ways (on its end and on the machine's end); says how.
+
+        netem's delay and loss where the kernel has it; else a token bucket (tbf) that holds the link to 256 kbit/s
+        with up to `delay_ms` of queueing: slow and bursty, with no loss.
+        """
+        netem = ["netem", "delay", f"{delay_ms}ms", "loss", f"{loss_percent:g}%"]
+        tbf = ["tbf", "rate", "256kbit", "burst", "16kbit", "latency", f"{delay_ms}ms"]
+        for rule, how in (
+            (netem, f"netem {delay_ms} ms, {loss_percent:g}% loss"),
+            (tbf, f"tbf 256 kbit/s, {delay_ms} ms"),
+        ):
+            ends = [self.in_host(host, "tc", "qdisc", "replace", "dev", "eth0", "root", *rule)]
+            ends.append(["tc", "qdisc", "replace", "dev", self._veth(host), "root", *rule])
+            if all(subprocess.run(end, capture_output=True).returncode == 0 for end in ends):
+                return how
+            self.fast(host)
+        raise RuntimeError("neither netem nor tbf is available to slow a link")
 
     def fast(self, host: str) -> None:
         subprocess.run(self.in_host(host, "tc", "qdisc", "del", "dev", "eth0", "root"), capture_output=True)
