@@ -130,6 +130,9 @@ def test_a_spec_without_options_builds_the_optimizer_and_loss_of_before(optimize
     )
     assert built == before
     assert build_loss(old) == "sparse_categorical_crossentropy"  # the name, as compile() was always given
+    network = compile_network(build_network(old), old)
+    assert network.loss == "sparse_categorical_crossentropy"
+    assert {k: v for k, v in network.optimizer.get_config().items() if k != "name"} == before
     assert not TrainingControls(old).active
     assert TrainingControls(old).learning_rate(0) is None  # the optimizer's rate is never touched
 
@@ -353,3 +356,19 @@ def test_plateau_defaults_are_keras_own() -> None:
         theirs.cooldown,
         theirs.min_lr,
     )
+
+
+def test_options_that_change_nothing_train_the_history_of_a_spec_without_them(data_dir: Path, tmp_path: Path) -> None:
+    # A constant schedule sets the rate the optimizer already has, early stopping that never stops only watches,
+    # weights of 1 weigh nothing: the run is the old spec's, to the bit (the machinery itself changes nothing).
+    old = run_experiment(spec(epochs=2), data_dir, tmp_path / "old")
+    inert = spec(
+        epochs=2,
+        lr_schedule={"type": "constant"},
+        early_stopping={"patience": 1000},
+        class_weight={str(d): 1.0 for d in range(10)},
+    )
+    same = run_experiment(inert, data_dir, tmp_path / "inert")
+    assert history(same.epochs) == history(old.epochs)
+    assert same.learning_rates == old.learning_rates and same.stopped_early_at is None
+    assert same.evaluation == old.evaluation

@@ -107,3 +107,26 @@ def test_epochal_run_takes_a_schedule_inline_or_from_a_file(monkeypatch: pytest.
         assert (bodies[-1]["class_weight"], bodies[-1]["early_stopping"]) == ("balanced", {"patience": 2})
     result = CliRunner().invoke(cli_app, ["run", "--dataset", "mnist", "--lr-schedule", "{not json"])
     assert result.exit_code != 0 and "is not a JSON object" in result.output
+
+
+def test_a_sweep_compares_schedules_one_configuration_each(client: TestClient) -> None:
+    schedules = [{"type": "step", "every_epochs": 1, "factor": 0.5}, {"type": "cosine"}, {"type": "plateau"}]
+    response = client.post(
+        "/sweeps",
+        json={"base": {"dataset": "mnist", "epochs": 3}, "grid": {"lr_schedule": schedules}, "repeats": 2},
+    )
+    assert response.status_code == 202, response.text
+    sweep = client.get(f"/sweeps/{response.json()['id']}").json()
+    assert [e["lr_schedule"]["type"] for e in sweep["experiments"]] == [
+        "step",
+        "step",
+        "cosine",
+        "cosine",
+        "plateau",
+        "plateau",
+    ]
+    assert len(sweep["configurations"]) == 3  # repeats together, schedules apart
+    refused = client.post(
+        "/sweeps", json={"base": {"dataset": "mnist"}, "grid": {"lr_schedule": [{"type": "cosine"}, {"type": "x"}]}}
+    )
+    assert refused.status_code == 422 and "lr_schedule" in refused.text
