@@ -228,6 +228,7 @@ def retry(session: Session, experiment_id: int) -> None:
             device=None,
             best_epoch=None,
             best_val_accuracy=None,
+            stopped_early_at=None,
             started_at=None,
             finished_at=None,
             lost_attempts=0,

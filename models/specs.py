@@ -10,9 +10,10 @@ the spec needs a column (and its migration) and nothing else.
 from __future__ import annotations
 
 import types
+from functools import cache
 from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, TypeAdapter
 from pydantic.fields import FieldInfo
 
 from models.tables import Experiment
@@ -133,12 +134,24 @@ def stored_value(experiment: Experiment, name: str) -> Any:
     nested = nested_model(field)
     if nested is None:
         value = getattr(experiment, name)
-        # A model stored as its JSON (a network graph, where the field may also hold a name) is read back as one.
+        # A model stored as its JSON (a network graph, where the field may also hold a name; one of several, such
+        # as a learning-rate schedule, told apart as the spec tells them) is read back as one.
         models = [t for t in value_types(field) if isinstance(t, type) and issubclass(t, BaseModel)]
-        return models[0].model_validate(value) if isinstance(value, dict) and len(models) == 1 else value
+        if not isinstance(value, dict) or not models:
+            return value
+        return _model_reader(name).validate_python(value)
     columns = zip(columns_of_parts(name), SPEC_COLUMNS[name], strict=True)
     parts = {part: getattr(experiment, column) for part, column in columns}
     return None if all(v is None for v in parts.values()) else nested(**parts)
+
+
+@cache
+def _model_reader(name: str) -> TypeAdapter[Any]:
+    """Reads spec field `name`'s stored JSON object into its model, with the field's own discriminator."""
+    field = ExperimentSpec.model_fields[name]
+    models = tuple(t for t in value_types(field) if isinstance(t, type) and issubclass(t, BaseModel))
+    union: Any = models[0] if len(models) == 1 else Annotated[Union[models], Field(discriminator=field.discriminator)]  # noqa: UP007
+    return TypeAdapter(union)
 
 
 def stored_spec(experiment: Experiment) -> dict[str, Any]:

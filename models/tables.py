@@ -24,6 +24,7 @@ from sqlalchemy.orm import Mapped, column_property, deferred, mapped_column, rel
 
 from models.base import Base, utcnow
 from models.states import Status
+from training.options import Monitor
 from training.spec import Activation, Dataset, Loss, Network, Optimizer, Validation
 
 
@@ -69,6 +70,18 @@ class Experiment(Base):
     mixed_precision: Mapped[bool] = mapped_column(Boolean, default=False)
     deterministic: Mapped[bool] = mapped_column(Boolean, default=False)
     jit_compile: Mapped[bool | None] = mapped_column(Boolean)
+    # Training options (revision 0010); null where a spec leaves them out and trains as before they existed.
+    early_stopping_monitor: Mapped[Monitor | None] = mapped_column(_enum(Monitor))
+    early_stopping_patience: Mapped[int | None] = mapped_column(Integer)
+    early_stopping_min_delta: Mapped[float | None] = mapped_column(Float)
+    # A schedule's object, as its JSON (training/options.py: told apart by its `type`).
+    lr_schedule: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    weight_decay: Mapped[float | None] = mapped_column(Float)
+    clipnorm: Mapped[float | None] = mapped_column(Float)
+    clipvalue: Mapped[float | None] = mapped_column(Float)
+    label_smoothing: Mapped[float | None] = mapped_column(Float)
+    # "balanced", or weights by class name.
+    class_weight: Mapped[str | dict[str, float] | None] = mapped_column(JSON(none_as_null=True))
     # The job.
     sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweep.id", ondelete="SET NULL"), index=True)
     # Who submitted it: only they (and admins) can see it or act on it. See domain/access.py.
@@ -100,6 +113,8 @@ class Experiment(Base):
     priority: Mapped[int] = mapped_column(Integer, default=0)
     best_epoch: Mapped[int | None] = mapped_column(Integer)
     best_val_accuracy: Mapped[float | None] = mapped_column(Float)
+    # The epoch after which early stopping ended training (then evaluated as usual); null: it trained every epoch.
+    stopped_early_at: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

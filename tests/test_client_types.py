@@ -19,6 +19,7 @@ from epochal.client import types as client_types
 # The client's name -> the component it mirrors.
 COMPONENT = {
     "Head": "Head",
+    "EarlyStopping": "EarlyStopping",
     "ExperimentRequest": "ExperimentCreate",
     "Summary": "ExperimentSummary",
     "Experiment": "ExperimentRead",
@@ -49,7 +50,8 @@ LENIENT = {
 }
 # Components the client keeps as plain JSON objects (dict[str, Any]), whatever their fields: a network graph's
 # vocabulary is the API's to check (POST /networks/check), not the client's to restate.
-OPAQUE = {"NetworkGraph"}
+# Likewise a learning-rate schedule's types: the client sends one as an object and the API names what is wrong.
+OPAQUE = {"NetworkGraph", "ConstantSchedule", "StepDecay", "ExponentialDecay", "CosineDecay", "ReduceOnPlateau"}
 JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean"}
 
 
@@ -85,10 +87,11 @@ def from_client(annotation: Any) -> tuple[Any, bool]:
 
 def from_document(prop: dict[str, Any], schemas: dict[str, Any]) -> tuple[Any, bool]:
     """The same shape, read off a property of the document."""
-    if "anyOf" in prop:
-        members = [m for m in prop["anyOf"] if m != {"type": "null"}]
-        shapes = frozenset(from_document(m, schemas)[0] for m in members)
-        return (next(iter(shapes)) if len(shapes) == 1 else ("one of", shapes)), len(members) < len(prop["anyOf"])
+    for union in ("anyOf", "oneOf"):  # oneOf: a union told apart by a discriminator (a learning-rate schedule)
+        if union in prop:
+            members = [m for m in prop[union] if m != {"type": "null"}]
+            shapes = frozenset(from_document(m, schemas)[0] for m in members)
+            return (next(iter(shapes)) if len(shapes) == 1 else ("one of", shapes)), len(members) < len(prop[union])
     if "$ref" in prop:
         name = prop["$ref"].rsplit("/", 1)[1]
         target = schemas[name]
@@ -153,6 +156,7 @@ def test_the_client_type_matches_the_document(name: str, schemas: dict[str, Any]
         ("ActivationName", "Activation"),
         ("LossName", "Loss"),
         ("ValidationName", "Validation"),
+        ("MonitorName", "Monitor"),
     ],
 )
 def test_the_vocabularies_are_the_apis(alias: str, component: str, schemas: dict[str, Any]) -> None:

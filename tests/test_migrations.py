@@ -340,3 +340,66 @@ def test_the_blob_store_comes_with_0010_and_goes_with_its_downgrade(empty_databa
     assert not {"blob", "blob_chunk"} & table_names(empty_database)
     command.upgrade(config, "head")
     assert schema_drift(empty_database) == []
+
+
+def test_experiments_from_before_0011_read_back_without_training_options_and_its_downgrade_keeps_them(
+    empty_database: str,
+) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0010")
+    engine = make_engine(empty_database)
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO \"user\" (id, name, admin, created_at) VALUES (1, 'a', true, :now)"),
+            {"now": datetime.now(UTC)},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO experiment (id, dataset, network, optimizer, learning_rate, head_units, head_activation, "
+                "loss, epochs, batch_size, validation, validation_split, repeat, seed, mixed_precision, deterministic, "
+                "owner_id, queue, status, cancel_requested, warnings, attempt, lost_attempts, publish_count, priority, "
+                "created_at) VALUES (1, 'mnist', '\"mlp\"', 'adam', 0.001, 10, 'softmax', "
+                "'sparse_categorical_crossentropy', 2, 32, 'held_out', 0.1, 0, 42, false, false, 1, 'training', "
+                "'succeeded', false, '[]', 1, 0, 0, 0, :now)"
+            ),
+            {"now": datetime.now(UTC)},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO epoch_metric (experiment_id, epoch, seconds, attempt, created_at) "
+                "VALUES (1, 1, 1, 1, :now)"
+            ),
+            {"now": datetime.now(UTC)},
+        )
+    engine.dispose()
+    command.upgrade(config, "0011")
+    assert schema_drift(empty_database) == []
+    engine = make_engine(empty_database)
+    with Session(engine) as session:
+        row = session.scalars(select(Experiment)).one()
+        # The spec it trained: none of the options, so it trains (and trained) as before they existed.
+        assert spec_of(row) == ExperimentSpec(dataset=Dataset.MNIST, epochs=2, learning_rate=0.001)
+        assert row.stopped_early_at is None
+        options = ExperimentSpec(
+            dataset=Dataset.MNIST,
+            early_stopping={"patience": 2},  # type: ignore[arg-type]
+            lr_schedule={"type": "cosine", "warmup_epochs": 1},  # type: ignore[arg-type]
+            class_weight="balanced",  # type: ignore[arg-type]
+        )
+        from models.specs import spec_row_values
+
+        for column, value in spec_row_values(options).items():
+            setattr(row, column, value)
+        session.commit()
+    with Session(engine) as session:
+        assert spec_of(session.scalars(select(Experiment)).one()) == options.model_copy(update={"learning_rate": 0.001})
+    with engine.connect() as connection:  # a schedule left out is SQL's null, so rows can be filtered on it
+        assert connection.execute(text("SELECT count(*) FROM experiment WHERE lr_schedule IS NULL")).scalar() == 0
+    engine.dispose()
+    command.downgrade(config, "0010")
+    engine = make_engine(empty_database)
+    with engine.connect() as connection:
+        columns = {c["name"] for c in inspect(engine).get_columns("experiment")}
+        assert not {"lr_schedule", "early_stopping_patience", "stopped_early_at"} & columns
+        assert connection.execute(text("SELECT count(*) FROM epoch_metric")).scalar() == 1  # the epochs stayed
+    engine.dispose()

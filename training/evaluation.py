@@ -35,16 +35,17 @@ def evaluate_network(
     test: tf.data.Dataset,
     test_labels: np.ndarray,
     class_names: list[str],
-    loss: str,
+    loss: str | Any,
     accuracy: keras.metrics.Metric,
 ) -> EvaluationResult:
     """Evaluate `network` on the batched `test` pipeline whose integer labels are `test_labels`.
 
     One pass over the test set gives the outputs, the loss, the accuracy, the confusion matrix and the
     report (Keras' evaluate() followed by predict() would read and run it twice). The loss is the
-    per-example mean, as Keras' evaluate() reports it; `accuracy` is the metric training reported.
+    per-example mean, as Keras' evaluate() reports it; `loss` is its Keras name or a callable giving one value per
+    example (a label-smoothed loss, unreduced); `accuracy` is the metric training reported.
     """
-    per_example_loss = keras.losses.get(loss)
+    per_example_loss = keras.losses.get(loss) if isinstance(loss, str) else loss
     call = tf.function(lambda x: network(x, training=False))
     outputs, total_loss, count = [], 0.0, 0
     for x, y in test:

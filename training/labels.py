@@ -40,3 +40,20 @@ def predicted_classes(outputs: np.ndarray) -> np.ndarray:
     if outputs.ndim == 1 or outputs.shape[-1] == 1:
         return (outputs.reshape(-1) >= 0.5).astype("int64")
     return np.argmax(outputs, axis=-1).astype("int64")
+
+
+def class_weights(spec: ExperimentSpec, train_labels: np.ndarray) -> dict[int, float] | None:
+    """Keras' class_weight for `spec` (class index -> weight), or None when the spec weighs every example alike.
+
+    'balanced' is n / (classes x count of the class) over the training split's labels, counting the classes
+    present (scikit-learn's rule); a class absent from the split has no examples to weigh and is left out.
+    Weights given by name are put by index, and a class they leave out weighs 1 (Keras' own default).
+    """
+    if spec.class_weight is None:
+        return None
+    names = list(spec.info.class_names)
+    if isinstance(spec.class_weight, dict):
+        return {names.index(name): float(weight) for name, weight in spec.class_weight.items()}
+    counts = np.bincount(np.asarray(train_labels).astype("int64").reshape(-1), minlength=len(names))
+    total, classes = int(counts.sum()), int((counts > 0).sum())
+    return {index: total / (classes * int(count)) for index, count in enumerate(counts) if count > 0}

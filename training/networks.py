@@ -10,25 +10,46 @@ from training.graph.network import NetworkGraph
 from training.graph.presets import PRESETS
 from training.graph.vocabulary import LayerActivation
 from training.labels import TargetEncoding, target_encoding
-from training.spec import ExperimentSpec, Network, Optimizer
+from training.spec import ExperimentSpec, Loss, Network, Optimizer
+
+
+def _optimizer_options(spec: ExperimentSpec) -> dict[str, float]:
+    """Weight decay and clipping, only where the spec sets them: an optimizer without them is built (and so
+    configured) exactly as before they existed."""
+    options = {"weight_decay": spec.weight_decay, "clipnorm": spec.clipnorm, "clipvalue": spec.clipvalue}
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def build_optimizer(spec: ExperimentSpec) -> keras.optimizers.Optimizer:
-    """A fresh Keras optimizer for `spec`."""
-    rate = spec.resolved_learning_rate
+    """A fresh Keras optimizer for `spec` (every Keras 3 optimizer takes weight_decay, clipnorm and clipvalue)."""
+    rate, options = spec.resolved_learning_rate, _optimizer_options(spec)
     match spec.optimizer:
         case Optimizer.SGD:
-            return keras.optimizers.SGD(learning_rate=rate)
+            return keras.optimizers.SGD(learning_rate=rate, **options)
         case Optimizer.SGD_NESTEROV:
-            return keras.optimizers.SGD(learning_rate=rate, momentum=0.9, nesterov=True)
+            return keras.optimizers.SGD(learning_rate=rate, momentum=0.9, nesterov=True, **options)
         case Optimizer.ADAGRAD:
-            return keras.optimizers.Adagrad(learning_rate=rate)
+            return keras.optimizers.Adagrad(learning_rate=rate, **options)
         case Optimizer.RMSPROP:
-            return keras.optimizers.RMSprop(learning_rate=rate)
+            return keras.optimizers.RMSprop(learning_rate=rate, **options)
         case Optimizer.ADADELTA:
-            return keras.optimizers.Adadelta(learning_rate=rate)
+            return keras.optimizers.Adadelta(learning_rate=rate, **options)
         case Optimizer.ADAM:
-            return keras.optimizers.Adam(learning_rate=rate)
+            return keras.optimizers.Adam(learning_rate=rate, **options)
+        case Optimizer.ADAMW:
+            return keras.optimizers.AdamW(learning_rate=rate, **options)
+
+
+def build_loss(spec: ExperimentSpec, *, per_example: bool = False) -> str | keras.losses.Loss:
+    """The spec's loss: its Keras name, or with label smoothing the loss object that smooths (the spec allows it
+    for the two crossentropies that have it). `per_example`: unreduced, one value per example."""
+    name = str(spec.resolved_loss)
+    if spec.label_smoothing is None:
+        return keras.losses.get(name) if per_example else name
+    reduction = None if per_example else "sum_over_batch_size"
+    if spec.resolved_loss is Loss.BINARY_CROSSENTROPY:
+        return keras.losses.BinaryCrossentropy(label_smoothing=spec.label_smoothing, reduction=reduction)
+    return keras.losses.CategoricalCrossentropy(label_smoothing=spec.label_smoothing, reduction=reduction)
 
 
 def accuracy_metric(spec: ExperimentSpec) -> keras.metrics.Metric:
@@ -88,7 +109,7 @@ def compile_network(
     """Compile `network` with the spec's optimizer, loss and head-appropriate accuracy."""
     network.compile(
         optimizer=build_optimizer(spec),
-        loss=str(spec.resolved_loss),
+        loss=build_loss(spec),
         metrics=[accuracy_metric(spec)],
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,11 @@ class RunResult:
     best_val_accuracy: float | None
     checkpoint: Path | None
     evaluation: EvaluationResult | None
+    # The 1-based epoch after which early stopping ended training (the run then evaluated as usual); None: it
+    # trained every epoch, or was stopped otherwise.
+    stopped_early_at: int | None = None
+    # The learning rate the optimizer trained each of `epochs` at (a schedule's, or the spec's constant one).
+    learning_rates: list[float] = field(default_factory=list)
 
     @property
     def cancelled(self) -> bool:

@@ -6,6 +6,7 @@ epoch it finishes, so a job interrupted at any moment continues where it was ins
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -16,8 +17,10 @@ import keras
 
 from training.data import load_splits
 from training.evaluation import evaluate_network
+from training.labels import class_weights
 from training.networks import (
     accuracy_metric,
+    build_loss,
     build_network,
     compile_network,
     default_jit_compile,
@@ -25,6 +28,7 @@ from training.networks import (
 )
 from training.results import CHECKPOINT_NAME, EpochResult, ResumePoint, RunResult, StopReason, finite_or_none
 from training.resume import capture_state, restore_state
+from training.schedules import ControlState, TrainingControls
 from training.spec import ExperimentSpec
 
 EpochCallback = Callable[[EpochResult, ResumePoint], None]
@@ -38,6 +42,7 @@ class _EpochReporter(keras.callbacks.Callback):
     def __init__(
         self,
         checkpoint: Path,
+        controls: TrainingControls,
         on_epoch_end: EpochCallback,
         should_stop: Callable[[], bool],
         interrupted: Callable[[], bool],
@@ -47,6 +52,8 @@ class _EpochReporter(keras.callbacks.Callback):
     ) -> None:
         super().__init__()
         self.checkpoint = checkpoint
+        self.controls = controls
+        self.learning_rates: list[float] = []  # the rate the optimizer trained each reported epoch at
         self.on_progress = on_progress
         self.steps_per_epoch = steps_per_epoch
         self.progress_every_s = progress_every_s
@@ -61,7 +68,9 @@ class _EpochReporter(keras.callbacks.Callback):
         self.stopped: StopReason | None = None
         self._started = 0.0
 
-    def resume_from(self, point: ResumePoint, best_checkpoint: bytes | None) -> None:
+    def resume_from(self, point: ResumePoint, best_checkpoint: bytes | None, controls: dict[str, Any] | None) -> None:
+        if controls is not None:
+            self.controls.state = ControlState.from_json(controls)
         self.best_epoch = point.best_epoch
         self.best_val_accuracy = -math.inf if point.best_val_accuracy is None else point.best_val_accuracy
         if best_checkpoint is not None:
@@ -110,15 +119,20 @@ class _EpochReporter(keras.callbacks.Callback):
             # No optimizer state: the file is for inference, and it is a third of the size.
             self.model.save(self.checkpoint, include_optimizer=False)
             best_checkpoint = self.checkpoint.read_bytes()
+        # After the checkpoint: early stopping decides when to stop, never which epoch is best.
+        stop_early = self.controls.end_epoch(epoch, dataclasses.asdict(result))
         point = ResumePoint(
             epoch=result.epoch,
-            state=capture_state(self.model),
+            state=capture_state(self.model, self.controls.state.to_json() if self.controls.active else None),
             best_epoch=self.best_epoch,
             best_val_accuracy=finite_or_none(self.best_val_accuracy),
             best_checkpoint=best_checkpoint,
         )
         self.results.append(result)
+        self.learning_rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
         self.on_epoch_end_callback(result, point)
+        if stop_early:
+            self.model.stop_training = True
         if self.should_stop():
             self.stopped = StopReason.CANCELLED
             self.model.stop_training = True
@@ -178,6 +192,8 @@ def run_experiment(
     on_split(splits.train_count, splits.validation_count)
     workdir.mkdir(parents=True, exist_ok=True)
     on_gpu = _on_gpu()
+    controls = TrainingControls(spec)
+    weights = class_weights(spec, splits.train.data.labels)
     network = compile_network(
         build_network(spec),
         spec,
@@ -186,6 +202,7 @@ def run_experiment(
     )
     reporter = _EpochReporter(
         workdir / CHECKPOINT_NAME,
+        controls,
         on_epoch_end,
         should_stop,
         interrupted,
@@ -195,10 +212,14 @@ def run_experiment(
     )
     first_epoch = 0
     if resume is not None:
-        restore_state(network, resume.state)
-        reporter.resume_from(resume, resume.best_checkpoint)
+        reporter.resume_from(resume, resume.best_checkpoint, restore_state(network, resume.state))
         first_epoch = resume.epoch
     for epoch in range(first_epoch, spec.epochs):
+        if controls.stopped_early_at is not None:
+            break  # stopped early before the resume point: nothing is left to train
+        rate = controls.learning_rate(epoch)
+        if rate is not None:
+            network.optimizer.learning_rate = rate
         # One fit() per epoch over exactly that epoch's batches: with several steps per compiled call, a
         # stream of all epochs would let an epoch's last call run on into the next epoch's batches.
         network.fit(
@@ -208,6 +229,8 @@ def run_experiment(
             epochs=epoch + 1,
             validation_data=splits.validation,
             callbacks=[reporter],
+            # Only where the spec weighs classes: fit without the argument trains exactly as before it existed.
+            **({} if weights is None else {"class_weight": weights}),
             shuffle=False,  # the order is the pipeline's own: a function of (seed, epoch)
             verbose=0,
         )
@@ -215,14 +238,31 @@ def run_experiment(
             break
     best_val_accuracy = finite_or_none(reporter.best_val_accuracy)
     if reporter.stopped is not None:
-        return RunResult(reporter.results, reporter.stopped, reporter.best_epoch, best_val_accuracy, None, None)
+        return RunResult(
+            reporter.results,
+            reporter.stopped,
+            reporter.best_epoch,
+            best_val_accuracy,
+            None,
+            None,
+            learning_rates=reporter.learning_rates,
+        )
     best = keras.models.load_model(reporter.checkpoint, compile=False)
     evaluation = evaluate_network(
         best,
         splits.test,
         splits.test_labels,
         list(spec.info.class_names),
-        loss=str(spec.resolved_loss),
+        loss=build_loss(spec, per_example=True),
         accuracy=accuracy_metric(spec),
     )
-    return RunResult(reporter.results, None, reporter.best_epoch, best_val_accuracy, reporter.checkpoint, evaluation)
+    return RunResult(
+        reporter.results,
+        None,
+        reporter.best_epoch,
+        best_val_accuracy,
+        reporter.checkpoint,
+        evaluation,
+        stopped_early_at=controls.stopped_early_at,
+        learning_rates=reporter.learning_rates,
+    )

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from training.bounds import INT32_MAX, Between
 from training.graph.check import HeadShape, NetworkSummary, summarize
 from training.graph.network import NetworkGraph
 from training.graph.vocabulary import LayerActivation
+from training.options import ClassWeighting, CosineDecay, EarlyStopping, LearningRateSchedule
 
 MAX_EPOCHS = 1000
 MAX_BATCH_SIZE = 8192
@@ -40,6 +41,7 @@ class Optimizer(StrEnum):
     RMSPROP = "rmsprop"
     ADADELTA = "adadelta"
     ADAM = "adam"
+    ADAMW = "adamw"
 
 
 # Keras' defaults, written out so that a stored experiment records the rate it really used.
@@ -50,7 +52,12 @@ DEFAULT_LEARNING_RATES: dict[Optimizer, float] = {
     Optimizer.RMSPROP: 0.001,
     Optimizer.ADADELTA: 0.001,
     Optimizer.ADAM: 0.001,
+    Optimizer.ADAMW: 0.001,
 }
+# AdamW's Keras default, written out like the learning rates: the row records the decay the run applied.
+ADAMW_DEFAULT_WEIGHT_DECAY = 0.004
+# The losses Keras smooths labels for (sparse categorical crossentropy has no label_smoothing in Keras 3).
+SMOOTHED_LOSSES = ("categorical_crossentropy", "binary_crossentropy")
 
 
 class Activation(StrEnum):
@@ -222,12 +229,74 @@ class ExperimentSpec(BaseModel):
         "set true for long MLP jobs).",
     )
 
+    early_stopping: EarlyStopping | None = Field(
+        default=None,
+        description="Stop when a figure stops improving. It decides only when to stop: the best checkpoint is "
+        "still the epoch of best validation accuracy. Default: train every epoch.",
+    )
+    lr_schedule: LearningRateSchedule | None = Field(
+        default=None,
+        discriminator="type",
+        description="How the learning rate changes from epoch to epoch (by type: constant, step, exponential, "
+        "cosine, plateau; each may start with a linear warm-up). Default: constant.",
+    )
+    weight_decay: float | None = Field(
+        default=None,
+        description=f"Decoupled weight decay, applied by the optimizer (Keras' weight_decay). Default: none, "
+        f"{ADAMW_DEFAULT_WEIGHT_DECAY} with adamw.",
+    )
+    clipnorm: float | None = Field(default=None, description="Clip each gradient to this norm. Default: no clipping.")
+    clipvalue: float | None = Field(
+        default=None, description="Clip each gradient's elements to [-clipvalue, clipvalue]. Default: no clipping."
+    )
+    label_smoothing: float | None = Field(
+        default=None,
+        description="Smooth the targets by this much (0 to 1), with loss categorical_crossentropy or "
+        "binary_crossentropy. Default: none.",
+    )
+    class_weight: ClassWeighting | dict[str, float] | None = Field(
+        default=None,
+        description="Weigh each class's examples in the loss: 'balanced' (from the training split's counts: "
+        'n / (classes x count)), or weights by class name or index, e.g. {"cat": 2.0}; a class left out '
+        "weighs 1. Default: every example alike.",
+    )
+
     @field_validator("learning_rate")
     @classmethod
     def _positive_finite_learning_rate(cls, value: float | None) -> float | None:
         if value is not None and (not math.isfinite(value) or value <= 0):
             raise ValueError("learning_rate must be a finite number > 0 (e.g. 0.001), or omitted for the default")
         return value
+
+    @field_validator("weight_decay", "clipnorm", "clipvalue")
+    @classmethod
+    def _positive_finite(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and (not math.isfinite(value) or value <= 0):
+            raise ValueError(f"{info.field_name} must be a finite number > 0 (e.g. 1.0), or omitted for none")
+        return value
+
+    @field_validator("label_smoothing")
+    @classmethod
+    def _smoothing_fraction(cls, value: float | None) -> float | None:
+        if value is not None and (not math.isfinite(value) or not 0 < value < 1):
+            raise ValueError("label_smoothing must be between 0 and 1, both excluded (e.g. 0.1), or omitted")
+        return value
+
+    @model_validator(mode="after")
+    def _training_options(self) -> ExperimentSpec:
+        if self.clipnorm is not None and self.clipvalue is not None:
+            raise ValueError("clipnorm and clipvalue cannot both be set (Keras clips one way): keep one of them")
+        if self.optimizer is Optimizer.ADAMW and self.weight_decay is None:
+            self.weight_decay = ADAMW_DEFAULT_WEIGHT_DECAY
+        schedule = self.lr_schedule
+        if schedule is not None and schedule.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"lr_schedule.warmup_epochs ({schedule.warmup_epochs}) must be fewer than epochs ({self.epochs}): "
+                "lower it, or train for more epochs"
+            )
+        if isinstance(schedule, CosineDecay) and schedule.decay_epochs is None:
+            schedule.decay_epochs = self.epochs - schedule.warmup_epochs
+        return self
 
     @model_validator(mode="after")
     def _deterministic_without_xla(self) -> ExperimentSpec:
@@ -270,7 +339,21 @@ class ExperimentSpec(BaseModel):
             choices = " or ".join(str(u) for u in sorted(allowed_units))
             raise ValueError(f"head.units must be {choices} for {self.dataset} (it has {info.num_classes} classes)")
         if self.loss is None:
-            self.loss = Loss.BINARY_CROSSENTROPY if self.head.units == 1 else Loss.SPARSE_CATEGORICAL_CROSSENTROPY
+            # Label smoothing needs one-hot targets, so it picks the categorical loss that takes them.
+            smoothed = self.label_smoothing is not None
+            several = Loss.CATEGORICAL_CROSSENTROPY if smoothed else Loss.SPARSE_CATEGORICAL_CROSSENTROPY
+            self.loss = Loss.BINARY_CROSSENTROPY if self.head.units == 1 else several
+        if self.label_smoothing is not None and self.loss not in SMOOTHED_LOSSES:
+            raise ValueError(
+                f"label_smoothing needs loss categorical_crossentropy or binary_crossentropy, not {self.loss}: "
+                + (
+                    "use categorical_crossentropy (the same loss on one-hot targets), or drop label_smoothing"
+                    if self.loss is Loss.SPARSE_CATEGORICAL_CROSSENTROPY
+                    else "change the loss, or drop label_smoothing"
+                )
+            )
+        if isinstance(self.class_weight, dict):
+            self.class_weight = self._class_weights_by_name(self.class_weight, info)
         if self.loss is Loss.SPARSE_CATEGORICAL_CROSSENTROPY and self.head.units == 1:
             raise ValueError(
                 "loss 'sparse_categorical_crossentropy' needs one unit per class; with head.units 1 "
@@ -279,6 +362,27 @@ class ExperimentSpec(BaseModel):
         if isinstance(self.network, NetworkGraph) and isinstance(errors := self.network_summary(), list):
             raise ValueError("; ".join(f"network: {e}" for e in errors))
         return self
+
+    @staticmethod
+    def _class_weights_by_name(weights: dict[str, float], info: DatasetInfo) -> dict[str, float]:
+        """`weights` keyed by class name (a key may be the name or the index), in the classes' order."""
+        names = list(info.class_names)
+        by_name: dict[str, float] = {}
+        for key, weight in weights.items():
+            name = key if key in names else names[int(key)] if key.isdigit() and int(key) < len(names) else None
+            if name is None:
+                raise ValueError(
+                    f"class_weight: {key!r} is no class of {info.name}; its classes are "
+                    f"{', '.join(names)} (or their indices 0 to {len(names) - 1})"
+                )
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"class_weight: the weight of {name!r} must be a finite number >= 0 (e.g. 2.0)")
+            if name in by_name:
+                raise ValueError(f"class_weight names {name!r} twice (by name and by index): keep one")
+            by_name[name] = weight
+        if by_name and not any(by_name.values()) and len(by_name) == len(names):
+            raise ValueError("class_weight gives every class the weight 0: nothing would be learnt")
+        return {name: by_name[name] for name in names if name in by_name}
 
     def network_summary(self) -> NetworkSummary | list[Any]:
         """The graph network's summary on this spec's dataset, head and batch size, or what is wrong with it, per

@@ -287,8 +287,10 @@ def finish_succeeded(
     best_val_accuracy: float | None,
     evaluation: EvaluationResult,
     checkpoint: Path,
+    stopped_early_at: int | None = None,
 ) -> None:
-    """Store the evaluation, the checkpoint and the final status in one fenced transaction: all or nothing."""
+    """Store the evaluation, the checkpoint and the final status in one fenced transaction: all or nothing;
+    `stopped_early_at`: the epoch after which early stopping ended training."""
     content = checkpoint.read_bytes()
 
     def write() -> None:
@@ -301,6 +303,7 @@ def finish_succeeded(
                 None,
                 best_epoch=best_epoch,
                 best_val_accuracy=best_val_accuracy,
+                stopped_early_at=stopped_early_at,
             )
             session.add(Evaluation(experiment_id=job.experiment_id, **dataclasses.asdict(evaluation)))
             session.add(

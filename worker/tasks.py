@@ -117,5 +117,12 @@ def _train(job: jobs.ClaimedJob, heartbeat: Heartbeat) -> str:
             jobs.finish_cancelled(job, result.best_epoch, result.best_val_accuracy)
             return "cancelled"
         assert result.evaluation is not None and result.checkpoint is not None and result.best_epoch is not None
-        jobs.finish_succeeded(job, result.best_epoch, result.best_val_accuracy, result.evaluation, result.checkpoint)
+        jobs.finish_succeeded(
+            job,
+            result.best_epoch,
+            result.best_val_accuracy,
+            result.evaluation,
+            result.checkpoint,
+            stopped_early_at=result.stopped_early_at,
+        )
         return "succeeded"

@@ -42,6 +42,10 @@ class ExperimentSummary(BaseModel):
     best_val_accuracy: float | None
     test_loss: float | None
     test_accuracy: float | None
+    stopped_early_at: int | None = Field(
+        description="The epoch after which early stopping ended training (the best epoch is still chosen by "
+        "validation accuracy); null: it trained every epoch, or has not finished."
+    )
 
 
 class AttemptRead(BaseModel):
@@ -148,6 +152,7 @@ class ExperimentRead(BaseModel):
                     best_val_accuracy=row.best_val_accuracy,
                     test_loss=evaluation.test_loss if evaluation else None,
                     test_accuracy=evaluation.test_accuracy if evaluation else None,
+                    stopped_early_at=row.stopped_early_at,
                 ),
                 "priority": row.priority or 0,
                 "created_at": row.created_at,

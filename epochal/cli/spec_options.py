@@ -10,6 +10,7 @@ its 422 says what is wrong.
 from __future__ import annotations
 
 import inspect
+import json
 import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -28,6 +29,8 @@ MORE_HELP = {
     "validation": "What selects the best epoch.",
     "queue": "The Celery queue to run on.",
     "repeats": "Train it this many times, with distinct seeds.",
+    "lr_schedule": 'Its type: constant, step, exponential, cosine or plateau (e.g. \'{"type": "cosine"}\').',
+    "class_weight": "Weights by class name or index.",
 }
 
 
@@ -45,8 +48,9 @@ def _plain(annotation: Any) -> Any:
 
 
 def _takes_an_object(annotation: Any) -> bool:
-    """Whether the field may also hold a JSON object (a network graph): the option then takes a file of it."""
-    return len(_members(annotation)) > 1 and any(get_origin(m) is dict for m in _members(annotation))
+    """Whether the field may hold a JSON object (a network graph, a schedule, weights by class): the option then
+    takes a file of it, or the object's JSON itself."""
+    return any(get_origin(m) is dict for m in _members(annotation))
 
 
 def spec_fields(request: Any = ExperimentRequest) -> dict[str, tuple[str, ...]]:
@@ -83,7 +87,8 @@ def _parameter(name: str, path: tuple[str, ...], request: Any) -> inspect.Parame
     kind = _hint(path, request)
     words = [f"{choices(kind)}." if get_origin(kind) is Literal else "", MORE_HELP.get(name, "")]
     if _takes_an_object(_annotation(path, request)):
-        words.append("Or a JSON or YAML file holding the object.")
+        alone = len(_members(_annotation(path, request))) == 1
+        words.append(("A" if alone else "Or a") + " JSON or YAML file holding the object, or its JSON.")
     help_text = " ".join(w for w in words if w) or None
     flag = f"--{name.replace('_', '-')}"
     if kind is bool:
@@ -106,13 +111,23 @@ def request_body(
         value = options.get(name)
         if value is None:
             continue
-        if _takes_an_object(_annotation(path, request)) and Path(value).is_file():
-            value = read_document(Path(value))
+        if _takes_an_object(_annotation(path, request)):
+            value = _object_or_value(value)
         if len(path) == 1:
             body[path[0]] = value
         else:
             body[path[0]] = {**(body.get(path[0]) or {}), path[1]: value}
     return body
+
+
+def _object_or_value(value: str) -> Any:
+    """An object option's value: the object in the file it names, the object written inline, or the word given."""
+    if value.lstrip().startswith("{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise typer.BadParameter(f"{value!r} is not a JSON object ({exc.msg}); or give a file holding one") from exc
+    return read_document(Path(value)) if Path(value).is_file() else value
 
 
 def with_spec_options(command: Callable[..., Any], request: Any = ExperimentRequest) -> Callable[..., Any]:

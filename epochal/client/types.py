@@ -17,15 +17,25 @@ DatasetName = Literal["mnist", "fashion_mnist", "cats_vs_dogs"]
 NetworkName = Literal["mlp", "convnet"]
 # A network graph as data (GET /networks shows the presets' graphs; POST /networks/check checks one).
 NetworkGraph = dict[str, Any]
-OptimizerName = Literal["sgd", "sgd_nesterov", "adagrad", "rmsprop", "adadelta", "adam"]
+OptimizerName = Literal["sgd", "sgd_nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw"]
 ActivationName = Literal["sigmoid", "softmax", "relu", "linear"]
 LossName = Literal["binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy", "mse"]
 ValidationName = Literal["held_out", "test"]
+MonitorName = Literal["val_loss", "val_accuracy", "loss", "accuracy"]
+# A learning-rate schedule as data: {"type": "constant" | "step" | "exponential" | "cosine" | "plateau", ...}; the
+# API checks its fields (the reference at /docs lists each type's).
+LearningRateSchedule = dict[str, Any]
 
 
 class Head(TypedDict):
     units: int
     activation: ActivationName
+
+
+class EarlyStopping(TypedDict, total=False):
+    monitor: MonitorName
+    patience: int
+    min_delta: float
 
 
 class ExperimentRequest(TypedDict, total=False):
@@ -48,6 +58,13 @@ class ExperimentRequest(TypedDict, total=False):
     mixed_precision: bool
     deterministic: bool
     jit_compile: bool | None
+    early_stopping: EarlyStopping | None
+    lr_schedule: LearningRateSchedule | None
+    weight_decay: float | None
+    clipnorm: float | None
+    clipvalue: float | None
+    label_smoothing: float | None
+    class_weight: Literal["balanced"] | dict[str, float] | None
     queue: str | None
     repeats: int
 
@@ -58,6 +75,7 @@ class Summary(TypedDict):
     best_val_accuracy: float | None
     test_loss: float | None
     test_accuracy: float | None
+    stopped_early_at: int | None
 
 
 class Experiment(TypedDict):
@@ -81,6 +99,13 @@ class Experiment(TypedDict):
     mixed_precision: bool
     deterministic: bool
     jit_compile: bool | None
+    early_stopping: EarlyStopping | None
+    lr_schedule: LearningRateSchedule | None
+    weight_decay: float | None
+    clipnorm: float | None
+    clipvalue: float | None
+    label_smoothing: float | None
+    class_weight: Literal["balanced"] | dict[str, float] | None
     queue: str
     sweep_id: int | None
     cancel_requested: bool

@@ -9,11 +9,16 @@ import { follow } from "./sse.js";
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
 const STANDING_MS = 10000;  // how often a queued job's place and estimate are read again
 
+// The training options, shown only where a spec sets them (an experiment without them reads as before).
+const OPTIONS = ["early_stopping", "lr_schedule", "weight_decay", "clipnorm", "clipvalue", "label_smoothing", "class_weight"];
+const shown = (v) => (typeof v === "object" ? JSON.stringify(v) : v);
+
 function specTable(e) {
+  const options = OPTIONS.filter((k) => e[k] != null).map((k) => [k.replaceAll("_", " "), shown(e[k])]);
   const rows = [["dataset", e.dataset], ["network", e.network], ["optimizer", e.optimizer],
     ["learning rate", e.learning_rate ?? "Keras default"], ["head", `${e.head.units} × ${e.head.activation}`],
     ["loss", e.loss], ["epochs × batch", `${e.epochs} × ${e.batch_size}`], ["train size", e.train_size ?? "all"],
-    ["best epoch chosen on", e.selected_on], ["seed", e.seed], ["device", e.device ?? "–"], ["worker", e.worker ?? "–"]];
+    ...options, ["best epoch chosen on", e.selected_on], ["seed", e.seed], ["device", e.device ?? "–"], ["worker", e.worker ?? "–"]];
   return h("table", {}, h("tbody", {}, rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v)))));
 }
 
@@ -59,6 +64,7 @@ export function renderExperiment(view, id) {
     summary.replaceChildren(h("p", {}, experiment.name ? `${experiment.name}. ` : "",
       `Best validation accuracy ${pct(s.best_val_accuracy)} (epoch ${s.best_epoch ?? "–"}), `,
       `test accuracy ${pct(s.test_accuracy)}, test loss ${fmt(s.test_loss)}.`,
+      s.stopped_early_at ? ` Stopped early after epoch ${s.stopped_early_at}.` : "",
       experiment.sweep_id ? h("a", { href: `#/sweeps/${experiment.sweep_id}` }, ` Part of sweep ${experiment.sweep_id}.`) : ""),
       h("details", {}, h("summary", {}, "Spec"), specTable(experiment)));
     for (const m of await api(`/experiments/${id}/metrics`)) metrics.set(m.epoch, m);

@@ -8,7 +8,7 @@ const REFRESH_MS = 3000;
 export const FILTERS = {
   status: ["queued", "running", "succeeded", "failed", "cancelled"],
   dataset: ["mnist", "fashion_mnist", "cats_vs_dogs"],
-  optimizer: ["sgd", "sgd_nesterov", "adagrad", "rmsprop", "adadelta", "adam"],
+  optimizer: ["sgd", "sgd_nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw"],
 };
 
 export function showError(container, error) {
