@@ -335,7 +335,6 @@ def test_the_blob_store_comes_with_0010_and_goes_with_its_downgrade(empty_databa
                 {"sha": "a" * 64, "n": datetime.now(UTC)},
             )
     engine.dispose()
-    assert schema_drift(empty_database) == []
     command.downgrade(config, "0009")
     assert not {"blob", "blob_chunk"} & table_names(empty_database)
     command.upgrade(config, "head")
