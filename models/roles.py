@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import DateTime, Integer, String, case, delete, or_, select, update
+from sqlalchemy import DateTime, Integer, String, case, delete, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -87,14 +87,35 @@ def _insert_if_absent(session: Session, role: str, holder: str, now: datetime, e
     return session.execute(statement.returning(RoleLease.role)).first() is not None
 
 
+def bound_role_transaction(session: Session, lease_s: float) -> None:
+    """On PostgreSQL, hold this transaction on a role's row to about a lease, whatever happens to its process.
+
+    A holder cut off from the database (its host's link down) inside a renewal keeps the row locked for as long as
+    the server keeps its session, and every other keeper waited behind it: no reaper, no dispatcher, for minutes
+    (tests/test_cluster.py found it). The server now ends the session once it sits idle in the transaction for a
+    lease, and a keeper waits at most a lease for the row lock (its tick fails and the next one tries again).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        bound_ms = str(max(1000, int(lease_s * 1000)))
+        session.execute(
+            text(
+                "SELECT set_config('idle_in_transaction_session_timeout', :ms, true), "
+                "set_config('lock_timeout', :ms, true)"
+            ),
+            {"ms": bound_ms},
+        )
+
+
 def acquire_or_renew(
     session: Session, role: str, holder: str, ttl_s: float, now: datetime | None = None
 ) -> RoleState | None:
     """Hold `role` for `ttl_s` more seconds if it is ours or its lease expired; its state if we hold it, else None.
 
     One conditional UPDATE decides, so two callers can never both succeed on an unexpired lease; the first call
-    for a role creates its row (a concurrent creation simply loses, as a taken lease would).
+    for a role creates its row (a concurrent creation simply loses, as a taken lease would). The transaction is
+    bounded to a lease (`bound_role_transaction`).
     """
+    bound_role_transaction(session, ttl_s)
     now = now or utcnow()
     expires = now + timedelta(seconds=ttl_s)
     taken = rows_changed(

@@ -661,6 +661,7 @@ def test_a_succeeded_experiment_serves_its_stored_evaluation(client: TestClient,
         "best_val_accuracy": pytest.approx(0.875),
         "test_loss": pytest.approx(evaluation.test_loss),
         "test_accuracy": pytest.approx(evaluation.test_accuracy),
+        "stopped_early_at": None,  # no early stopping asked for
     }
 
 

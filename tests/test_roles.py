@@ -8,6 +8,7 @@ role over from a killed holder are in tests/test_role_takeover.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -52,6 +53,42 @@ def test_two_holders_never_both_hold_the_role_and_an_expired_lease_is_taken_over
     with session_scope() as session:
         state = read_role(session, ROLE)
     assert state is not None and state.holder == "b@host:2"
+
+
+def test_a_holder_cut_off_inside_its_renewal_keeps_the_role_from_nobody_for_long(db: str) -> None:
+    # Its host's link went down between the renewal's statements: the transaction stays open on the server, holding
+    # the row. Unbounded, every other keeper waited behind it for as long as the server kept the session (minutes).
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.orm import Session
+
+    from models.db import get_engine
+
+    if get_engine().dialect.name != "postgresql":
+        pytest.skip("SQLite has no row locks for a cut-off holder to keep")
+    lease_s = 1.0
+    assert hold("a@host:1", ttl_s=lease_s)
+    cut_off = Session(get_engine())
+    assert acquire_or_renew(cut_off, ROLE, "a@host:1", lease_s) is not None  # never committed, never closed
+    taken: list[str] = []
+
+    def take_over() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not taken:
+            try:
+                if hold("b@host:2", ttl_s=lease_s):
+                    taken.append("b@host:2")
+            except DBAPIError:  # the row was still locked for a lease: the keeper's next tick tries again
+                time.sleep(0.2)
+
+    began = time.monotonic()
+    contender = threading.Thread(target=take_over, daemon=True)
+    contender.start()
+    contender.join(20)
+    assert taken == ["b@host:2"], "the other keeper never got past the cut-off holder's open transaction"
+    assert time.monotonic() - began < 10  # within a few leases (the server ends the idle session after one)
+    with contextlib.suppress(DBAPIError):
+        cut_off.rollback()
+    cut_off.close()
 
 
 def test_a_released_role_is_taken_at_once(db: str) -> None:

@@ -85,6 +85,7 @@ class RoleKeeper:
         started = utcnow()
         summary = self.duty()
         with session_scope() as session:
+            roles.bound_role_transaction(session, self.interval_s)
             roles.record_pass(session, self.role, self.holder, started, utcnow(), summary[:200])
         return True
 
@@ -117,6 +118,7 @@ class RoleKeeper:
             self._thread.join(timeout_s)
         try:
             with TICKING, session_scope() as session:
+                roles.bound_role_transaction(session, self.interval_s)
                 roles.release(session, self.role, self.holder)
         except Exception as exc:  # the lease then simply runs out
             log.warning("could not give the %s role up (%s); it is free once its lease runs out", self.role, exc)
