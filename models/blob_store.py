@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Collection, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import timedelta
 
 from sqlalchemy import delete, func, insert, select, update
@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from infra.blob_store import CHUNK_BYTES, BlobError, BlobNotFound, BlobWriteLost, Swept, check_sha256, rechunk
 from models.base import utcnow
 from models.blobs import Blob, BlobChunk
-from models.db import get_sessionmaker, rows_changed
+from models.db import rows_changed, session_scope
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +43,8 @@ class DatabaseBlobStore:
         self._sessions = sessions
         self.chunk_bytes = chunk_bytes
 
-    @contextmanager
-    def _transaction(self) -> Iterator[Session]:
-        session = (self._sessions or get_sessionmaker())()
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+    def _transaction(self) -> AbstractContextManager[Session]:
+        return session_scope(self._sessions)
 
     def put(self, chunks: Iterable[bytes]) -> str:
         blob_id = self._start()

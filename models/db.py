@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
@@ -75,9 +75,12 @@ def _forget_engine() -> None:
 
 
 @contextmanager
-def session_scope() -> Iterator[Session]:
-    """A short transaction: commit on success, roll back on error, always close."""
-    session = get_sessionmaker()()
+def session_scope(sessions: Callable[[], Session] | None = None) -> Iterator[Session]:
+    """A short transaction: commit on success, roll back on error, always close.
+
+    On a session from `sessions` when given (a caller with sessions of its own), else from the process's sessionmaker.
+    """
+    session = (sessions or get_sessionmaker())()
     try:
         yield session
         session.commit()
