@@ -52,7 +52,12 @@ ENV_PREFIX = str(Settings.model_config.get("env_prefix", ""))
 SETTINGS_VARIABLES = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
 INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?:(?P<operator>:?[-?])(?P<argument>[^}]*))?\}")
 # What a test substitutes for a `${VAR:?message}` the deployer must set: a value of the required shape.
-REQUIRED_STAND_INS = {"EPOCHAL_FLOWER_BASIC_AUTH": "deployer:chosen-password"}
+REQUIRED_STAND_INS = {
+    "EPOCHAL_FLOWER_BASIC_AUTH": "deployer:chosen-password",
+    # docker-compose.worker.yml: where the main host's database and broker are.
+    "EPOCHAL_DATABASE_URL": "postgresql+psycopg://epochal:chosen-password@10.0.0.5:5432/epochal",
+    "EPOCHAL_BROKER_URL": "redis://10.0.0.5:6379/0",
+}
 FLOWER_ONLY = {"EPOCHAL_FLOWER_BASIC_AUTH"}  # settings only Flower reads
 
 
@@ -453,3 +458,72 @@ def test_dockerignore_keeps_the_context_small_but_complete() -> None:
         for source in arguments.split()[:-1]
     }
     assert not copied & ignored, f"copied but ignored: {sorted(copied & ignored)}"
+
+
+# --- workers on other hosts -----------------------------------------------------------------------------
+
+WORKER_HOST_FILE = ROOT / "docker-compose.worker.yml"
+DATA_PORTS_FILE = ROOT / "docker-compose.data-ports.yml"
+# The worker host's services, and the main file's service each one must run exactly as.
+WORKER_HOST_SERVICES = {"worker-cpu": "worker-cpu", "worker-gpu": "worker"}
+URLS = ("EPOCHAL_DATABASE_URL", "EPOCHAL_BROKER_URL")
+
+
+@pytest.fixture(scope="module")
+def worker_host() -> dict[str, Any]:
+    document = yaml.safe_load(WORKER_HOST_FILE.read_text())
+    assert isinstance(document, dict)
+    return document
+
+
+def required_variable(value: str) -> str | None:
+    """The variable a compose value requires the deployer to set (`${VAR:?message}`), if it is one."""
+    match = INTERPOLATION.fullmatch(value)
+    return match.group("name") if match and (match.group("operator") or "").endswith("?") else None
+
+
+def test_a_worker_host_runs_workers_and_nothing_else(worker_host: dict[str, Any]) -> None:
+    services = worker_host["services"]
+    assert set(services) == set(WORKER_HOST_SERVICES)
+    # Nothing to wait for on this host: the database and the broker are the main host's.
+    assert not any("depends_on" in service for service in services.values())
+    assert services["worker-gpu"].get("profiles") == ["gpu"]
+    assert "profiles" not in services["worker-cpu"]
+
+
+def test_a_worker_host_needs_only_the_database_and_broker_urls(worker_host: dict[str, Any]) -> None:
+    for service in worker_host["services"].values():
+        raw = {str(key): str(value) for key, value in service["environment"].items()}
+        assert {name: required_variable(raw[name]) for name in URLS} == {name: name for name in URLS}
+        others = [name for name, value in raw.items() if name not in URLS and required_variable(value)]
+        assert others == [], f"a worker host would also have to set {others}"
+    # ...and the file interpolates nothing else it requires (the main file's Flower login is not needed here).
+    text = WORKER_HOST_FILE.read_text()
+    required = {m.group("name") for m in INTERPOLATION.finditer(text) if (m.group("operator") or "").endswith("?")}
+    assert required == set(URLS)
+
+
+@pytest.mark.parametrize("name", sorted(WORKER_HOST_SERVICES))
+def test_a_worker_host_runs_its_worker_as_the_main_file_does(
+    worker_host: dict[str, Any], services: dict[str, dict[str, Any]], name: str
+) -> None:
+    remote, local = worker_host["services"][name], services[WORKER_HOST_SERVICES[name]]
+    for key in ("image", "build", "command", "healthcheck", "restart", "stop_grace_period", "deploy"):
+        assert remote.get(key) == local.get(key), f"{name}.{key} differs from docker-compose.yml's"
+    # The same settings as every process of the main host but the two URLs, so that queues, slots and the
+    # dispatcher's order agree wherever the dispatcher's role is held.
+    main_env = {k: v for k, v in environment_of(local).items() if k not in URLS}
+    assert {k: v for k, v in environment_of(remote).items() if k not in URLS} == main_env
+    data_dir = environment_of(remote)["EPOCHAL_DATA_DIR"]
+    assert volume_mounts(remote).get(data_dir) in worker_host["volumes"]
+
+
+def test_the_main_host_publishes_its_data_services_on_one_named_address_only() -> None:
+    document = yaml.safe_load(DATA_PORTS_FILE.read_text())
+    published = {name: service["ports"] for name, service in document["services"].items()}
+    assert set(published) == {"postgres", "redis"}
+    for name, port in (("postgres", 5432), ("redis", 6379)):
+        (entry,) = published[name]
+        address, host_port, container_port = str(entry).rsplit(":", 2)
+        assert (int(host_port), int(container_port)) == (port, port)
+        assert required_variable(address) == "DATA_HOST_ADDRESS"  # never 0.0.0.0 by default
