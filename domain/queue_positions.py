@@ -11,8 +11,9 @@ a small job's length (docs/results/fair-share.md). The queue's slots are filled 
 time (their epochs left times their own mean epoch time, their wrap-up, and their start-up before a first epoch,
 less the time since their last epoch ended or they started), then every job ahead is given its length, each in the
 slot that frees first. Unknown (null) while the queue has no finished epoch to measure by; until an attempt has
-ended, start-up and wrap-up count as nothing. Caps are not simulated: a job held back by its owner's cap may start
-later than this says.
+ended, start-up and wrap-up count as nothing. Each turn of a slot also costs the queue's recent handover (a slot
+freeing to the next waiting job's start), which was most of the estimate's remaining error on small jobs. Caps are
+not simulated: a job held back by its owner's cap may start later than this says.
 """
 
 from __future__ import annotations
@@ -60,6 +61,36 @@ class Overheads:
 
     start_s: float = 0.0  # from an attempt's start to its first epoch's start
     tail_s: float = 0.0  # from its last epoch's end to its end
+    # From a slot freeing (an attempt's end) to the next waiting job's start on it: the dispatcher's pass, the broker,
+    # the worker finishing the last job and claiming. Paid once per turn of a slot, so it adds up along the queue.
+    handover_s: float = 0.0
+
+
+def _handover_s(session: Session, queue: str, attempts: list[tuple[datetime, datetime]]) -> float:
+    """The mean gap between an attempt's start and the latest end of another of the queue's attempts before it, over
+    the `attempts` (start, job queued at) whose job was already waiting at that end: a job that came to an idle slot
+    measures an idle slot, not a handover."""
+    if not attempts:
+        return 0.0
+    # An end shortly before the earliest of these starts may be the one it waited for.
+    earliest = min(started for started, _ in attempts) - timedelta(hours=1)
+    ends = sorted(
+        as_utc(ended)
+        for ended in session.scalars(
+            select(Attempt.ended_at)
+            .join(Experiment, Experiment.id == Attempt.experiment_id)
+            .where(Experiment.queue == queue, Attempt.ended_at.is_not(None), Attempt.ended_at >= earliest)
+            .order_by(Attempt.ended_at.desc())
+            .limit(RECENT_ATTEMPTS * 10)
+        )
+        if ended is not None
+    )
+    gaps = []
+    for started, queued in attempts:
+        before = [ended for ended in ends if ended <= started]
+        if before and queued <= before[-1]:
+            gaps.append((started - before[-1]).total_seconds())
+    return sum(gaps) / len(gaps) if gaps else 0.0
 
 
 def _overheads(session: Session, queue: str) -> Overheads:
@@ -70,6 +101,7 @@ def _overheads(session: Session, queue: str) -> Overheads:
             func.min(EpochMetric.created_at),
             func.max(EpochMetric.created_at),
             func.avg(EpochMetric.seconds),
+            Experiment.queued_at,
         )
         .join(Experiment, Experiment.id == Attempt.experiment_id)
         .join(
@@ -77,18 +109,20 @@ def _overheads(session: Session, queue: str) -> Overheads:
             (EpochMetric.experiment_id == Attempt.experiment_id) & (EpochMetric.attempt == Attempt.number),
         )
         .where(Experiment.queue == queue, Attempt.outcome == Outcome.SUCCEEDED.value, Attempt.ended_at.is_not(None))
-        .group_by(Attempt.id, Attempt.started_at, Attempt.ended_at)
+        .group_by(Attempt.id, Attempt.started_at, Attempt.ended_at, Experiment.queued_at)
         .order_by(Attempt.ended_at.desc())
         .limit(RECENT_ATTEMPTS)
     ).all()
     if not rows:
         return Overheads()
-    starts, tails = [], []
-    for started, ended, first_end, last_end, epoch_s in rows:
+    starts, tails, waited = [], [], []
+    for started, ended, first_end, last_end, epoch_s, queued in rows:
         # The first epoch ended its own length after it started: what came before it is start-up.
         starts.append(max(0.0, (as_utc(first_end) - as_utc(started)).total_seconds() - float(epoch_s or 0.0)))
         tails.append(max(0.0, (as_utc(ended) - as_utc(last_end)).total_seconds()))
-    return Overheads(sum(starts) / len(starts), sum(tails) / len(tails))
+        if queued is not None:
+            waited.append((as_utc(started), as_utc(queued)))
+    return Overheads(sum(starts) / len(starts), sum(tails) / len(tails), _handover_s(session, queue, waited))
 
 
 def _running_left_s(
@@ -150,8 +184,10 @@ def standing(session: Session, settings: Settings, experiment: Experiment) -> St
     if mean is None or any(left is None for left in running):
         return Standing(position, None)
     slots = [0.0] * max(1, settings.slots_for(experiment.queue))
-    lengths = [overheads.start_s + e * mean + overheads.tail_s for e in ahead]
-    # The running jobs first, then every job ahead, each into the slot that frees first.
+    lengths = [overheads.handover_s + overheads.start_s + e * mean + overheads.tail_s for e in ahead]
+    # The running jobs first, then every job ahead, each into the slot that frees first; the job itself starts a
+    # handover after its slot frees (none when a slot is free now and nothing is ahead: it is being released).
     for seconds in [*sorted((left or 0.0 for left in running), reverse=True), *lengths]:
         heapq.heappush(slots, heapq.heappop(slots) + seconds)
-    return Standing(position, now + timedelta(seconds=slots[0]))
+    own_handover = overheads.handover_s if slots[0] > 0 else 0.0
+    return Standing(position, now + timedelta(seconds=slots[0] + own_handover))
