@@ -1,15 +1,17 @@
 """Fair share under load: one user's backlog, then many users submitting a sweep each at once.
 
     python bench/fair_load.py [--users 30] [--heavy-jobs 100] [--sweep-size 3] [--slots 2]
-                              [--epochs 1] [--train-size 300] [--batch-size 64] [--data-dir DIR] [--keep-state]
+                              [--epochs 1] [--train-size 300] [--batch-size 64] [--warm-up 1] [--data-dir DIR]
+                              [--keep-state]
 
 It starts its own service (`python -m epochal serve` in a temporary state folder, SQLite and the embedded broker)
 with --slots slots on its queue and as many training processes (serve's worker, and one more worker of
 --slots - 1 processes on the same database and broker). The jobs are tiny MNIST runs (generated digits unless
 --data-dir has mnist.npz): a few seconds each, most of it the training process starting TensorFlow.
 
-1. One user ("heavy") submits --heavy-jobs jobs. Once the first of them has finished (so the queue has an epoch time
-   to estimate by), the script prints how long a job takes.
+1. One user ("heavy") submits --heavy-jobs jobs. Once the first --warm-up of them have finished (1 by default: the
+   queue has an epoch time to estimate by; with more than --slots, it has also seen a freed slot handed to a waiting
+   job, the handover the estimate counts per turn), the script prints how long a job takes.
 2. --users users each submit a sweep of --sweep-size jobs, all at the same moment (a barrier); right after its
    submission each reads its first job (GET /experiments/{id}): its position and estimated start.
 3. It waits until every user's first job has started, then until those have finished, cancels everything left and
@@ -314,8 +316,8 @@ def run(args: argparse.Namespace, folder: Path) -> None:
             heavy_ids.append(answer.json()["id"])
 
         def first_heavy_done() -> dict[str, Any] | None:
-            body = heavy.http.get(f"/experiments/{heavy_ids[0]}").json()
-            return body if body["status"] in FINISHED else None
+            bodies = [heavy.http.get(f"/experiments/{each}").json() for each in heavy_ids[: args.warm_up]]
+            return bodies[0] if all(body["status"] in FINISHED for body in bodies) else None
 
         done = wait_for(first_heavy_done, args.timeout)
         if done is None or done["status"] != "succeeded":
@@ -363,10 +365,15 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--train-size", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--warm-up", type=int, default=1, help="heavy jobs that finish before the sweeps come in (at most --heavy-jobs)"
+    )
     parser.add_argument("--data-dir", help="a folder with mnist.npz (default: generated digits)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for each stage")
     parser.add_argument("--keep-state", action="store_true", help="keep the state folder and the service's logs")
     args = parser.parse_args()
+    if not 1 <= args.warm_up <= args.heavy_jobs:
+        parser.error("--warm-up must be between 1 and --heavy-jobs")
     print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at the start")
     folder = Path(tempfile.mkdtemp(prefix="epochal-fair-load-"))
     try:
