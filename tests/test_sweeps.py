@@ -63,6 +63,33 @@ def test_head_and_loss_variants_cross_learning_rates(client: TestClient) -> None
     assert len(pairs) == 10
 
 
+def convnet(filters: int, dense_layers: int = 1) -> dict[str, Any]:
+    return {
+        "layers": [
+            {"type": "Reshape", "target_shape": [28, 28, 1]},
+            {"type": "Conv2D", "filters": filters, "kernel_size": 3, "activation": "relu"},
+            {"type": "MaxPooling2D", "pool_size": 2},
+            {"type": "Flatten"},
+            *[{"type": "Dense", "units": 16, "activation": "relu"} for _ in range(dense_layers)],
+        ]
+    }
+
+
+def test_whole_networks_are_swept_as_variants_with_short_distinct_labels(client: TestClient) -> None:
+    # A graph's labels once listed every layer's arguments, past the 200 characters of a name: a 422 for a valid
+    # sweep. Two graphs differing only in an argument must still be told apart.
+    big = convnet(8, dense_layers=40)
+    variants = [{"network": "mlp"}, {"network": convnet(8)}, {"network": convnet(16)}, {"network": big}]
+    sweep = create(client, {"base": {"dataset": "mnist"}, "grid": {"variants": variants, "learning_rate": [0.01]}})
+    names = [e["name"] for e in sweep["experiments"]]
+    assert names[0] == "network=mlp; learning_rate=0.01"
+    assert names[1].startswith("network=graph ") and "(Reshape Conv2D MaxPooling2D Flatten Dense)" in names[1]
+    assert len(set(names)) == 4 and all(len(name) <= 200 for name in names)
+    assert "Dense x40" in names[3]
+    assert [e["network"] == "mlp" for e in sweep["experiments"]] == [True, False, False, False]
+    assert [e["network"]["layers"][1]["filters"] for e in sweep["experiments"][1:]] == [8, 16, 8]
+
+
 @pytest.mark.parametrize(
     ("body", "words"),
     [

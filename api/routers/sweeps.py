@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
 from functools import partial
 from typing import Any
@@ -31,6 +33,8 @@ router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 submissions = APIRouter(prefix="/sweeps", tags=["sweeps"], route_class=KeyVerifiedRoute)
 
 VARIANTS = "variants"  # grid key whose entries are partial specs, e.g. {"head": ..., "loss": ...} pairs
+MAX_LABEL = 200  # the spec's name
+GRAPH_LABEL_WORDS = 80
 
 
 def _axis_entries(key: str, values: list[Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -41,9 +45,33 @@ def _axis_entries(key: str, values: list[Any]) -> list[tuple[str, dict[str, Any]
 
 
 def _short(value: Any) -> str:
+    if isinstance(value, dict) and isinstance(layers := value.get("layers"), list):
+        return _graph_label(layers)
     if isinstance(value, dict):
         return " ".join(str(v) for v in value.values())
     return str(value)
+
+
+def _graph_label(layers: list[Any]) -> str:
+    """A network graph as its layer types, runs of one type counted (`Conv2D x2`), and a digest of the whole graph:
+    two graphs that differ only in their arguments get different labels, and the label stays short."""
+    types = [str(layer.get("type")) if isinstance(layer, dict) else "?" for layer in layers]
+    runs = [(kind, len(list(group))) for kind, group in itertools.groupby(types)]
+    words = " ".join(kind if count == 1 else f"{kind} x{count}" for kind, count in runs)
+    if len(words) > GRAPH_LABEL_WORDS:
+        words = words[: GRAPH_LABEL_WORDS - 3].rstrip() + "..."
+    digest = hashlib.sha256(json.dumps(layers, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"graph {digest} ({words})"
+
+
+def _combination_label(parts: list[str]) -> str:
+    """The experiment name of one combination, within the spec's 200 characters (labels name a configuration for
+    people; runs are grouped by their specs, so a shortened label never merges two configurations)."""
+    label = "; ".join(parts)
+    if len(label) <= MAX_LABEL:
+        return label
+    digest = hashlib.sha256(label.encode()).hexdigest()[:8]
+    return f"{label[: MAX_LABEL - 13].rstrip()}... [{digest}]"
 
 
 def expand_grid(body: SweepCreate) -> list[ExperimentCreate]:
@@ -67,7 +95,7 @@ def expand_grid(body: SweepCreate) -> list[ExperimentCreate]:
         spec: dict[str, Any] = dict(body.base)
         for _index, (_label, overrides) in combination:
             spec.update(overrides)
-        label = "; ".join(label for _index, (label, _overrides) in combination)
+        label = _combination_label([part for _index, (part, _overrides) in combination])
         try:
             expanded.append(ExperimentCreate.model_validate({**spec, "name": label}))
         except ValidationError as exc:
