@@ -158,7 +158,7 @@ def test_the_limits_are_the_settings(api: TestClient) -> None:
     assert f"the network has {MLP_ON_MNIST:,} parameters, over the limit of {MLP_ON_MNIST - 1:,}" in message
 
 
-IMAGENET = {
+IMAGENET: dict[str, list[dict[str, Any]]] = {
     "layers": [
         {"type": "Backbone", "architecture": "MobileNetV2", "weights": "imagenet", "trainable": False, "name": "bb"},
         {"type": "GlobalAveragePooling2D"},
