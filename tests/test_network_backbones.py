@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -152,3 +153,15 @@ def test_grey_images_made_rgb_take_imagenet_weights_and_those_are_the_downloads(
     [download] = downloaded_weights(graph(layers))
     assert (download.index, download.name) == (3, "bb") and "EPOCHAL_WORKERS_OFFLINE" in download.message
     assert downloaded_weights(graph([backbone("MobileNetV2", pooling="avg")])) == []
+
+
+def test_a_backbone_network_survives_the_checkpoint_the_worker_saves_and_the_api_loads(
+    frozen: tuple[str, list[dict[str, Any]], keras.Model], tmp_path: Path
+) -> None:
+    _, _, model = frozen
+    model.save(tmp_path / "best_model.h5", include_optimizer=False)  # as training/runner.py saves it
+    loaded = keras.models.load_model(tmp_path / "best_model.h5", compile=False)
+    assert loaded.count_params() == model.count_params()
+    assert loaded.get_layer("bb").trainable_weights == []
+    batch = np.random.default_rng(1).uniform(0, 255, (2, *SMALLEST)).astype("float32")
+    np.testing.assert_allclose(loaded(batch, training=False), model(batch, training=False), atol=1e-5)
