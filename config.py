@@ -203,6 +203,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Most activation memory of one training batch (every layer's output x batch x 4 bytes x 2).",
     )
+    # On by default: a worker without internet would fail a job that waited its turn; refusing it when submitted
+    # says why at once. A deployment whose workers reach the internet (or have Keras' cache filled) turns it off.
+    workers_offline: bool = Field(
+        default=True,
+        description="Whether the workers cannot download: a Backbone with weights 'imagenet' (which the worker "
+        "downloads through Keras' cache) is then refused with a 422; false lets them download.",
+    )
 
     # Per-user quotas; a user row may override each (NULL there means these apply). Over one: 429.
     max_active_jobs: int = Field(

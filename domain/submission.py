@@ -18,7 +18,8 @@ from domain.quotas import check_active_jobs
 from models import Experiment, Sweep, User
 from models.base import utcnow
 from models.specs import spec_of
-from training.graph.check import NetworkLimits, NetworkSummary, over_limits
+from training.graph.check import NetworkLimits, NetworkSummary, downloaded_weights, over_limits
+from training.graph.network import GraphError, NetworkGraph
 
 
 class Publisher(Protocol):
@@ -57,12 +58,23 @@ def network_limits(settings: Settings) -> NetworkLimits:
     )
 
 
+def unreachable_weights(graph: NetworkGraph, settings: Settings) -> list[GraphError]:
+    """The layers whose weights this deployment's workers cannot download (EPOCHAL_WORKERS_OFFLINE)."""
+    return downloaded_weights(graph) if settings.workers_offline else []
+
+
 def check_networks(experiments: list[Experiment], settings: Settings) -> None:
-    """Invalid if a network graph is over the deployment's limits: nobody queues a network that exhausts a worker.
-    (The spec checked the graph itself against the dataset's input; a preset is within them by design.)"""
+    """Invalid if a network graph is over the deployment's limits (nobody queues a network that exhausts a worker),
+    or needs weights its workers cannot download. (The spec checked the graph itself against the dataset's input;
+    a preset is within them by design.)"""
     for experiment in experiments:
         if isinstance(experiment.network, dict):
-            summary = spec_of(experiment).network_summary()
+            spec = spec_of(experiment)
+            assert isinstance(spec.network, NetworkGraph)
+            offline = unreachable_weights(spec.network, settings)
+            if offline:
+                raise Invalid("; ".join(f"network: {e}" for e in offline))
+            summary = spec.network_summary()
             assert isinstance(summary, NetworkSummary)  # the spec refuses a graph that does not build
             refusals = over_limits(summary.figures, network_limits(settings))
             if refusals:

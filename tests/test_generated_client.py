@@ -129,3 +129,25 @@ def test_a_generated_client_submits_reads_follows_and_downloads(generated: Any, 
 
     missing = call(generated, "read_experiment").sync(experiment_id=created.id + 1, client=client)
     assert isinstance(missing, models.ErrorRead) and "does not exist" in str(missing.detail), missing
+
+
+def test_a_generated_client_builds_a_backbone_layer_and_checks_it(generated: Any, base_url: str) -> None:
+    models = importlib.import_module(f"{PACKAGE}.models")
+    client = generated.AuthenticatedClient(base_url=base_url, token=new_key(ADMIN, admin=True), timeout=30)
+    backbone = models.Backbone(
+        type_="Backbone",
+        architecture=models.BackboneArchitecture.MOBILENETV2,
+        weights=None,
+        trainable=False,
+        pooling=models.BackbonePooling.AVG,
+        name="bb",
+    )
+    body = models.NetworkCheck(network=models.NetworkGraph(layers=[backbone]), dataset=models.Dataset.CATS_VS_DOGS)
+    answer = call(generated, "check_network").sync(client=client, body=body)
+    assert isinstance(answer, models.NetworkCheckRead), answer
+    [row] = [row for row in answer.layers if row.name == "bb"]
+    assert (row.type_, row.output_shape, row.trainable_params) == ("Backbone", [1280], 0), row
+    # The refusal of imagenet weights (this deployment's workers are offline) reaches it as a 422.
+    backbone.weights = models.BackboneWeights.IMAGENET
+    refused = call(generated, "check_network").sync_detailed(client=client, body=body)
+    assert refused.status_code == 422 and b"EPOCHAL_WORKERS_OFFLINE" in refused.content, refused.content

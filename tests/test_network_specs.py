@@ -86,3 +86,16 @@ def test_a_graph_over_the_deployments_limits_is_a_422_naming_the_setting(http: h
     assert "EPOCHAL_MAX_NETWORK_PARAMS" in message and "87,354" in message
     sweep = http.post("/sweeps", json={"base": spec(WIDE), "grid": {"optimizer": ["adam", "sgd"]}})
     assert sweep.status_code == 422 and "EPOCHAL_MAX_NETWORK_PARAMS" in sweep.text, sweep.text  # the same limits
+
+
+def test_imagenet_weights_are_refused_for_every_run_of_a_sweep_while_workers_are_offline(http: httpx.Client) -> None:
+    # The service runs with EPOCHAL_WORKERS_OFFLINE at its default (true): no worker here reaches the internet.
+    backbone = {"type": "Backbone", "architecture": "EfficientNetB0", "weights": "imagenet", "pooling": "avg"}
+    base = {**spec({"layers": [backbone]}), "dataset": "cats_vs_dogs"}
+    sweep = http.post("/sweeps", json={"base": base, "grid": {"optimizer": ["adam", "sgd"]}})
+    assert sweep.status_code == 422, sweep.text
+    assert "layers[0] Backbone" in sweep.text and "EPOCHAL_WORKERS_OFFLINE" in sweep.text
+    # With random weights the same network is accepted as far as the limits (its 4 million parameters are over
+    # this service's EPOCHAL_MAX_NETWORK_PARAMS), which says the refusal above was the weights'.
+    random = http.post("/experiments", json={**base, "network": {"layers": [{**backbone, "weights": None}]}})
+    assert random.status_code == 422 and "EPOCHAL_MAX_NETWORK_PARAMS" in random.text, random.text

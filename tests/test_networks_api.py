@@ -158,6 +158,52 @@ def test_the_limits_are_the_settings(api: TestClient) -> None:
     assert f"the network has {MLP_ON_MNIST:,} parameters, over the limit of {MLP_ON_MNIST - 1:,}" in message
 
 
+IMAGENET: dict[str, list[dict[str, Any]]] = {
+    "layers": [
+        {"type": "Backbone", "architecture": "MobileNetV2", "weights": "imagenet", "trainable": False, "name": "bb"},
+        {"type": "GlobalAveragePooling2D"},
+    ]
+}
+
+
+def test_imagenet_weights_are_refused_while_workers_are_offline_and_checked_when_not(api: TestClient) -> None:
+    assert get_settings().workers_offline  # the default, and this environment's: its workers cannot download
+    response = check(api, IMAGENET, dataset="cats_vs_dogs")
+    assert response.status_code == 422, response.text
+    message = response.json()["message"]
+    assert message.startswith("network.layers.0: layers[0] Backbone 'bb': weights 'imagenet' are downloaded")
+    assert "EPOCHAL_WORKERS_OFFLINE" in message and "use weights null" in message
+    app.dependency_overrides[get_settings] = lambda: Settings(workers_offline=False)
+    try:
+        online = check(api, IMAGENET, dataset="cats_vs_dogs")
+    finally:
+        app.dependency_overrides.clear()
+    assert online.status_code == 200, online.text
+    [row] = [row for row in online.json()["layers"] if row["name"] == "bb"]
+    # MobileNetV2 on 150x150x3: a 5x5 feature map of 1280 channels, every weight frozen.
+    assert row["output_shape"] == [5, 5, 1280] and row["trainable_params"] == 0 and row["params"] == 2_257_984
+    # Random weights need no download: checked while the workers are offline.
+    random = {"layers": [{**IMAGENET["layers"][0], "weights": None}, IMAGENET["layers"][1]]}
+    assert check(api, random, dataset="cats_vs_dogs").status_code == 200
+
+
+def test_imagenet_weights_are_refused_by_post_experiments_while_workers_are_offline(api: TestClient) -> None:
+    body = {"dataset": "cats_vs_dogs", "network": IMAGENET, "epochs": 1}
+    response = api.post("/experiments", json=body)
+    assert response.status_code == 422, response.text
+    assert "layers[0] Backbone 'bb'" in response.text and "EPOCHAL_WORKERS_OFFLINE" in response.text
+    # A grayscale dataset is told how to make 3 channels, and a small image how to grow.
+    reshape: dict[str, Any] = {"type": "Reshape", "target_shape": [28, 28, 1]}
+    resizing: dict[str, Any] = {"type": "Resizing", "height": 32, "width": 32}
+    grey = {**body, "dataset": "mnist", "network": {"layers": [reshape, resizing, *IMAGENET["layers"]]}}
+    message = refusal(api.post("/experiments", json=grey))
+    assert "layers[2] Backbone 'bb': its input has 1 channel, and imagenet weights take 3" in message
+    random = {**IMAGENET["layers"][0], "weights": None}
+    too_small = {**grey, "network": {"layers": [reshape, random, IMAGENET["layers"][1]]}}
+    message = refusal(api.post("/experiments", json=too_small))
+    assert "layers[1] Backbone 'bb': its input is 28x28x1, smaller than MobileNetV2's minimum of 32x32" in message
+
+
 def test_a_long_graph_is_checked_quickly_and_a_longer_one_refused(api: TestClient) -> None:
     block = [{"type": "Dense", "units": 64, "activation": "relu"}, {"type": "Dropout", "rate": 0.1}]
     layers = [{"type": "Flatten"}] + block * 99 + [{"type": "LayerNormalization"}]  # 200 layers
@@ -222,8 +268,13 @@ LAYER_TYPES = [
     "RandomZoom",
     "RandomTranslation",
     "RandomContrast",
+    "Backbone",
 ]
 ARGUMENTS = [
+    "architecture",
+    "weights",
+    "trainable",
+    "pooling",
     "units",
     "filters",
     "kernel_size",
@@ -247,10 +298,31 @@ ARGUMENTS = [
     "inputs",
     "name",
 ]
+BACKBONE_VALUES = ("MobileNetV2", "ResNet50", "EfficientNetB0", "imagenet", "avg", "max")
 VALUES = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
     st.sampled_from(
-        [0, 1, 2, 3, -1, 4096, 2**31, 0.5, -0.5, 1e308, "same", "valid", "relu", "input", "a", "b", None, True]
+        [
+            0,
+            1,
+            2,
+            3,
+            -1,
+            4096,
+            2**31,
+            0.5,
+            -0.5,
+            1e308,
+            "same",
+            "valid",
+            "relu",
+            "input",
+            "a",
+            "b",
+            None,
+            True,
+            *BACKBONE_VALUES,
+        ]
     ),
     st.lists(st.sampled_from([1, 2, 3, -1, 0, 28, 10**12, "a", "input"]), max_size=4),
     st.text(max_size=8),

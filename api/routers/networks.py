@@ -14,9 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from api.http.deps import SettingsDep
 from api.http.errors import responses
 from api.schemas.networks import NetworkCheck, NetworkCheckRead, NetworkLimitsRead, NetworkPresetRead
-from domain.submission import network_limits
+from domain.submission import network_limits, unreachable_weights
 from training.graph.check import HeadShape, NetworkSummary, over_limits, summarize
-from training.graph.network import NetworkGraph
+from training.graph.network import GraphError, NetworkGraph
 from training.graph.presets import DESCRIPTIONS, PRESETS
 from training.graph.vocabulary import LayerActivation
 from training.spec import DATASETS, Activation, Head
@@ -34,6 +34,10 @@ def _refused(errors: list[tuple[tuple[Any, ...], str]]) -> RequestValidationErro
     return RequestValidationError(
         [{"type": "value_error", "loc": ("body", *loc), "msg": message, "input": None} for loc, message in errors]
     )
+
+
+def _located(error: GraphError) -> tuple[tuple[Any, ...], str]:
+    return ("network", "layers", error.index) if error.index is not None else ("network",), str(error)
 
 
 @router.get("", response_model=list[NetworkPresetRead])
@@ -64,8 +68,9 @@ def check_network(body: NetworkCheck, settings: SettingsDep) -> NetworkCheckRead
 
     200: Keras' summary of the whole network (image, rescaling to 0..1, your layers, the head), its parameters,
     FLOPs per example and activation memory per batch, and the limits they are held to. 422: what is wrong, per
-    layer (`network.layers.3: layers[3] MaxPooling2D: its input is 1x1x64, smaller than pool_size 2`), or which
-    figure is over its limit.
+    layer (`network.layers.3: layers[3] MaxPooling2D: its input is 1x1x64, smaller than pool_size 2`), which
+    figure is over its limit, or a Backbone's imagenet weights where the workers are offline
+    (EPOCHAL_WORKERS_OFFLINE).
     """
     graph = PRESETS[body.network] if not isinstance(body.network, NetworkGraph) else body.network
     if body.dataset is not None:
@@ -77,9 +82,10 @@ def check_network(body: NetworkCheck, settings: SettingsDep) -> NetworkCheckRead
         input_shape, head = tuple(body.input_shape), _head(body.head)
     summary = summarize(graph, input_shape, body.batch_size, head)
     if isinstance(summary, list):
-        raise _refused(
-            [(("network", "layers", e.index) if e.index is not None else ("network",), str(e)) for e in summary]
-        )
+        raise _refused([_located(e) for e in summary])
+    offline = unreachable_weights(graph, settings)
+    if offline:
+        raise _refused([_located(e) for e in offline])
     limits = network_limits(settings)
     refusals = over_limits(summary.figures, limits)
     if refusals:

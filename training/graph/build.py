@@ -153,7 +153,26 @@ def keras_layer(layer: L.LayerBase, name: str) -> keras.layers.Layer:
             )
         case L.RandomContrast():
             return keras.layers.RandomContrast(_factor(layer.factor), value_range=tuple(layer.value_range), name=name)
+        case L.Backbone():
+            raise TypeError("a Backbone is built for its input's shape: use backbone()")
     raise TypeError(f"no Keras layer for {type(layer).__name__}")  # a new layer type without its case here
+
+
+def backbone(layer: L.Backbone, name: str, input_shape: tuple[int, ...]) -> keras.Model:
+    """The Keras application without its top, named as the graph's layer, frozen unless trainable.
+
+    weights 'imagenet' is fetched by Keras' own download into its cache (KERAS_HOME), on the worker that builds it.
+    """
+    application = getattr(keras.applications, str(layer.architecture))  # an enum member: one of three names
+    model: keras.Model = application(
+        include_top=False,
+        weights=None if layer.weights is None else str(layer.weights),
+        input_shape=input_shape,
+        pooling=None if layer.pooling is None else str(layer.pooling),
+        name=name,
+    )
+    model.trainable = layer.trainable
+    return model
 
 
 def build_graph(graph: NetworkGraph, input_shape: tuple[int, ...], head: HeadShape | None, name: str) -> keras.Model:
@@ -166,6 +185,9 @@ def build_graph(graph: NetworkGraph, input_shape: tuple[int, ...], head: HeadSha
     tensors = {INPUT: keras.layers.Rescaling(1.0 / 255, name=RESCALING)(inputs)}
     for i in wiring.order:
         layer, taken = graph.layers[i], [tensors[source] for source in wiring.sources[i]]
+        if isinstance(layer, L.Backbone):  # an application is built for its input's shape
+            tensors[wiring.names[i]] = backbone(layer, wiring.names[i], tuple(taken[0].shape[1:]))(taken[0])
+            continue
         tensors[wiring.names[i]] = keras_layer(layer, wiring.names[i])(taken if layer.many_inputs else taken[0])
     outputs = tensors[wiring.names[-1]]
     if head is not None:

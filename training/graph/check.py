@@ -3,7 +3,9 @@
 The costs, per the service's conventions: parameters (Keras' count, moving statistics included), FLOPs per example
 (2 x the multiply-adds of Dense and convolution layers, every other layer counted as its output size), and
 activation memory per batch (the sum of every layer's output, the input included, x batch size x 4 bytes; x2 when
-training, for the gradients). All of it is integer arithmetic in Python: a network of 10^12 parameters is refused
+training, for the gradients). A Backbone's FLOPs and the outputs of its own layers come from a table measured
+from Keras and scaled by the input's area, so they are approximate (training/graph/backbones.py); its parameters
+and output shape are exact. All of it is integer arithmetic in Python: a network of 10^12 parameters is refused
 by its figures without allocating any of them.
 """
 
@@ -13,9 +15,9 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
-from training.graph.layers import Dense, LayerBase, Shape, ShapeError, dims, size
+from training.graph.layers import Backbone, Dense, LayerBase, Shape, ShapeError, dims, size
 from training.graph.network import HEAD, IMAGE, INPUT, RESCALING, GraphError, NetworkGraph, error, layer_type, wire
-from training.graph.vocabulary import LayerActivation
+from training.graph.vocabulary import BackboneWeights, LayerActivation
 
 BYTES_PER_VALUE = 4  # float32
 
@@ -35,8 +37,13 @@ class NetworkFigures(BaseModel):
     total_params: int
     trainable_params: int
     non_trainable_params: int
-    flops_per_example: int = Field(description="2 x multiply-adds of Dense and convolutions; others: output size.")
-    activation_bytes_inference: int = Field(description="Every layer's output x batch_size x 4 bytes.")
+    flops_per_example: int = Field(
+        description="2 x multiply-adds of Dense and convolutions; others: output size; a Backbone: from a table, "
+        "scaled by the input's area (approximate)."
+    )
+    activation_bytes_inference: int = Field(
+        description="Every layer's output (a Backbone's inner layers too) x batch_size x 4 bytes."
+    )
     activation_bytes_training: int = Field(description="Twice the inference figure (the gradients).")
 
 
@@ -73,6 +80,7 @@ def summarize(
     shapes: dict[str, Shape] = {INPUT: tuple(input_shape)}
     rows: dict[int, LayerSummary] = {}
     flops = size(input_shape)  # the rescaling's output
+    inner = 0  # values held inside layers (a backbone's own), which no row of the summary shows
     errors: list[GraphError] = []
     for i in wiring.order:
         layer, taken = graph.layers[i], wiring.sources[i]
@@ -85,9 +93,10 @@ def summarize(
             errors.append(error(graph, i, str(exc)))
             continue
         shapes[wiring.names[i]] = output
-        trainable, frozen = layer.weights(given, output)
+        trainable, frozen = layer.param_counts(given, output)
         rows[i] = _row(wiring.names[i], layer, output, trainable, frozen, [_shown(s) for s in taken])
-        flops += _flops(layer, given, output)
+        flops += layer.flops(given, output)
+        inner += layer.inner_values(given, output)
     if errors:
         return errors
     last = len(graph.layers) - 1
@@ -118,10 +127,10 @@ def summarize(
     if head is not None:
         dense = Dense(type="Dense", units=head.units, activation=head.activation)
         head_shape = dense.output_shape([output])
-        trainable, _ = dense.weights([output], head_shape)
+        trainable, _ = dense.param_counts([output], head_shape)
         layers.append(_row(HEAD, dense, head_shape, trainable, 0, [wiring.names[last]]))
-        flops += _flops(dense, [output], head_shape)
-    return NetworkSummary(layers=layers, figures=_figures(layers, flops, batch_size), batch_size=batch_size)
+        flops += dense.flops([output], head_shape)
+    return NetworkSummary(layers=layers, figures=_figures(layers, flops, inner, batch_size), batch_size=batch_size)
 
 
 def _shown(source: str) -> str:
@@ -139,15 +148,11 @@ def _row(name: str, layer: LayerBase, output: Shape, trainable: int, frozen: int
     )
 
 
-def _flops(layer: LayerBase, given: list[Shape], output: Shape) -> int:
-    multiply_adds = layer.multiply_adds(given, output)
-    return size(output) if multiply_adds is None else 2 * multiply_adds
-
-
-def _figures(layers: list[LayerSummary], flops: int, batch_size: int) -> NetworkFigures:
+def _figures(layers: list[LayerSummary], flops: int, inner: int, batch_size: int) -> NetworkFigures:
     total = sum(row.params for row in layers)
     trainable = sum(row.trainable_params for row in layers)
-    inference = sum(size(tuple(row.output_shape)) for row in layers) * batch_size * BYTES_PER_VALUE
+    values = sum(size(tuple(row.output_shape)) for row in layers) + inner
+    inference = values * batch_size * BYTES_PER_VALUE
     return NetworkFigures(
         total_params=total,
         trainable_params=trainable,
@@ -175,3 +180,18 @@ def over_limits(figures: NetworkFigures, limits: NetworkLimits) -> list[str]:
         if limit is not None and value > limit:
             found.append(f"the network has {value:,} {what}, over the limit of {limit:,} ({setting})")
     return found
+
+
+def downloaded_weights(graph: NetworkGraph) -> list[GraphError]:
+    """The layers whose weights the worker downloads when it builds them (a Backbone's imagenet weights), each
+    said as the refusal for a deployment whose workers cannot download."""
+    return [
+        error(
+            graph,
+            i,
+            "weights 'imagenet' are downloaded by the worker, and this deployment's workers are offline "
+            "(EPOCHAL_WORKERS_OFFLINE): use weights null, or ask the operator to let workers download",
+        )
+        for i, layer in enumerate(graph.layers)
+        if isinstance(layer, Backbone) and layer.weights is BackboneWeights.IMAGENET
+    ]

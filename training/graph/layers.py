@@ -12,8 +12,12 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from training.bounds import Between
+from training.graph.backbones import BACKBONES, MEASURED_AREA, feature_side
 from training.graph.vocabulary import (
     MAX_DIMENSION,
+    BackboneArchitecture,
+    BackbonePooling,
+    BackboneWeights,
     BoundedFloat,
     DepthMultiplier,
     Epsilon,
@@ -95,13 +99,22 @@ class LayerBase(BaseModel):
         """This layer's output shape for the given input shapes; ShapeError when Keras would refuse them."""
         return shapes[0]
 
-    def weights(self, shapes: list[Shape], output: Shape) -> tuple[int, int]:
+    def param_counts(self, shapes: list[Shape], output: Shape) -> tuple[int, int]:
         """(trainable, non-trainable) parameter counts."""
         return 0, 0
 
     def multiply_adds(self, shapes: list[Shape], output: Shape) -> int | None:
         """Multiply-adds per example for Dense and convolutions; None for layers costed at their output size."""
         return None
+
+    def flops(self, shapes: list[Shape], output: Shape) -> int:
+        """FLOPs per example: 2 x its multiply-adds, or its output size for a layer without them."""
+        multiply_adds = self.multiply_adds(shapes, output)
+        return size(output) if multiply_adds is None else 2 * multiply_adds
+
+    def inner_values(self, shapes: list[Shape], output: Shape) -> int:
+        """Values per example a layer holds inside it besides its output (a backbone's own layers' outputs)."""
+        return 0
 
 
 class Dense(LayerBase):
@@ -119,7 +132,7 @@ class Dense(LayerBase):
     def output_shape(self, shapes: list[Shape]) -> Shape:
         return (*shapes[0][:-1], self.units)
 
-    def weights(self, shapes: list[Shape], output: Shape) -> tuple[int, int]:
+    def param_counts(self, shapes: list[Shape], output: Shape) -> tuple[int, int]:
         return shapes[0][-1] * self.units + (self.units if self.use_bias else 0), 0
 
     def multiply_adds(self, shapes: list[Shape], output: Shape) -> int | None:
@@ -170,7 +183,7 @@ class Conv2D(_Convolution):
         out_h, out_w, _ = self._spatial(shapes[0], self.dilation_rate)
         return out_h, out_w, self.filters
 
-    def weights(self, shapes: list[Shape], output: Shape) -> tuple[int, int]:
+    def param_counts(self, shapes: list[Shape], output: Shape) -> tuple[int, int]:
         kh, kw = pair(self.kernel_size)
         return kh * kw * shapes[0][-1] * self.filters + (self.filters if self.use_bias else 0), 0
 
@@ -195,7 +208,7 @@ class SeparableConv2D(_Convolution):
         out_h, out_w, _ = self._spatial(shapes[0], self.dilation_rate)
         return out_h, out_w, self.filters
 
-    def weights(self, shapes: list[Shape], output: Shape) -> tuple[int, int]:
+    def param_counts(self, shapes: list[Shape], output: Shape) -> tuple[int, int]:
         kh, kw = pair(self.kernel_size)
         depth = shapes[0][-1] * self.depth_multiplier
         return kh * kw * depth + depth * self.filters + (self.filters if self.use_bias else 0), 0
@@ -219,7 +232,7 @@ class DepthwiseConv2D(_Convolution):
         out_h, out_w, channels = self._spatial(shapes[0], self.dilation_rate)
         return out_h, out_w, channels * self.depth_multiplier
 
-    def weights(self, shapes: list[Shape], output: Shape) -> tuple[int, int]:
+    def param_counts(self, shapes: list[Shape], output: Shape) -> tuple[int, int]:
         kh, kw = pair(self.kernel_size)
         depth = shapes[0][-1] * self.depth_multiplier
         return kh * kw * depth + (depth if self.use_bias else 0), 0
@@ -244,7 +257,7 @@ class Conv2DTranspose(_Convolution):
             return height * sh, width * sw, self.filters
         return height * sh + max(kh - sh, 0), width * sw + max(kw - sw, 0), self.filters
 
-    def weights(self, shapes: list[Shape], output: Shape) -> tuple[int, int]:
+    def param_counts(self, shapes: list[Shape], output: Shape) -> tuple[int, int]:
         kh, kw = pair(self.kernel_size)
         return kh * kw * shapes[0][-1] * self.filters + (self.filters if self.use_bias else 0), 0
 
@@ -351,7 +364,7 @@ class BatchNormalization(LayerBase):
     center: bool = True
     scale: bool = True
 
-    def weights(self, shapes: list[Shape], output: Shape) -> tuple[int, int]:
+    def param_counts(self, shapes: list[Shape], output: Shape) -> tuple[int, int]:
         channels = shapes[0][-1]
         return channels * (int(self.center) + int(self.scale)), 2 * channels  # the moving mean and variance
 
@@ -364,7 +377,7 @@ class LayerNormalization(LayerBase):
     center: bool = True
     scale: bool = True
 
-    def weights(self, shapes: list[Shape], output: Shape) -> tuple[int, int]:
+    def param_counts(self, shapes: list[Shape], output: Shape) -> tuple[int, int]:
         return shapes[0][-1] * (int(self.center) + int(self.scale)), 0
 
 
@@ -489,6 +502,69 @@ class RandomContrast(_Augmentation):
         return self
 
 
+class Backbone(LayerBase):
+    """A keras.applications network without its top (include_top False), as one layer: its last feature map, or
+    that pooled to a vector. It takes the network's 0..1 images as they are; ImageNet weights were trained on each
+    architecture's own preprocessing, which a Rescaling before it can approximate (the README says how)."""
+
+    type: Literal["Backbone"]
+    architecture: BackboneArchitecture
+    weights: BackboneWeights | None = Field(
+        default=None,
+        description="null: random initialisation (seeded); imagenet: downloaded by the worker through Keras' cache, "
+        "refused where the deployment's workers are offline (EPOCHAL_WORKERS_OFFLINE).",
+    )
+    trainable: bool = Field(default=True, description="false: its weights are frozen (all non-trainable).")
+    pooling: BackbonePooling | None = Field(
+        default=None, description="avg or max: the feature map pooled to a vector; null: the feature map itself."
+    )
+
+    def output_shape(self, shapes: list[Shape]) -> Shape:
+        height, width, channels = image(shapes[0])
+        figures = BACKBONES[self.architecture]
+        side = figures.min_side
+        if height < side or width < side:
+            raise ShapeError(
+                f"its input is {dims(shapes[0])}, smaller than {self.architecture}'s minimum of {side}x{side} "
+                f"(Keras' own): add a Resizing to at least {side}x{side} before it"
+            )
+        if self.weights is BackboneWeights.IMAGENET and channels != 3:
+            raise ShapeError(
+                f"its input has {channels} channel{'s' if channels > 1 else ''}, and imagenet weights take 3 (RGB): "
+                'make 3 first (a grayscale layer "x" three times: a Concatenate with inputs ["x", "x", "x"]), or '
+                "use weights null"
+            )
+        if self.pooling is not None:
+            return (figures.channels,)
+        return feature_side(height), feature_side(width), figures.channels
+
+    def keras_counts(self, channels: int) -> tuple[int, int]:
+        """(trainable, non-trainable) of Keras' application with everything trainable."""
+        figures = BACKBONES[self.architecture]
+        return (
+            figures.trainable + figures.trainable_per_channel * channels,
+            figures.non_trainable + figures.non_trainable_per_channel * channels,
+        )
+
+    def param_counts(self, shapes: list[Shape], output: Shape) -> tuple[int, int]:
+        trainable, frozen = self.keras_counts(shapes[0][-1])
+        return (trainable, frozen) if self.trainable else (0, trainable + frozen)
+
+    def _scaled(self, shapes: list[Shape], measured: int) -> int:
+        return measured * shapes[0][0] * shapes[0][1] // MEASURED_AREA
+
+    def flops(self, shapes: list[Shape], output: Shape) -> int:
+        # Approximate: measured at 224x224 and scaled by area (training/graph/backbones.py); a pooling adds its size.
+        pooled = size(output) if self.pooling is not None else 0
+        return self._scaled(shapes, BACKBONES[self.architecture].flops_at_224) + pooled
+
+    def inner_values(self, shapes: list[Shape], output: Shape) -> int:
+        inner = self._scaled(shapes, BACKBONES[self.architecture].inner_values_at_224)
+        if self.pooling is not None:  # the unpooled feature map is then an inner layer's output
+            inner += feature_side(shapes[0][0]) * feature_side(shapes[0][1]) * size(output)
+        return inner
+
+
 Layer = Annotated[
     Dense
     | Conv2D
@@ -514,6 +590,7 @@ Layer = Annotated[
     | RandomRotation
     | RandomZoom
     | RandomTranslation
-    | RandomContrast,
+    | RandomContrast
+    | Backbone,
     Field(discriminator="type"),
 ]

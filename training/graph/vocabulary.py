@@ -94,6 +94,27 @@ class FlipMode(StrEnum):
     HORIZONTAL_AND_VERTICAL = "horizontal_and_vertical"
 
 
+class BackboneArchitecture(StrEnum):
+    """The keras.applications networks a Backbone may be, by their Keras names."""
+
+    MOBILENET_V2 = "MobileNetV2"
+    RESNET50 = "ResNet50"
+    EFFICIENTNET_B0 = "EfficientNetB0"
+
+
+class BackboneWeights(StrEnum):
+    """Pretrained weights a Backbone may start from (null: Keras' random initialisation, seeded)."""
+
+    IMAGENET = "imagenet"
+
+
+class BackbonePooling(StrEnum):
+    """Keras' `pooling` of an application without its top: the last feature map averaged or maxed to a vector."""
+
+    AVG = "avg"
+    MAX = "max"
+
+
 Units = Annotated[int, Between(1, MAX_UNITS)]
 Filters = Annotated[int, Between(1, MAX_FILTERS)]
 KernelSide = Annotated[int, Between(1, MAX_KERNEL)]
