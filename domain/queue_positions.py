@@ -19,6 +19,7 @@ not simulated: a job held back by its owner's cap may start later than this says
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -26,7 +27,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from config import Settings
-from domain.dispatch import Board, order, read_board
+from domain.dispatch import Pick, order, read_board
 from models import Attempt, EpochMetric, Experiment
 from models.base import as_utc, utcnow
 from models.states import Outcome, Status
@@ -156,38 +157,73 @@ def _running_left_s(
     return left
 
 
-def _ahead(board: Board, experiment: Experiment, released_epochs: dict[int, int]) -> list[int]:
-    """The epochs of every queued job ahead of `experiment` on its queue, in order: its position is one more."""
-    released = board.released_waiting.get(experiment.queue, [])
+def _ahead(
+    released: list[int], picks: list[Pick], experiment: Experiment, released_epochs: dict[int, int]
+) -> list[int]:
+    """The epochs of every queued job ahead of `experiment` on its queue (`released` to the broker and not yet
+    started, then the dispatcher's `picks` in order), in order: its position is one more."""
     if experiment.id in released:
         return [released_epochs.get(i, 0) for i in released[: released.index(experiment.id)]]
-    picks = order(board, experiment.queue)
     index = next((i for i, pick in enumerate(picks) if pick.job.experiment_id == experiment.id), len(picks))
     return [released_epochs.get(i, 0) for i in released] + [pick.job.epochs for pick in picks[:index]]
 
 
-def standing(session: Session, settings: Settings, experiment: Experiment) -> Standing | None:
-    """The queued job's position and estimated start; None for a job that is not queued."""
-    if experiment.status is not Status.QUEUED:
-        return None
+@dataclass(frozen=True)
+class _QueueClock:
+    """What every estimate on one queue is made of, read once per request however many jobs it answers for."""
+
+    slots: int
+    mean_epoch_s: float | None
+    overheads: Overheads
+    running_left_s: list[float | None]
+
+    def start_after(self, ahead: list[int], now: datetime) -> datetime | None:
+        """When a job with the jobs of `ahead` epochs before it starts; None while the queue has nothing to go by."""
+        mean, overheads = self.mean_epoch_s, self.overheads
+        if mean is None or any(left is None for left in self.running_left_s):
+            return None
+        free_at = [0.0] * self.slots
+        lengths = [overheads.handover_s + overheads.start_s + e * mean + overheads.tail_s for e in ahead]
+        # The running jobs first, then every job ahead, each into the slot that frees first; the job itself starts a
+        # handover after its slot frees (none when a slot is free now and nothing is ahead: it is being released).
+        for seconds in [*sorted((left or 0.0 for left in self.running_left_s), reverse=True), *lengths]:
+            heapq.heappush(free_at, heapq.heappop(free_at) + seconds)
+        own_handover = overheads.handover_s if free_at[0] > 0 else 0.0
+        return now + timedelta(seconds=free_at[0] + own_handover)
+
+
+def _clock(session: Session, settings: Settings, queue: str, now: datetime) -> _QueueClock:
+    mean = _mean_epoch_s(session, queue)
+    overheads = _overheads(session, queue)
+    running = _running_left_s(session, queue, now, mean, overheads)
+    return _QueueClock(max(1, settings.slots_for(queue)), mean, overheads, running)
+
+
+def standings(session: Session, settings: Settings, experiments: Sequence[Experiment]) -> dict[int, Standing]:
+    """The position and estimated start of each queued job of `experiments` (the others are left out), in one
+    read of the board and one set of figures per queue: a page of a list costs what one job does."""
+    queued = [e for e in experiments if e.status is Status.QUEUED]
+    if not queued:
+        return {}
     now = utcnow()
     board = read_board(session, settings, now)
-    released = board.released_waiting.get(experiment.queue, [])
+    released = [i for queue in {e.queue for e in queued} for i in board.released_waiting.get(queue, [])]
     released_epochs = dict(
         session.execute(select(Experiment.id, Experiment.epochs).where(Experiment.id.in_(released))).all()
     )
-    ahead = _ahead(board, experiment, released_epochs)
-    position = len(ahead) + 1
-    mean = _mean_epoch_s(session, experiment.queue)
-    overheads = _overheads(session, experiment.queue)
-    running = _running_left_s(session, experiment.queue, now, mean, overheads)
-    if mean is None or any(left is None for left in running):
-        return Standing(position, None)
-    slots = [0.0] * max(1, settings.slots_for(experiment.queue))
-    lengths = [overheads.handover_s + overheads.start_s + e * mean + overheads.tail_s for e in ahead]
-    # The running jobs first, then every job ahead, each into the slot that frees first; the job itself starts a
-    # handover after its slot frees (none when a slot is free now and nothing is ahead: it is being released).
-    for seconds in [*sorted((left or 0.0 for left in running), reverse=True), *lengths]:
-        heapq.heappush(slots, heapq.heappop(slots) + seconds)
-    own_handover = overheads.handover_s if slots[0] > 0 else 0.0
-    return Standing(position, now + timedelta(seconds=slots[0] + own_handover))
+    picks: dict[str, list[Pick]] = {}
+    clocks: dict[str, _QueueClock] = {}
+    answers = {}
+    for experiment in queued:
+        queue = experiment.queue
+        if queue not in clocks:
+            picks[queue] = order(board, queue)
+            clocks[queue] = _clock(session, settings, queue, now)
+        ahead = _ahead(board.released_waiting.get(queue, []), picks[queue], experiment, released_epochs)
+        answers[experiment.id] = Standing(len(ahead) + 1, clocks[queue].start_after(ahead, now))
+    return answers
+
+
+def standing(session: Session, settings: Settings, experiment: Experiment) -> Standing | None:
+    """The queued job's position and estimated start; None for a job that is not queued."""
+    return standings(session, settings, [experiment]).get(experiment.id)

@@ -218,7 +218,7 @@ def test_the_submit_answer_is_byte_for_byte_the_experiment_read_back(
     client: TestClient, fields: dict[str, Any]
 ) -> None:
     # The 202 is built from the row in memory, not read back: it must be exactly what a GET then answers, but for
-    # where the job stands in its queue, which only the GET of one experiment works out.
+    # where the job stands in its queue, which a read works out (the submission does not pay for it).
     response = client.post("/experiments", json=fields)
     assert response.status_code == 202, response.text
     read_back = client.get(response.headers["location"])

@@ -102,6 +102,12 @@ def test_a_burst_from_one_user_waits_behind_the_first_job_of_everyone_else(
     assert {i: position(users["ada"] if i in burst else users["bob" if i == bob else "cy"], i) for i in expected} == (
         expected
     )
+    # A list and a sweep answer the same places, worked out in one pass for the page.
+    listed = client.get("/experiments", params={"status": "queued"}).json()["items"]
+    assert {e["id"]: e["queue_position"] for e in listed} == expected
+    sweep_id = users["ada"].get(f"/experiments/{burst[0]}").json()["sweep_id"]
+    in_sweep = users["ada"].get(f"/sweeps/{sweep_id}").json()["experiments"]
+    assert {e["id"]: e["queue_position"] for e in in_sweep} == {i: expected[i] for i in burst}
     run_and_finish(burst[0], seconds=30)
     started = [burst[0]]
     for _ in range(5):

@@ -14,6 +14,7 @@ from api.http.deps import SessionDep, SettingsDep, publisher
 from api.http.errors import responses
 from api.http.openapi import file_response
 from api.http.params import ExperimentId, PageLimit, PageOffset, QuerySweepId
+from api.reports.standings import reads_with_standing
 from api.schemas.experiments import (
     ArtifactRead,
     ConfusionMatrixRead,
@@ -32,7 +33,6 @@ from domain import lifecycle
 from domain.access import owned, visible_artifact, visible_evaluation, visible_experiment
 from domain.dispatch import set_priority
 from domain.lifecycle import Move, Status
-from domain.queue_positions import standing
 from domain.quotas import check_active_jobs, check_sweep_size
 from domain.submission import submit
 from infra import events
@@ -86,6 +86,7 @@ def _create_experiment(body: ExperimentCreate, response: Response, session: Sess
 @router.get("", response_model=ExperimentPage, responses=responses(422))
 def list_experiments(
     session: SessionDep,
+    settings: SettingsDep,
     user: CurrentUser,
     status_: Annotated[Status | None, Query(alias="status")] = None,
     dataset: Dataset | None = None,
@@ -94,7 +95,8 @@ def list_experiments(
     limit: PageLimit = 50,
     offset: PageOffset = 0,
 ) -> ExperimentPage:
-    """Your experiments (an admin: everyone's), newest first, filtered by any of status, dataset, optimizer, sweep."""
+    """Your experiments (an admin: everyone's), newest first, filtered by any of status, dataset, optimizer, sweep;
+    queued ones with their position and estimated start."""
     conditions = [
         column == value
         for column, value in (
@@ -114,7 +116,8 @@ def list_experiments(
         .limit(limit)
         .offset(offset)
     ).all()
-    return ExperimentPage(items=[ExperimentRead.of(r) for r in rows], total=total, limit=limit, offset=offset)
+    items = reads_with_standing(session, settings, rows)
+    return ExperimentPage(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{experiment_id}", response_model=ExperimentRead, responses=responses(404, 422))
@@ -123,11 +126,7 @@ def read_experiment(
 ) -> ExperimentRead:
     """Status, spec, where it ran, and a summary of its results so far; while queued, its position in the queue
     and an estimate of when it starts."""
-    experiment = visible_experiment(session, user, experiment_id)
-    read = ExperimentRead.of(experiment)
-    where = standing(session, settings, experiment)
-    if where is not None:
-        read.queue_position, read.estimated_start = where.position, where.estimated_start
+    (read,) = reads_with_standing(session, settings, [visible_experiment(session, user, experiment_id)])
     return read
 
 

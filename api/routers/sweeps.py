@@ -18,8 +18,9 @@ from api.http.auth import BearerKey, CurrentUser, KeyVerifiedRoute, as_caller
 from api.http.deps import SessionDep, publisher
 from api.http.errors import describe_validation_errors, responses
 from api.http.params import PageLimit, PageOffset, SweepId
+from api.reports.standings import reads_with_standing
 from api.reports.sweep_table import STATISTICS, comparison_rows, configuration_rows, sweep_state
-from api.schemas.experiments import ExperimentCreate, ExperimentRead
+from api.schemas.experiments import ExperimentCreate
 from api.schemas.sweeps import SweepCreate, SweepRead
 from config import get_settings
 from domain.access import owned, visible_sweep
@@ -166,7 +167,7 @@ def _sweep_read(session: Session, user: User, sweep_id: int) -> SweepRead:
         finished=all(e.status.finished for e in sweep.experiments),
         state=sweep_state(sweep.experiments),
         repeats=max((e.repeat or 0 for e in sweep.experiments), default=0) + 1,
-        experiments=[ExperimentRead.of(e) for e in sweep.experiments],
+        experiments=reads_with_standing(session, get_settings(), sweep.experiments),
         comparison=comparison_rows(sweep.experiments),
         configurations=configuration_rows(sweep.experiments),
         statistics=STATISTICS,

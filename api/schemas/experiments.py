@@ -109,12 +109,12 @@ class ExperimentRead(BaseModel):
     priority: int = Field(description="Set by an admin (PUT /experiments/{id}/priority); higher is dispatched first.")
     queue_position: int | None = Field(
         default=None,
-        description="While queued, in GET /experiments/{id} only: 1-based place in its queue, in the order the "
+        description="While queued: 1-based place in its queue, in the order the "
         "fair-share dispatcher would choose now (it changes as others submit, finish or get priorities); else null.",
     )
     estimated_start: UtcDatetime | None = Field(
         default=None,
-        description="An estimate, while queued, in GET /experiments/{id} only: when it may start, from the running "
+        description="An estimate, while queued: when it may start, from the running "
         "jobs' progress and the queue's recent epoch times (null when the queue has no epoch to measure by yet).",
     )
     created_at: UtcDatetime

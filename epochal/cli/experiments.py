@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -114,21 +113,9 @@ def ls(
         if as_json:
             print_json(page)
             return
-        items = with_standing(client, page["items"])
+        items = page["items"]
     shown = f"{offset + 1}-{offset + len(items)}" if items else "none"
     out.print(experiments_table(items, title=f"experiments {shown} of {page['total']}"))
-
-
-def with_standing(client: Client, experiments: list[Experiment]) -> list[Experiment]:
-    """The page with each queued job read on its own: a list does not work out where a job stands in its queue
-    (that is a pass over the queue per job), the single read does. Another job is as the list had it."""
-    shown: list[Experiment] = []
-    for experiment in experiments:
-        if experiment["status"] == "queued":
-            with contextlib.suppress(NotFound):  # gone since the list was read: shown as the list had it
-                experiment = client.experiment(experiment["id"])
-        shown.append(experiment)
-    return shown
 
 
 def _evaluation(client: Client, experiment: Experiment) -> Evaluation | None:

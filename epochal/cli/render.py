@@ -155,7 +155,7 @@ def report_table(report: dict[str, Any], labels: Sequence[str]) -> Table:
 
 
 def status_cell(experiment: Experiment) -> Text:
-    """The status, and a queued job's standing after it when the experiment was read on its own."""
+    """The status, and a queued job's standing after it (a read or a list carries it, a submission's answer not)."""
     cell = status_text(experiment["status"])
     if where := standing(experiment):
         cell.append(f" {where}", style="yellow")

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from epochal.cli.context import connect, err, out, print_json, read_document
-from epochal.cli.experiments import with_standing
 from epochal.cli.live import follow_sweep, sweep_rows
 from epochal.cli.render import sweep_view
 
@@ -59,7 +58,6 @@ def show_sweep(ctx: typer.Context, sweep_id: SweepId, as_json: JsonFlag = False)
         if as_json:
             print_json(sweep)
             return
-        sweep["experiments"] = with_standing(client, sweep["experiments"])
     out.print(sweep_rows(sweep))
     out.print(sweep_view(sweep))
 

@@ -34,8 +34,8 @@ export function clockTime(iso) {
     ? hm : `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hm}`;
 }
 
-// Where a queued job stands, as GET /experiments/{id} works it out ("position 3 · starts ~14:05 (estimate)"); null
-// for any other job, and for one read from a list, which carries no position (list.js reads queued rows one by one for it).
+// Where a queued job stands, as the API works it out for a read or a list ("position 3 · starts ~14:05 (estimate)");
+// null for any other job, and for a submission's answer, which carries no position.
 export function standing(e) {
   if (e.status !== "queued" || e.queue_position === null || e.queue_position === undefined) return null;
   const start = e.estimated_start

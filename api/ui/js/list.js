@@ -28,11 +28,6 @@ function filterBar(params) {
       values.map((v) => h("option", { value: v, selected: params.get(name) === v }, v))))));
 }
 
-// A list does not work out where queued jobs stand (a pass over the queue for each): the page's queued jobs are
-// read one by one for it, and one that cannot be read is shown as the list had it.
-export const withStanding = (items) => Promise.all(items.map((e) =>
-  (e.status === "queued" ? api(`/experiments/${e.id}`).catch(() => e) : e)));
-
 function row(e) {
   const s = e.summary;
   const place = standing(e);
@@ -62,7 +57,7 @@ export function renderList(view, params) {
   async function refresh() {
     try {
       const data = await api(`/experiments?${query}`);
-      const items = await withStanding(data.items);
+      const items = data.items;
       if (!alive) return;
       body.replaceChildren(...items.map(row));
       if (!data.items.length) body.append(h("tr", {}, h("td", { colspan: 10, class: "muted" }, "No experiments here yet.")));

@@ -1,0 +1,26 @@
+"""Experiments as answered, with where each queued one stands: one pass over its queue for a whole page."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session
+
+from api.schemas.experiments import ExperimentRead
+from config import Settings
+from domain.queue_positions import standings
+from models import Experiment
+
+
+def reads_with_standing(
+    session: Session, settings: Settings, experiments: Sequence[Experiment]
+) -> list[ExperimentRead]:
+    """Each experiment's answer; a queued one's with its position and estimated start filled in."""
+    places = standings(session, settings, experiments)
+    reads = []
+    for experiment in experiments:
+        read = ExperimentRead.of(experiment)
+        if (place := places.get(experiment.id)) is not None:
+            read.queue_position, read.estimated_start = place.position, place.estimated_start
+        reads.append(read)
+    return reads
