@@ -503,6 +503,11 @@ def _graph_shown(page: Any) -> Any:
     return json.loads(page.locator("#network-json").input_value())
 
 
+def _without_nulls(graph: dict[str, Any]) -> dict[str, Any]:
+    """A graph as the editor shows it: a stored one's nulls (unset: the default) left out."""
+    return {"layers": [{k: v for k, v in layer.items() if v is not None} for layer in graph["layers"]]}
+
+
 def test_the_form_edits_a_custom_network_with_its_summary_beside_it(page: Any, service: Service) -> None:
     with service.http() as http:
         presets = {p["name"]: p for p in http.get("/networks").json()}
@@ -517,7 +522,7 @@ def test_the_form_edits_a_custom_network_with_its_summary_beside_it(page: Any, s
     page.locator("#experiment-form [name=network]").select_option("custom")
     editor = page.get_by_label("custom network graph, as JSON")
     expect(editor).to_be_visible()
-    assert _graph_shown(page) == presets["mlp"]["network"]  # custom starts from the preset's graph
+    assert _graph_shown(page) == _without_nulls(presets["mlp"]["network"])  # custom starts from the preset's graph
 
     refused = _check(service, BROKEN_GRAPH)
     assert refused.status_code == 422, refused.text
@@ -525,6 +530,7 @@ def test_the_form_edits_a_custom_network_with_its_summary_beside_it(page: Any, s
     assert "layers[2] MaxPooling2D" in message, message
     editor.fill(json.dumps(BROKEN_GRAPH))
     expect(summary.get_by_role("alert")).to_have_text(message)
+    screenshot(page, "network-error")
     editor.fill("{not json")
     expect(summary.get_by_role("alert")).to_contain_text("not valid JSON")
 
@@ -545,6 +551,8 @@ def test_the_form_edits_a_custom_network_with_its_summary_beside_it(page: Any, s
         expect(shown.locator("[data-params]")).to_have_attribute("data-params", str(params))
         expect(shown.locator("tbody tr")).to_have_count(len(checked.json()["layers"]))
         expect(shown).to_contain_text("max_pooling2d_2")
+        shown.scroll_into_view_if_needed()
+        screenshot(page, "experiment-network")
     finally:
         with service.http() as http:  # nothing here needs it trained
             http.post(f"/experiments/{experiment_id}/cancel")
@@ -570,12 +578,26 @@ def test_clone_fills_the_form_and_submits_a_second_experiment_with_the_same_netw
         form = page.locator("#experiment-form")
         expect(form.locator("h2")).to_have_text(f"New experiment, cloned from #{original}")
         expect(page.get_by_label("custom network graph, as JSON")).to_be_visible()
-        assert _graph_shown(page) == network
+        assert _graph_shown(page) == _without_nulls(network)
         for name, value in {"dataset": "mnist", "optimizer": "sgd", "epochs": "2", "batch_size": "32"}.items():
             expect(form.locator(f"[name={name}]")).to_have_value(value)
         expect(form.locator("[name=train_size]")).to_have_value("300")
-        expect(form.locator("#carried")).to_contain_text(f"queue {PARKED}")
+        carried = form.locator("#carried")
+        expect(carried).to_contain_text(f"queue {PARKED}")
+        expect(carried).to_contain_text("seed 7")
+        expect(carried).to_contain_text("head 10 \u00d7 softmax")
+        # Another dataset gets its own head and loss, not the clone's (the stored spec spells the defaults out).
+        form.locator("[name=dataset]").select_option("cats_vs_dogs")
+        expect(carried).not_to_contain_text("head")
+        expect(carried).not_to_contain_text("loss")
+        form.locator("[name=dataset]").select_option("mnist")
+        expect(carried).to_contain_text("head 10 \u00d7 softmax")
+        form.locator("[name=validation]").select_option("test")  # which takes no validation split
+        expect(carried).not_to_contain_text("validation split")
+        form.locator("[name=validation]").select_option("held_out")
+        expect(carried).to_contain_text("validation split 0.1")
         expect(form.locator("#network-summary [data-params]")).to_be_visible()
+        screenshot(page, "clone")
         fill(page, "#experiment-form", {"epochs": "1"})  # editable before it is sent
         page.click("#experiment-form button[type=submit]")
         expect(page.locator("h1")).not_to_contain_text(f"#{original} ")

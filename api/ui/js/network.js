@@ -60,6 +60,14 @@ export function loadPresets() {
 
 const CUSTOM = "custom";
 
+// A graph as a person would write it: a stored one spells out every unset field as null, which means the default.
+export function withoutNulls(value) {
+  if (Array.isArray(value)) return value.map(withoutNulls);
+  if (value === null || typeof value !== "object") return value;
+  const entries = Object.entries(value).filter(([, v]) => v !== null).map(([k, v]) => [k, withoutNulls(v)]);
+  return Object.fromEntries(entries.sort(([a], [b]) => (b === "type") - (a === "type")));  // a layer's type first
+}
+
 // The form's network: `control` is the preset/custom choice (a select the form labels), `panel` the editor and the
 // summary. `spec()` gives the form's dataset, head and batch size for the check; `value()` the spec's network
 // (undefined: the dataset's default; a preset's name; or the parsed graph, throwing on JSON that does not parse).
@@ -113,7 +121,7 @@ export function networkEditor(spec) {
       const all = await loadPresets();
       const dataset = spec().dataset;
       const preset = all.find((p) => p.name === from) || all.find((p) => p.default_for.includes(dataset));
-      if (preset && !editor.value.trim()) editor.value = JSON.stringify(preset.network, null, 2);
+      if (preset && !editor.value.trim()) editor.value = JSON.stringify(withoutNulls(preset.network), null, 2);
     } catch (error) {
       summary.replaceChildren(errorView([`the presets could not be read: ${error.message}`]));
     }
@@ -146,7 +154,7 @@ export function networkEditor(spec) {
     } else if (network) {
       control.value = CUSTOM;
       editor.hidden = false;
-      editor.value = JSON.stringify(network, null, 2);
+      editor.value = JSON.stringify(withoutNulls(network), null, 2);
     }
     check();
   }

@@ -54,7 +54,9 @@ const NUMERIC = new Set(["learning_rate", "epochs", "batch_size", "train_size", 
 const CARRIED = ["head", "loss", "validation_split", "seed", "mixed_precision", "deterministic", "jit_compile",
   "early_stopping", "lr_schedule", "weight_decay", "clipnorm", "clipvalue", "label_smoothing", "class_weight", "queue"];
 const FORM_FIELDS = ["dataset", "optimizer", "learning_rate", "epochs", "batch_size", "train_size", "validation"];
-const shown = (v) => (typeof v === "object" ? JSON.stringify(v) : String(v));
+const shown = (k, v) => (k === "head" ? `${v.units} × ${v.activation}` : typeof v === "object" ? JSON.stringify(v) : String(v));
+// false is these options' default: not worth a mention, nor sending.
+const OFF_BY_DEFAULT = new Set(["mixed_precision", "deterministic"]);
 
 function experimentForm() {
   let carried = {};
@@ -91,15 +93,32 @@ function experimentForm() {
     } catch (error) { showValidation(form, error); }
   });
   // A clone: the form filled with an experiment's spec and network, all editable; the rest is carried unchanged.
+  let source = null;
+  function describeCarried() {
+    const items = Object.entries(carried).map(([k, v]) => `${k.replaceAll("_", " ")} ${shown(k, v)}`);
+    carriedNote.textContent = items.length ? `Also from #${source.id}, unchanged: ${items.join(", ")}.` : "";
+  }
+  // What the stored spec spells out for its dataset (head, loss) or its validation (the split) is carried only while
+  // those stay as cloned: another dataset gets its own defaults, validation on test takes no split.
+  function recarry() {
+    if (!source) return;
+    const follows = { head: "dataset", loss: "dataset", validation_split: "validation" };
+    for (const [k, on] of Object.entries(follows)) {
+      if (control(on).value === source[on] && source[k] != null) carried[k] = source[k];
+      else delete carried[k];
+    }
+    describeCarried();
+  }
+  for (const name of ["dataset", "validation"]) control(name).addEventListener("input", recarry);
   form.fill = (experiment) => {
+    source = experiment;
     form.querySelector("h2").textContent = `New experiment, cloned from #${experiment.id}`;
     control("name").value = experiment.name ? `${experiment.name} (clone)` : "";
     for (const name of FORM_FIELDS) control(name).value = experiment[name] ?? "";
     control("repeats").value = 1;
-    carried = Object.fromEntries(CARRIED.filter((k) => experiment[k] != null).map((k) => [k, experiment[k]]));
-    carriedNote.textContent = Object.keys(carried).length
-      ? `Also from #${experiment.id}, unchanged: ${Object.entries(carried).map(([k, v]) => `${k.replaceAll("_", " ")} ${shown(v)}`).join(", ")}.`
-      : "";
+    const kept = (k) => experiment[k] != null && !(OFF_BY_DEFAULT.has(k) && experiment[k] === false);
+    carried = Object.fromEntries(CARRIED.filter(kept).map((k) => [k, experiment[k]]));
+    describeCarried();
     return network.set(experiment.network);
   };
   return form;
