@@ -531,6 +531,8 @@ def test_the_form_edits_a_custom_network_with_its_summary_beside_it(page: Any, s
     editor.fill(json.dumps(BROKEN_GRAPH))
     expect(summary.get_by_role("alert")).to_have_text(message)
     screenshot(page, "network-error")
+    editor.fill(json.dumps({"layers": [{"type": "Dense"}]}))  # fails the schema: the place is named
+    expect(summary.get_by_role("alert")).to_have_text("layers[0] Dense.units: Field required")
     editor.fill("{not json")
     expect(summary.get_by_role("alert")).to_contain_text("not valid JSON")
 

@@ -15,11 +15,28 @@ function bytes(n) {
   return `${unit ? value.toFixed(1) : value} ${units[unit]}`;
 }
 
-// A 422's errors as lines for people; each already names its layer ("layers[3] MaxPooling2D: ...").
+// Where in the graph a schema error is: ["body", "network", "NetworkGraph", "layers", 0, "Dense", "units"] reads
+// "layers[0] Dense.units".
+function where(loc) {
+  let out = "";
+  for (const p of loc.filter((part) => !["body", "network", "NetworkGraph"].includes(part))) {
+    out += typeof p === "number" ? `[${p}]` : /^[A-Z]/.test(p) ? ` ${p}` : out ? `.${p}` : p;
+  }
+  return out;
+}
+
+// A 422's errors as lines for people. The check's own already name their layer ("layers[3] MaxPooling2D: ...");
+// a schema error gets its place in front. A graph that does not fit the schema also fails to be a preset's name:
+// that half of pydantic's answer is left out when there is another.
 export function checkErrors(error) {
   const detail = error.body?.detail;
   if (error.status !== 422 || !Array.isArray(detail)) return [error.message];
-  return detail.map((item) => String(item.msg || "").replace(/^Value error, /, ""));
+  const relevant = detail.filter((item) => !(item.loc || []).includes("str-enum[Network]"));
+  return (relevant.length ? relevant : detail).map((item) => {
+    const text = String(item.msg || "").replace(/^Value error, /, "");
+    const place = where(item.loc || []);
+    return place && !text.startsWith(place) ? `${place}: ${text}` : text;
+  });
 }
 
 // The body POST /networks/check takes for a spec's network, dataset, head and batch size.
