@@ -189,6 +189,8 @@ def test_a_person_trains_watches_inspects_and_predicts(page: Any, service: Servi
     page.on("request", lambda request: streams.append(request.headers) if "/events" in request.url else None)
     page.click("text=New experiment or sweep")
     fill(page, "#experiment-form", {"name": "browser digits", **TINY})
+    # The network's summary beside the form follows its batch size.
+    expect(page.locator("#network-summary")).to_contain_text(f"training batch of {TINY['batch_size']}.")
     screenshot(page, "new-experiment")
     page.click("#experiment-form button[type=submit]")
     expect(page.locator("h1")).to_contain_text("Experiment #")
@@ -528,7 +530,7 @@ def test_the_form_edits_a_custom_network_with_its_summary_beside_it(page: Any, s
     assert refused.status_code == 422, refused.text
     [message] = [item["msg"].removeprefix("Value error, ") for item in refused.json()["detail"]]
     assert "layers[2] MaxPooling2D" in message, message
-    editor.fill(json.dumps(BROKEN_GRAPH))
+    editor.fill(json.dumps(BROKEN_GRAPH, indent=2))
     expect(summary.get_by_role("alert")).to_have_text(message)
     screenshot(page, "network-error")
     editor.fill(json.dumps({"layers": [{"type": "Dense"}]}))  # fails the schema: the place is named
