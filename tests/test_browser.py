@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -188,6 +189,8 @@ def test_a_person_trains_watches_inspects_and_predicts(page: Any, service: Servi
     page.on("request", lambda request: streams.append(request.headers) if "/events" in request.url else None)
     page.click("text=New experiment or sweep")
     fill(page, "#experiment-form", {"name": "browser digits", **TINY})
+    # The network's summary beside the form follows its batch size.
+    expect(page.locator("#network-summary")).to_contain_text(f"training batch of {TINY['batch_size']}.")
     screenshot(page, "new-experiment")
     page.click("#experiment-form button[type=submit]")
     expect(page.locator("h1")).to_contain_text("Experiment #")
@@ -478,3 +481,142 @@ def test_the_list_pages_through_a_thousand_experiments(page: Any, service: Servi
     expect(page.locator("#page-info")).to_have_text(f"26-50 of {total}")
     expect(rows).to_have_count(25)
     expect(rows.first).to_contain_text("seeded 974")
+
+
+# A small network of the dashboard's tests: trains in seconds; too small an image for its pooling when broken.
+SMALL_GRAPH: dict[str, Any] = {
+    "layers": [
+        {"type": "Reshape", "target_shape": [28, 28, 1]},
+        {"type": "Conv2D", "filters": 4, "kernel_size": 3, "activation": "relu"},
+        {"type": "MaxPooling2D", "pool_size": 2},
+        {"type": "Flatten"},
+        {"type": "Dense", "units": 16, "activation": "relu"},
+    ]
+}
+BROKEN_GRAPH: dict[str, Any] = {"layers": [*SMALL_GRAPH["layers"][:2], {"type": "MaxPooling2D", "pool_size": 64}]}
+
+
+def _check(service: Service, network: Any, batch_size: int = 64) -> httpx.Response:
+    with service.http() as http:
+        return http.post("/networks/check", json={"network": network, "dataset": "mnist", "batch_size": batch_size})
+
+
+def _graph_shown(page: Any) -> Any:
+    return json.loads(page.locator("#network-json").input_value())
+
+
+def _without_nulls(graph: dict[str, Any]) -> dict[str, Any]:
+    """A graph as the editor shows it: a stored one's nulls (unset: the default) left out."""
+    return {"layers": [{k: v for k, v in layer.items() if v is not None} for layer in graph["layers"]]}
+
+
+def test_the_form_edits_a_custom_network_with_its_summary_beside_it(page: Any, service: Service) -> None:
+    with service.http() as http:
+        presets = {p["name"]: p for p in http.get("/networks").json()}
+    sign_in(page, service)
+    page.goto("/ui/#/new")
+    fill(page, "#experiment-form", {"name": "browser custom network", **TINY})
+    summary = page.locator("#experiment-form #network-summary")
+    # The dataset's default preset, summarised before anything is edited.
+    expect(summary.locator("[data-params]")).to_have_attribute(
+        "data-params", str(presets["mlp"]["summaries"]["mnist"]["total_params"])
+    )
+    page.locator("#experiment-form [name=network]").select_option("custom")
+    editor = page.get_by_label("custom network graph, as JSON")
+    expect(editor).to_be_visible()
+    assert _graph_shown(page) == _without_nulls(presets["mlp"]["network"])  # custom starts from the preset's graph
+
+    refused = _check(service, BROKEN_GRAPH)
+    assert refused.status_code == 422, refused.text
+    [message] = [item["msg"].removeprefix("Value error, ") for item in refused.json()["detail"]]
+    assert "layers[2] MaxPooling2D" in message, message
+    editor.fill(json.dumps(BROKEN_GRAPH, indent=2))
+    expect(summary.get_by_role("alert")).to_have_text(message)
+    screenshot(page, "network-error")
+    editor.fill(json.dumps({"layers": [{"type": "Dense"}]}))  # fails the schema: the place is named
+    expect(summary.get_by_role("alert")).to_have_text("layers[0] Dense.units: Field required")
+    editor.fill("{not json")
+    expect(summary.get_by_role("alert")).to_contain_text("not valid JSON")
+
+    checked = _check(service, SMALL_GRAPH)
+    assert checked.status_code == 200, checked.text
+    params = checked.json()["figures"]["total_params"]
+    editor.fill(json.dumps(SMALL_GRAPH, indent=2))
+    expect(summary.locator("[data-params]")).to_contain_text(f"{params:,} parameters")
+    expect(summary.locator("tbody tr")).to_have_count(len(checked.json()["layers"]))
+    screenshot(page, "custom-network")
+    page.click("#experiment-form button[type=submit]")
+    expect(page.locator("h1")).to_contain_text("Experiment #")
+    experiment_id = int(page.url.rsplit("/", 1)[1])
+    try:
+        with service.http() as http:
+            assert http.get(f"/experiments/{experiment_id}").json()["network"] == checked.json()["network"]
+        shown = page.locator("#network-summary")
+        expect(shown.locator("[data-params]")).to_have_attribute("data-params", str(params))
+        expect(shown.locator("tbody tr")).to_have_count(len(checked.json()["layers"]))
+        expect(shown).to_contain_text("max_pooling2d_2")
+        shown.scroll_into_view_if_needed()
+        screenshot(page, "experiment-network")
+    finally:
+        with service.http() as http:  # nothing here needs it trained
+            http.post(f"/experiments/{experiment_id}/cancel")
+
+
+def test_clone_fills_the_form_and_submits_a_second_experiment_with_the_same_network(
+    page: Any, service: Service
+) -> None:
+    spec = {"name": "browser original", "dataset": "mnist", "network": SMALL_GRAPH, "queue": PARKED,
+            "epochs": 2, "batch_size": 32, "train_size": 300, "optimizer": "sgd", "seed": 7}  # fmt: skip
+    with service.http() as http:
+        created = http.post("/experiments", json=spec)
+        assert created.status_code == 202, created.text
+    original, network = created.json()["id"], created.json()["network"]
+    made = [original]
+    try:
+        sign_in(page, service)
+        page.goto(f"/ui/#/experiments/{original}")
+        expect(page.locator("#network-summary [data-params]")).to_have_attribute(
+            "data-params", str(_check(service, SMALL_GRAPH, 32).json()["figures"]["total_params"])
+        )
+        page.get_by_role("button", name="Clone").click()
+        form = page.locator("#experiment-form")
+        expect(form.locator("h2")).to_have_text(f"New experiment, cloned from #{original}")
+        expect(page.get_by_label("custom network graph, as JSON")).to_be_visible()
+        assert _graph_shown(page) == _without_nulls(network)
+        for name, value in {"dataset": "mnist", "optimizer": "sgd", "epochs": "2", "batch_size": "32"}.items():
+            expect(form.locator(f"[name={name}]")).to_have_value(value)
+        expect(form.locator("[name=train_size]")).to_have_value("300")
+        carried = form.locator("#carried")
+        expect(carried).to_contain_text(f"queue {PARKED}")
+        expect(carried).to_contain_text("seed 7")
+        expect(carried).to_contain_text("head 10 \u00d7 softmax")
+        # Another dataset gets its own head and loss, not the clone's (the stored spec spells the defaults out).
+        form.locator("[name=dataset]").select_option("cats_vs_dogs")
+        expect(carried).not_to_contain_text("head")
+        expect(carried).not_to_contain_text("loss")
+        form.locator("[name=dataset]").select_option("mnist")
+        expect(carried).to_contain_text("head 10 \u00d7 softmax")
+        form.locator("[name=validation]").select_option("test")  # which takes no validation split
+        expect(carried).not_to_contain_text("validation split")
+        form.locator("[name=validation]").select_option("held_out")
+        expect(carried).to_contain_text("validation split 0.1")
+        expect(form.locator("#network-summary [data-params]")).to_be_visible()
+        screenshot(page, "clone")
+        fill(page, "#experiment-form", {"epochs": "1"})  # editable before it is sent
+        page.click("#experiment-form button[type=submit]")
+        expect(page.locator("h1")).not_to_contain_text(f"#{original} ")
+        expect(page.locator("h1")).to_contain_text("Experiment #")
+        clone = int(page.url.rsplit("/", 1)[1])
+        made.append(clone)
+        assert clone != original
+        with service.http() as http:
+            read = http.get(f"/experiments/{clone}").json()
+        assert read["network"] == network
+        assert (read["epochs"], read["seed"], read["queue"], read["name"]) == (1, 7, PARKED, "browser original (clone)")
+        expect(page.locator("#network-summary tbody tr")).to_have_count(
+            len(_check(service, SMALL_GRAPH).json()["layers"])
+        )
+    finally:
+        with service.http() as http:
+            for experiment_id in made:
+                http.post(f"/experiments/{experiment_id}/cancel")

@@ -3,6 +3,7 @@
 import { api } from "./api.js";
 import { fmt, h, pct, standing, statusBadge } from "./dom.js";
 import { showError } from "./list.js";
+import { checkBody, checkErrors, errorView, summaryView } from "./network.js";
 import { drawCurves, evaluationCard, modelCard, predictionCard } from "./results.js";
 import { follow } from "./sse.js";
 
@@ -12,10 +13,11 @@ const STANDING_MS = 10000;  // how often a queued job's place and estimate are r
 // The training options, shown only where a spec sets them (an experiment without them reads as before).
 const OPTIONS = ["early_stopping", "lr_schedule", "weight_decay", "clipnorm", "clipvalue", "label_smoothing", "class_weight"];
 const shown = (v) => (typeof v === "object" ? JSON.stringify(v) : v);
+const networkName = (n) => (typeof n === "string" ? n : `custom graph of ${n.layers.length} layers`);
 
 function specTable(e) {
   const options = OPTIONS.filter((k) => e[k] != null).map((k) => [k.replaceAll("_", " "), shown(e[k])]);
-  const rows = [["dataset", e.dataset], ["network", e.network], ["optimizer", e.optimizer],
+  const rows = [["dataset", e.dataset], ["network", networkName(e.network)], ["optimizer", e.optimizer],
     ["learning rate", e.learning_rate ?? "Keras default"], ["head", `${e.head.units} × ${e.head.activation}`],
     ["loss", e.loss], ["epochs × batch", `${e.epochs} × ${e.batch_size}`], ["train size", e.train_size ?? "all"],
     ...options, ["best epoch chosen on", e.selected_on], ["seed", e.seed], ["device", e.device ?? "–"], ["worker", e.worker ?? "–"]];
@@ -29,12 +31,18 @@ export function renderExperiment(view, id) {
   const curves = h("div", { class: "grid2", id: "curves", "data-points": "0" });
   const summary = h("div", { id: "summary" });
   const results = h("div", { id: "results" });
-  view.replaceChildren(h("h1", {}, `Experiment #${id} `, status, " ", place), summary, progress,
-    h("div", { class: "card" }, h("h2", {}, "Learning curves"), curves), results);
+  const network = h("div", { id: "network-summary" }, h("p", { class: "muted" }, "checking…"));
+  const clone = h("button", { type: "button", id: "clone", onclick: () => { location.hash = `#/new?clone=${id}`; } },
+    "Clone");
+  view.replaceChildren(h("h1", {}, `Experiment #${id} `, status, " ", place), summary, h("p", {}, clone,
+    h("span", { class: "muted" }, " a new experiment from this one's spec and network, editable first")), progress,
+    h("div", { class: "card" }, h("h2", {}, "Learning curves"), curves),
+    h("div", { class: "card" }, h("h2", {}, "Network"), network), results);
   const metrics = new Map();
   let stop = () => {};
   let alive = true;
   let timer = null;
+  let checked = false;
 
   const setStatus = (value) => status.replaceChildren(statusBadge(value));
   // While queued: where it stands, read again every few seconds (others submit, finish, get priorities).
@@ -56,6 +64,16 @@ export function renderExperiment(view, id) {
     }
     if (alive) results.replaceChildren(...parts);
   }
+  // The experiment answer has the network (a preset's name or a graph), not its summary: the check works it out,
+  // on the experiment's dataset, head and batch size.
+  async function showNetwork(experiment) {
+    try {
+      const answer = await api("/networks/check", { method: "POST", json: checkBody(experiment) });
+      if (alive) network.replaceChildren(summaryView(answer));
+    } catch (error) {
+      if (alive) network.replaceChildren(errorView(checkErrors(error)));
+    }
+  }
   async function load() {
     const experiment = await api(`/experiments/${id}`);
     setStatus(experiment.status);
@@ -67,6 +85,10 @@ export function renderExperiment(view, id) {
       s.stopped_early_at ? ` Stopped early after epoch ${s.stopped_early_at}.` : "",
       experiment.sweep_id ? h("a", { href: `#/sweeps/${experiment.sweep_id}` }, ` Part of sweep ${experiment.sweep_id}.`) : ""),
       h("details", {}, h("summary", {}, "Spec"), specTable(experiment)));
+    if (!checked) {
+      checked = true;
+      showNetwork(experiment);
+    }
     for (const m of await api(`/experiments/${id}/metrics`)) metrics.set(m.epoch, m);
     drawCurves(curves, metrics);
     return experiment;

@@ -3,6 +3,7 @@
 import { api } from "./api.js";
 import { h } from "./dom.js";
 import { FILTERS } from "./list.js";
+import { networkEditor } from "./network.js";
 
 function field(prefix, name, label, control, hint = "") {
   control.id = `${prefix}-${name}`;
@@ -48,11 +49,28 @@ export function showValidation(form, error) {
 
 const NUMERIC = new Set(["learning_rate", "epochs", "batch_size", "train_size", "repeats", "seed", "validation_split"]);
 
+// What a clone carries from its experiment beyond the form's fields, unchanged: the head, the loss, the seed,
+// the queue and the training options.
+const CARRIED = ["head", "loss", "validation_split", "seed", "mixed_precision", "deterministic", "jit_compile",
+  "early_stopping", "lr_schedule", "weight_decay", "clipnorm", "clipvalue", "label_smoothing", "class_weight", "queue"];
+const FORM_FIELDS = ["dataset", "optimizer", "learning_rate", "epochs", "batch_size", "train_size", "validation"];
+const shown = (k, v) => (k === "head" ? `${v.units} × ${v.activation}` : typeof v === "object" ? JSON.stringify(v) : String(v));
+// false is these options' default: not worth a mention, nor sending.
+const OFF_BY_DEFAULT = new Set(["mixed_precision", "deterministic"]);
+
 function experimentForm() {
-  const form = h("form", { class: "spec card", id: "experiment-form", novalidate: true },
+  let carried = {};
+  const carriedNote = h("p", { id: "carried", class: "muted" });
+  const form = h("form", { class: "spec card", id: "experiment-form", novalidate: true });
+  const control = (name) => form.elements.namedItem(name);
+  const spec = () => ({ ...carried, ...values(form, NUMERIC) });
+  const network = networkEditor(spec);
+  form.append(
     h("h2", {}, "New experiment"),
     field("exp", "name", "name", h("input", { type: "text" })),
     field("exp", "dataset", "dataset", select(FILTERS.dataset, "mnist")),
+    field("exp", "network", "network", network.control, "custom: edit a preset's graph; its summary follows"),
+    network.panel,
     field("exp", "optimizer", "optimizer", select(FILTERS.optimizer, "adam")),
     field("exp", "learning_rate", "learning rate", number("", "any"), "empty: the optimizer's Keras default"),
     field("exp", "epochs", "epochs", number(3)),
@@ -61,14 +79,48 @@ function experimentForm() {
     field("exp", "validation", "validation", select(["held_out", "test"], "held_out"),
       "test: select the best epoch on the test split (optimistic)"),
     field("exp", "repeats", "repeats", number(1), "more than 1: a sweep of one configuration"),
+    carriedNote,
     h("button", { type: "submit" }, "Train"), h("p", { class: "form-error error", role: "alert" }));
+  // The summary depends on the dataset and the batch size too.
+  for (const name of ["dataset", "batch_size"]) control(name).addEventListener("input", network.recheck);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
-      const created = await api("/experiments", { method: "POST", json: values(form, NUMERIC) });
+      const { network: _choice, ...fields } = values(form, NUMERIC);
+      const body = { ...carried, ...fields, network: network.value() };
+      const created = await api("/experiments", { method: "POST", json: body });
       location.hash = `#/experiments/${created.id}`;
     } catch (error) { showValidation(form, error); }
   });
+  // A clone: the form filled with an experiment's spec and network, all editable; the rest is carried unchanged.
+  let source = null;
+  function describeCarried() {
+    const items = Object.entries(carried).map(([k, v]) => `${k.replaceAll("_", " ")} ${shown(k, v)}`);
+    carriedNote.textContent = items.length ? `Also from #${source.id}, unchanged: ${items.join(", ")}.` : "";
+  }
+  // What the stored spec spells out for its dataset (head, loss) or its validation (the split) is carried only while
+  // those stay as cloned: another dataset gets its own defaults, validation on test takes no split.
+  function recarry() {
+    if (!source) return;
+    const follows = { head: "dataset", loss: "dataset", validation_split: "validation" };
+    for (const [k, on] of Object.entries(follows)) {
+      if (control(on).value === source[on] && source[k] != null) carried[k] = source[k];
+      else delete carried[k];
+    }
+    describeCarried();
+  }
+  for (const name of ["dataset", "validation"]) control(name).addEventListener("input", recarry);
+  form.fill = (experiment) => {
+    source = experiment;
+    form.querySelector("h2").textContent = `New experiment, cloned from #${experiment.id}`;
+    control("name").value = experiment.name ? `${experiment.name} (clone)` : "";
+    for (const name of FORM_FIELDS) control(name).value = experiment[name] ?? "";
+    control("repeats").value = 1;
+    const kept = (k) => experiment[k] != null && !(OFF_BY_DEFAULT.has(k) && experiment[k] === false);
+    carried = Object.fromEntries(CARRIED.filter(kept).map((k) => [k, experiment[k]]));
+    describeCarried();
+    return network.set(experiment.network);
+  };
   return form;
 }
 
@@ -98,6 +150,15 @@ function sweepForm() {
   return form;
 }
 
-export function renderNew(view) {
-  view.replaceChildren(h("h1", {}, "Train something"), h("div", { class: "grid2" }, experimentForm(), sweepForm()));
+// #/new, or #/new?clone=ID: the experiment form filled from experiment ID.
+export function renderNew(view, params = new URLSearchParams()) {
+  const form = experimentForm();
+  view.replaceChildren(h("h1", {}, "Train something"), h("div", { class: "grid2" }, form, sweepForm()));
+  const source = params.get("clone");
+  if (source) {
+    api(`/experiments/${Number(source)}`).then(form.fill).catch((error) => {
+      const hint = error.status === 401 ? " Check the API key above." : "";
+      form.querySelector(".form-error").textContent = `Experiment #${source} could not be read: ${error.message}${hint}`;
+    });
+  }
 }
