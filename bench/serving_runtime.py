@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -103,8 +104,8 @@ def measure(name: str, calls: int, folder: Path) -> list[str]:
         keras_out = predictor.predict_batch(x)
         onnx_out = session.run(None, {input_name: x})[0]
         difference = float(np.max(np.abs(keras_out - onnx_out)))
-        tf_p50, tf_p99 = timed(lambda x=x: predictor.predict_batch(x), calls)
-        ort_p50, ort_p99 = timed(lambda x=x: session.run(None, {input_name: x}), calls)
+        tf_p50, tf_p99 = timed(partial(predictor.predict_batch, x), calls)
+        ort_p50, ort_p99 = timed(partial(session.run, None, {input_name: x}), calls)
         lines.append(
             f"| {name} | {batch} | {tf_p50:.3f} / {tf_p99:.3f} | {ort_p50:.3f} / {ort_p99:.3f} | "
             f"{tf_p50 / ort_p50:.2f}x | {difference:.1e} |"
