@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -315,6 +316,114 @@ def test_charts_fit_their_card_on_a_phone_and_have_real_legends(
         assert not look["boxed"] and look["values"] == 0, look
     page.locator("#chart-accuracy").scroll_into_view_if_needed()
     screenshot(page, "experiment-phone")
+
+
+def _percent(value: float) -> str:
+    """A fraction as the dashboard writes it (dom.js pct)."""
+    return f"{value * 100:.2f}%"
+
+
+def test_an_experiment_is_registered_as_a_model_and_its_alias_moved(
+    page: Any, service: Service, trained_experiment: int
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    name, taken = f"browser-digits-{suffix}", f"browser-taken-{suffix}"
+    with service.http() as http:
+        other = http.post("/users", json={"name": f"browser-other-{suffix}"})
+        assert other.status_code == 201, other.text
+        with service.http(key=other.json()["api_key"]) as theirs:
+            assert theirs.post("/models", json={"name": taken}).status_code == 201
+        name_taken = http.post("/models", json={"name": taken}).json()["detail"]
+        bad_name = http.post("/models", json={"name": "no spaces please"}).json()["message"]
+    sign_in(page, service)
+    page.goto(f"/ui/#/experiments/{trained_experiment}")
+    form = page.locator("#register-form")
+    message = page.locator("#register-message")
+    # The API's refusals, in its words: a name another user holds (409), a name it cannot take (422).
+    form.locator("[name=name]").fill(taken)
+    form.locator("button[type=submit]").click()
+    expect(message).to_have_text(name_taken)
+    expect(message).to_have_attribute("role", "alert")
+    form.locator("[name=name]").fill("no spaces please")
+    form.locator("button[type=submit]").click()
+    expect(message).to_have_text(bad_name)
+
+    form.locator("[name=name]").fill(name)
+    form.locator("[name=visibility]").select_option("public")
+    form.locator("[name=alias]").fill("production")
+    form.locator("button[type=submit]").click()
+    expect(message).to_have_text(f"Registered as version 1 of {name}, alias production points at it.")
+    page.locator("#register").scroll_into_view_if_needed()
+    screenshot(page, "register-model")
+    # A second version of the same model, picked from your models this time, with no alias.
+    page.reload()
+    form.locator("[name=model]").select_option(name)
+    expect(form.locator("[name=name]")).to_be_hidden()
+    form.locator("button[type=submit]").click()
+    expect(message).to_have_text(f"Registered as version 2 of {name}.")
+
+    page.click("header nav >> text=Models")
+    listed = page.locator(f"#models tr[data-name='{name}']")
+    expect(listed.locator("td")).to_have_text([name, ADMIN, "public", "2", "production → 1", ""])
+    expect(page.locator(f"#models tr[data-name='{taken}']")).to_contain_text("private")  # an admin sees all
+    screenshot(page, "models")
+    listed.locator("a").click()
+    expect(page.locator("h1")).to_have_text(f"Model {name}")
+    versions = page.locator("#versions tbody tr")
+    expect(versions).to_have_count(2)
+    with service.http() as http:
+        card = http.get(f"/models/{name}/versions/1/card").json()
+    first = versions.nth(0)
+    expect(first.locator("td").nth(1)).to_have_text(f"#{trained_experiment}")
+    expect(first.locator("td").nth(3)).to_have_text(_percent(card["figures"]["test_accuracy"]))
+    expect(first.locator("td").nth(5)).to_have_text("production")
+    history = page.locator("#history-production tbody tr")
+    expect(history).to_have_count(1)
+    expect(history.nth(0).locator("td")).to_have_text([re.compile(r"\d\d:\d\d"), "you", "\u2013", "version 1"])
+
+    # An alias name the API refuses (422): its message on the page, and nothing moved.
+    with service.http() as http:
+        bad_alias = http.put(f"/models/{name}/aliases/no good", json={"version": 2}).json()["message"]
+    page.get_by_label("alias for version 2").fill("no good")
+    versions.nth(1).get_by_role("button", name="move here").click()
+    expect(page.locator("#model-message")).to_have_text(bad_alias)
+    expect(history).to_have_count(1)
+    # Version 2's row takes the alias: the move is the history's second row.
+    page.get_by_label("alias for version 2").fill("production")
+    versions.nth(1).get_by_role("button", name="move here").click()
+    expect(page.locator("#model-message")).to_have_text("Alias production now points at version 2.")
+    expect(history).to_have_count(2)
+    expect(history.nth(1).locator("td")).to_have_text([re.compile(r"\d\d:\d\d"), "you", "version 1", "version 2"])
+    expect(versions.nth(1).locator("td").nth(5)).to_have_text("production")
+    expect(versions.nth(0).locator("td").nth(5)).to_have_text("")
+    with service.http() as http:
+        assert http.get(f"/models/{name}").json()["aliases"] == {"production": 2}
+    screenshot(page, "model")
+
+    # The card: its sections as tables, the experiment's spec and figures among them.
+    first.get_by_role("link", name="card").click()
+    expect(page.locator("h1")).to_have_text(f"{name} version 1: model card")
+    spec = page.locator("#card-spec")
+    for key in ("dataset", "epochs", "batch_size", "train_size", "optimizer", "seed"):
+        row = spec.locator("tr", has=page.locator("th", has_text=key.replace("_", " "))).first
+        expect(row.locator("td").first).to_have_text(str(card["spec"][key]))
+    expect(spec.locator("table.nested").first).to_be_visible()  # the head, as a table of its own
+    figures = page.locator("#card-figures")
+    expect(figures).to_contain_text(_percent(card["figures"]["test_accuracy"]))
+    expect(figures).to_contain_text(_percent(card["figures"]["validation_accuracy"]))
+    expect(page.locator("#card-input")).to_contain_text("0..255, raw")
+    expect(page.locator("#card-training")).to_contain_text(card["training"]["tensorflow"])
+    assert "{" not in page.locator("#version-card").inner_text()  # tables, not JSON
+    screenshot(page, "model-card")
+
+    # Another user reads the public model without the controls that change it.
+    page.fill("#key-input", other.json()["api_key"])
+    page.click("#key-form button[type=submit]")
+    page.goto(f"/ui/#/models/{name}")
+    expect(versions).to_have_count(2)
+    expect(page.locator("#model-about")).to_contain_text("Read only")
+    expect(page.get_by_role("button", name="move here")).to_have_count(0)
+    expect(page.get_by_role("button", name="remove")).to_have_count(0)
 
 
 def test_a_sweep_whose_runs_were_all_cancelled_reads_cancelled(page: Any, service: Service) -> None:

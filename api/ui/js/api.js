@@ -41,3 +41,15 @@ export async function download(path, filename) {
   link.remove();
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }
+
+// Who the key belongs to (GET /me), asked once per key: the pages show write controls to a model's owner or an
+// admin only. The API decides anyway; this only spares others buttons that would answer 403.
+let me = null;
+export function whoAmI() {
+  const key = getKey();
+  if (!me || me.key !== key) me = { key, answer: api("/me").catch((error) => { me = null; throw error; }) };
+  return me.answer;
+}
+
+// A model's path, its name encoded (names may hold '.', which is safe, but the rule belongs in one place).
+export const modelPath = (name, rest = "") => `/models/${encodeURIComponent(name)}${rest}`;

@@ -1,10 +1,11 @@
 // One experiment: its spec and status, live curves from the event stream while it trains, then its test
-// evaluation, its checkpoint with the input contract, and predictions on a dropped image.
+// evaluation, its checkpoint with the input contract, registering it as a model, and predictions on a dropped image.
 import { api } from "./api.js";
 import { fmt, h, pct, standing, statusBadge } from "./dom.js";
 import { showError } from "./list.js";
 import { checkBody, checkErrors, errorView, summaryView } from "./network.js";
 import { drawCurves, evaluationCard, modelCard, predictionCard } from "./results.js";
+import { registerCard } from "./register.js";
 import { follow } from "./sse.js";
 
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
@@ -60,7 +61,7 @@ export function renderExperiment(view, id) {
     if (experiment.status === "succeeded") {
       const [evaluation, artifacts] = await Promise.all([
         api(`/experiments/${id}/evaluation`), api(`/experiments/${id}/artifacts`)]);
-      parts.push(evaluationCard(evaluation), modelCard(id, artifacts), predictionCard(id));
+      parts.push(evaluationCard(evaluation), modelCard(id, artifacts), registerCard(id), predictionCard(id));
     }
     if (alive) results.replaceChildren(...parts);
   }

@@ -1,8 +1,11 @@
-// The dashboard's router: #/experiments, #/experiments/ID, #/sweeps, #/sweeps/ID, #/new.
+// The dashboard's router: #/experiments, #/experiments/ID, #/sweeps, #/sweeps/ID, #/new, #/models,
+// #/models/NAME and #/models/NAME/versions/N (a version's model card).
 import { forgetKey, getKey, setKey } from "./api.js";
 import { h } from "./dom.js";
+import { renderCard } from "./card.js";
 import { renderExperiment } from "./experiment.js";
 import { renderList } from "./list.js";
+import { renderModel, renderModels } from "./models.js";
 import { renderNew } from "./submit.js";
 import { renderSweep, renderSweeps } from "./sweep.js";
 
@@ -13,12 +16,17 @@ function keyState() {
   document.getElementById("key-state").textContent = getKey() ? "key set" : "no key: paste one to start";
 }
 
+// A model's name comes encoded in the hash; a malformed escape is left as typed (the API then answers 404).
+function decoded(part) {
+  try { return decodeURIComponent(part); } catch { return part; }
+}
+
 function route() {
   cleanup();
   cleanup = () => {};
   const [path, query = ""] = location.hash.replace(/^#/, "").split("?");
   const params = new URLSearchParams(query);
-  const parts = path.split("/").filter(Boolean);
+  const parts = path.split("/").filter(Boolean).map(decoded);
   if (!getKey()) {
     view.replaceChildren(h("div", { class: "card" }, h("h1", {}, "Welcome to Epochal"),
       h("p", {}, "Paste your API key above. The first start of the service wrote the admin's key to var/api-key; ",
@@ -30,6 +38,10 @@ function route() {
   else if (parts[0] === "sweeps" && parts[1]) stop = renderSweep(view, Number(parts[1]));
   else if (parts[0] === "sweeps") stop = renderSweeps(view);
   else if (parts[0] === "new") stop = renderNew(view, params);
+  else if (parts[0] === "models" && parts[1] && parts[2] === "versions" && parts[3]) {
+    stop = renderCard(view, parts[1], Number(parts[3]));
+  } else if (parts[0] === "models" && parts[1]) stop = renderModel(view, parts[1]);
+  else if (parts[0] === "models") stop = renderModels(view);
   else stop = renderList(view, params);
   if (typeof stop === "function") cleanup = stop;
 }
