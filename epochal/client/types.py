@@ -277,6 +277,9 @@ class User(TypedDict):
     predictions_per_second: int | None
     max_running_jobs: int | None
     priority: int | None
+    max_network_params: int | None
+    max_network_flops: int | None
+    max_network_activation_bytes: int | None
     created_at: str
     keys: list[Key]
 
