@@ -189,7 +189,7 @@ class Settings(BaseSettings):
     )
 
     # What one network may cost, checked from its shape arithmetic before anything is built or queued (over one: 422).
-    # Deployment-wide for now: the user row has no columns to override them.
+    # A user row may override each (NULL there means these apply).
     max_network_params: int = Field(
         default=50_000_000, ge=1, description="Most parameters in one network (Keras' count, moving statistics too)."
     )

@@ -56,12 +56,13 @@ def in_process(body: bytes, repeats: int) -> list[float]:
     from api.routers.networks import check_network
     from api.schemas.networks import NetworkCheck
     from config import get_settings
+    from models.users import User
 
-    settings = get_settings()
+    settings, caller = get_settings(), User()  # a caller without overrides: the settings' limits
     seconds = []
     for _ in range(repeats):
         started = time.perf_counter()
-        answer = check_network(NetworkCheck.model_validate_json(body), settings)
+        answer = check_network(NetworkCheck.model_validate_json(body), settings, caller)
         answer.model_dump_json()
         seconds.append(time.perf_counter() - started)
     return seconds

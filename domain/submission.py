@@ -18,7 +18,7 @@ from domain.quotas import check_active_jobs
 from models import Experiment, Sweep, User
 from models.base import utcnow
 from models.specs import spec_of
-from training.graph.check import NetworkLimits, NetworkSummary, downloaded_weights, over_limits
+from training.graph.check import NetworkFigures, NetworkLimits, NetworkSummary, downloaded_weights, over_limits
 from training.graph.network import GraphError, NetworkGraph
 
 
@@ -49,12 +49,12 @@ def check_queues(experiments: list[Experiment]) -> None:
         )
 
 
-def network_limits(settings: Settings) -> NetworkLimits:
-    """The deployment's limits on a network's figures (EPOCHAL_MAX_NETWORK_*)."""
+def network_limits(settings: Settings, user: User | None = None) -> NetworkLimits:
+    """The limits on a network's figures that hold for `user`: their overrides, else EPOCHAL_MAX_NETWORK_*."""
     return NetworkLimits(
-        params=settings.max_network_params,
-        flops_per_example=settings.max_network_flops,
-        activation_bytes=settings.max_network_activation_bytes,
+        params=(user and user.max_network_params) or settings.max_network_params,
+        flops_per_example=(user and user.max_network_flops) or settings.max_network_flops,
+        activation_bytes=(user and user.max_network_activation_bytes) or settings.max_network_activation_bytes,
     )
 
 
@@ -63,10 +63,19 @@ def unreachable_weights(graph: NetworkGraph, settings: Settings) -> list[GraphEr
     return downloaded_weights(graph) if settings.workers_offline else []
 
 
-def check_networks(experiments: list[Experiment], settings: Settings) -> None:
-    """Invalid if a network graph is over the deployment's limits (nobody queues a network that exhausts a worker),
-    or needs weights its workers cannot download. (The spec checked the graph itself against the dataset's input;
-    a preset is within them by design.)"""
+def network_refusals(figures: NetworkFigures, limits: NetworkLimits) -> str | None:
+    """Why a network with `figures` is refused under `limits` (which figure, its limit, who may raise it), or None."""
+    refusals = over_limits(figures, limits)
+    if not refusals:
+        return None
+    return f"network: {'; '.join(refusals)}: make it smaller (POST /networks/check shows the figures)"
+
+
+def check_networks(experiments: list[Experiment], settings: Settings, owner: User | None) -> None:
+    """Invalid if a network graph is over its owner's limits (nobody queues a network that exhausts a worker), or
+    needs weights its workers cannot download. (The spec checked the graph itself against the dataset's input; a
+    preset is within the default limits.)"""
+    limits = network_limits(settings, owner)
     for experiment in experiments:
         if isinstance(experiment.network, dict):
             spec = spec_of(experiment)
@@ -76,9 +85,9 @@ def check_networks(experiments: list[Experiment], settings: Settings) -> None:
                 raise Invalid("; ".join(f"network: {e}" for e in offline))
             summary = spec.network_summary()
             assert isinstance(summary, NetworkSummary)  # the spec refuses a graph that does not build
-            refusals = over_limits(summary.figures, network_limits(settings))
-            if refusals:
-                raise Invalid(f"network: {'; '.join(refusals)}: make it smaller (POST /networks/check shows them)")
+            refused = network_refusals(summary.figures, limits)
+            if refused:
+                raise Invalid(refused)
 
 
 def submit(
@@ -89,9 +98,11 @@ def submit(
     *,
     new_sweep: Sweep | None = None,
     quota_of: User | None = None,
+    owner: User | None = None,
 ) -> None:
     """Commit queued rows, then wake the dispatcher; if the broker does not answer, the new rows end failed.
 
+    Network graphs are held to the limits of `owner` (by default `quota_of`; with neither, the settings').
     With `quota_of`, the rows count against that user's active-jobs quota (QuotaExceeded over it, and nothing
     stored). The check takes a lock that one user's submissions queue behind, held until the commit, so everything
     else comes before it, the insert included: inside it there are only the count and the commit. Each statement
@@ -103,7 +114,7 @@ def submit(
     API published the jobs itself: the workers could not be reached, so the jobs end failed with the reason.
     """
     check_queues(experiments)
-    check_networks(experiments, settings)
+    check_networks(experiments, settings, owner or quota_of)
     now = utcnow()
     for experiment in experiments:
         experiment.queued_at, experiment.dispatched_at = now, None

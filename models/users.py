@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, utcnow
@@ -24,6 +24,10 @@ class User(Base):
     max_running_jobs: Mapped[int | None] = mapped_column(Integer)
     # Set by an admin: added to each of their jobs' own priority (NULL counts as 0).
     priority: Mapped[int | None] = mapped_column(Integer)
+    # What one network of theirs may cost (EPOCHAL_MAX_NETWORK_* when NULL); 64-bit: FLOPs run to billions.
+    max_network_params: Mapped[int | None] = mapped_column(BigInteger)
+    max_network_flops: Mapped[int | None] = mapped_column(BigInteger)
+    max_network_activation_bytes: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     keys: Mapped[list[ApiKey]] = relationship(back_populates="user", order_by="ApiKey.id")

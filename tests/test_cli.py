@@ -494,3 +494,113 @@ def test_download_in_every_export_format(
     assert target.stat().st_size > 1000
     unknown = epochal(service, "download", str(experiment_id), "--format", "pickle")
     assert unknown.returncode == 2 and "pickle" in unknown.stderr
+
+
+# --- networks ----------------------------------------------------------------------------------------------
+
+SMALL_NET = {
+    "layers": [
+        {"type": "Flatten"},
+        {"type": "Dense", "units": 24, "activation": "relu", "name": "hidden"},
+        {"type": "Dropout", "rate": 0.2},
+    ]
+}
+SMALL_NET_YAML = (
+    "layers:\n"
+    "  - type: Flatten\n"
+    "  - {type: Dense, units: 24, activation: relu, name: hidden}\n"
+    "  - {type: Dropout, rate: 0.2}\n"
+)
+SMALL_NET_PARAMS = (784 * 24 + 24) + (24 * 10 + 10)  # and the mnist head's
+
+
+def test_networks_ls_lists_the_presets_with_their_parameters(service: Service) -> None:
+    with service.http() as http:
+        presets = http.get("/networks").json()
+    assert parsed(epochal(service, "networks", "ls", "--json")) == presets
+    table = epochal(service, "networks", "ls")
+    assert table.returncode == 0, table.stderr
+    for preset in presets:
+        assert preset["name"] in table.stdout
+        for figures in preset["summaries"].values():
+            assert f"{figures['total_params']:,}" in table.stdout
+
+
+def test_networks_check_prints_the_summary_and_figures_of_a_yaml_or_json_file(service: Service, tmp_path: Path) -> None:
+    (tmp_path / "net.yaml").write_text(SMALL_NET_YAML)
+    (tmp_path / "net.json").write_text(json.dumps(SMALL_NET))
+    with service.http() as http:
+        expected = http.post("/networks/check", json={"network": SMALL_NET, "dataset": "mnist", "batch_size": 8}).json()
+    assert expected["figures"]["total_params"] == SMALL_NET_PARAMS
+    for name in ("net.yaml", "net.json"):
+        args = ("networks", "check", str(tmp_path / name), "--dataset", "mnist", "--batch-size", "8")
+        assert parsed(epochal(service, *args, "--json")) == expected
+        result = epochal(service, *args)
+        assert result.returncode == 0, result.stderr
+        text = result.stdout
+        assert "Layer (type)" in text and "hidden (Dense)" in text and "(None, 24)" in text and "18,840" in text
+        figures = expected["figures"]
+        for figure in (figures["total_params"], figures["flops_per_example"], figures["activation_bytes_training"]):
+            assert f"{figure:,}" in text, (figure, text)
+        assert "batch of 8" in text and f"limit {expected['limits']['params']:,}" in text
+    # A head of one's own: one sigmoid unit instead of the dataset's ten.
+    sigmoid = parsed(
+        epochal(
+            service,
+            "networks",
+            "check",
+            str(tmp_path / "net.yaml"),
+            "--dataset",
+            "mnist",
+            "--head",
+            "1:sigmoid",
+            "--json",
+        )
+    )
+    assert sigmoid["figures"]["total_params"] == SMALL_NET_PARAMS - 9 * 25
+    assert sigmoid["layers"][-1]["output_shape"] == [1]
+
+
+def test_networks_check_of_a_bad_graph_exits_1_with_the_apis_message(service: Service, tmp_path: Path) -> None:
+    bad = {"layers": [{"type": "MaxPooling2D", "pool_size": 64}, {"type": "Flatten"}]}
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with service.http() as http:
+        message = http.post("/networks/check", json={"network": bad, "input_shape": [28, 28, 1]}).json()["message"]
+    result = epochal(service, "networks", "check", str(tmp_path / "bad.json"), "--input-shape", "28,28,1")
+    assert result.returncode == 1
+    assert f"error 422: {message}" in " ".join(result.stderr.split()) and "layers[0] MaxPooling2D" in message
+    assert "Traceback" not in result.stderr
+    missing_input = epochal(service, "networks", "check", str(tmp_path / "bad.json"))
+    assert missing_input.returncode == 1 and "either dataset" in missing_input.stderr
+    head = epochal(service, "networks", "check", "mlp", "--dataset", "mnist", "--head", "ten")
+    assert head.returncode == 2 and "UNITS:ACTIVATION" in head.stderr
+
+
+def test_run_takes_a_network_file_or_a_preset_and_from_clones_with_overrides(service: Service, tmp_path: Path) -> None:
+    (tmp_path / "net.yaml").write_text(SMALL_NET_YAML)
+    queued = ["--queue", IDLE_QUEUE, "--json"]  # served by no worker: they stay as submitted
+    from_file = parsed(
+        epochal(service, "run", *TINY, "--network", str(tmp_path / "net.yaml"), "--optimizer", "sgd", *queued)
+    )
+    assert from_file["network"]["layers"][1]["units"] == 24 and from_file["optimizer"] == "sgd"
+    preset = parsed(epochal(service, "run", *TINY, "--network", "mlp", *queued))
+    assert preset["network"] == "mlp"
+    unknown = epochal(service, "run", *TINY, "--network", str(tmp_path / "no-such.yaml"), *queued)
+    assert unknown.returncode == 1 and "error 422" in unknown.stderr  # not a file: a preset name, which it is not
+
+    clone = parsed(
+        epochal(
+            service, "run", "--from", str(from_file["id"]), "--epochs", "3", "--head-activation", "softmax", *queued
+        )
+    )
+    assert clone["id"] != from_file["id"] and clone["epochs"] == 3
+    same = ("dataset", "network", "optimizer", "batch_size", "train_size", "seed", "head", "queue", "loss")
+    assert {field: clone[field] for field in same} == {field: from_file[field] for field in same}
+    renetworked = parsed(epochal(service, "run", "--from", str(from_file["id"]), "--network", "mlp", *queued))
+    assert renetworked["network"] == "mlp" and renetworked["optimizer"] == "sgd"
+    missing = epochal(service, "run", "--from", "987654")
+    assert missing.returncode == 1 and missing.stderr.startswith("error 404: ")
+    both = epochal(service, "run", "--from", str(from_file["id"]), "--spec", str(tmp_path / "net.yaml"))
+    assert both.returncode == 2 and "not both" in both.stderr
+    for experiment in (from_file, preset, clone, renetworked):
+        assert epochal(service, "cancel", str(experiment["id"])).returncode == 0

@@ -42,6 +42,11 @@ COMPONENT = {
     "ModelVersion": "VersionRead",
     "AliasMove": "AliasMoveRead",
     "ModelDetail": "ModelDetail",
+    "NetworkFigures": "NetworkFigures",
+    "NetworkPreset": "NetworkPresetRead",
+    "NetworkLayer": "LayerSummary",
+    "NetworkLimits": "NetworkLimitsRead",
+    "NetworkCheck": "NetworkCheckRead",
 }
 # Fields the client reads as possibly absent though the document requires them, and why.
 LENIENT = {

@@ -371,7 +371,7 @@ def test_experiments_from_before_0011_read_back_without_training_options_and_its
             {"now": datetime.now(UTC)},
         )
     engine.dispose()
-    command.upgrade(config, "0011")
+    command.upgrade(config, "head")  # through 0011; the ORM reads the rows as head's schema
     assert schema_drift(empty_database) == []
     engine = make_engine(empty_database)
     with Session(engine) as session:
@@ -402,3 +402,41 @@ def test_experiments_from_before_0011_read_back_without_training_options_and_its
         assert not {"lr_schedule", "early_stopping_patience", "stopped_early_at"} & columns
         assert connection.execute(text("SELECT count(*) FROM epoch_metric")).scalar() == 1  # the epochs stayed
     engine.dispose()
+
+
+def test_users_from_before_0012_keep_the_service_wide_network_limits_and_its_downgrade_keeps_them(
+    empty_database: str,
+) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0011")
+    engine = make_engine(empty_database)
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO \"user\" (id, name, admin, max_active_jobs, created_at) VALUES (1, 'a', false, 3, :now)"),
+            {"now": datetime.now(UTC)},
+        )
+        connection.execute(
+            text("INSERT INTO api_key (id, user_id, prefix, sha256, created_at) VALUES (1, 1, 'p', :sha, :now)"),
+            {"sha": "b" * 64, "now": datetime.now(UTC)},
+        )
+    engine.dispose()
+    command.upgrade(config, "0012")
+    assert schema_drift(empty_database) == []
+    engine = make_engine(empty_database)
+    with engine.begin() as connection:
+        limits = 'SELECT max_network_params, max_network_flops, max_network_activation_bytes FROM "user"'
+        assert [tuple(row) for row in connection.execute(text(limits))] == [(None, None, None)]
+        # Past 32 bits: FLOPs and bytes run to billions.
+        connection.execute(text('UPDATE "user" SET max_network_flops = :flops'), {"flops": 40_000_000_000})
+        assert [tuple(row) for row in connection.execute(text(limits))] == [(None, 40_000_000_000, None)]
+    engine.dispose()
+    command.downgrade(config, "0011")
+    engine = make_engine(empty_database)
+    with engine.connect() as connection:
+        columns = {c["name"] for c in inspect(engine).get_columns("user")}
+        assert not {"max_network_params", "max_network_flops", "max_network_activation_bytes"} & columns
+        assert connection.execute(text('SELECT max_active_jobs FROM "user"')).scalars().all() == [3]
+        assert connection.execute(text("SELECT count(*) FROM api_key")).scalar() == 1  # the keys stayed
+    engine.dispose()
+    command.upgrade(config, "head")
+    assert schema_drift(empty_database) == []

@@ -244,3 +244,99 @@ def test_the_sweep_size_cap_is_a_setting(client: TestClient, monkeypatch: pytest
     assert experiment_count(client) == 0
     create(client, {"base": {"dataset": "mnist"}, "grid": {"seed": [1, 2, 3, 4]}})
     assert experiment_count(client) == 4
+
+
+# --- paths into the network graph ----------------------------------------------------------------------------
+
+CONVNET_GRAPH: dict[str, Any] = {
+    "layers": [
+        {"type": "Reshape", "target_shape": [28, 28, 1]},
+        {"type": "Conv2D", "filters": 8, "kernel_size": 3, "activation": "relu"},
+        {"type": "Flatten"},
+        {"type": "Dropout", "rate": 0.1},
+    ]
+}
+
+
+def graph_sweep(grid: dict[str, list[Any]], network: Any = None) -> dict[str, Any]:
+    return {"base": {"dataset": "mnist", "network": network or CONVNET_GRAPH}, "grid": grid}
+
+
+def test_a_grid_path_sets_the_value_inside_the_network_graph(client: TestClient) -> None:
+    sweep = create(client, graph_sweep({"network.layers.3.rate": [0.2, 0.5], "network.layers.1.filters": [16, 32]}))
+    experiments = sweep["experiments"]
+    settings = [(e["network"]["layers"][3]["rate"], e["network"]["layers"][1]["filters"]) for e in experiments]
+    assert settings == [(0.2, 16), (0.2, 32), (0.5, 16), (0.5, 32)]
+    assert experiments[0]["name"] == "network.layers.3.rate=0.2; network.layers.1.filters=16"
+    # Only the path changes: the rest of each graph is the base's, and the base stays as it was sent.
+    for experiment in experiments:
+        layers = experiment["network"]["layers"]
+        assert layers[0]["target_shape"] == [28, 28, 1] and layers[1]["kernel_size"] in (3, [3, 3])
+    assert client.get(f"/sweeps/{sweep['id']}").json()["base"]["network"] == CONVNET_GRAPH
+    # A layer's argument left to its default in the base can be set too (the last segment is a new key).
+    padded = create(client, graph_sweep({"network.layers.1.padding": ["valid", "same"]}))
+    assert [e["network"]["layers"][1]["padding"] for e in padded["experiments"]] == ["valid", "same"]
+    # A path into a field that another axis of the same combination sets whole.
+    whole = create(
+        client,
+        {"base": {"dataset": "mnist"}, "grid": {"network": [CONVNET_GRAPH], "network.layers.3.rate": [0.3]}},
+    )
+    assert whole["experiments"][0]["network"]["layers"][3]["rate"] == 0.3
+    # A whole graph as an axis value is named by its place in the grid, not written out past the name's length.
+    assert whole["experiments"][0]["name"] == "network[0]; network.layers.3.rate=0.3"
+
+
+@pytest.mark.parametrize(
+    ("grid", "network", "words"),
+    [
+        (
+            {"network.layers.9.rate": [0.2]},
+            None,
+            ["grid.network.layers.9.rate does not resolve", "segment '9'", "0 to 3"],
+        ),
+        ({"network.layers.x.rate": [0.2]}, None, ["segment 'x'", "a list of 4"]),
+        ({"network.layers.\u00b2.rate": [0.2]}, None, ["segment '\u00b2'", "a list of 4"]),  # a digit, not an index
+        ({"network.stack.0.rate": [0.2]}, None, ["segment 'stack'", "network has no 'stack'"]),
+        (
+            {"network.layers.0.target_shape.5": [2]},
+            None,
+            ["segment '5'", "network.layers.0.target_shape is a list of 3"],
+        ),
+        ({"network.layers.3.rate.low": [0.2]}, None, ["segment 'low'", "network.layers.3.rate is 0.1"]),
+        ({"network.layers.0.filters": [16]}, "mlp", ["segment 'layers'", "network is 'mlp'", "GET /networks"]),
+        ({"head.units": [2]}, None, ["grid.head.units does not resolve", "segment 'head'", "base spec has no head"]),
+        ({"colour.layers.0": [2]}, None, ["grid.colour.layers.0 is not a spec field"]),
+        ({"network..rate": [2]}, None, ["non-empty dict keys or list indexes"]),
+        ({"network." + ".".join("a" * 8): [2]}, None, ["up to 7"]),
+    ],
+)
+def test_a_grid_path_that_does_not_resolve_is_a_422_naming_the_axis_and_segment(
+    client: TestClient, grid: dict[str, list[Any]], network: Any, words: list[str]
+) -> None:
+    response = client.post("/sweeps", json=graph_sweep(grid, network))
+    assert response.status_code == 422, response.text
+    for word in words:
+        assert word in str(response.json()), (word, response.text)
+    assert experiment_count(client) == 0 and client.get("/sweeps").json() == []
+
+
+def test_a_grid_path_through_a_deeply_nested_base_is_a_422_not_a_crash(client: TestClient) -> None:
+    # A path copies only what it goes through: nesting as deep as the JSON parser takes costs it nothing.
+    depth = 900
+    network = "[" * depth + "1" + "]" * depth
+    body = f'{{"base": {{"dataset": "mnist", "network": {network}}}, "grid": {{"network.0.0.0": [2]}}}}'
+    response = client.post("/sweeps", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+
+
+def test_a_bad_value_at_a_grid_path_is_a_422_naming_the_axis_value(client: TestClient) -> None:
+    response = client.post("/sweeps", json=graph_sweep({"network.layers.3.rate": [0.2, 5.0]}))
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert "grid.network.layers.3.rate[1] (network.layers.3.rate=5.0) cannot run" in detail and "rate" in detail
+    # A value that makes the graph not fit its input is the spec's 422 too, naming the layer.
+    too_big = client.post("/sweeps", json=graph_sweep({"network.layers.1.kernel_size": [3, 64]}))
+    assert too_big.status_code == 422 and "grid.network.layers.1.kernel_size[1]" in too_big.json()["detail"]
+    unknown = client.post("/sweeps", json=graph_sweep({"network.layers.2.units": [4]}))  # Flatten takes no units
+    assert unknown.status_code == 422 and "grid.network.layers.2.units[0]" in unknown.json()["detail"]
+    assert experiment_count(client) == 0

@@ -310,3 +310,49 @@ def test_concurrent_submissions_cannot_overshoot_the_active_jobs_limit(
         answers = list(pool.map(lambda _: submit_one(), range(8)))
     assert sorted(answers) == [202] * 3 + [429] * 5, answers
     assert other_client.get("/experiments").json()["total"] == 3
+
+
+SMALL_GRAPH = {"layers": [{"type": "Flatten"}, {"type": "Dense", "units": 16, "activation": "relu"}]}
+SMALL_GRAPH_PARAMS = (784 * 16 + 16) + (16 * 10 + 10)  # and the mnist head's 10 units
+
+
+def test_network_limits_are_per_user_and_an_admin_may_raise_them(client: TestClient, other_client: TestClient) -> None:
+    user_id = other_user_id(other_client)
+    spec = {"dataset": "mnist", "network": SMALL_GRAPH}
+    set_quota(client, user_id, max_network_params=1000)
+    refused = other_client.post("/experiments", json=spec)
+    assert refused.status_code == 422, refused.text
+    message = refused.json()["detail"]
+    for words in (f"{SMALL_GRAPH_PARAMS:,} parameters", "limit of 1,000", "max_network_params", "an admin may raise"):
+        assert words in message, (words, message)
+    sweep = other_client.post("/sweeps", json={"base": spec, "grid": {"optimizer": ["adam", "sgd"]}})
+    assert sweep.status_code == 422 and "limit of 1,000" in sweep.text, sweep.text
+    assert other_client.get("/experiments").json()["total"] == 0
+    # The check answers against the caller's limits, as their submissions are held to them.
+    check = other_client.post("/networks/check", json={"network": SMALL_GRAPH, "dataset": "mnist"})
+    assert check.status_code == 422 and "limit of 1,000" in check.json()["message"], check.text
+    # Others (here the admin, on the service-wide limits) may queue the same network.
+    assert client.post("/experiments", json=spec).status_code == 202
+    mine = client.post("/networks/check", json={"network": SMALL_GRAPH, "dataset": "mnist"})
+    assert mine.json()["limits"]["params"] == get_settings().max_network_params
+    # An admin raising the override lets it through.
+    set_quota(client, user_id, max_network_params=SMALL_GRAPH_PARAMS)
+    assert me(other_client).json()["max_network_params"] == SMALL_GRAPH_PARAMS
+    check = other_client.post("/networks/check", json={"network": SMALL_GRAPH, "dataset": "mnist"})
+    assert check.status_code == 200 and check.json()["limits"]["params"] == SMALL_GRAPH_PARAMS, check.text
+    assert other_client.post("/experiments", json=spec).status_code == 202
+    # Each figure's limit is the user's own: lowering FLOPs refuses it again, naming that one.
+    set_quota(client, user_id, max_network_flops=10)
+    flops = other_client.post("/experiments", json=spec)
+    assert flops.status_code == 422 and "max_network_flops" in flops.json()["detail"], flops.text
+    set_quota(client, user_id, max_network_flops=None, max_network_params=None)
+    assert other_client.post("/experiments", json=spec).status_code == 202
+
+
+def test_network_limit_overrides_are_bounded(client: TestClient, other_client: TestClient) -> None:
+    user_id = other_user_id(other_client)
+    for value in (0, 2**53 + 1):
+        response = client.patch(f"/users/{user_id}", json={"max_network_activation_bytes": value})
+        assert response.status_code == 422, response.text
+    set_quota(client, user_id, max_network_activation_bytes=2**53)  # past what INTEGER holds: the column is BIGINT
+    assert me(other_client).json()["max_network_activation_bytes"] == 2**53

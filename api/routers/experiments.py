@@ -248,5 +248,5 @@ def retry_experiment(
     session.commit()
     session.expire_all()
     experiment = visible_experiment(session, user, experiment_id)
-    submit(session, [experiment], settings, publisher)
+    submit(session, [experiment], settings, publisher, owner=owner)  # the owner's network limits too
     return ExperimentRead.of(visible_experiment(session, user, experiment_id))

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
 
+from api.http.auth import CurrentUser
 from api.http.deps import SettingsDep
 from api.http.errors import responses
 from api.schemas.networks import NetworkCheck, NetworkCheckRead, NetworkLimitsRead, NetworkPresetRead
@@ -63,14 +64,15 @@ def list_networks() -> list[NetworkPresetRead]:
 
 
 @router.post("/check", response_model=NetworkCheckRead, responses=responses(400, 413, 422))
-def check_network(body: NetworkCheck, settings: SettingsDep) -> NetworkCheckRead:
+def check_network(body: NetworkCheck, settings: SettingsDep, user: CurrentUser) -> NetworkCheckRead:
     """Check a network against a dataset's input (or a shape) without queueing anything.
 
     200: Keras' summary of the whole network (image, rescaling to 0..1, your layers, the head), its parameters,
-    FLOPs per example and activation memory per batch, and the limits they are held to. 422: what is wrong, per
-    layer (`network.layers.3: layers[3] MaxPooling2D: its input is 1x1x64, smaller than pool_size 2`), which
-    figure is over its limit, or a Backbone's imagenet weights where the workers are offline
-    (EPOCHAL_WORKERS_OFFLINE).
+    FLOPs per example and activation memory per batch, and the limits they are held to: the caller's (their
+    overrides, else the settings), which their submissions are held to. 422: what is wrong, per layer
+    (`network.layers.3: layers[3] MaxPooling2D: its input is 1x1x64, smaller than pool_size 2`), which figure is
+    over which limit (and that an admin may raise it per user), or a Backbone's imagenet weights where the workers
+    are offline (EPOCHAL_WORKERS_OFFLINE).
     """
     graph = PRESETS[body.network] if not isinstance(body.network, NetworkGraph) else body.network
     if body.dataset is not None:
@@ -86,7 +88,7 @@ def check_network(body: NetworkCheck, settings: SettingsDep) -> NetworkCheckRead
     offline = unreachable_weights(graph, settings)
     if offline:
         raise _refused([_located(e) for e in offline])
-    limits = network_limits(settings)
+    limits = network_limits(settings, user)
     refusals = over_limits(summary.figures, limits)
     if refusals:
         raise _refused([(("network",), f"{refusal}: make it smaller") for refusal in refusals])
@@ -96,9 +98,5 @@ def check_network(body: NetworkCheck, settings: SettingsDep) -> NetworkCheckRead
         batch_size=summary.batch_size,
         input_shape=list(input_shape),
         network=graph,
-        limits=NetworkLimitsRead(
-            params=settings.max_network_params,
-            flops_per_example=settings.max_network_flops,
-            activation_bytes_training=settings.max_network_activation_bytes,
-        ),
+        limits=NetworkLimitsRead.of(limits),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -21,7 +22,7 @@ from api.http.params import PageLimit, PageOffset, SweepId
 from api.reports.standings import reads_with_standing
 from api.reports.sweep_table import STATISTICS, comparison_rows, configuration_rows, sweep_state
 from api.schemas.experiments import ExperimentCreate
-from api.schemas.sweeps import SweepCreate, SweepRead
+from api.schemas.sweeps import PATH_SEPARATOR, SweepCreate, SweepRead
 from config import get_settings
 from domain.access import owned, visible_sweep
 from domain.quotas import check_sweep_size
@@ -34,15 +35,28 @@ router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 submissions = APIRouter(prefix="/sweeps", tags=["sweeps"], route_class=KeyVerifiedRoute)
 
 VARIANTS = "variants"  # grid key whose entries are partial specs, e.g. {"head": ..., "loss": ...} pairs
-MAX_LABEL = 200  # the spec's name
-GRAPH_LABEL_WORDS = 80
+MAX_LABEL_PART, MAX_NAME = 80, 200  # one axis's part of an experiment's name; the name (the spec's max_length)
+GRAPH_LABEL_WORDS = 48  # a graph's layer types in its label
 
 
 def _axis_entries(key: str, values: list[Any]) -> list[tuple[str, dict[str, Any]]]:
     """(label, spec overrides) for each value of one grid axis."""
     if key == VARIANTS:
-        return [(", ".join(f"{k}={_short(v)}" for k, v in entry.items()), entry) for entry in values]
-    return [(f"{key}={_short(value)}", {key: value}) for value in values]
+        return [
+            (_within(", ".join(f"{k}={_short(v)}" for k, v in entry.items()), f"{key}[{i}]"), entry)
+            for i, entry in enumerate(values)
+        ]
+    return [(_within(f"{key}={_short(value)}", f"{key}[{i}]"), {key: value}) for i, value in enumerate(values)]
+
+
+def _within(label: str, instead: str) -> str:
+    # A whole network graph as a value says nothing in a table and outgrows the name: its place in the grid does.
+    return label if len(label) <= MAX_LABEL_PART else instead
+
+
+def _name(labels: list[str]) -> str:
+    name = "; ".join(labels)
+    return name if len(name) <= MAX_NAME else name[: MAX_NAME - 3] + "..."
 
 
 def _short(value: Any) -> str:
@@ -65,14 +79,68 @@ def _graph_label(layers: list[Any]) -> str:
     return f"graph {digest} ({words})"
 
 
-def _combination_label(parts: list[str]) -> str:
-    """The experiment name of one combination, within the spec's 200 characters (labels name a configuration for
-    people; runs are grouped by their specs, so a shortened label never merges two configurations)."""
-    label = "; ".join(parts)
-    if len(label) <= MAX_LABEL:
-        return label
-    digest = hashlib.sha256(label.encode()).hexdigest()[:8]
-    return f"{label[: MAX_LABEL - 13].rstrip()}... [{digest}]"
+class PathUnresolved(Exception):
+    """A grid path names a segment the spec does not have: which path, and what is there instead."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"grid.{path} does not resolve: {reason}")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:60]}..."
+
+
+def _set_path(spec: dict[str, Any], path: str, value: Any) -> None:
+    """Set `value` at `path` (network.layers.3.rate) in `spec`, in a copy of each container on the way (the
+    containers themselves are left as they were). Every segment but the last must be there
+    (a dict's key, a list's index); the last may be a new key of a dict (a layer's argument left to its default),
+    which the spec's own check then judges."""
+    field, *segments = path.split(PATH_SEPARATOR)
+    if field not in spec:
+        raise PathUnresolved(
+            path, f"segment {field!r}: the base spec has no {field}; give it there, then vary its parts"
+        )
+    parent: Any = spec
+    key: str | int = field
+    walked = field
+    for depth, segment in enumerate(segments, start=1):
+        node = parent[key]
+        if isinstance(node, dict | list):
+            # Copied on the way down, one level at a time: what the path goes through is the base's or another
+            # combination's too; a copy of the whole field would be as deep as a client cares to nest it.
+            node = parent[key] = copy.copy(node)
+        if isinstance(node, dict):
+            if segment not in node and depth < len(segments):
+                raise PathUnresolved(
+                    path, f"segment {segment!r}: {walked} has no {segment!r} (it has {_shown(sorted(node))})"
+                )
+            parent, key = node, segment
+        elif isinstance(node, list):
+            if not (segment.isascii() and segment.isdigit()) or int(segment) >= len(node):
+                raise PathUnresolved(
+                    path,
+                    f"segment {segment!r}: {walked} is a list of {len(node)}; give an index from 0 to {len(node) - 1}",
+                )
+            parent, key = node, int(segment)
+        else:
+            hint = (
+                " (a preset's name: write its graph in base, GET /networks lists them)" if walked == "network" else ""
+            )
+            raise PathUnresolved(
+                path, f"segment {segment!r}: {walked} is {_shown(node)}, not an object or a list{hint}"
+            )
+        walked = f"{walked}{PATH_SEPARATOR}{segment}"
+    parent[key] = value
+
+
+def _apply(spec: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Overrides on the spec, in place: whole fields first, then paths into them (which may be into a field the
+    same combination sets whole)."""
+    spec.update({key: value for key, value in overrides.items() if PATH_SEPARATOR not in key})
+    for key, value in overrides.items():
+        if PATH_SEPARATOR in key:
+            _set_path(spec, key, value)
 
 
 def expand_grid(body: SweepCreate) -> list[ExperimentCreate]:
@@ -93,14 +161,19 @@ def expand_grid(body: SweepCreate) -> list[ExperimentCreate]:
     combinations = list(itertools.product(*axes))
     expanded = []
     for combination in combinations:
-        spec: dict[str, Any] = dict(body.base)
-        for _index, (_label, overrides) in combination:
-            spec.update(overrides)
-        label = _combination_label([part for _index, (part, _overrides) in combination])
+        overrides: dict[str, Any] = {}
+        for _index, (_label, entry) in combination:
+            overrides.update(entry)
+        spec = dict(body.base)  # a path copies what it goes through: the base and the grid's values stay as sent
+        label = _name([label for _index, (label, _entry) in combination])
+        where = ", ".join(f"grid.{key}[{index}]" for key, (index, _entry) in zip(keys, combination, strict=True))
+        try:
+            _apply(spec, overrides)
+        except PathUnresolved as exc:
+            raise HTTPException(status_code=422, detail=f"{exc} ({where})") from None
         try:
             expanded.append(ExperimentCreate.model_validate({**spec, "name": label}))
         except ValidationError as exc:
-            where = ", ".join(f"grid.{key}[{index}]" for key, (index, _entry) in zip(keys, combination, strict=True))
             problems = describe_validation_errors(list(exc.errors()), whole="spec")
             raise HTTPException(status_code=422, detail=f"{where} ({label}) cannot run: {problems}") from None
     return expanded

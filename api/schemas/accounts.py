@@ -14,6 +14,8 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$"
 
 
 Quota = Annotated[int, Between(1, 1_000_000)]  # far above any sensible limit, far below what the column holds
+# A network's figures run to billions (FLOPs, bytes); 2**53 is exact in every JSON client, and fits BIGINT.
+NetworkLimit = Annotated[int, Between(1, 2**53)]
 
 
 class QuotaOverrides(BaseModel):
@@ -30,6 +32,16 @@ class QuotaOverrides(BaseModel):
     priority: Annotated[int, Between(-1000, 1000)] | None = Field(
         default=None,
         description="Added to each of their jobs' priority; higher is dispatched first, before fair share (null: 0)",
+    )
+    max_network_params: NetworkLimit | None = Field(
+        default=None, description="EPOCHAL_MAX_NETWORK_PARAMS: most parameters in one of their networks"
+    )
+    max_network_flops: NetworkLimit | None = Field(
+        default=None, description="EPOCHAL_MAX_NETWORK_FLOPS: most FLOPs per example in one of their networks"
+    )
+    max_network_activation_bytes: NetworkLimit | None = Field(
+        default=None,
+        description="EPOCHAL_MAX_NETWORK_ACTIVATION_BYTES: most activation memory of one training batch of theirs",
     )
 
 
@@ -73,6 +85,9 @@ class UserRead(BaseModel):
     predictions_per_second: int | None
     max_running_jobs: int | None
     priority: int | None
+    max_network_params: int | None
+    max_network_flops: int | None
+    max_network_activation_bytes: int | None
     created_at: UtcDatetime
     keys: list[KeyRead]
 
@@ -87,6 +102,9 @@ class UserRead(BaseModel):
             predictions_per_second=user.predictions_per_second,
             max_running_jobs=user.max_running_jobs,
             priority=user.priority,
+            max_network_params=user.max_network_params,
+            max_network_flops=user.max_network_flops,
+            max_network_activation_bytes=user.max_network_activation_bytes,
             created_at=user.created_at,
             keys=[KeyRead.of(k) for k in user.keys],
         )

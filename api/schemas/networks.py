@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from training.bounds import Between
-from training.graph.check import NetworkFigures, NetworkSummary
+from training.graph.check import NetworkFigures, NetworkLimits, NetworkSummary
 from training.graph.network import EXAMPLE, NetworkGraph
 from training.graph.vocabulary import MAX_IMAGE_SIDE
 from training.spec import MAX_BATCH_SIZE, Dataset, Head, Network
@@ -42,9 +42,24 @@ class NetworkCheck(BaseModel):
 
 
 class NetworkLimitsRead(BaseModel):
-    params: int = Field(description="EPOCHAL_MAX_NETWORK_PARAMS.")
-    flops_per_example: int = Field(description="EPOCHAL_MAX_NETWORK_FLOPS.")
-    activation_bytes_training: int = Field(description="EPOCHAL_MAX_NETWORK_ACTIVATION_BYTES, per training batch.")
+    """The caller's limits: their overrides (max_network_params and friends), else the settings."""
+
+    params: int = Field(description="EPOCHAL_MAX_NETWORK_PARAMS, or the user's max_network_params.")
+    flops_per_example: int = Field(description="EPOCHAL_MAX_NETWORK_FLOPS, or the user's max_network_flops.")
+    activation_bytes_training: int = Field(
+        description="EPOCHAL_MAX_NETWORK_ACTIVATION_BYTES, or the user's max_network_activation_bytes; per training "
+        "batch."
+    )
+
+    @classmethod
+    def of(cls, limits: NetworkLimits) -> NetworkLimitsRead:
+        # Effective limits always have all three (domain/submission.py: network_limits).
+        assert limits.params and limits.flops_per_example and limits.activation_bytes
+        return cls(
+            params=limits.params,
+            flops_per_example=limits.flops_per_example,
+            activation_bytes_training=limits.activation_bytes,
+        )
 
 
 class NetworkCheckRead(NetworkSummary):

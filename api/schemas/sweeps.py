@@ -23,6 +23,10 @@ from training.spec import (
 # sweep may be (EPOCHAL_MAX_SWEEP_SIZE is far below this), can only be a mistake or an attack.
 MAX_GRID_AXES = 16
 MAX_AXIS_VALUES = 1000
+# A grid axis may be a path into a spec field: "network.layers.3.rate" sets that layer's rate (a dict key or a list
+# index per segment). Deeper than a layer's argument is never needed.
+PATH_SEPARATOR = "."
+MAX_PATH_SEGMENTS = 8
 
 
 class SweepCreate(BaseModel):
@@ -37,7 +41,9 @@ class SweepCreate(BaseModel):
     )
     grid: dict[str, list[Any]] = Field(
         description="Axes to combine. A spec field with a list of values (e.g. {'optimizer': ['adam', 'sgd']}), "
-        "or 'variants': a list of partial specs taken together (e.g. [{'head': {...}, 'loss': 'mse'}]).",
+        "a path into one, its segments dict keys or list indexes (e.g. {'network.layers.3.rate': [0.2, 0.5]}: "
+        "the base's network must be a graph that has layer 3), or 'variants': a list of partial specs taken together "
+        "(e.g. [{'head': {...}, 'loss': 'mse'}]).",
         examples=[{"optimizer": ["sgd_nesterov", "adagrad", "rmsprop", "adadelta", "adam"]}],
     )
     repeats: Annotated[int, Between(1, MAX_REPEATS)] = Field(
@@ -67,8 +73,17 @@ class SweepCreate(BaseModel):
         # repeats is the sweep's own field: an axis of it would multiply runs without a comparable label.
         allowed = set(ExperimentCreate.model_fields) - {"name", "repeats"}
         for key, values in grid.items():
-            if key != "variants" and key not in allowed:
-                raise ValueError(f"grid.{key} is not a spec field; use one of {sorted(allowed)} or 'variants'")
+            field, *rest = key.split(PATH_SEPARATOR)
+            if key != "variants" and field not in allowed:
+                raise ValueError(
+                    f"grid.{key} is not a spec field; use one of {sorted(allowed)}, a path into one "
+                    "(network.layers.3.rate), or 'variants'"
+                )
+            if rest and (len(rest) >= MAX_PATH_SEGMENTS or not all(rest)):
+                raise ValueError(
+                    f"grid.{key}: a path is a spec field and then up to {MAX_PATH_SEGMENTS - 1} non-empty dict keys "
+                    "or list indexes, joined by dots (network.layers.0.filters)"
+                )
             if not values:
                 raise ValueError(f"grid.{key} is empty; list at least one value")
             if key == "variants":

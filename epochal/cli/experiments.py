@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, get_type_hints
 
 import typer
 
@@ -22,7 +22,7 @@ from epochal.cli.render import (
 )
 from epochal.cli.spec_options import choices, request_body, with_spec_options
 from epochal.client import Client, Conflict, NotFound
-from epochal.client.types import Evaluation, Experiment, Prediction, Status
+from epochal.client.types import Evaluation, Experiment, ExperimentRequest, Prediction, Status
 
 MAX_BATCH = 64  # the API's limit on images in one batch request
 
@@ -59,6 +59,13 @@ def watch_to_end(client: Client, experiment_id: int, poll_s: float, as_json: boo
     raise typer.Exit(0 if final["status"] == "succeeded" else 1)
 
 
+def spec_to_clone(experiment: Experiment) -> dict[str, Any]:
+    """The request that queues `experiment` again: its fields that are the spec's (GET /experiments/{id} answers
+    each as it trained, defaults filled in), without those left unset."""
+    fields = get_type_hints(ExperimentRequest)
+    return {field: value for field, value in experiment.items() if field in fields and value is not None}
+
+
 @with_spec_options
 def run(
     ctx: typer.Context,
@@ -66,13 +73,23 @@ def run(
     spec: Annotated[
         Path | None, typer.Option(help="A JSON or YAML file with the spec; options given here override it.")
     ] = None,
+    clone: Annotated[
+        int | None,
+        typer.Option("--from", help="Clone this experiment: its spec, with the options given here over it.", min=1),
+    ] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Follow it live; exit 0 only if it succeeded.")] = False,
     poll: Poll = 1.0,
     as_json: JsonFlag = False,
 ) -> None:
-    """Submit an experiment (POST /experiments). The API checks the spec: a bad one is refused with its reason."""
-    body = request_body(spec_options, read_document(spec) if spec else {})
+    """Submit an experiment (POST /experiments). The API checks the spec: a bad one is refused with its reason.
+
+    --network takes a preset's name, or a JSON or YAML file holding a graph (`epochal networks check FILE` first).
+    """
+    if spec is not None and clone is not None:
+        raise typer.BadParameter("give --spec or --from, not both", param_hint="--from")
     with connect(ctx) as client:
+        base = spec_to_clone(client.experiment(clone)) if clone is not None else read_document(spec) if spec else {}
+        body = request_body(spec_options, base)
         experiment = client.submit(body)
         if not watch:
             if as_json:

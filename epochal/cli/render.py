@@ -10,7 +10,15 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from epochal.client.types import ComparisonRow, ConfusionMatrix, EpochMetric, Experiment, Sweep
+from epochal.client.types import (
+    ComparisonRow,
+    ConfusionMatrix,
+    EpochMetric,
+    Experiment,
+    NetworkCheck,
+    NetworkPreset,
+    Sweep,
+)
 
 SPARKS = "▁▂▃▄▅▆▇█"
 STATUS_STYLE = {
@@ -212,3 +220,67 @@ def sweep_view(sweep: Sweep) -> RenderableType:
     counts = ", ".join(f"{n} {status}" for status, n in sweep["status_counts"].items() if n)
     title = f"sweep {sweep['id']}" + (f" ({sweep['name']})" if sweep["name"] else "") + f": {counts}"
     return Group(Text(title, style="bold"), ranked_table(sweep["comparison"]))
+
+
+def size_in_bytes(count: int) -> str:
+    """A byte count as people read it: 1.5 MiB."""
+    value, unit = float(count), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+
+
+def network_summary_table(check: NetworkCheck) -> Table:
+    """The network's layers as Keras' model.summary() prints them: name (type), output shape, params, inputs."""
+    table = Table(title=f"network on input {'x'.join(str(side) for side in check['input_shape'])}")
+    table.add_column("Layer (type)")
+    table.add_column("Output Shape")
+    table.add_column("Param #", justify="right")
+    table.add_column("Connected to")
+    for layer in check["layers"]:
+        shape = ", ".join(["None", *(str(side) for side in layer["output_shape"])])
+        table.add_row(
+            f"{layer['name']} ({layer['type']})",
+            f"({shape})",
+            f"{layer['params']:,}",
+            ", ".join(layer["inputs"]) or "-",
+        )
+    return table
+
+
+def network_figures_table(check: NetworkCheck) -> Table:
+    """Its three figures, each beside the limit it is held to (the caller's), and the parameters' breakdown."""
+    figures, limits = check["figures"], check["limits"]
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_column()
+    table.add_row(
+        "Total params",
+        f"{figures['total_params']:,}",
+        f"({size_in_bytes(figures['total_params'] * 4)}; limit {limits['params']:,})",
+    )
+    table.add_row("Trainable params", f"{figures['trainable_params']:,}", "")
+    table.add_row("Non-trainable params", f"{figures['non_trainable_params']:,}", "")
+    table.add_row("FLOPs per example", f"{figures['flops_per_example']:,}", f"(limit {limits['flops_per_example']:,})")
+    table.add_row(
+        f"Activations, training batch of {check['batch_size']}",
+        size_in_bytes(figures["activation_bytes_training"]),
+        f"({figures['activation_bytes_training']:,} bytes; limit {limits['activation_bytes_training']:,})",
+    )
+    return table
+
+
+def presets_table(presets: Sequence[NetworkPreset]) -> Table:
+    """The preset networks: what each is, which datasets default to it, and its parameters on each dataset."""
+    table = Table(title="preset networks (epochal run --network NAME)")
+    table.add_column("name", style="bold")
+    table.add_column("default for")
+    table.add_column("params by dataset")
+    table.add_column("description")
+    for preset in presets:
+        params = ", ".join(f"{name} {figures['total_params']:,}" for name, figures in preset["summaries"].items())
+        table.add_row(preset["name"], ", ".join(preset["default_for"]) or "-", params or "-", preset["description"])
+    return table

@@ -40,6 +40,8 @@ from epochal.client.types import (
     Model,
     ModelDetail,
     ModelVersion,
+    NetworkCheck,
+    NetworkPreset,
     NewKey,
     NewUser,
     Prediction,
@@ -454,6 +456,32 @@ class Client:
 
     def datasets(self) -> list[Dataset]:
         return cast(list[Dataset], self._json("GET", "/datasets"))
+
+    def networks(self) -> list[NetworkPreset]:
+        """GET /networks: the presets, each as a graph with its figures on each dataset."""
+        return cast(list[NetworkPreset], self._json("GET", "/networks"))
+
+    def check_network(
+        self,
+        network: str | Mapping[str, Any],
+        *,
+        dataset: str | None = None,
+        input_shape: Sequence[int] | None = None,
+        head: Mapping[str, Any] | None = None,
+        batch_size: int | None = None,
+    ) -> NetworkCheck:
+        """POST /networks/check: a graph (or a preset's name) against a dataset's input or a shape, queueing
+        nothing; a network that does not fit, or is over your limits, raises `ApiError` (422) saying why."""
+        body = _drop_none(
+            {
+                "network": network,
+                "dataset": dataset,
+                "input_shape": list(input_shape) if input_shape is not None else None,
+                "head": head,
+                "batch_size": batch_size,
+            }
+        )
+        return cast(NetworkCheck, self._json("POST", "/networks/check", json=body))
 
     def health(self) -> Health:
         """GET /health (no key needed); a degraded service raises `Unavailable` naming the dependency down."""

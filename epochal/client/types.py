@@ -217,6 +217,55 @@ class Dataset(TypedDict):
     best_experiment_id: int | None
 
 
+class NetworkFigures(TypedDict):
+    total_params: int
+    trainable_params: int
+    non_trainable_params: int
+    flops_per_example: int
+    activation_bytes_inference: int
+    activation_bytes_training: int
+
+
+class NetworkPreset(TypedDict):
+    """GET /networks: a preset network, as a graph, with its figures on each dataset it can take."""
+
+    name: NetworkName
+    description: str
+    default_for: list[DatasetName]
+    network: NetworkGraph
+    summaries: dict[str, NetworkFigures]
+
+
+class NetworkLayer(TypedDict):
+    """One row of a network's summary, as Keras' model.summary() prints it."""
+
+    name: str
+    type: str
+    output_shape: list[int]
+    params: int
+    trainable_params: int
+    inputs: list[str]
+
+
+class NetworkLimits(TypedDict):
+    """The caller's limits on a network: their overrides, else the service's settings."""
+
+    params: int
+    flops_per_example: int
+    activation_bytes_training: int
+
+
+class NetworkCheck(TypedDict):
+    """POST /networks/check: the whole network's summary, its figures, and the limits they are held to."""
+
+    layers: list[NetworkLayer]
+    figures: NetworkFigures
+    batch_size: int
+    input_shape: list[int]
+    network: NetworkGraph
+    limits: NetworkLimits
+
+
 class DependencyState(TypedDict):
     ok: bool
     detail: str
@@ -277,6 +326,9 @@ class User(TypedDict):
     predictions_per_second: int | None
     max_running_jobs: int | None
     priority: int | None
+    max_network_params: int | None
+    max_network_flops: int | None
+    max_network_activation_bytes: int | None
     created_at: str
     keys: list[Key]
 

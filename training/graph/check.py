@@ -164,21 +164,31 @@ def _figures(layers: list[LayerSummary], flops: int, inner: int, batch_size: int
 
 
 def over_limits(figures: NetworkFigures, limits: NetworkLimits) -> list[str]:
-    """Which of the figures exceed their limits, each saying by how much and which setting sets it."""
+    """Which of the figures exceed their limits, each saying by how much and which setting or override sets it."""
     found = []
     checks = (
-        ("parameters", figures.total_params, limits.params, "EPOCHAL_MAX_NETWORK_PARAMS"),
-        ("FLOPs per example", figures.flops_per_example, limits.flops_per_example, "EPOCHAL_MAX_NETWORK_FLOPS"),
+        ("parameters", figures.total_params, limits.params, "EPOCHAL_MAX_NETWORK_PARAMS", "max_network_params"),
+        (
+            "FLOPs per example",
+            figures.flops_per_example,
+            limits.flops_per_example,
+            "EPOCHAL_MAX_NETWORK_FLOPS",
+            "max_network_flops",
+        ),
         (
             "bytes of activations per training batch",
             figures.activation_bytes_training,
             limits.activation_bytes,
             "EPOCHAL_MAX_NETWORK_ACTIVATION_BYTES",
+            "max_network_activation_bytes",
         ),
     )
-    for what, value, limit, setting in checks:
+    for what, value, limit, setting, override in checks:
         if limit is not None and value > limit:
-            found.append(f"the network has {value:,} {what}, over the limit of {limit:,} ({setting})")
+            found.append(
+                f"the network has {value:,} {what}, over the limit of {limit:,} ({setting}, or the user's {override}, "
+                "which an admin may raise per user)"
+            )
     return found
 
 
