@@ -3,7 +3,7 @@
 Two API processes, each on a port of its own so that the test says which one answers, started as production
 starts them on the test database and on a broker of this module's own (so that it can be restarted): a change made
 through one process is what the other serves on its next request. The in-process tests count the SQL of a warm
-prediction.
+prediction, and take experiments through a worker's commits (its success is announced: it can be a new best).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from models.base import utcnow
 from models.db import get_sessionmaker
 from tests.seed import png, small_network_h5
 from tests.support import OTHER, Service, bearer, counted_work, new_key
+from tests.test_api import run_to_success
 from training.results import CHECKPOINT_NAME
 
 IMAGE = png()
@@ -262,3 +263,18 @@ def test_a_warm_prediction_by_alias_or_by_dataset_runs_no_sql(client: TestClient
     with counted_work() as work:
         assert client.post("/models/digits@staging/predictions", content=IMAGE, headers=headers).status_code == 404
     assert work.statements != []
+
+
+def test_an_experiment_succeeding_in_a_worker_is_the_next_dataset_prediction(
+    client: TestClient, network_h5: bytes, tmp_path: Path
+) -> None:
+    assert listener().wait_live(10), "the API's invalidation listener never subscribed"
+    path, headers = "/datasets/mnist/predictions", {"Content-Type": "image/png"}
+    first, _, _ = run_to_success(client, tmp_path, best_val_accuracy=0.5, checkpoint=network_h5)
+    assert client.post(path, content=IMAGE, headers=headers).json()["experiment_id"] == first
+    with counted_work() as work:
+        assert client.post(path, content=IMAGE, headers=headers).json()["experiment_id"] == first
+    assert work.statements == [], "the dataset's best was not served from memory: this test would prove nothing"
+    # The worker's commit of a better one is announced: the next prediction is the new best's.
+    better, _, _ = run_to_success(client, tmp_path, best_val_accuracy=0.9, checkpoint=network_h5)
+    assert client.post(path, content=IMAGE, headers=headers).json()["experiment_id"] == better
