@@ -31,7 +31,7 @@ from models import Artifact, Experiment
 from models.base import utcnow
 from models.db import get_sessionmaker
 from tests.seed import png, small_network_h5
-from tests.support import OTHER, Service, bearer, counted_work, new_key
+from tests.support import OTHER, Service, bearer, counted_work, empty_all_tables, new_key
 from tests.test_api import run_to_success
 from training.results import CHECKPOINT_NAME
 
@@ -76,6 +76,7 @@ class Pair:
 @pytest.fixture(scope="module")
 def pair(migrated_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     folder = Path(tempfile.mkdtemp(prefix="epochal-pair-"))  # short: a unix socket's path has a length limit
+    empty_all_tables()  # no active jobs left by an earlier module against a user's quota
     broker = Broker(folder / "broker.sock")
     broker.start()
     env = {**os.environ, "EPOCHAL_API_WORKERS": "1", "EPOCHAL_BROKER_URL": broker.url}
@@ -85,7 +86,7 @@ def pair(migrated_database: str, tmp_path_factory: pytest.TempPathFactory) -> It
         a.start_api()
         b.api_key = a.api_key
         b.start_api()
-        yield Pair(a, b, broker, a.api_key, new_key(OTHER))
+        yield Pair(a, b, broker, a.api_key, new_key(OTHER))  # made after the admin: the tables were emptied
     finally:
         a.stop()
         b.stop()
