@@ -323,8 +323,8 @@ async def predict(request: Request, key: str, lookup: Lookup, images: int, read:
 
     Once warm, a small request is answered without SQL, Redis or a thread before its model call: the caller, the
     experiment's checkpoint (or what the caller's model reference or dataset resolved to) and the caller's rate
-    allowance are in memory (`_from_memory`). Anything missing, and
-    any large body, goes the whole way through `_prepare` in a worker thread, which fills those caches again.
+    allowance are in memory (`_from_memory`). Anything missing, and any large body, goes the whole way through
+    `_prepare` in a worker thread, which fills those caches again.
     """
     in_memory = _from_memory(request, key, lookup, images)
     if in_memory is None:
