@@ -3,7 +3,8 @@
 Who may read or change a model is `domain/access.py` (visible_model, changeable_model). Every change to a model's
 versions or aliases happens under the model's lock (models/registry.py lock_model): two registrations never take
 the same number, and two promotions of one alias are applied one after the other, each recorded with the version
-it really moved from. Each function that changes something commits.
+it really moved from. Each function that changes something commits, and announces what it changed to every API
+process (models/change_notices.py): they hold where a reference or a dataset's default resolved to, per caller.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from models import (
     Visibility,
 )
 from models.base import utcnow
+from models.change_notices import announce
 from models.registry import ALIAS_LENGTH, NAME_LENGTH, lock_model
 from models.users import User
 from training.results import CHECKPOINT_NAME
@@ -47,6 +49,15 @@ class Ref:
     model: str
     alias: str | None = None
     number: int | None = None
+
+
+def _changed(model_id: int) -> str:
+    # What API processes hear after the commit: a reference to this model may now resolve elsewhere, or not at all.
+    return f"model:{model_id}"
+
+
+def _default_changed(dataset: Dataset) -> str:
+    return f"default:{dataset.value}"
 
 
 def parse_ref(ref: str) -> Ref:
@@ -95,6 +106,7 @@ def list_models(session: Session, user: User) -> list[RegisteredModel]:
 def delete_model(session: Session, user: User, name: str) -> None:
     """Delete the model, its versions, aliases and their history (never the experiments), committed."""
     model = changeable_model(session, user, name)
+    announce(session, _changed(model.id))
     session.delete(model)
     session.commit()
 
@@ -123,6 +135,7 @@ def register_version(session: Session, user: User, name: str, experiment_id: int
         model_id=model_id, number=number, experiment_id=experiment_id, checkpoint_sha256=sha256, created_by=user.id
     )
     session.add(version)
+    announce(session, _changed(model_id))
     session.commit()
     return version
 
@@ -183,6 +196,7 @@ def set_alias(session: Session, user: User, name: str, alias: str, number: int) 
         model_id=model_id, alias=alias, from_version=previous, to_version=number, moved_by=user.id, moved_at=now
     )
     session.add(move)
+    announce(session, _changed(model_id))
     session.commit()
     return move
 
@@ -203,6 +217,7 @@ def delete_alias(session: Session, user: User, name: str, alias: str) -> AliasMo
     move = AliasMove(model_id=model_id, alias=alias, from_version=row.version, to_version=None, moved_by=user.id)
     session.execute(delete(ModelAlias).where(ModelAlias.id == row.id))
     session.add(move)
+    announce(session, _changed(model_id))
     session.commit()
     return move
 
@@ -273,6 +288,7 @@ def set_default(session: Session, user: User, dataset: Dataset, ref: str, *, for
         set_by=user.id,
     )
     session.add(row)
+    announce(session, _default_changed(dataset))
     session.commit()
     return row
 
@@ -287,6 +303,7 @@ def clear_default(session: Session, user: User, dataset: Dataset, *, for_everyon
         raise NotFound(f"{whose} default model for {dataset.value}; GET /datasets/{dataset.value}/default-model")
     owner_is = DatasetDefault.user_id.is_(None) if for_everyone else DatasetDefault.user_id == user.id
     session.execute(delete(DatasetDefault).where(DatasetDefault.dataset == dataset.value, owner_is))
+    announce(session, _default_changed(dataset))
     session.commit()
 
 

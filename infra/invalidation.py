@@ -1,4 +1,4 @@
-"""Telling every API process that something it may have cached changed: a revoked key, a user's new quotas.
+"""Telling every API process that something it may have cached changed: a revoked key, a moved alias.
 
 Writers publish a message on one Redis pub/sub channel after their commit (models/change_notices.py), and each
 API process runs one `Listener` thread subscribed to it. A cache that trusts its entries between two requests
@@ -8,9 +8,12 @@ database until it has subscribed again. Every entry also expires within a few se
 (EPOCHAL_SERVING_CACHE_TTL_S), which bounds a change whose message was never sent (the writer could not reach
 the broker).
 
-Messages name what changed (`key:12`, `user:3`); a listener hands them to its handlers, which today drop their
-whole cache on any message: changes are rare, and a cache refilled in a request or two is simpler than one that
-must know which of its entries a message concerns.
+A publisher waits (at most ECHO_WAIT_S) until every listener the broker handed the message to has confirmed it
+had its handlers run, so a change answers once no API process holds what it replaced.
+
+Messages name what changed (`key:12`, `user:3`, `model:4`, `default:mnist`, `experiment:9`); a listener hands
+them to its handlers, which today drop their whole cache on any message: changes are rare, and a cache refilled in
+a request or two is simpler than one that must know which of its entries a message concerns.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ NONCE_MARK = "#"  # "key:12#3f9a...": the nonce lets the publisher recognise its
 # How long a publishing API process waits to hear its own message back: by then its own caches are empty (the
 # request that made the change answers after that), and the broker has handed the message to every subscriber.
 ECHO_WAIT_S = 1.0
+# Each listener, once its handlers have run, pushes a mark on this list (suffixed by the message's nonce); the
+# publisher waits for as many marks as the broker counted subscribers, so the writer's request answers once every
+# API process has emptied its caches: the next request, to whichever process, reads the change.
+ACKS = "epochal:invalidate:acks:"
+ACKS_KEPT_S = 30  # a list nobody waits for any more goes away on its own
 
 
 def publish(*messages: str) -> None:
@@ -47,13 +55,39 @@ def publish(*messages: str) -> None:
         for message in messages:
             nonce = secrets.token_hex(8)
             echo = own.expect(nonce) if own is not None else None
-            client.publish(CHANNEL, f"{message}{NONCE_MARK}{nonce}")
+            receivers = int(client.publish(CHANNEL, f"{message}{NONCE_MARK}{nonce}"))
             if own is not None and echo is not None and not echo.wait(ECHO_WAIT_S):
                 own.forget(nonce)
                 log.warning("cache invalidation %s: not heard back within %.1f s", message, ECHO_WAIT_S)
+            missing = _await_acks(client, nonce, receivers, time.monotonic() + ECHO_WAIT_S)
+            if missing:
+                # A listener that lost its link goes dark on its own (its heartbeat), and entries expire anyway.
+                log.warning("cache invalidation %s: %d of %d listeners did not confirm", message, missing, receivers)
     except (redis.RedisError, OSError) as exc:
         # The caches' expiry bounds what this costs: the listeners keep entries for a few seconds at most.
         log.warning("cache invalidation %s not published (%s): caches catch up within their expiry", messages, exc)
+
+
+def _await_acks(client: Any, nonce: str, receivers: int, deadline: float) -> int:
+    """Wait until `receivers` listeners confirmed the message `nonce`, or `deadline`; how many did not."""
+    key = f"{ACKS}{nonce}"
+    missing = receivers
+    while missing > 0:
+        left = deadline - time.monotonic()
+        if left <= 0 or client.blpop([key], timeout=max(left, 0.01)) is None:
+            break
+        missing -= 1
+    if receivers:
+        client.delete(key)
+    return missing
+
+
+def _ack(nonce: str) -> None:
+    key = f"{ACKS}{nonce}"
+    pipeline = events.redis_client().pipeline(transaction=False)
+    pipeline.rpush(key, 1)
+    pipeline.expire(key, ACKS_KEPT_S)
+    pipeline.execute()
 
 
 class Listener:
@@ -65,9 +99,11 @@ class Listener:
         heartbeat_s: float = 1.0,
         silent_after_s: float = 3.0,
         retry_s: float = 0.5,
+        ack: Callable[[str], None] = _ack,
     ) -> None:
         self._client = client
         self._heartbeat_s, self._silent_after_s, self._retry_s = heartbeat_s, silent_after_s, retry_s
+        self._ack = ack
         self._handlers: list[Handler] = []
         self._live = threading.Event()
         self._stop = threading.Event()
@@ -151,9 +187,19 @@ class Listener:
                         echo = self._echoes.pop(nonce, None)
                     if echo is not None:
                         echo.set()
+                    if nonce:
+                        self._confirm(nonce)
         finally:
             pubsub.close()
             client.close()
+
+    def _confirm(self, nonce: str) -> None:
+        # On the process's command client: a subscribed connection carries no other commands. A confirmation that
+        # does not go out costs its publisher a wait, never a stale answer: the caches are empty already.
+        try:
+            self._ack(nonce)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("cache invalidation: could not confirm a message (%r)", exc)
 
     def _lose(self) -> None:
         was_live = self.live()

@@ -30,6 +30,7 @@ from infra import events
 from infra.version import service_version
 from models import Artifact, Attempt, EpochMetric, Evaluation, Experiment, ResumeState, attempt_sessions
 from models.base import utcnow
+from models.change_notices import announce
 from models.db import rows_changed, session_scope
 from models.specs import spec_of
 from training.results import CHECKPOINT_NAME, EpochResult, EvaluationResult, ResumePoint
@@ -316,6 +317,9 @@ def finish_succeeded(
                     content=content,
                 )
             )
+            # A new succeeded experiment can be its owner's (and an admin's) best on its dataset: API processes
+            # that remember which experiment a dataset's predictions use forget it once this commits.
+            announce(session, f"experiment:{job.experiment_id}")
 
     with_db_retry(write, "storing the results")
     events.status(

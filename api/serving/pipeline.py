@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, defer, lazyload
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUpload
 
-from api.http.callers import remembered_caller, verified_caller
+from api.http.callers import Caller, remembered_caller, verified_caller
 from api.http.errors import conflict, not_found
 from api.http.hot_cache import HotCache
 from api.http.metrics import PREDICTION_LOOKUPS
@@ -61,10 +61,13 @@ FindExperiment = Callable[[Session, User], Found]
 
 @dataclass(frozen=True)
 class Lookup:
-    """How a route finds the network it serves: `find` in the database; `experiment_id` when it names one."""
+    """How a route finds the network it serves: `find` in the database; `experiment_id` when it names one;
+    `reference` when it names a model's version or a dataset (`("model", "digits@staging")`, `("dataset",
+    "mnist")`), whose resolution is remembered per caller."""
 
     find: FindExperiment
     experiment_id: int | None = None
+    reference: tuple[str, str] | None = None
 
 
 # Reads the request's uploads as (part name or None, bytes): called in the worker thread, after the rate check.
@@ -99,6 +102,20 @@ SERVED_REF_BYTES = 512
 @lru_cache
 def served_refs() -> HotCache[int, ServedRef]:
     return HotCache.configured(SERVED_REF_BYTES)
+
+
+# The caller's id and a reference of up to a model name, an alias and a separator (about 150 characters) as the key,
+# and a ServedRef as the value.
+RESOLVED_BYTES = 768
+Resolution = tuple[int, str, str]  # (the caller's user id, *Lookup.reference)
+
+
+@lru_cache
+def resolved_refs() -> HotCache[Resolution, ServedRef]:
+    """What a model reference or a dataset's predictions resolved to for one caller: the whole decision (who may
+    read the model, where the alias points, which default or best experiment applies) is in the entry, so the key
+    holds the caller. Every write that can move it announces itself (domain/registry.py, worker/jobs.py)."""
+    return HotCache.configured(RESOLVED_BYTES)
 
 
 def by_id(experiment_id: int) -> Lookup:
@@ -148,8 +165,8 @@ def best_on(dataset: Dataset) -> Lookup:
             )
         return experiment, _checkpoint(session, experiment)
 
-    # Not remembered: which experiment is a user's best changes whenever another of theirs succeeds, or a default moves.
-    return Lookup(find)
+    # Remembered per caller: a default set or cleared, a model changed and an experiment succeeding are announced.
+    return Lookup(find, reference=("dataset", dataset.value))
 
 
 def by_model(ref: str) -> Lookup:
@@ -163,8 +180,8 @@ def by_model(ref: str) -> Lookup:
         _model, version = resolve(session, user, ref)
         return _pinned(session, version)
 
-    # Not remembered yet: an alias moves (the registry would announce it, as a revoked key is).
-    return Lookup(find)
+    # Remembered per caller: the registry announces every move of an alias and every change to a model.
+    return Lookup(find, reference=("model", ref))
 
 
 def read_image(upload: StarletteUpload, part: str | None = None) -> bytes:
@@ -233,8 +250,8 @@ def _prepare(
 ) -> tuple[int, ServedModel, np.ndarray]:
     # In the order a request is refused on every route: the key (401), the caller's rate (429), then what they sent.
     settings = get_settings()
-    refs = served_refs()
-    generation = refs.generation  # before the read: see api/http/hot_cache.py
+    refs, resolved = served_refs(), resolved_refs()
+    generation, resolved_generation = refs.generation, resolved.generation  # before the read: api/http/hot_cache.py
     with get_sessionmaker()() as session:
         user, caller = verified_caller(session, request, key)
         check_prediction_rate(settings, caller, prediction_window(), images=images)
@@ -253,8 +270,11 @@ def _prepare(
         content = lambda: session.scalars(select(Artifact.content).where(Artifact.id == artifact_id)).one()  # noqa: E731
         served = get_predictor_cache().get(experiment, sha256, content)
         experiment_id = experiment.id
+        ref = ServedRef(experiment_id, experiment.owner_id, sha256)
         if lookup.experiment_id is not None:
-            refs.put(experiment_id, ServedRef(experiment_id, experiment.owner_id, sha256), generation)
+            refs.put(experiment_id, ref, generation)
+        elif lookup.reference is not None:
+            resolved.put((user.id, *lookup.reference), ref, resolved_generation)
     # The connection went back to the pool as the block ended, before the decoding and the model call: requests
     # waiting in the batcher must not hold the pool's connections.
     # Decoded once, to the network's input array: the batcher only concatenates.
@@ -265,14 +285,14 @@ def _from_memory(request: Request, key: str, lookup: Lookup, images: int) -> tup
     """The experiment's id and network when everything this request needs is in memory; None: ask `_prepare`.
 
     Refuses as `_prepare` would (a 429 from the caller's allowance or, while Redis is down, the in-memory window);
-    never decides a 401 or a 404: a key or an experiment it does not hold goes to the database.
+    never decides a 401 or a 404: a key, an experiment or a resolution it does not hold goes to the database.
     """
     length = request.headers.get("content-length")
-    if lookup.experiment_id is None or length is None or not length.isdigit() or int(length) > IN_LOOP_BODY_BYTES:
+    if length is None or not length.isdigit() or int(length) > IN_LOOP_BODY_BYTES:
         return None
     caller = remembered_caller(request, key)
-    ref = served_refs().get(lookup.experiment_id)
-    if caller is None or ref is None or not (caller.admin or ref.owner_id == caller.id):
+    ref = None if caller is None else _remembered(lookup, caller)
+    if caller is None or ref is None:
         return None
     served = get_predictor_cache().peek(ref.sha256)
     if served is None:
@@ -284,6 +304,16 @@ def _from_memory(request: Request, key: str, lookup: Lookup, images: int) -> tup
     return ref.experiment_id, served
 
 
+def _remembered(lookup: Lookup, caller: Caller) -> ServedRef | None:
+    """The checkpoint `lookup` leads this caller to, if this process decided it a moment ago and may serve it."""
+    if lookup.experiment_id is not None:
+        ref = served_refs().get(lookup.experiment_id)  # one entry per experiment: whose it is is checked here
+        return ref if ref is not None and (caller.admin or ref.owner_id == caller.id) else None
+    if lookup.reference is not None:
+        return resolved_refs().get((caller.id, *lookup.reference))  # decided for this caller: the key holds them
+    return None
+
+
 async def predict(request: Request, key: str, lookup: Lookup, images: int, read: ReadImages) -> list[PredictionRead]:
     """One prediction per image of `read()`, in order, for the caller whose unverified bearer key is `key`.
 
@@ -292,8 +322,9 @@ async def predict(request: Request, key: str, lookup: Lookup, images: int, read:
     about one image then says which one it was.
 
     Once warm, a small request is answered without SQL, Redis or a thread before its model call: the caller, the
-    experiment's checkpoint and the caller's rate allowance are in memory (`_from_memory`). Anything missing, and
-    any large body, goes the whole way through `_prepare` in a worker thread, which fills those caches again.
+    experiment's checkpoint (or what the caller's model reference or dataset resolved to) and the caller's rate
+    allowance are in memory (`_from_memory`). Anything missing, and any large body, goes the whole way through
+    `_prepare` in a worker thread, which fills those caches again.
     """
     in_memory = _from_memory(request, key, lookup, images)
     if in_memory is None:
