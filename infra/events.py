@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 import redis
 from redis.backoff import NoBackoff
+from redis.connection import parse_url
 from redis.retry import Retry
 
 from config import get_settings
@@ -50,6 +51,19 @@ def redis_url(broker_url: str) -> str:
     """The broker URL as redis-py reads it: the embedded broker's redis+socket:// becomes unix://."""
     parsed = urlparse(broker_url)
     return f"unix://{parsed.path}" if parsed.scheme == "redis+socket" else broker_url
+
+
+def channel(name: str) -> str:
+    """This deployment's name for the pub/sub channel `name`. Redis pub/sub ignores database numbers, so
+    deployments that share one Redis server, a database each, would otherwise hear each other: a dispatcher woken by
+    another's jobs, caches emptied by another's changes, and an invalidation's publisher waiting for confirmations
+    that other deployments' listeners write into their own database."""
+    return f"{name}:{_database(get_settings().broker_url)}"
+
+
+@lru_cache
+def _database(broker_url: str) -> int:
+    return int(parse_url(redis_url(broker_url)).get("db") or 0)
 
 
 def one_retry() -> Retry:
@@ -126,7 +140,7 @@ def status(experiment_id: int, sweep_id: int | None, new_status: str, **details:
         pipeline = redis_client().pipeline(transaction=False)
         _append(pipeline, experiment_id, sweep_id, "status", {"status": new_status, **details})
         if new_status != "running":
-            pipeline.publish(DISPATCH_CHANNEL, new_status)
+            pipeline.publish(channel(DISPATCH_CHANNEL), new_status)
         pipeline.execute()
     except (redis.RedisError, OSError, ValueError) as exc:
         log.warning("experiment %s: status event not published (%s)", experiment_id, type(exc).__name__)

@@ -55,7 +55,7 @@ def publish(*messages: str) -> None:
         for message in messages:
             nonce = secrets.token_hex(8)
             echo = own.expect(nonce) if own is not None else None
-            receivers = int(client.publish(CHANNEL, f"{message}{NONCE_MARK}{nonce}"))
+            receivers = int(client.publish(events.channel(CHANNEL), f"{message}{NONCE_MARK}{nonce}"))
             if own is not None and echo is not None and not echo.wait(ECHO_WAIT_S):
                 own.forget(nonce)
                 log.warning("cache invalidation %s: not heard back within %.1f s", message, ECHO_WAIT_S)
@@ -160,7 +160,7 @@ class Listener:
         client = self._client()
         pubsub = client.pubsub()
         try:
-            pubsub.subscribe(CHANNEL)
+            pubsub.subscribe(events.channel(CHANNEL))
             heard_at = time.monotonic()
             pinged_at = 0.0
             while not self._stop.is_set():

@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from infra.events import DISPATCH_CHANNEL, subscriber_client
+from infra.events import DISPATCH_CHANNEL, channel, subscriber_client
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class Nudges:
             if self._pubsub is None:
                 self._client = subscriber_client()  # never the shared pool: see subscriber_client
                 self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-                self._pubsub.subscribe(DISPATCH_CHANNEL)
+                self._pubsub.subscribe(channel(DISPATCH_CHANNEL))
             while (left := deadline - time.monotonic()) > 0:
                 if self._pubsub.get_message(timeout=min(left, READ_S)) is not None:
                     gather_until = time.monotonic() + GATHER_S

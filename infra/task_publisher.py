@@ -8,7 +8,7 @@ import redis
 from celery import Celery
 
 from config import TRAIN_TASK_NAME, get_settings
-from infra.events import DISPATCH_CHANNEL, one_retry, redis_url
+from infra.events import DISPATCH_CHANNEL, channel, one_retry, redis_url
 from infra.redaction import redact_secrets, redact_url
 
 # Fail in seconds, not minutes, when the broker is down: the caller is an HTTP request.
@@ -70,7 +70,7 @@ def nudge_dispatcher() -> None:
     nothing would deliver it.
     """
     try:
-        get_nudge_client().publish(DISPATCH_CHANNEL, "queued")
+        get_nudge_client().publish(channel(DISPATCH_CHANNEL), "queued")
     except Exception as exc:
         where = redact_url(get_settings().broker_url)
         raise BrokerUnavailable(f"the broker at {where} did not answer ({redact_secrets(str(exc))})") from exc
