@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import keras
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.support import Service, running_service, wait_until_finished
 from training.graph.network import NetworkGraph
@@ -20,6 +23,8 @@ PARAMS_LIMIT = 30_000  # above the small convnet's 21,930 parameters, below the 
 CONVNET: dict[str, Any] = {
     "layers": [
         {"type": "Reshape", "target_shape": [28, 28, 1]},
+        # Augmentation trains on shifted digits and is the identity at inference: the prediction below checks both.
+        {"type": "RandomTranslation", "height_factor": 0.1, "width_factor": 0.1},
         {"type": "Conv2D", "filters": 8, "kernel_size": 3, "activation": "relu"},
         {"type": "BatchNormalization"},
         {"type": "MaxPooling2D", "pool_size": 2},
@@ -29,6 +34,12 @@ CONVNET: dict[str, Any] = {
 }
 # 13 x 13 x 8 = 1352 inputs to the Dense: with 64 units the network has 87,354 parameters, over the limit.
 WIDE = {"layers": [*CONVNET["layers"][:-1], {"type": "Dense", "units": 64, "activation": "relu"}]}
+
+
+def digit_png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +62,7 @@ def spec(network: Any) -> dict[str, Any]:
     return {"dataset": "mnist", "network": network, "epochs": 1, "batch_size": 64, "train_size": 256}
 
 
-def test_a_batch_norm_convnet_graph_trains_and_is_stored_as_submitted(
+def test_a_batch_norm_convnet_graph_with_augmentation_trains_predicts_and_is_stored_as_submitted(
     http: httpx.Client, service: Service, tmp_path: Path
 ) -> None:
     response = http.post("/experiments", json=spec(CONVNET))
@@ -68,8 +79,19 @@ def test_a_batch_norm_convnet_graph_trains_and_is_stored_as_submitted(
     (tmp_path / "best.h5").write_bytes(download.content)
     network = keras.models.load_model(tmp_path / "best.h5", compile=False)
     kinds = [type(layer).__name__ for layer in network.layers]
-    assert "BatchNormalization" in kinds and "Conv2D" in kinds
+    assert {"BatchNormalization", "Conv2D", "RandomTranslation"} <= set(kinds)
     assert network.count_params() == 21_930
+    # The API's prediction is the downloaded network's, in inference mode (no translation of the image).
+    # A white stroke on black, as MNIST digits are (the API turns a dark-on-light picture around first).
+    pixels = np.zeros((28, 28), dtype=np.uint8)
+    pixels[6:9, 7:22], pixels[6:24, 13:16] = 255, 255
+    answer = http.post(
+        f"/experiments/{experiment_id}/predictions", files={"file": ("d.png", digit_png(pixels), "image/png")}
+    )
+    assert answer.status_code == 200, answer.text
+    expected = network(pixels[None].astype("float32"), training=False).numpy()[0]
+    assert answer.json()["class_index"] == int(np.argmax(expected))
+    assert answer.json()["probabilities"][answer.json()["label"]] == pytest.approx(float(expected.max()), abs=1e-5)
 
 
 def test_a_graph_that_does_not_fit_the_input_is_a_422_naming_the_layer(http: httpx.Client) -> None:
