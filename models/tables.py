@@ -161,6 +161,8 @@ class EpochMetric(Base):
     val_loss: Mapped[float | None] = mapped_column(Float)
     val_accuracy: Mapped[float | None] = mapped_column(Float)
     seconds: Mapped[float] = mapped_column(Float)
+    # The rate it trained at (revision 0013); null for epochs from before it was recorded.
+    learning_rate: Mapped[float | None] = mapped_column(Float)
     # The attempt that trained it: after a resume, the earlier epochs keep their first attempt's number.
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -561,6 +561,7 @@ def test_metrics_come_back_in_epoch_order_with_every_field(client: TestClient) -
             "val_loss": pytest.approx(expected.val_loss),
             "val_accuracy": pytest.approx(expected.val_accuracy),
             "seconds": pytest.approx(expected.seconds),
+            "learning_rate": None,  # epoch_result() records none
             "attempt": 1,
         }
     experiment = read(client, experiment_id)

@@ -114,7 +114,17 @@ def test_work_from_before_users_belongs_to_the_first_admin(empty_database: str) 
         # Nothing hanging off the experiment was lost when its table was rebuilt.
         assert connection.execute(text("SELECT count(*) FROM epoch_metric")).scalar() == 1
         assert connection.execute(text("SELECT count(*) FROM api_key")).scalar() == 0
+        # An epoch from before 0013 says it has no recorded rate, not one it may not have trained at.
+        assert connection.execute(text("SELECT learning_rate FROM epoch_metric")).scalars().all() == [None]
     engine.dispose()
+    assert schema_drift(empty_database) == []
+    command.downgrade(config, "0012")  # 0013's downgrade keeps the epochs
+    engine = make_engine(empty_database)
+    with engine.connect() as connection:
+        assert "learning_rate" not in {c["name"] for c in inspect(engine).get_columns("epoch_metric")}
+        assert connection.execute(text("SELECT seconds FROM epoch_metric")).scalars().all() == [1.5]
+    engine.dispose()
+    command.upgrade(config, "head")
     assert schema_drift(empty_database) == []
 
 
@@ -421,7 +431,6 @@ def test_users_from_before_0012_keep_the_service_wide_network_limits_and_its_dow
         )
     engine.dispose()
     command.upgrade(config, "0012")
-    assert schema_drift(empty_database) == []
     engine = make_engine(empty_database)
     with engine.begin() as connection:
         limits = 'SELECT max_network_params, max_network_flops, max_network_activation_bytes FROM "user"'

@@ -254,6 +254,7 @@ def test_the_optimizer_trains_each_epoch_at_the_scheduled_rate(data_dir: Path, t
     decay = keras.optimizers.schedules.ExponentialDecay(0.01, steps, 0.5)
     expected = [float(warm(0)), float(decay(0)), float(decay(steps))]
     assert result.learning_rates == float32_close(expected)
+    assert [epoch.learning_rate for epoch in result.epochs] == result.learning_rates  # what the worker stores
     assert [scheduled_rate(scheduled.lr_schedule, 0.01, k) for k in range(3)] == float32_close(expected)  # type: ignore[arg-type]
     assert result.evaluation is not None
 

@@ -3,6 +3,7 @@ a 422 that says the fix, and an early stop recorded in the experiment's summary.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,16 @@ def test_a_sweep_compares_schedules_one_configuration_each(client: TestClient) -
         "/sweeps", json={"base": {"dataset": "mnist"}, "grid": {"lr_schedule": [{"type": "cosine"}, {"type": "x"}]}}
     )
     assert refused.status_code == 422 and "lr_schedule" in refused.text
+
+
+def test_each_epochs_learning_rate_is_stored_and_answered(client: TestClient) -> None:
+    # The rate comes from the training process's optimizer (tests/test_training_options.py holds that it is the
+    # schedule's); here: the worker stores what it is told, and an epoch recorded without one answers null.
+    experiment_id = submit(client, epochs=3, learning_rate=0.01, lr_schedule={"type": "step", "every_epochs": 1})["id"]
+    job = jobs.claim(experiment_id, WORKER_NAME)
+    assert job is not None
+    jobs.record_epoch(job, dataclasses.replace(epoch_result(1), learning_rate=0.01))
+    jobs.record_epoch(job, dataclasses.replace(epoch_result(2), learning_rate=0.005))
+    jobs.record_epoch(job, dataclasses.replace(epoch_result(3), learning_rate=None))
+    rates = [row["learning_rate"] for row in client.get(f"/experiments/{experiment_id}/metrics").json()]
+    assert rates == [0.01, 0.005, None]

@@ -27,6 +27,9 @@ class EpochResult:
     val_loss: float | None
     val_accuracy: float | None
     seconds: float
+    # The rate the optimizer trained this epoch at (a schedule's, a plateau's, or the constant one); None where
+    # it was not recorded.
+    learning_rate: float | None = None
 
 
 @dataclass(frozen=True)

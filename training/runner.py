@@ -103,6 +103,7 @@ class _EpochReporter(keras.callbacks.Callback):
         if self.stopped is StopReason.INTERRUPTED:
             return  # Keras ends a stopped epoch as if it were complete: it is not, so it is not reported
         logs = logs or {}
+        rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))  # what this epoch trained at
         result = EpochResult(
             epoch=epoch + 1,
             loss=finite_or_none(logs["loss"]),
@@ -110,6 +111,7 @@ class _EpochReporter(keras.callbacks.Callback):
             val_loss=finite_or_none(logs["val_loss"]),
             val_accuracy=finite_or_none(logs["val_accuracy"]),
             seconds=time.perf_counter() - self._started,
+            learning_rate=rate,
         )
         # Strictly better only, so ties keep the earlier (cheaper) epoch; a diverged epoch never counts as better.
         val_accuracy = -math.inf if result.val_accuracy is None else result.val_accuracy
@@ -129,7 +131,7 @@ class _EpochReporter(keras.callbacks.Callback):
             best_checkpoint=best_checkpoint,
         )
         self.results.append(result)
-        self.learning_rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+        self.learning_rates.append(rate)
         self.on_epoch_end_callback(result, point)
         if stop_early:
             self.model.stop_training = True

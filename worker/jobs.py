@@ -227,6 +227,7 @@ def record_epoch(job: ClaimedJob, result: EpochResult, point: ResumePoint | None
                     val_loss=result.val_loss,
                     val_accuracy=result.val_accuracy,
                     seconds=result.seconds,
+                    learning_rate=result.learning_rate,
                     attempt=job.attempt,
                     created_at=utcnow(),
                 )

@@ -186,6 +186,10 @@ class EpochMetricRead(BaseModel):
     val_loss: float | None
     val_accuracy: float | None
     seconds: float
+    learning_rate: float | None = Field(
+        description="The rate the optimizer trained this epoch at: the spec's lr_schedule's (or plateau's) for the "
+        "epoch, else its constant learning rate; null for epochs trained before it was recorded."
+    )
     attempt: int = Field(description="The attempt that trained it: epochs before a resume keep their attempt.")
 
 
