@@ -7,7 +7,7 @@ from typing import Any, cast
 import httpx
 import pytest
 
-from epochal.cli.render import sparkline
+from epochal.cli.render import metrics_table, sparkline
 from epochal.client import Client
 from epochal.client.errors import ApiError, InvalidRequest, RateLimited, Unauthorized, Unavailable, error_for
 from epochal.client.follow import poll, stream
@@ -213,3 +213,21 @@ def test_a_401_names_the_url_that_answered_and_how_to_point_elsewhere() -> None:
     assert caught.value.message == "invalid API key"  # the API's own words, as they are
     assert "answered by http://service" in caught.value.hint
     assert "EPOCHAL_URL" in caught.value.hint and "--url" in caught.value.hint
+
+
+def test_the_metrics_table_shows_the_learning_rate_only_where_one_was_recorded() -> None:
+    from rich.console import Console
+
+    def shown(rates: list[float | None]) -> str:
+        epochs = [
+            {"epoch": i + 1, "loss": 0.5, "accuracy": 0.8, "val_loss": 0.6, "val_accuracy": 0.7, "seconds": 1.0}
+            | ({"learning_rate": rate} if rate is not None else {})
+            for i, rate in enumerate(rates)
+        ]
+        console = Console(width=200, record=True)
+        console.print(metrics_table(cast(Any, epochs)))
+        return console.export_text()
+
+    assert "learning_rate" not in shown([None, None])  # an older server, or epochs from before it was recorded
+    table = shown([0.01, 0.005])
+    assert "learning_rate" in table and "0.01" in table and "0.005" in table

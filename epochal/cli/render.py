@@ -110,9 +110,21 @@ def summary_table(experiment: Experiment) -> Table:
 
 def metrics_table(epochs: Sequence[EpochMetric], last: int | None = None) -> Table:
     table = Table(title="metrics per epoch", title_justify="left")
-    for name in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"):
+    shown = epochs[-last:] if last else epochs
+    # The rate column only where a rate was recorded (a server from before it, or old epochs, have none).
+    rates = any(metric.get("learning_rate") is not None for metric in shown)
+    for name in (
+        "epoch",
+        "loss",
+        "accuracy",
+        "val_loss",
+        "val_accuracy",
+        "seconds",
+        *(["learning_rate"] if rates else []),
+    ):
         table.add_column(name, justify="right")
-    for metric in epochs[-last:] if last else epochs:
+    for metric in shown:
+        rate = metric.get("learning_rate")
         table.add_row(
             str(metric["epoch"]),
             fmt(metric["loss"]),
@@ -120,6 +132,7 @@ def metrics_table(epochs: Sequence[EpochMetric], last: int | None = None) -> Tab
             fmt(metric["val_loss"]),
             fmt(metric["val_accuracy"]),
             fmt(metric["seconds"], 1),
+            *([f"{rate:.3g}" if rate is not None else "-"] if rates else []),
         )
     return table
 

@@ -137,6 +137,7 @@ class EpochMetric(TypedDict):
     val_loss: float | None
     val_accuracy: float | None
     seconds: float
+    learning_rate: float | None  # the rate it trained at; null for epochs from before it was recorded
     attempt: NotRequired[int]  # the attempt that trained it (a resumed job keeps the earlier epochs)
 
 
