@@ -88,6 +88,21 @@ class DatasetVersion(Base):
     def builtin(self) -> bool:
         return self.owner_id is None
 
+    # A version's status changes only here, and only from `processing`: once settled, a version never changes.
+    def settle_failed(self, errors: list[dict[str, str]]) -> None:
+        """Refused or broken: `errors` says what and where. Its upload is no longer referenced (the sweep frees it)."""
+        assert self.status == DatasetStatus.PROCESSING
+        self.status, self.errors, self.upload_sha256, self.finished_at = DatasetStatus.FAILED, errors, None, utcnow()
+
+    def settle_ready(self, blob_sha256: str | None, duplicate_of: int | None) -> None:
+        """Prepared (its figures set already): ready with its packed arrays, or a duplicate of an earlier version."""
+        assert self.status == DatasetStatus.PROCESSING
+        self.upload_sha256, self.finished_at = None, utcnow()
+        if duplicate_of is not None:
+            self.status, self.duplicate_of = DatasetStatus.DUPLICATE, duplicate_of
+        else:
+            self.status, self.blob_sha256 = DatasetStatus.READY, blob_sha256
+
 
 def referenced_blobs(session: Session) -> set[str]:
     """Every blob a dataset row needs: what a sweep of the blob store must keep (uploads still being prepared too)."""
