@@ -12,12 +12,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import Select, case, delete, func, or_, select
+from sqlalchemy import Select, case, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from domain.errors import Conflict, Forbidden, Invalid, NotFound
 from models import DatasetStatus, DatasetVersion, Visibility
+from models.base import utcnow
 from models.users import User
 
 # A short slug: what a URL, a file name and a CLI argument can all carry as it is.
@@ -37,6 +38,7 @@ def check_name(name: str) -> str:
 def readable(statement: Select[Any], user: User) -> Select[Any]:
     """`statement` limited to the dataset versions the user may see: built-ins, public ones, their own (all, for an
     admin)."""
+    statement = statement.where(DatasetVersion.deleted_at.is_(None))
     if user.admin:
         return statement
     return statement.where(
@@ -119,7 +121,8 @@ def new_version(
 
 def delete_version(session: Session, user: User, name: str, version: int) -> None:
     """Delete one version, by its owner or an admin. The built-ins are refused (403); the blobs it referenced are
-    freed by the blob store's sweep, once nothing else references them."""
+    freed by the blob store's sweep, once nothing else references them. Its number is not given again, and the
+    name stays the owner's."""
     row = next((v for v in visible_versions(session, user, name) if v.version == version), None)
     if row is None:
         raise NotFound(f"dataset {name!r} has no version {version}; GET /datasets/{name} lists its versions")
@@ -127,5 +130,6 @@ def delete_version(session: Session, user: User, name: str, version: int) -> Non
         raise Forbidden(f"{name!r} is a built-in dataset: it cannot be deleted")
     if not user.admin and row.owner_id != user.id:
         raise Forbidden(f"dataset {name!r} is another user's public dataset: only its owner or an admin can delete it")
-    session.execute(delete(DatasetVersion).where(DatasetVersion.id == row.id))
+    # A tombstone, not a delete: the number stays taken. Its blobs are no longer referenced.
+    row.deleted_at, row.blob_sha256, row.upload_sha256 = utcnow(), None, None
     session.commit()

@@ -83,6 +83,9 @@ class DatasetVersion(Base):
     created_by: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A deleted version stays as this tombstone, hidden from every read and holding no blob, so that its number is
+    # never given to other content.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     @property
     def builtin(self) -> bool:
@@ -95,13 +98,15 @@ class DatasetVersion(Base):
         self.status, self.errors, self.upload_sha256, self.finished_at = DatasetStatus.FAILED, errors, None, utcnow()
 
     def settle_ready(self, blob_sha256: str | None, duplicate_of: int | None) -> None:
-        """Prepared (its figures set already): ready with its packed arrays, or a duplicate of an earlier version."""
+        """Prepared (its figures set already): ready with its packed arrays, or a duplicate of an earlier version
+        (whose packed arrays `blob_sha256` then is: the same content, stored once)."""
         assert self.status == DatasetStatus.PROCESSING
         self.upload_sha256, self.finished_at = None, utcnow()
         if duplicate_of is not None:
             self.status, self.duplicate_of = DatasetStatus.DUPLICATE, duplicate_of
         else:
-            self.status, self.blob_sha256 = DatasetStatus.READY, blob_sha256
+            self.status = DatasetStatus.READY
+        self.blob_sha256 = blob_sha256
 
 
 def referenced_blobs(session: Session) -> set[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -177,9 +177,32 @@ def test_the_worker_step_prepares_a_version_drops_its_upload_and_a_rerun_changes
     )
     assert prepare(row_of("zoo", 2).id) == "duplicate"
     duplicate = client.get("/datasets/zoo").json()["versions"][1]
-    assert (duplicate["status"], duplicate["duplicate_of"], duplicate["blob_sha256"]) == ("duplicate", 1, None)
+    # Nothing new is referenced: it names version 1's packed arrays.
+    assert (duplicate["status"], duplicate["duplicate_of"]) == ("duplicate", 1)
+    assert duplicate["blob_sha256"] == row.blob_sha256
     assert duplicate["content_sha256"] == row.content_sha256
     assert version["version"] == 1 and again.json()["version"] == 2
+
+
+class KilledAfterPut(DatabaseBlobStore):
+    """The real store, in a process that dies (a BaseException, as a kill ends a task) right after its put."""
+
+    def put(self, chunks: Iterable[bytes]) -> str:
+        super().put(chunks)
+        raise KeyboardInterrupt
+
+
+def test_a_task_killed_midway_leaves_processing_and_its_redelivery_finishes(client: TestClient) -> None:
+    upload(client, "killed", THREE_CLASSES)
+    row = row_of("killed", 1)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(row.id, store=KilledAfterPut())
+    left = row_of("killed", 1)
+    assert (left.status, left.upload_sha256, left.blob_sha256) == (DatasetStatus.PROCESSING, row.upload_sha256, None)
+    assert prepare(row.id) == "ready"
+    done = row_of("killed", 1)
+    assert done.status == DatasetStatus.READY and done.upload_sha256 is None
+    assert DatabaseBlobStore().has(done.blob_sha256 or "")
 
 
 def test_the_worker_step_fails_a_hostile_upload_naming_the_entry(client: TestClient) -> None:
@@ -230,8 +253,9 @@ def test_another_users_private_dataset_is_a_404_with_the_words_of_a_missing_one(
 
 
 def test_delete_by_the_owner_or_an_admin_and_never_a_built_in(client: TestClient, other_client: TestClient) -> None:
-    assert upload(other_client, "shared", THREE_CLASSES, visibility="public").status_code == 202
-    assert upload(other_client, "shared", THREE_CLASSES, visibility="public").status_code == 202
+    theirs = zip_bytes(class_files(CLASSES, seed=7))  # bytes nobody else uploads
+    assert upload(other_client, "shared", theirs, visibility="public").status_code == 202
+    assert upload(other_client, "shared", theirs, visibility="public").status_code == 202
     assert upload(client, "admins", THREE_CLASSES, visibility="public").status_code == 202
     builtin = other_client.delete("/datasets/mnist/1")
     assert builtin.status_code == 403 and "built-in" in builtin.json()["detail"]
@@ -239,9 +263,17 @@ def test_delete_by_the_owner_or_an_admin_and_never_a_built_in(client: TestClient
     public = other_client.delete("/datasets/admins/1")
     assert public.status_code == 403 and "owner or an admin" in public.json()["detail"]
     assert other_client.delete("/datasets/shared/3").status_code == 404
+    shared_upload = row_of("shared", 1).upload_sha256
     assert other_client.delete("/datasets/shared/1").status_code == 204
     assert client.delete("/datasets/shared/2").status_code == 204  # an admin deletes anyone's
     assert other_client.get("/datasets/shared").status_code == 404
+    assert client.get("/datasets/shared").status_code == 404  # gone for an admin too
+    with session_scope() as session:  # nothing references their upload: the store's sweep frees it
+        assert shared_upload is not None and shared_upload not in referenced_blobs(session)
+    # A deleted version's number is never given again, and the name stays its owner's.
+    again = upload(other_client, "shared", THREE_CLASSES)
+    assert (again.status_code, again.json()["version"]) == (202, 3)
+    assert [v["version"] for v in other_client.get("/datasets/shared").json()["versions"]] == [3]
     assert client.get("/datasets/mnist").status_code == 200
     # The default-model routes under a built-in's name still answer as they did.
     unset = client.delete("/datasets/mnist/default-model")

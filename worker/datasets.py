@@ -61,7 +61,7 @@ def prepare(dataset_id: int, store: BlobStore | None = None) -> str:
     store = store or DatabaseBlobStore()
     with session_scope() as session:
         row = session.get(DatasetVersion, dataset_id)
-        if row is None or row.status != DatasetStatus.PROCESSING or row.upload_sha256 is None:
+        if row is None or row.status != DatasetStatus.PROCESSING or row.upload_sha256 is None or row.deleted_at:
             return "skipped"
         upload, options = row.upload_sha256, dict(row.options)
     try:
@@ -107,7 +107,7 @@ def pack(folder: Path, dest: Path) -> Path:
 def _finish_failed(dataset_id: int, errors: list[dict[str, str]]) -> str:
     with session_scope() as session:
         row = session.get(DatasetVersion, dataset_id)
-        if row is None or row.status != DatasetStatus.PROCESSING:
+        if row is None or row.status != DatasetStatus.PROCESSING or row.deleted_at is not None:
             return "skipped"
         row.settle_failed(errors)
     return "failed"
@@ -116,17 +116,18 @@ def _finish_failed(dataset_id: int, errors: list[dict[str, str]]) -> str:
 def _finish_ready(dataset_id: int, prepared: PreparedDataset, blob: str) -> str:
     with session_scope() as session:
         row = session.get(DatasetVersion, dataset_id)
-        if row is None or row.status != DatasetStatus.PROCESSING:
+        if row is None or row.status != DatasetStatus.PROCESSING or row.deleted_at is not None:
             return "skipped"  # finished by an earlier delivery of the task, or deleted meanwhile
-        same = session.scalar(
-            select(DatasetVersion.version).where(
+        same = session.execute(
+            select(DatasetVersion.version, DatasetVersion.blob_sha256).where(
                 DatasetVersion.name == row.name,
                 DatasetVersion.owner_id == row.owner_id,
                 DatasetVersion.status == DatasetStatus.READY,
                 DatasetVersion.content_sha256 == prepared.sha256,
                 DatasetVersion.id != row.id,
+                DatasetVersion.deleted_at.is_(None),
             )
-        )
+        ).first()
         row.content_sha256 = prepared.sha256
         row.class_names = list(prepared.class_names)
         row.counts = {split: dict(per_class) for split, per_class in prepared.counts.items()}
@@ -135,5 +136,8 @@ def _finish_ready(dataset_id: int, prepared: PreparedDataset, blob: str) -> str:
         row.held_out, row.test_fraction, row.seed = prepared.held_out, prepared.test_fraction, prepared.seed
         row.size_bytes, row.images, row.source_format = prepared.size_bytes, prepared.images, prepared.source_format
         # When the content is a ready version's already, this version stores nothing and points at that one.
-        row.settle_ready(blob, duplicate_of=same)
-        return "ready" if same is None else "duplicate"
+        if same is None:
+            row.settle_ready(blob, duplicate_of=None)
+            return "ready"
+        row.settle_ready(same.blob_sha256, duplicate_of=same.version)
+        return "duplicate"

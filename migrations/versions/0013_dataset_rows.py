@@ -62,6 +62,7 @@ def upgrade() -> None:
         sa.Column('created_by', sa.Integer(), nullable=True),
         sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
         sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+        sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(['owner_id'], ['user.id'], name=op.f('fk_dataset_version_owner_id_user')),
         sa.ForeignKeyConstraint(['created_by'], ['user.id'], name=op.f('fk_dataset_version_created_by_user')),
         sa.PrimaryKeyConstraint('id', name=op.f('pk_dataset_version')),
