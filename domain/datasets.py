@@ -16,6 +16,7 @@ from sqlalchemy import Select, case, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from domain.access import in_id_range
 from domain.errors import Conflict, Forbidden, Invalid, NotFound
 from models import DatasetStatus, DatasetVersion, Visibility
 from models.base import utcnow
@@ -123,7 +124,8 @@ def delete_version(session: Session, user: User, name: str, version: int) -> Non
     """Delete one version, by its owner or an admin. The built-ins are refused (403); the blobs it referenced are
     freed by the blob store's sweep, once nothing else references them. Its number is not given again, and the
     name stays the owner's."""
-    row = next((v for v in visible_versions(session, user, name) if v.version == version), None)
+    versions = visible_versions(session, user, name)
+    row = next((v for v in versions if v.version == version), None) if in_id_range(version) else None
     if row is None:
         raise NotFound(f"dataset {name!r} has no version {version}; GET /datasets/{name} lists its versions")
     if row.builtin:

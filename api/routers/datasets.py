@@ -24,6 +24,7 @@ from api.http.auth import CurrentUser
 from api.http.deps import SessionDep, SettingsDep
 from api.http.errors import responses
 from api.http.openapi import BINARY
+from api.http.params import id_path
 from api.schemas.datasets import DatasetDetail, DatasetError, DatasetRead, DatasetVersionRead
 from api.schemas.registry import DefaultModelRead, DefaultModelSet
 from config import Settings
@@ -34,9 +35,11 @@ from domain.errors import Unavailable
 from infra.blob_store import file_chunks
 from infra.task_publisher import BrokerUnavailable, enqueue_dataset
 from models import DatasetStatus, DatasetVersion, Visibility
+from models.base import as_utc
 from models.blob_store import DatabaseBlobStore
 from models.db import session_scope
 from models.users import User
+from training.bounds import INT32_MAX, Between
 from training.datafiles import in_data_dir
 from training.spec import DATASETS, Dataset
 from training.uploads import ColorMode, Fit, UploadCaps
@@ -153,8 +156,8 @@ def version_read(row: DatasetVersion) -> DatasetVersionRead:
         upload_bytes=row.upload_bytes,
         source_format=row.source_format,
         created_by=row.created_by,
-        created_at=row.created_at,
-        finished_at=row.finished_at,
+        created_at=as_utc(row.created_at),
+        finished_at=None if row.finished_at is None else as_utc(row.finished_at),
     )
 
 
@@ -165,7 +168,14 @@ def list_datasets(session: SessionDep, settings: SettingsDep, user: CurrentUser)
     return [_listed(session, settings, user, row) for row in dataset_rows.all_visible(session, user)]
 
 
-DatasetName = Annotated[str, Path(description="A dataset's name (GET /datasets lists them).", max_length=100)]
+DatasetName = Annotated[
+    str, Path(description="A dataset's name (GET /datasets lists them).", max_length=100, examples=["mnist"])
+]
+# The delete's example is an upload: a built-in cannot be deleted.
+UploadedName = Annotated[
+    str,
+    Path(description="An uploaded dataset's name (GET /datasets lists them).", max_length=100, examples=["flowers"]),
+]
 
 
 @router.get("/{name}", response_model=DatasetDetail, responses=responses(404, 422))
@@ -224,7 +234,8 @@ async def _store_upload(request: Request) -> str:
         if not isinstance(file, StarletteUpload):
             raise RequestValidationError([{"type": "missing", "loc": ("body", "file"), "msg": _NO_FILE, "input": None}])
         return await run_in_threadpool(store.put, file_chunks(file.file))
-    if media_type in ("", "application/json") or media_type.startswith("text/"):
+    # Anything else is the archive itself (curl --data-binary sends application/x-www-form-urlencoded unless told).
+    if media_type == "application/json" or media_type.endswith("+json") or media_type.startswith("text/"):
         raise RequestValidationError([{"type": "missing", "loc": ("body", "file"), "msg": _NO_FILE, "input": None}])
     return await run_in_threadpool(store.put, _pulled(request.stream()))
 
@@ -246,6 +257,15 @@ def _created(
             session.commit()
             raise Unavailable(str(exc)) from exc
         return version_read(row)
+
+
+def _name_checked(session: Session, user: User, name: str) -> int:
+    """The caller's id once the name is theirs to upload under (before a byte of the body is read); the session is
+    closed then: the body can take minutes to arrive, and no database connection is held meanwhile."""
+    dataset_rows.check_owner(session, user, name)
+    caller_id = user.id
+    session.close()
+    return caller_id
 
 
 @router.post(
@@ -278,7 +298,9 @@ async def upload_dataset(
         float | None,
         Query(gt=0, lt=1, description="Share held out for testing when the upload has no test split (default 0.2)."),
     ] = None,
-    seed: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="The hold-out's seed (default 42).")] = None,
+    seed: Annotated[
+        Annotated[int, Between(0, INT32_MAX)] | None, Query(description="The hold-out's seed (default 42).")
+    ] = None,
 ) -> DatasetVersionRead:
     """Upload a dataset: a zip or tar of class folders (optionally under train/ and test/), or an .npz of
     x_train/y_train (x_test/y_test). Answered 202 with the new version, `processing`; poll GET /datasets/{name}
@@ -288,10 +310,7 @@ async def upload_dataset(
     """
     dataset_rows.check_name(name)
     sides = _image_size(image_size)
-    dataset_rows.check_owner(session, user, name)  # refused before a byte of the body is read
-    caller_id = user.id
-    # The rest can take minutes: no database connection is held while the body arrives.
-    session.close()
+    caller_id = await run_in_threadpool(_name_checked, session, user, name)
     asked: dict[str, Any] = {
         "image_size": sides,
         "fit": None if fit is None else str(fit),
@@ -354,8 +373,8 @@ def delete_default_model(
 
 @router.delete("/{name}/{version}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(403, 404, 422))
 def delete_dataset_version(
-    name: DatasetName,
-    version: Annotated[int, Path(ge=1, le=2**31 - 1, description="The version number.")],
+    name: UploadedName,
+    version: Annotated[int, id_path("The version number (GET /datasets/{name} lists them).")],
     session: SessionDep,
     user: CurrentUser,
 ) -> Response:
