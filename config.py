@@ -18,6 +18,7 @@ from infra.url_passwords import redact_url, url_password
 
 # The Celery task names are the contract between the API (which enqueues by name) and the worker.
 TRAIN_TASK_NAME = "epochal.train_experiment"
+DATASET_TASK_NAME = "epochal.prepare_dataset"
 ENV_PREFIX = "EPOCHAL_"
 DATABASE_SCHEMES = ("sqlite", "postgresql+psycopg")  # plain postgresql:// means psycopg2, not installed
 BROKER_SCHEMES = ("redis", "rediss", "redis+socket")
@@ -157,6 +158,13 @@ class Settings(BaseSettings):
         default=25 * 2**20, ge=1024, description="Largest request body; a bigger one is refused (413) as it streams."
     )
     max_json_bytes: int = Field(default=2**20, ge=1024, description="Largest application/json request body.")
+    # A dataset upload (POST /datasets) streams into the blob store, so its cap is its own, far above the body cap.
+    max_upload_bytes: int = Field(
+        default=2 * 2**30,
+        ge=1024,
+        description="Largest dataset upload (POST /datasets); a bigger one is refused (413) as it streams, and "
+        "nothing of it stays stored.",
+    )
     # A refused body is still read (and dropped) up to this, so a client that sends all of it before reading
     # gets its 413 rather than a connection reset; past it the connection is closed. 0: close at once.
     max_drain_bytes: int = Field(

@@ -77,6 +77,8 @@ def create_app() -> FastAPI:
         max_bytes=settings.max_body_bytes,
         max_json_bytes=settings.max_json_bytes,
         max_drain_bytes=settings.max_drain_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+        upload_routes=datasets.UPLOAD_ROUTES,
     )
     app.add_middleware(RequestMetrics)  # it times and counts every answer, a 413 included
     # Outermost: the browser headers go on every answer, a 413 from the size cap included.

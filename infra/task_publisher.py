@@ -7,7 +7,7 @@ from functools import lru_cache
 import redis
 from celery import Celery
 
-from config import TRAIN_TASK_NAME, get_settings
+from config import DATASET_TASK_NAME, TRAIN_TASK_NAME, get_settings
 from infra.events import DISPATCH_CHANNEL, channel, one_retry, redis_url
 from infra.redaction import redact_secrets, redact_url
 
@@ -35,10 +35,18 @@ def get_celery_client() -> Celery:
 
 def enqueue_training(experiment_id: int, queue: str) -> None:
     """Put one experiment on `queue`; raise `BrokerUnavailable` if the broker cannot take it."""
+    _send(TRAIN_TASK_NAME, experiment_id, queue)
+
+
+def enqueue_dataset(dataset_id: int, queue: str) -> None:
+    """Put the preparation of one uploaded dataset version on `queue`; `BrokerUnavailable` if the broker cannot
+    take it."""
+    _send(DATASET_TASK_NAME, dataset_id, queue)
+
+
+def _send(task: str, row_id: int, queue: str) -> None:
     try:
-        get_celery_client().send_task(
-            TRAIN_TASK_NAME, args=[experiment_id], queue=queue, retry=True, retry_policy=PUBLISH_RETRY_POLICY
-        )
+        get_celery_client().send_task(task, args=[row_id], queue=queue, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
     except Exception as exc:
         # Stored in experiment.error and returned in the 503 body: never with the broker's password.
         where = redact_url(get_settings().broker_url)

@@ -2,6 +2,7 @@
 
 from models.base import Base
 from models.blobs import Blob, BlobChunk
+from models.datasets import DatasetStatus, DatasetVersion
 from models.registry import AliasMove, DatasetDefault, ModelAlias, ModelVersion, RegisteredModel, Visibility
 from models.roles import RoleLease, RolePass
 from models.tables import Artifact, Attempt, EpochMetric, Evaluation, Experiment, ResumeState, Sweep
@@ -16,6 +17,8 @@ __all__ = [
     "Blob",
     "BlobChunk",
     "DatasetDefault",
+    "DatasetStatus",
+    "DatasetVersion",
     "EpochMetric",
     "Evaluation",
     "Experiment",

@@ -37,7 +37,7 @@ def expected_statuses(method: str, path: str, operation: dict[str, Any]) -> set[
     if "requestBody" in operation:
         expected |= {"400", "413"}  # a body may not parse, and the body cap applies to every request body
     content = operation.get("requestBody", {}).get("content", {})
-    if "multipart/form-data" in content:
+    if "multipart/form-data" in content and path.endswith("/predictions"):
         expected |= {"415", "429"}  # an upload is an image, and predictions are rate limited
     if method == "POST" and path in ("/experiments", "/sweeps", "/experiments/{experiment_id}/retry"):
         expected.add("429")  # the active-jobs quota

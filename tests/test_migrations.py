@@ -381,7 +381,7 @@ def test_experiments_from_before_0011_read_back_without_training_options_and_its
             {"now": datetime.now(UTC)},
         )
     engine.dispose()
-    command.upgrade(config, "head")  # through 0011; the ORM reads the rows as head's schema
+    command.upgrade(config, "head")  # 0011, and what came after it; the ORM reads the rows as head's schema
     assert schema_drift(empty_database) == []
     engine = make_engine(empty_database)
     with Session(engine) as session:
@@ -449,3 +449,43 @@ def test_users_from_before_0012_keep_the_service_wide_network_limits_and_its_dow
     engine.dispose()
     command.upgrade(config, "head")
     assert schema_drift(empty_database) == []
+
+
+def test_dataset_rows_come_with_0014_holding_the_built_ins_and_go_with_its_downgrade(empty_database: str) -> None:
+    from models.datasets import DatasetStatus, DatasetVersion
+    from training.spec import DATASETS
+
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0013")
+    assert "dataset_version" not in table_names(empty_database)
+    command.upgrade(config, "0014")  # read below through the ORM: a later revision of dataset_version reads with SQL
+    engine = make_engine(empty_database)
+    with Session(engine) as session:
+        rows = session.scalars(select(DatasetVersion).order_by(DatasetVersion.name)).all()
+        # The built-ins as the app knows them: a migration's copy that drifted from training/spec.py fails here.
+        assert {row.name: (row.class_names, row.input_shape) for row in rows} == {
+            info.name.value: (list(info.class_names), list(info.input_shape)) for info in DATASETS.values()
+        }
+        for row in rows:
+            assert (row.version, row.owner_id, row.visibility, row.status) == (1, None, "public", DatasetStatus.READY)
+            assert row.content_sha256 is None and row.blob_sha256 is None and row.builtin
+        session.execute(
+            text("INSERT INTO \"user\" (id, name, admin, created_at) VALUES (1, 'a', false, :now)"),
+            {"now": datetime.now(UTC)},
+        )
+        session.add(DatasetVersion(name="flowers", version=1, owner_id=1, created_by=1, upload_sha256="b" * 64))
+        session.commit()
+        # One version number per name: a second version 1 is refused by the database itself.
+        session.add(DatasetVersion(name="flowers", version=1, owner_id=1, created_by=1))
+        with pytest.raises(IntegrityError):
+            session.commit()
+    engine.dispose()
+    command.downgrade(config, "0013")
+    assert "dataset_version" not in table_names(empty_database)
+    command.upgrade(config, "head")
+    assert schema_drift(empty_database) == []
+    engine = make_engine(empty_database)
+    with engine.connect() as connection:  # up again: the built-ins are back, the upload's row is not
+        names = connection.execute(text("SELECT name FROM dataset_version ORDER BY name")).scalars().all()
+    engine.dispose()
+    assert names == ["cats_vs_dogs", "fashion_mnist", "mnist"]

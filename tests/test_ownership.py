@@ -180,6 +180,44 @@ def test_every_route_of_a_private_model_is_404_for_another_user(
         assert client.get("/models/digits").json()["aliases"] == {"production": 1}
 
 
+DATASET_ROUTES = [(method, path, route) for method, path, route in routes() if path.startswith("/datasets/{name}")]
+
+
+@pytest.fixture
+def admins_dataset(client: TestClient) -> dict[str, Any]:
+    """A private uploaded dataset of the admin's (still processing: no worker consumes the tests' queue)."""
+    response = client.post("/datasets?name=admins-data", files={"file": ("data.zip", b"PK\x05\x06" + bytes(18))})
+    assert response.status_code == 202, response.text
+    return {"name": "admins-data", "version": 1}
+
+
+def test_the_dataset_walk_covers_every_dataset_route() -> None:
+    walked = {(method, path) for method, path, _route in DATASET_ROUTES}
+    assert {("GET", "/datasets/{name}"), ("DELETE", "/datasets/{name}/{version}")} <= walked
+
+
+@pytest.mark.parametrize(("method", "path", "route"), DATASET_ROUTES, ids=[f"{m} {p}" for m, p, _ in DATASET_ROUTES])
+def test_every_route_of_a_private_dataset_is_404_for_another_user(
+    client: TestClient,
+    other_client: TestClient,
+    admins_dataset: dict[str, Any],
+    method: str,
+    path: str,
+    route: APIRoute,
+) -> None:
+    url = fill(path, admins_dataset)
+    if method == "GET":
+        assert client.get(url).status_code == 200, url
+    response = call(other_client, method, route, url)
+    assert response.status_code == 404, (url, response.status_code, response.text)
+    missing = call(other_client, method, route, fill(path, {**admins_dataset, "name": "missing"}))
+    assert missing.status_code == 404
+    assert response.json()["detail"] == missing.json()["detail"].replace("'missing'", "'admins-data'")
+    assert [v["version"] for v in client.get("/datasets/admins-data").json()["versions"]] == [1]  # nothing changed
+    # Nor does the list show it to them.
+    assert "admins-data" not in {d["name"] for d in other_client.get("/datasets").json()}
+
+
 PROTECTED_ROUTES = [(method, path, route) for method, path, route in routes() if path not in PUBLIC]
 
 

@@ -1,4 +1,4 @@
-"""Thin Celery tasks: claim an attempt, call `training`, persist what it returns."""
+"""Thin Celery tasks: claim an attempt, call `training`, persist what it returns; prepare an uploaded dataset."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from billiard.common import terminate_handler_fired
 from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task
 
-from config import TRAIN_TASK_NAME, get_settings
+from config import DATASET_TASK_NAME, TRAIN_TASK_NAME, get_settings
 from domain.lifecycle import Outcome
 from infra import events
 from training.results import StopReason
@@ -126,3 +126,14 @@ def _train(job: jobs.ClaimedJob, heartbeat: Heartbeat) -> str:
             stopped_early_at=result.stopped_early_at,
         )
         return "succeeded"
+
+
+@app.task(name=DATASET_TASK_NAME)
+def prepare_dataset(dataset_id: int) -> str:
+    """Prepare uploaded dataset version `dataset_id` if it is `processing` (worker/datasets.py); how it ended."""
+    # Imported in the child that runs it: the prefork parent stays free of the image decoders.
+    from worker.datasets import prepare
+
+    outcome = prepare(dataset_id)
+    log.info("dataset version %s: %s", dataset_id, outcome)
+    return outcome

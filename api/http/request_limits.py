@@ -50,13 +50,26 @@ class BodySizeLimit:
     connection closes, so that a client still sending can read its answer (0: close at once).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, max_json_bytes: int, max_drain_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        max_json_bytes: int,
+        max_drain_bytes: int = 0,
+        max_upload_bytes: int | None = None,
+        upload_routes: frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_json_bytes = max_json_bytes
         self.max_drain_bytes = max_drain_bytes
+        # Routes that stream their body into storage as it arrives (a dataset upload): their cap is this one.
+        self.max_upload_bytes = max_upload_bytes
+        self.upload_routes = upload_routes
 
     def _cap_for(self, scope: Scope) -> tuple[int, str]:
+        if self.max_upload_bytes is not None and (scope.get("method"), scope.get("path")) in self.upload_routes:
+            return self.max_upload_bytes, "uploads (EPOCHAL_MAX_UPLOAD_BYTES)"
         if _is_json(scope):
             return min(self.max_json_bytes, self.max_bytes), "JSON request bodies"
         return self.max_bytes, "request bodies"

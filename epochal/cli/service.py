@@ -41,7 +41,7 @@ def datasets(ctx: typer.Context, as_json: JsonFlag = False) -> None:
             d["name"],
             ", ".join(d["class_names"]),
             "x".join(map(str, d["input_shape"])),
-            d["default_network"],
+            d["default_network"] or "-",
             "yes" if d["in_data_dir"] else "no (downloaded)",
             str(d["best_experiment_id"] or "-"),
         )

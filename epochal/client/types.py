@@ -207,12 +207,20 @@ class ModelDetail(Model):
     history: list[AliasMove]
 
 
+DatasetState = Literal["processing", "ready", "failed", "duplicate"]
+
+
 class Dataset(TypedDict):
-    name: DatasetName
+    name: str  # a built-in's DatasetName, or an uploaded dataset's
+    version: int
+    builtin: bool
+    owner_id: int | None
+    visibility: Visibility
+    status: DatasetState
     description: str
     class_names: list[str]
     input_shape: list[int]
-    default_network: NetworkName
+    default_network: NetworkName | None  # None for an upload (it cannot be trained on yet)
     test_split: str
     in_data_dir: bool
     best_experiment_id: int | None

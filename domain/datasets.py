@@ -1,0 +1,137 @@
+"""Datasets as rows (models/datasets.py): who may see one, a new version of an upload, and deleting one.
+
+A user sees the built-ins, every public dataset and their own (an admin sees all); another user's private dataset
+is `NotFound` with the same words as a missing one. A name belongs to the first user to upload under it: another
+user's upload under a name they can see is refused (409), and under one they cannot see too, since one name has
+one owner (so a private name is known to be taken, as a registered model's is). Sharing with named users may come
+later.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import Select, case, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from domain.access import in_id_range
+from domain.errors import Conflict, Forbidden, Invalid, NotFound
+from models import DatasetStatus, DatasetVersion, Visibility
+from models.base import utcnow
+from models.users import User
+
+# A short slug: what a URL, a file name and a CLI argument can all carry as it is.
+NAME = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,38}[a-z0-9])?$")
+NAME_RULE = "1 to 40 characters: lowercase letters, digits, '-' and '_', starting and ending with a letter or digit"
+# Two uploads under one name at once both read the same highest version; the second is refused by the unique
+# constraint and tries the next number, this many times.
+VERSION_TRIES = 5
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name):
+        raise Invalid(f"dataset name {name!r:.60} is not a short slug: {NAME_RULE} (e.g. 'flowers')")
+    return name
+
+
+def readable(statement: Select[Any], user: User) -> Select[Any]:
+    """`statement` limited to the dataset versions the user may see: built-ins, public ones, their own (all, for an
+    admin)."""
+    statement = statement.where(DatasetVersion.deleted_at.is_(None))
+    if user.admin:
+        return statement
+    return statement.where(
+        or_(
+            DatasetVersion.owner_id.is_(None),
+            DatasetVersion.owner_id == user.id,
+            DatasetVersion.visibility == Visibility.PUBLIC,
+        )
+    )
+
+
+def _missing(name: str) -> NotFound:
+    return NotFound(f"dataset {name!r:.60} does not exist; GET /datasets lists the ones you can use")
+
+
+def visible_versions(session: Session, user: User, name: str) -> list[DatasetVersion]:
+    """Every version of `name` the user may see, oldest first; NotFound when there is none."""
+    statement = select(DatasetVersion).where(DatasetVersion.name == name).order_by(DatasetVersion.version)
+    versions = list(session.scalars(readable(statement, user)))
+    if not versions:
+        raise _missing(name)
+    return versions
+
+
+def all_visible(session: Session, user: User) -> list[DatasetVersion]:
+    """Every dataset version the user may see: built-ins first (as they were declared), then by name and version."""
+    builtin = DatasetVersion.owner_id.is_(None)
+    statement = select(DatasetVersion).order_by(
+        ~builtin, case((builtin, DatasetVersion.id), else_=0), DatasetVersion.name, DatasetVersion.version
+    )
+    return list(session.scalars(readable(statement, user)))
+
+
+def check_owner(session: Session, user: User, name: str) -> None:
+    """Conflict unless `name` is a valid slug that is free or the user's own."""
+    check_name(name)
+    owners = set(session.scalars(select(DatasetVersion.owner_id).where(DatasetVersion.name == name).distinct()))
+    if None in owners:
+        raise Conflict(f"{name!r} is a built-in dataset; upload yours under another name")
+    if owners - {user.id}:
+        raise Conflict(f"the dataset name {name!r} is taken by another user; upload yours under another name")
+
+
+def new_version(
+    session: Session,
+    user: User,
+    name: str,
+    visibility: Visibility,
+    options: dict[str, Any],
+    upload_sha256: str,
+    upload_bytes: int,
+) -> DatasetVersion:
+    """A `processing` row for an upload stored as `upload_sha256`: the next version of `name`, committed.
+
+    Conflict when the name is a built-in's or another user's.
+    """
+    for _ in range(VERSION_TRIES):
+        check_owner(session, user, name)
+        latest = session.scalar(select(func.max(DatasetVersion.version)).where(DatasetVersion.name == name))
+        row = DatasetVersion(
+            name=name,
+            version=(latest or 0) + 1,
+            owner_id=user.id,
+            created_by=user.id,
+            visibility=visibility,
+            status=DatasetStatus.PROCESSING,
+            options=options,
+            upload_sha256=upload_sha256,
+            upload_bytes=upload_bytes,
+        )
+        session.add(row)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            continue
+        return row
+    raise Conflict(f"uploads under {name!r} kept racing for a version number; send yours again")
+
+
+def delete_version(session: Session, user: User, name: str, version: int) -> None:
+    """Delete one version, by its owner or an admin. The built-ins are refused (403); the blobs it referenced are
+    freed by the blob store's sweep, once nothing else references them. Its number is not given again, and the
+    name stays the owner's."""
+    versions = visible_versions(session, user, name)
+    row = next((v for v in versions if v.version == version), None) if in_id_range(version) else None
+    if row is None:
+        raise NotFound(f"dataset {name!r} has no version {version}; GET /datasets/{name} lists its versions")
+    if row.builtin:
+        raise Forbidden(f"{name!r} is a built-in dataset: it cannot be deleted")
+    if not user.admin and row.owner_id != user.id:
+        raise Forbidden(f"dataset {name!r} is another user's public dataset: only its owner or an admin can delete it")
+    # A tombstone, not a delete: the number stays taken. Its blobs are no longer referenced.
+    row.deleted_at, row.blob_sha256, row.upload_sha256 = utcnow(), None, None
+    session.commit()

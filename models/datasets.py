@@ -1,0 +1,116 @@
+"""Datasets as rows: one `dataset_version` per version of a named dataset, the built-ins included.
+
+A name belongs to one owner (the first to upload under it; none for the built-ins, which are everyone's) and its
+versions are numbered 1, 2, ... and never change once `ready`: a new upload under the name is a new version. A
+version's content lives in the blob store (`models/blob_store.py`): while it is `processing`, `upload_sha256` is
+the upload as it arrived; once `ready`, `blob_sha256` is its prepared arrays packed as one uncompressed tar
+(`worker/datasets.py`) and `upload_sha256` is cleared, so the store's sweep frees the upload (`referenced_blobs`
+is what a sweep must keep).
+
+The built-ins (mnist, fashion_mnist, cats_vs_dogs) are rows too, public, owned by nobody, `ready` from the
+migration on, with no blob and no content hash yet: their files are still read from the data folder
+(training/datafiles.py) and the experiment table still names them by their `Dataset` value.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+    select,
+)
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from models.base import Base, utcnow
+from models.registry import Visibility
+
+NAME_LENGTH = 64
+
+
+class DatasetStatus(StrEnum):
+    PROCESSING = "processing"  # uploaded; the worker's `prepare_dataset` has not finished with it
+    READY = "ready"  # prepared: its arrays are in the blob store under `blob_sha256`
+    FAILED = "failed"  # refused or broken; `errors` says what and where
+    DUPLICATE = "duplicate"  # the same content as the ready version `duplicate_of` of the name: nothing new stored
+
+
+def _enum(kind: type[StrEnum], length: int) -> Enum:
+    return Enum(kind, values_callable=lambda m: [v.value for v in m], native_enum=False, length=length)
+
+
+class DatasetVersion(Base):
+    __tablename__ = "dataset_version"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), index=True)
+    version: Mapped[int] = mapped_column(Integer)  # 1, 2, ... within its name, never reused
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"), index=True)  # None: a built-in
+    visibility: Mapped[Visibility] = mapped_column(_enum(Visibility, 10), default=Visibility.PRIVATE)
+    status: Mapped[DatasetStatus] = mapped_column(_enum(DatasetStatus, 12), default=DatasetStatus.PROCESSING)
+    # What was wrong, when failed: [{"entry": the archive member (or "(the upload)"), "reason": what to do}].
+    errors: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    duplicate_of: Mapped[int | None] = mapped_column(Integer)  # the version number whose content this is
+    # The sha256 of the canonical content (training/uploads/canonical.py), the same whatever archive carried it.
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
+    blob_sha256: Mapped[str | None] = mapped_column(String(64))  # the packed arrays, in the blob store
+    upload_sha256: Mapped[str | None] = mapped_column(String(64))  # the upload, while it is being prepared
+    upload_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # what the uploader asked for
+    class_names: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
+    counts: Mapped[dict[str, dict[str, int]] | None] = mapped_column(JSON(none_as_null=True))  # split -> class -> n
+    input_shape: Mapped[list[int] | None] = mapped_column(JSON(none_as_null=True))
+    fit: Mapped[str | None] = mapped_column(String(10))
+    color_mode: Mapped[str | None] = mapped_column(String(10))
+    held_out: Mapped[bool | None] = mapped_column(Boolean)  # whether the test split was held out of the upload
+    test_fraction: Mapped[float | None] = mapped_column(Float)
+    seed: Mapped[int | None] = mapped_column(Integer)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)  # of the canonical arrays
+    images: Mapped[int | None] = mapped_column(Integer)
+    source_format: Mapped[str | None] = mapped_column(String(20))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A deleted version stays as this tombstone, hidden from every read and holding no blob, so that its number is
+    # never given to other content.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    @property
+    def builtin(self) -> bool:
+        return self.owner_id is None
+
+    # A version's status changes only here, and only from `processing`: once settled, a version never changes.
+    def settle_failed(self, errors: list[dict[str, str]]) -> None:
+        """Refused or broken: `errors` says what and where. Its upload is no longer referenced (the sweep frees it)."""
+        assert self.status == DatasetStatus.PROCESSING
+        self.status, self.errors, self.upload_sha256, self.finished_at = DatasetStatus.FAILED, errors, None, utcnow()
+
+    def settle_ready(self, blob_sha256: str | None, duplicate_of: int | None) -> None:
+        """Prepared (its figures set already): ready with its packed arrays, or a duplicate of an earlier version
+        (whose packed arrays `blob_sha256` then is: the same content, stored once)."""
+        assert self.status == DatasetStatus.PROCESSING
+        self.upload_sha256, self.finished_at = None, utcnow()
+        if duplicate_of is not None:
+            self.status, self.duplicate_of = DatasetStatus.DUPLICATE, duplicate_of
+        else:
+            self.status = DatasetStatus.READY
+        self.blob_sha256 = blob_sha256
+
+
+def referenced_blobs(session: Session) -> set[str]:
+    """Every blob a dataset row needs: what a sweep of the blob store must keep (uploads still being prepared too)."""
+    packed = session.scalars(select(DatasetVersion.blob_sha256).where(DatasetVersion.blob_sha256.is_not(None)))
+    uploads = session.scalars(select(DatasetVersion.upload_sha256).where(DatasetVersion.upload_sha256.is_not(None)))
+    return {sha for sha in (*packed, *uploads) if sha is not None}

@@ -1,0 +1,326 @@
+"""Datasets as rows: uploads streamed into the blob store under their cap, prepared by a real worker, listed, read
+and deleted by who may; another user's private dataset a 404 everywhere."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from config import get_settings
+from models import Blob, BlobChunk, DatasetStatus, DatasetVersion
+from models.blob_store import DatabaseBlobStore
+from models.datasets import referenced_blobs
+from models.db import session_scope
+from tests.support import Service, running_service
+from tests.upload_archives import class_files, write_zip
+from worker.datasets import prepare
+
+CLASSES = {"cat": 4, "dog": 5, "fox": 6}
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return buffer.getvalue()
+
+
+THREE_CLASSES = zip_bytes(class_files(CLASSES, size=(12, 16)))
+HOSTILE = zip_bytes({**class_files({"cat": 2, "dog": 2}), "../evil.png": class_files({"x": 1})["x/000.png"]})
+
+
+def upload(client: TestClient | httpx.Client, name: str, body: bytes, **params: Any) -> Any:
+    return client.post(
+        "/datasets", params={"name": name, **params}, content=body, headers={"Content-Type": "application/zip"}
+    )
+
+
+def blob_counts() -> tuple[int, int]:
+    with session_scope() as session:
+        return session.scalar(select(func.count()).select_from(Blob)) or 0, session.scalar(
+            select(func.count()).select_from(BlobChunk)
+        ) or 0
+
+
+def row_of(name: str, version: int) -> DatasetVersion:
+    with session_scope() as session:
+        row = session.scalars(
+            select(DatasetVersion).where(DatasetVersion.name == name, DatasetVersion.version == version)
+        ).one()
+        session.expunge(row)
+        return row
+
+
+def test_an_upload_is_a_processing_version_of_its_name_and_the_next_one_is_version_2(client: TestClient) -> None:
+    first = upload(client, "flowers", THREE_CLASSES, image_size="8x10", fit="crop", test_fraction=0.25)
+    assert first.status_code == 202, first.text
+    body = first.json()
+    assert (body["name"], body["version"], body["status"], body["visibility"]) == (
+        "flowers",
+        1,
+        "processing",
+        "private",
+    )
+    assert body["options"] == {"image_size": [8, 10], "fit": "crop", "test_fraction": 0.25}
+    assert body["upload_bytes"] == len(THREE_CLASSES)
+    # The upload is in the blob store, whole, under the hash the row names.
+    stored = row_of("flowers", 1).upload_sha256
+    assert stored is not None and b"".join(DatabaseBlobStore().read(stored)) == THREE_CLASSES
+    # As a multipart `file` part too; a new upload under the name is its next version.
+    second = client.post("/datasets?name=flowers", files={"file": ("f.zip", THREE_CLASSES, "application/zip")})
+    assert (second.status_code, second.json()["version"]) == (202, 2), second.text
+    detail = client.get("/datasets/flowers").json()
+    assert [v["version"] for v in detail["versions"]] == [1, 2]
+    assert [v["status"] for v in detail["versions"]] == ["processing", "processing"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"name": "Flowers!"}, "name"),
+        ({"name": "-x"}, "name"),
+        ({"name": "a" * 41}, "name"),
+        ({"name": "ok", "image_size": "0x5"}, "image_size"),
+        ({"name": "ok", "image_size": "64by64"}, "image_size"),
+        ({"name": "ok", "test_fraction": "1.5"}, "test_fraction"),
+        ({"name": "ok", "fit": "squash"}, "fit"),
+    ],
+)
+def test_a_bad_name_or_option_is_a_422_and_stores_nothing(
+    client: TestClient, params: dict[str, str], field: str
+) -> None:
+    before = blob_counts()
+    response = client.post(
+        "/datasets", params=params, content=THREE_CLASSES, headers={"Content-Type": "application/zip"}
+    )
+    assert response.status_code == 422, response.text
+    assert field in response.text
+    assert blob_counts() == before
+
+
+def test_a_built_in_name_or_another_users_name_is_a_409(client: TestClient, other_client: TestClient) -> None:
+    response = upload(client, "mnist", THREE_CLASSES)
+    assert response.status_code == 409 and "built-in" in response.json()["detail"]
+    assert upload(other_client, "theirs", THREE_CLASSES).status_code == 202
+    taken = upload(client, "theirs", THREE_CLASSES)
+    assert taken.status_code == 409 and "another user" in taken.json()["detail"]
+
+
+def test_a_body_that_is_no_upload_is_a_422(client: TestClient) -> None:
+    response = client.post("/datasets?name=x", json={"file": "x"})
+    assert response.status_code == 422 and "multipart/form-data part named 'file'" in response.text
+    assert client.post("/datasets?name=x", files={"other": ("f.zip", b"x")}).status_code == 422
+
+
+@pytest.fixture
+def small_cap_client(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    """The API built with an upload cap of 64 KiB (the cap is read when the app is built)."""
+    from api.main import create_app
+
+    monkeypatch.setattr(get_settings(), "max_upload_bytes", 64 * 1024)
+    with TestClient(create_app(), headers={"Authorization": client.headers["Authorization"]}) as capped:
+        yield capped
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_an_upload_over_the_cap_is_a_413_naming_it_and_stores_nothing(
+    small_cap_client: TestClient, declared: bool
+) -> None:
+    before = blob_counts()
+    big = b"PK" + bytes(200 * 1024)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams, after some chunks were stored
+        for start in range(0, len(big), 16 * 1024):
+            yield big[start : start + 16 * 1024]
+
+    response = small_cap_client.post(
+        "/datasets?name=big", content=big if declared else chunks(), headers={"Content-Type": "application/zip"}
+    )
+    assert response.status_code == 413, response.text
+    assert "EPOCHAL_MAX_UPLOAD_BYTES" in response.json()["detail"] and "65536 bytes" in response.json()["detail"]
+    assert blob_counts() == before  # not a chunk of it stays
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(DatasetVersion).where(DatasetVersion.name == "big")) == 0
+    # Under the cap the same app takes it.
+    assert upload(small_cap_client, "small", THREE_CLASSES).status_code == 202
+
+
+def test_the_worker_step_prepares_a_version_drops_its_upload_and_a_rerun_changes_nothing(client: TestClient) -> None:
+    version = upload(client, "zoo", THREE_CLASSES, test_fraction=0.5).json()
+    row_id = row_of("zoo", 1).id
+    upload_blob = row_of("zoo", 1).upload_sha256
+    assert prepare(row_id) == "ready"
+    row = row_of("zoo", 1)
+    assert row.status == DatasetStatus.READY and row.upload_sha256 is None and row.blob_sha256 is not None
+    assert row.class_names == ["cat", "dog", "fox"]
+    assert {split: sum(c.values()) for split, c in (row.counts or {}).items()} == {"train": 7, "test": 8}
+    assert prepare(row_id) == "skipped"  # a redelivered task finds it done
+    # Nothing references the upload any more: a sweep frees it and keeps the packed arrays.
+    with session_scope() as session:
+        keep = referenced_blobs(session)
+    assert keep == {row.blob_sha256}
+    swept = DatabaseBlobStore().sweep(keep, grace_s=0)
+    assert upload_blob in swept.blobs and DatabaseBlobStore().has(row.blob_sha256)
+    # The same content again (another archive's bytes: a tar would do too) is a duplicate of version 1.
+    again = upload(
+        client, "zoo", zip_bytes(dict(reversed(class_files(CLASSES, size=(12, 16)).items()))), test_fraction=0.5
+    )
+    assert prepare(row_of("zoo", 2).id) == "duplicate"
+    duplicate = client.get("/datasets/zoo").json()["versions"][1]
+    # Nothing new is referenced: it names version 1's packed arrays.
+    assert (duplicate["status"], duplicate["duplicate_of"]) == ("duplicate", 1)
+    assert duplicate["blob_sha256"] == row.blob_sha256
+    assert duplicate["content_sha256"] == row.content_sha256
+    assert version["version"] == 1 and again.json()["version"] == 2
+
+
+class KilledAfterPut(DatabaseBlobStore):
+    """The real store, in a process that dies (a BaseException, as a kill ends a task) right after its put."""
+
+    def put(self, chunks: Iterable[bytes]) -> str:
+        super().put(chunks)
+        raise KeyboardInterrupt
+
+
+def test_a_task_killed_midway_leaves_processing_and_its_redelivery_finishes(client: TestClient) -> None:
+    upload(client, "killed", THREE_CLASSES)
+    row = row_of("killed", 1)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(row.id, store=KilledAfterPut())
+    left = row_of("killed", 1)
+    assert (left.status, left.upload_sha256, left.blob_sha256) == (DatasetStatus.PROCESSING, row.upload_sha256, None)
+    assert prepare(row.id) == "ready"
+    done = row_of("killed", 1)
+    assert done.status == DatasetStatus.READY and done.upload_sha256 is None
+    assert DatabaseBlobStore().has(done.blob_sha256 or "")
+
+
+def test_the_worker_step_fails_a_hostile_upload_naming_the_entry(client: TestClient) -> None:
+    upload(client, "bad", HOSTILE)
+    assert prepare(row_of("bad", 1).id) == "failed"
+    version = client.get("/datasets/bad").json()["versions"][0]
+    assert version["status"] == "failed" and version["blob_sha256"] is None
+    assert [e["entry"] for e in version["errors"]] == ["../evil.png"]
+    assert "'..'" in version["errors"][0]["reason"]
+    assert row_of("bad", 1).upload_sha256 is None
+
+
+def test_the_list_keeps_the_built_ins_and_shows_public_and_own_uploads(
+    client: TestClient, other_client: TestClient
+) -> None:
+    assert upload(client, "admins-private", THREE_CLASSES).status_code == 202
+    assert upload(client, "admins-public", THREE_CLASSES, visibility="public").status_code == 202
+    assert upload(other_client, "mine", THREE_CLASSES).status_code == 202
+    listed = other_client.get("/datasets").json()
+    assert [d["name"] for d in listed] == ["mnist", "fashion_mnist", "cats_vs_dogs", "admins-public", "mine"]
+    mnist = listed[0]
+    assert mnist["builtin"] and mnist["default_network"] == "mlp" and mnist["class_names"][0] == "0"
+    assert mnist["test_split"].startswith("test") and mnist["owner_id"] is None and mnist["visibility"] == "public"
+    mine = listed[-1]
+    assert (mine["builtin"], mine["status"], mine["default_network"], mine["in_data_dir"]) == (
+        False,
+        "processing",
+        None,
+        False,
+    )
+    # An admin sees everyone's.
+    assert {"admins-private", "admins-public", "mine"} <= {d["name"] for d in client.get("/datasets").json()}
+    builtin = other_client.get("/datasets/cats_vs_dogs").json()
+    assert builtin["builtin"] and builtin["versions"][0]["input_shape"] == [150, 150, 3]
+    assert builtin["versions"][0]["content_sha256"] is None
+
+
+def test_another_users_private_dataset_is_a_404_with_the_words_of_a_missing_one(
+    client: TestClient, other_client: TestClient
+) -> None:
+    assert upload(client, "secret", THREE_CLASSES).status_code == 202
+    for method, path in (("GET", "/datasets/{}"), ("DELETE", "/datasets/{}/1")):
+        hidden = other_client.request(method, path.format("secret"))
+        missing = other_client.request(method, path.format("nothing"))
+        assert (hidden.status_code, missing.status_code) == (404, 404)
+        assert hidden.json()["detail"] == missing.json()["detail"].replace("nothing", "secret")
+    assert client.get("/datasets/secret").status_code == 200
+
+
+def test_delete_by_the_owner_or_an_admin_and_never_a_built_in(client: TestClient, other_client: TestClient) -> None:
+    theirs = zip_bytes(class_files(CLASSES, seed=7))  # bytes nobody else uploads
+    assert upload(other_client, "shared", theirs, visibility="public").status_code == 202
+    assert upload(other_client, "shared", theirs, visibility="public").status_code == 202
+    assert upload(client, "admins", THREE_CLASSES, visibility="public").status_code == 202
+    builtin = other_client.delete("/datasets/mnist/1")
+    assert builtin.status_code == 403 and "built-in" in builtin.json()["detail"]
+    assert client.delete("/datasets/mnist/1").status_code == 403  # not even an admin
+    public = other_client.delete("/datasets/admins/1")
+    assert public.status_code == 403 and "owner or an admin" in public.json()["detail"]
+    assert other_client.delete("/datasets/shared/3").status_code == 404
+    shared_upload = row_of("shared", 1).upload_sha256
+    assert other_client.delete("/datasets/shared/1").status_code == 204
+    assert client.delete("/datasets/shared/2").status_code == 204  # an admin deletes anyone's
+    assert other_client.get("/datasets/shared").status_code == 404
+    assert client.get("/datasets/shared").status_code == 404  # gone for an admin too
+    with session_scope() as session:  # nothing references their upload: the store's sweep frees it
+        assert shared_upload is not None and shared_upload not in referenced_blobs(session)
+    # A deleted version's number is never given again, and the name stays its owner's.
+    again = upload(other_client, "shared", THREE_CLASSES)
+    assert (again.status_code, again.json()["version"]) == (202, 3)
+    assert [v["version"] for v in other_client.get("/datasets/shared").json()["versions"]] == [3]
+    assert client.get("/datasets/mnist").status_code == 200
+    # The default-model routes under a built-in's name still answer as they did.
+    unset = client.delete("/datasets/mnist/default-model")
+    assert unset.status_code == 404 and "no default model for mnist" in unset.json()["detail"]
+
+
+# With a real worker process: the upload is prepared by the `prepare_dataset` task the API queued.
+QUEUE = "e2e-datasets"
+
+
+@pytest.fixture(scope="module")
+def service(migrated_database: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    from tests.support import empty_all_tables
+
+    empty_all_tables()
+    with running_service(tmp_path_factory.mktemp("datasets"), QUEUE, ["prep"]) as running:
+        yield running
+
+
+def wait_finished(http: httpx.Client, name: str, version: int, service: Service) -> dict[str, Any]:
+    deadline = time.monotonic() + 120
+    while True:
+        found: dict[str, Any] = http.get(f"/datasets/{name}").json()["versions"][version - 1]
+        if found["status"] != "processing":
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} v{version} still processing\n{service.logs()}")
+        time.sleep(0.3)
+
+
+@pytest.mark.e2e
+def test_a_worker_prepares_an_uploaded_zip_and_fails_a_hostile_one(service: Service, tmp_path: Path) -> None:
+    archive = write_zip(tmp_path / "three.zip", class_files(CLASSES, size=(12, 16), channels=3))
+    with service.http() as http, archive.open("rb") as stream:
+        created = http.post("/datasets?name=pets&visibility=public", files={"file": ("three.zip", stream)})
+        assert created.status_code == 202, created.text
+        ready = wait_finished(http, "pets", 1, service)
+        assert ready["status"] == "ready", ready
+        assert ready["class_names"] == ["cat", "dog", "fox"]
+        assert ready["color_mode"] == "rgb" and ready["input_shape"] == [12, 16, 3]
+        totals = {name: ready["counts"]["train"][name] + ready["counts"]["test"][name] for name in CLASSES}
+        assert totals == CLASSES and ready["images"] == sum(CLASSES.values())
+        assert ready["held_out"] and ready["test_fraction"] == 0.2 and ready["seed"] == 42
+        assert len(ready["content_sha256"]) == 64
+        listed = {d["name"]: d for d in http.get("/datasets").json()}
+        assert listed["pets"]["status"] == "ready" and listed["pets"]["class_names"] == ["cat", "dog", "fox"]
+
+        assert upload(http, "hostile", HOSTILE).status_code == 202
+        failed = wait_finished(http, "hostile", 1, service)
+        assert failed["status"] == "failed" and failed["errors"][0]["entry"] == "../evil.png"
