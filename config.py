@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     )
     heartbeat_s: float = Field(default=10, gt=0, description="How often a training process renews its lease.")
     reaper_interval_s: float = Field(default=15, gt=0, description="How often the reaper looks for stranded jobs.")
+    blob_sweep_grace_s: float = Field(
+        default=3600,
+        gt=0,
+        description="How long a stored blob no dataset references (a prepared upload, a deleted version, a killed "
+        "put) is kept before the reaper frees it: longer than an upload takes between its last chunk and its row.",
+    )
     take_roles: bool = Field(
         default=True,
         description="Whether this process may take the service's roles (the reaper, the dispatcher): every API and "

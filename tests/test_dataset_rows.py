@@ -155,6 +155,38 @@ def test_an_upload_over_the_cap_is_a_413_naming_it_and_stores_nothing(
     assert upload(small_cap_client, "small", THREE_CLASSES).status_code == 202
 
 
+def test_the_reapers_pass_frees_what_no_dataset_references_once_idle_past_the_grace(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without it every upload stayed in the database for good once prepared, a failed one too: a user could fill it.
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from models.base import utcnow
+    from upkeep import reaper
+
+    upload(client, "kept", THREE_CLASSES)
+    assert prepare(row_of("kept", 1).id) == "ready"
+    packed = row_of("kept", 1).blob_sha256
+    orphan = DatabaseBlobStore().put([b"an upload nothing references any more"])
+    fresh = DatabaseBlobStore().put([b"an upload whose row is about to be written"])
+    with session_scope() as session:  # all but the fresh one idle for two hours
+        session.execute(update(Blob).where(Blob.sha256 != fresh).values(touched_at=utcnow() - timedelta(hours=2)))
+    monkeypatch.setattr(reaper, "_last_blob_sweep", None)
+    report = reaper.reap(lambda experiment_id, queue: None)
+    assert orphan in report.freed_blobs and packed not in report.freed_blobs
+    store = DatabaseBlobStore()
+    assert not store.has(orphan) and store.has(packed) and store.has(fresh)
+    assert "freed_blobs" in report.summary()
+    # A pass right after does not list the store again (once a tenth of the grace).
+    again = DatabaseBlobStore().put([b"another orphan"])
+    with session_scope() as session:
+        session.execute(update(Blob).where(Blob.sha256 == again).values(touched_at=utcnow() - timedelta(hours=2)))
+    assert reaper.reap(lambda experiment_id, queue: None).freed_blobs == []
+    assert store.has(again)
+
+
 def test_the_worker_step_prepares_a_version_drops_its_upload_and_a_rerun_changes_nothing(client: TestClient) -> None:
     version = upload(client, "zoo", THREE_CLASSES, test_fraction=0.5).json()
     row_id = row_of("zoo", 1).id

@@ -13,6 +13,9 @@ a conditional update, so two reapers never act twice on the same attempt.
    between marking and publishing it, the broker lost the message) is published again, backing off; a duplicate
    message is harmless because claims are. A queued job not yet released is the dispatcher's
    (upkeep/dispatcher.py): it waits in the database for a free slot, not on the broker.
+3. Stored blobs that no dataset row references (an upload once prepared, a deleted version's arrays, a put that
+   was killed) are freed once idle for `EPOCHAL_BLOB_SWEEP_GRACE_S`, at most once a grace's tenth: without it every
+   upload stayed in the database for good, a failed one too.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from infra import events
 from models import Attempt, Experiment, attempt_sessions
 from models.attempts import attempt_story
 from models.base import as_utc, utcnow
+from models.blob_store import DatabaseBlobStore
+from models.datasets import referenced_blobs
 from models.db import session_scope
 from upkeep.keeper import RoleKeeper, holder_name
 
@@ -49,6 +54,7 @@ class ReapReport:
     failed: list[int] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
     published: list[int] = field(default_factory=list)
+    freed_blobs: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """What the pass did, in a few words, for the record of passes."""
@@ -165,7 +171,31 @@ def reap(publish: Publish, now: datetime | None = None) -> ReapReport:
     for experiment_id in expired:
         _reap_expired(experiment_id, now, report)
     _republish_due(now, publish, report)
+    _sweep_blobs(now, report)
     return report
+
+
+_last_blob_sweep: datetime | None = None
+
+
+def _sweep_blobs(now: datetime, report: ReapReport) -> None:
+    """Free the blobs no dataset references, idle past the grace; at most once a tenth of the grace per process."""
+    global _last_blob_sweep
+    grace_s = get_settings().blob_sweep_grace_s
+    if _last_blob_sweep is not None and (now - _last_blob_sweep).total_seconds() < grace_s / 10:
+        return
+    _last_blob_sweep = now
+    with session_scope() as session:
+        referenced = referenced_blobs(session)
+    swept = DatabaseBlobStore().sweep(referenced, grace_s)
+    report.freed_blobs.extend(swept.blobs)
+    if swept.bytes or swept.unfinished:
+        log.info(
+            "blob sweep: freed %d blobs and %d unfinished puts, %d bytes",
+            len(swept.blobs),
+            swept.unfinished,
+            swept.bytes,
+        )
 
 
 def reaper_keeper(publish: Publish, name: str) -> RoleKeeper:
