@@ -272,7 +272,7 @@ def _name_checked(session: Session, user: User, name: str) -> int:
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=DatasetVersionRead,
-    responses=responses(400, 409, 413, 422),
+    responses=responses(400, 409, 413, 422, 503),
     openapi_extra=UPLOAD_BODY,
 )
 async def upload_dataset(
