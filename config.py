@@ -171,6 +171,12 @@ class Settings(BaseSettings):
         description="Largest dataset upload (POST /datasets); a bigger one is refused (413) as it streams, and "
         "nothing of it stays stored.",
     )
+    max_storage_bytes: int = Field(
+        default=20 * 2**30,
+        ge=1024,
+        description="Most bytes one user stores: their checkpoints, resume states and datasets (packed arrays, and "
+        "uploads being prepared); an upload past it is refused (429).",
+    )
     # A refused body is still read (and dropped) up to this, so a client that sends all of it before reading
     # gets its 413 rather than a connection reset; past it the connection is closed. 0: close at once.
     max_drain_bytes: int = Field(

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from config import Settings
 from domain.errors import QuotaExceeded
+from domain.usage import storage_bytes
 from models import Experiment
 from models.states import ACTIVE
 from models.users import User
@@ -109,4 +110,20 @@ def check_prediction_rate(settings: Settings, user: RateHolder, window: Window, 
             f"rate limit: at most {per_second} predictions per second per user "
             "(EPOCHAL_PREDICTIONS_PER_SECOND, or the user's predictions_per_second; a batch of n images counts as n)",
             math.ceil(wait_s),
+        )
+
+
+STORAGE_RETRY_AFTER_S = 3600  # space comes back when the user deletes something, not with time
+
+
+def check_storage(session: Session, settings: Settings, user: User, adding: int) -> None:
+    """QuotaExceeded if storing `adding` more bytes would take the user past EPOCHAL_MAX_STORAGE_BYTES (their
+    checkpoints, resume states and datasets; GET /users/{id}/usage shows the figure)."""
+    used, limit = storage_bytes(session, user), settings.max_storage_bytes
+    if used + adding > limit and (adding > 0 or used >= limit):
+        raise too_many(
+            f"storage quota: you store {used:,} bytes and this would add {adding:,}; the limit is {limit:,} bytes per "
+            "user (EPOCHAL_MAX_STORAGE_BYTES), checkpoints and datasets together. Delete datasets you no longer "
+            "need (DELETE /datasets/{name}/{version}), or ask an admin",
+            STORAGE_RETRY_AFTER_S,
         )

@@ -1,5 +1,5 @@
 """What a user is using: jobs queued and running, worker time (all of it, and the decayed figure fair share counts),
-and the bytes their jobs store (checkpoints and resume states)."""
+and the bytes they store (their jobs' checkpoints and resume states, their datasets' arrays and uploads)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from config import Settings
 from domain.dispatch import decayed_seconds
-from models import Artifact, Attempt, Experiment, ResumeState
+from models import Artifact, Attempt, DatasetVersion, Experiment, ResumeState
 from models.base import as_utc, utcnow
 from models.states import Status
 from models.users import User
@@ -24,6 +24,7 @@ class Usage:
     worker_seconds: float
     recent_worker_seconds: float
     storage_bytes: int
+    max_storage_bytes: int
     max_running_jobs: int
     priority: int
 
@@ -46,19 +47,47 @@ def usage_of(session: Session, settings: Settings, user: User) -> Usage:
         start, end = as_utc(started), as_utc(ended) if ended is not None else now
         total += max(0.0, (end - start).total_seconds())
         recent += decayed_seconds(start, min(end, now), now, settings.fair_share_half_life_s)
-    artifacts = session.scalar(
-        select(func.coalesce(func.sum(Artifact.size), 0)).where(Artifact.experiment_id.in_(mine))
-    )
-    resume = session.scalar(
-        select(func.coalesce(func.sum(func.length(ResumeState.state)), 0)).where(ResumeState.experiment_id.in_(mine))
-    )
     return Usage(
         user_id=user.id,
         queued=counts.get(Status.QUEUED, 0),
         running=counts.get(Status.RUNNING, 0),
         worker_seconds=total,
         recent_worker_seconds=recent,
-        storage_bytes=int(artifacts or 0) + int(resume or 0),
+        storage_bytes=storage_bytes(session, user),
+        max_storage_bytes=settings.max_storage_bytes,
         max_running_jobs=user.max_running_jobs or settings.max_running_jobs,
         priority=user.priority or 0,
     )
+
+
+def storage_bytes(session: Session, user: User) -> int:
+    """The bytes the user stores: their jobs' checkpoints and resume states, and their datasets."""
+    mine = select(Experiment.id).where(Experiment.owner_id == user.id).scalar_subquery()
+    artifacts = session.scalar(
+        select(func.coalesce(func.sum(Artifact.size), 0)).where(Artifact.experiment_id.in_(mine))
+    )
+    resume = session.scalar(
+        select(func.coalesce(func.sum(func.length(ResumeState.state)), 0)).where(ResumeState.experiment_id.in_(mine))
+    )
+    return int(artifacts or 0) + int(resume or 0) + dataset_bytes(session, user.id)
+
+
+def dataset_bytes(session: Session, user_id: int) -> int:
+    """The bytes a user's datasets store: each live version's packed arrays (a duplicate stores none of its own),
+    and the upload of each one still being prepared."""
+    packed = session.scalar(
+        select(func.coalesce(func.sum(DatasetVersion.size_bytes), 0)).where(
+            DatasetVersion.owner_id == user_id,
+            DatasetVersion.deleted_at.is_(None),
+            DatasetVersion.duplicate_of.is_(None),
+            DatasetVersion.blob_sha256.is_not(None),
+        )
+    )
+    uploads = session.scalar(
+        select(func.coalesce(func.sum(DatasetVersion.upload_bytes), 0)).where(
+            DatasetVersion.owner_id == user_id,
+            DatasetVersion.deleted_at.is_(None),
+            DatasetVersion.upload_sha256.is_not(None),
+        )
+    )
+    return int(packed or 0) + int(uploads or 0)

@@ -155,6 +155,34 @@ def test_an_upload_over_the_cap_is_a_413_naming_it_and_stores_nothing(
     assert upload(small_cap_client, "small", THREE_CLASSES).status_code == 202
 
 
+def test_uploads_past_the_storage_quota_are_a_429_and_usage_counts_datasets(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    me = client.get("/me").json()["id"]
+    before = client.get(f"/users/{me}/usage").json()
+    upload(client, "quota", THREE_CLASSES)
+    assert prepare(row_of("quota", 1).id) == "ready"
+    packed = row_of("quota", 1).size_bytes
+    assert packed is not None and packed > 0
+    usage = client.get(f"/users/{me}/usage").json()
+    assert usage["storage_bytes"] == before["storage_bytes"] + packed
+    assert usage["max_storage_bytes"] == get_settings().max_storage_bytes
+    # Room for less than one more: the upload is read, counted, and refused; no version is made of it.
+    monkeypatch.setattr(get_settings(), "max_storage_bytes", usage["storage_bytes"] + 10)
+    refused = upload(client, "quota", zip_bytes(class_files(CLASSES, size=(9, 9))))
+    assert refused.status_code == 429, refused.text
+    assert "EPOCHAL_MAX_STORAGE_BYTES" in refused.json()["detail"] and refused.headers["retry-after"]
+    assert [v["version"] for v in client.get("/datasets/quota").json()["versions"]] == [1]
+    # Full already: refused before a byte of the body is read.
+    monkeypatch.setattr(get_settings(), "max_storage_bytes", usage["storage_bytes"])
+    assert upload(client, "quota", THREE_CLASSES).status_code == 429
+    # Deleting gives the room back.
+    assert client.delete("/datasets/quota/1").status_code == 204
+    assert client.get(f"/users/{me}/usage").json()["storage_bytes"] == before["storage_bytes"]
+    monkeypatch.setattr(get_settings(), "max_storage_bytes", before["storage_bytes"] + len(THREE_CLASSES))
+    assert upload(client, "quota", THREE_CLASSES).status_code == 202  # exactly up to the quota
+
+
 def test_the_reapers_pass_frees_what_no_dataset_references_once_idle_past_the_grace(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -169,6 +197,7 @@ def test_the_reapers_pass_frees_what_no_dataset_references_once_idle_past_the_gr
     upload(client, "kept", THREE_CLASSES)
     assert prepare(row_of("kept", 1).id) == "ready"
     packed = row_of("kept", 1).blob_sha256
+    assert packed is not None
     orphan = DatabaseBlobStore().put([b"an upload nothing references any more"])
     fresh = DatabaseBlobStore().put([b"an upload whose row is about to be written"])
     with session_scope() as session:  # all but the fresh one idle for two hours

@@ -27,11 +27,12 @@ from api.http.openapi import BINARY
 from api.http.params import id_path
 from api.schemas.datasets import DatasetDetail, DatasetError, DatasetRead, DatasetVersionRead
 from api.schemas.registry import DefaultModelRead, DefaultModelSet
-from config import Settings
+from config import Settings, get_settings
 from domain import datasets as dataset_rows
 from domain import registry
 from domain.access import best_visible_experiment
 from domain.errors import Unavailable
+from domain.quotas import check_storage
 from infra.blob_store import file_chunks
 from infra.task_publisher import BrokerUnavailable, enqueue_dataset
 from models import DatasetStatus, DatasetVersion, Visibility
@@ -247,6 +248,8 @@ def _created(
     with session_scope() as session:
         caller = session.get(User, user_id)
         assert caller is not None
+        # Counted once its size is known: what is refused here is no dataset's, and the reaper's sweep frees it.
+        check_storage(session, get_settings(), caller, store.size(upload))
         row = dataset_rows.new_version(session, caller, name, visibility, options, upload, store.size(upload))
         try:
             enqueue_dataset(row.id, queue)
@@ -259,10 +262,12 @@ def _created(
         return version_read(row)
 
 
-def _name_checked(session: Session, user: User, name: str) -> int:
-    """The caller's id once the name is theirs to upload under (before a byte of the body is read); the session is
-    closed then: the body can take minutes to arrive, and no database connection is held meanwhile."""
+def _name_checked(session: Session, settings: Settings, user: User, name: str) -> int:
+    """The caller's id once the name is theirs to upload under and their storage is not full (before a byte of the
+    body is read); the session is closed then: the body can take minutes to arrive, and no database connection is
+    held meanwhile."""
     dataset_rows.check_owner(session, user, name)
+    check_storage(session, settings, user, 0)
     caller_id = user.id
     session.close()
     return caller_id
@@ -272,7 +277,7 @@ def _name_checked(session: Session, user: User, name: str) -> int:
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=DatasetVersionRead,
-    responses=responses(400, 409, 413, 422, 503),
+    responses=responses(400, 409, 413, 422, 429, 503),
     openapi_extra=UPLOAD_BODY,
 )
 async def upload_dataset(
@@ -306,11 +311,12 @@ async def upload_dataset(
     x_train/y_train (x_test/y_test). Answered 202 with the new version, `processing`; poll GET /datasets/{name}
     until it is `ready` (or `failed`, with each problem and the entry it is in). A new upload under your name is
     its next version. 409 if the name is a built-in's or another user's; 413 over EPOCHAL_MAX_UPLOAD_BYTES (nothing
-    is kept); 503 if the broker does not take the job.
+    is kept); 429 past your storage quota (EPOCHAL_MAX_STORAGE_BYTES; GET /users/{id}/usage shows it); 503 if the
+    broker does not take the job.
     """
     dataset_rows.check_name(name)
     sides = _image_size(image_size)
-    caller_id = await run_in_threadpool(_name_checked, session, user, name)
+    caller_id = await run_in_threadpool(_name_checked, session, settings, user, name)
     asked: dict[str, Any] = {
         "image_size": sides,
         "fit": None if fit is None else str(fit),

@@ -125,6 +125,10 @@ class UsageRead(BaseModel):
         description="The worker time fair share counts against them: decayed, time used one half-life ago "
         "(EPOCHAL_FAIR_SHARE_HALF_LIFE_S) counts half."
     )
-    storage_bytes: int = Field(description="Bytes their jobs store: checkpoints and resume states.")
+    storage_bytes: int = Field(
+        description="Bytes they store: their jobs' checkpoints and resume states, their datasets' packed arrays "
+        "and the uploads being prepared."
+    )
+    max_storage_bytes: int = Field(description="Their storage quota (EPOCHAL_MAX_STORAGE_BYTES): uploads past it: 429.")
     max_running_jobs: int = Field(description="How many of their jobs may run at once (their cap in effect).")
     priority: int = Field(description="Their priority, added to each of their jobs' own.")
