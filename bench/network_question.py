@@ -21,8 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: bench.* lives at the root
+
 import httpx
 
+from bench.homework import interval, versus  # the homework report's cells, so both read alike
 from epochal.client import Client, default_key
 
 RESHAPE = {"type": "Reshape", "target_shape": [28, 28, 1]}
@@ -67,23 +70,6 @@ NETWORKS: dict[str, Any] = {
     "convnet + batch norm (momentum 0.99)": BATCH_NORM_CONVNET,
     "convnet + batch norm (momentum 0.9)": FAST_BATCH_NORM_CONVNET,
 }
-
-
-def interval(cell: dict[str, Any]) -> str:
-    if cell["mean"] is None:
-        return "n/a"
-    if cell["std"] is None:
-        return f"{cell['mean']:.4f}"
-    return f"{cell['mean']:.4f} ± {cell['std']:.4f} [{cell['ci95_low']:.4f}, {cell['ci95_high']:.4f}]"
-
-
-def versus(distinction: dict[str, Any] | None) -> str:
-    if distinction is None:
-        return "(last)"
-    if distinction["p_value"] is None:
-        return "not testable (n < 2)"
-    verdict = "**distinguishable**" if distinction["distinguishable"] else "not distinguishable"
-    return f"{verdict} (p = {distinction['p_value']:.3g})"
 
 
 def shape_of(network: Any) -> Any:
