@@ -108,6 +108,8 @@ def test_a_burst_from_one_user_waits_behind_the_first_job_of_everyone_else(
     sweep_id = users["ada"].get(f"/experiments/{burst[0]}").json()["sweep_id"]
     in_sweep = users["ada"].get(f"/sweeps/{sweep_id}").json()["experiments"]
     assert {e["id"]: e["queue_position"] for e in in_sweep} == {i: expected[i] for i in burst}
+    [listed_sweep] = [each for each in users["ada"].get("/sweeps").json() if each["id"] == sweep_id]
+    assert {e["id"]: e["queue_position"] for e in listed_sweep["experiments"]} == {i: expected[i] for i in burst}
     run_and_finish(burst[0], seconds=30)
     started = [burst[0]]
     for _ in range(5):

@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import json
 import math
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -25,6 +26,7 @@ from api.schemas.experiments import ExperimentCreate
 from api.schemas.sweeps import PATH_SEPARATOR, SweepCreate, SweepRead
 from config import get_settings
 from domain.access import owned, visible_sweep
+from domain.queue_positions import Standing, standings
 from domain.quotas import check_sweep_size
 from domain.submission import submit
 from models import Sweep, User
@@ -216,7 +218,10 @@ def list_sweeps(
     ids = session.scalars(
         owned(select(Sweep.id), user, Sweep).order_by(Sweep.id.desc()).limit(limit).offset(offset)
     ).all()
-    return [_sweep_read(session, user, sweep_id) for sweep_id in ids]
+    sweeps = [visible_sweep(session, user, sweep_id) for sweep_id in ids]
+    # Where the page's queued jobs stand, in one pass over their queues for all the sweeps.
+    places = standings(session, get_settings(), [e for sweep in sweeps for e in sweep.experiments])
+    return [_sweep_answer(session, sweep, places) for sweep in sweeps]
 
 
 @router.get("/{sweep_id}", response_model=SweepRead, responses=responses(404, 422))
@@ -226,7 +231,10 @@ def read_sweep(sweep_id: SweepId, session: SessionDep, user: CurrentUser) -> Swe
 
 
 def _sweep_read(session: Session, user: User, sweep_id: int) -> SweepRead:
-    sweep = visible_sweep(session, user, sweep_id)
+    return _sweep_answer(session, visible_sweep(session, user, sweep_id))
+
+
+def _sweep_answer(session: Session, sweep: Sweep, places: Mapping[int, Standing] | None = None) -> SweepRead:
     counts: dict[str, int] = {}
     for experiment in sweep.experiments:
         counts[experiment.status.value] = counts.get(experiment.status.value, 0) + 1
@@ -240,7 +248,7 @@ def _sweep_read(session: Session, user: User, sweep_id: int) -> SweepRead:
         finished=all(e.status.finished for e in sweep.experiments),
         state=sweep_state(sweep.experiments),
         repeats=max((e.repeat or 0 for e in sweep.experiments), default=0) + 1,
-        experiments=reads_with_standing(session, get_settings(), sweep.experiments),
+        experiments=reads_with_standing(session, get_settings(), sweep.experiments, places),
         comparison=comparison_rows(sweep.experiments),
         configurations=configuration_rows(sweep.experiments),
         statistics=STATISTICS,
