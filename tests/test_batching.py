@@ -7,7 +7,6 @@ Nothing here is timed: where requests must overlap, the model call is held until
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import threading
 import time
@@ -31,12 +30,9 @@ from api.serving.decode_budget import DECODING
 from api.serving.pipeline import MAX_IMAGE_BYTES, served_refs
 from api.serving.predictors import PredictorCache, ServedModel
 from config import get_settings
-from domain.lifecycle import Status
 from infra.invalidation import listener
-from models import Artifact, Experiment
-from models.base import utcnow
-from models.db import get_sessionmaker
 from tests.image_corpus import deep_png
+from tests.seed import finish
 from tests.support import bearer, counted_work
 from training.results import CHECKPOINT_NAME
 
@@ -177,21 +173,7 @@ def succeeded_with_checkpoint(client: TestClient, content: bytes) -> int:
     response = client.post("/experiments", json={"dataset": "mnist", "head": {"units": 10, "activation": "softmax"}})
     assert response.status_code == 202, response.text
     experiment_id = int(response.json()["id"])
-    with get_sessionmaker()() as session, session.begin():
-        experiment = session.get(Experiment, experiment_id)
-        assert experiment is not None
-        experiment.status, experiment.finished_at = Status.SUCCEEDED, utcnow()
-        experiment.best_val_accuracy = 0.5
-        session.add(
-            Artifact(
-                experiment_id=experiment_id,
-                name=CHECKPOINT_NAME,
-                media_type="application/x-hdf5",
-                size=len(content),
-                sha256=hashlib.sha256(content).hexdigest(),
-                content=content,
-            )
-        )
+    finish(experiment_id, epochs=1, val_accuracy=0.5, checkpoint=content)
     return experiment_id
 
 

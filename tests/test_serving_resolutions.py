@@ -30,7 +30,7 @@ from infra.invalidation import listener
 from models import Artifact, Experiment
 from models.base import utcnow
 from models.db import get_sessionmaker
-from tests.seed import png, small_network_h5
+from tests.seed import finish, png, small_network_h5
 from tests.support import OTHER, Service, bearer, counted_work, empty_all_tables, new_key
 from tests.test_api import run_to_success
 from training.results import CHECKPOINT_NAME
@@ -100,23 +100,7 @@ def succeeded(service: Service, key: str, content: bytes, val_accuracy: float) -
         response = http.post("/experiments", json={"dataset": "mnist", "head": {"units": 10, "activation": "softmax"}})
     assert response.status_code == 202, response.text
     experiment_id = int(response.json()["id"])
-    with get_sessionmaker()() as session, session.begin():
-        experiment = session.get_one(Experiment, experiment_id)
-        experiment.status, experiment.finished_at, experiment.best_val_accuracy = (
-            Status.SUCCEEDED,
-            utcnow(),
-            val_accuracy,
-        )
-        session.add(
-            Artifact(
-                experiment_id=experiment_id,
-                name=CHECKPOINT_NAME,
-                media_type="application/x-hdf5",
-                size=len(content),
-                sha256=hashlib.sha256(content).hexdigest(),
-                content=content,
-            )
-        )
+    finish(experiment_id, epochs=1, val_accuracy=val_accuracy, checkpoint=content)
     return experiment_id
 
 
