@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from typing import Any
 
+import anyio
 import pytest
 import redis
+import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
 
+from config import get_settings
 from infra import events
 from training.results import EpochResult
 from worker import jobs
@@ -79,3 +84,74 @@ def test_a_submission_the_broker_refuses_ends_its_stream_failed(
     published = stream(experiment_id)
     assert [data["status"] for _kind, data in published] == ["queued", "failed"]
     assert "could not be queued" in published[-1][1]["error"]
+
+
+def _closing_lines(experiment_id: int, cursor: str, then: Callable[[], None] | None = None) -> list[str]:
+    """What a stream relays once the database says the job is over, with `then` run 0.3 s into it."""
+    from api.routers import events as routes
+
+    final = {"experiment_id": experiment_id, "status": "succeeded", "final": True}
+
+    async def relay() -> list[str]:
+        reader = aioredis.Redis.from_url(events.redis_url(get_settings().broker_url))
+        if then is not None:
+            threading.Timer(0.3, then).start()
+        try:
+            with anyio.fail_after(10):
+                closing = routes._closing(reader, events.experiment_stream(experiment_id), cursor, final)
+                return [line async for line in closing]
+        finally:
+            await reader.aclose()
+
+    return anyio.run(relay)
+
+
+def _fresh(experiment_id: int) -> int:
+    events.redis_client().delete(events.experiment_stream(experiment_id))
+    return experiment_id
+
+
+def lines_final(experiment_id: int) -> dict[str, Any]:
+    return {"experiment_id": experiment_id, "status": "succeeded", "final": True}
+
+
+def _last_id(experiment_id: int) -> str:
+    entries: Any = events.redis_client().xrevrange(events.experiment_stream(experiment_id), count=1)
+    return str(entries[0][0].decode())
+
+
+def test_a_terminal_status_committed_before_its_event_is_relayed_with_its_id(client: TestClient) -> None:
+    # The worker commits the final status, then publishes it: a stream that reads the database in between must
+    # still relay the event (with its id, as a replay has it), not only the database's word for it.
+    experiment_id = _fresh(7_000_001)
+    events.publish(experiment_id, None, "epoch", {"epoch": 1})
+    cursor = _last_id(experiment_id)
+    lines = _closing_lines(experiment_id, cursor, lambda: events.status(experiment_id, None, "succeeded"))
+    assert lines[0].startswith(f"id: {_last_id(experiment_id)}\nevent: status\n")
+    assert json.loads(lines[0].split("data: ")[1])["status"] == "succeeded"
+    assert json.loads(lines[1].split("data: ")[1]) == {**lines_final(experiment_id)}
+    assert len(lines) == 2
+
+
+def test_a_stream_whose_terminal_event_was_relayed_ends_at_once(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api.routers import events as routes
+
+    monkeypatch.setattr(routes, "FINAL_EVENT_GRACE_S", 60.0)  # a wait would outlast the relay's 10 s bound
+    experiment_id = _fresh(7_000_002)
+    events.status(experiment_id, None, "succeeded")
+    lines = _closing_lines(experiment_id, _last_id(experiment_id))
+    assert [json.loads(line.split("data: ")[1])["final"] for line in lines] == [True]
+
+
+def test_a_lost_terminal_event_ends_the_stream_with_the_database_status(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api.routers import events as routes
+
+    monkeypatch.setattr(routes, "FINAL_EVENT_GRACE_S", 0.5)
+    experiment_id = _fresh(7_000_003)
+    events.publish(experiment_id, None, "epoch", {"epoch": 1})
+    lines = _closing_lines(experiment_id, _last_id(experiment_id))
+    assert len(lines) == 1 and json.loads(lines[0].split("data: ")[1])["final"] is True

@@ -32,7 +32,7 @@ from api.http.errors import responses
 from api.http.params import ExperimentId, SweepId
 from api.streams.access import FollowedExperiment, FollowedSweep, Follower
 from config import Settings
-from infra.events import experiment_stream, redis_url, sweep_stream
+from infra.events import TERMINAL_STATUSES, experiment_stream, redis_url, sweep_stream
 from models import Experiment, Sweep
 from models.db import session_scope
 
@@ -68,6 +68,7 @@ EVENT_STREAM: dict[int | str, dict[str, Any]] = {
     }
 }
 KEEP_ALIVE_MS = 10_000
+FINAL_EVENT_GRACE_S = 2.0
 LastEventId = Annotated[
     str | None,
     Header(alias="Last-Event-ID", description="Continue after this event id (sent by EventSource on reconnect)."),
@@ -122,7 +123,8 @@ async def _relay(
                     yield ": closed: the API key of this stream was revoked (or its user removed)\n\n"
                     return
                 if final is not None:
-                    yield _sse("status", json.dumps(final))
+                    async for line in _closing(client, stream, cursor, final):
+                        yield line
                     return
                 next_check, unchecked = time.monotonic() + recheck_s, False
             entries = await client.xread({stream: cursor}, count=500)
@@ -131,7 +133,8 @@ async def _relay(
                     # Caught up. The job may be over: its final event was relayed, or expired with its stream.
                     final = await run_in_threadpool(ended)
                     if final is not None:
-                        yield _sse("status", json.dumps(final))
+                        async for line in _closing(client, stream, cursor, final):
+                            yield line
                         return
                     unchecked = False
                 now = time.monotonic()
@@ -150,6 +153,38 @@ async def _relay(
     finally:
         with anyio.CancelScope(shield=True):  # the client may be gone: this runs in a cancelled scope then
             await client.aclose()
+
+
+async def _closing(client: aioredis.Redis, stream: str, cursor: str, final: dict[str, Any]) -> AsyncIterator[str]:
+    """The job is over in the database: relay what is left of its stream, then the final status.
+
+    A terminal status is published just after it is committed, so the database can say "over" a moment before the
+    stream holds that event. Waiting up to FINAL_EVENT_GRACE_S for it keeps a live client's events (and their ids)
+    the same as a replay's; past that the event is taken as lost (publishing is best effort), and the final status
+    from the database ends the stream alone.
+    """
+    deadline = time.monotonic() + FINAL_EVENT_GRACE_S
+    block_ms: int | None = None  # the first read does not wait
+    while True:
+        for entry_id, event, data in _decoded(await client.xread({stream: cursor}, count=500, block=block_ms)):
+            cursor = entry_id
+            yield _sse(event, data, entry_id)
+        latest: Any = await client.xrevrange(stream, count=1)
+        if not latest or (latest[0][0].decode() == cursor and _is_terminal(latest[0][1])):
+            break
+        block_ms = int((deadline - time.monotonic()) * 1000)
+        if block_ms <= 0:
+            break
+    yield _sse("status", json.dumps(final))
+
+
+def _is_terminal(fields: dict[bytes, bytes]) -> bool:
+    if fields.get(b"event") != b"status":
+        return False
+    try:
+        return json.loads(fields.get(b"data", b"{}")).get("status") in TERMINAL_STATUSES
+    except (ValueError, AttributeError):
+        return False
 
 
 def _recheck(follower: Follower, ended: Callable[[], dict[str, Any] | None]) -> tuple[bool, dict[str, Any] | None]:
