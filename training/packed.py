@@ -11,7 +11,7 @@ import json
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -84,5 +84,5 @@ def _mapped(path: Path, member: tarfile.TarInfo) -> np.ndarray:
         raise PackedDatasetInvalid(f"{member.name} is shorter than its header says")
     if int(np.prod(shape)) == 0:
         return np.zeros(shape, dtype=dtype)
-    order = "F" if fortran_order else "C"
+    order: Literal["F", "C"] = "F" if fortran_order else "C"
     return np.memmap(path, dtype=dtype, mode="r", offset=member.offset_data + header, shape=shape, order=order)
