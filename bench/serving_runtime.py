@@ -81,7 +81,7 @@ def measure(name: str, calls: int, folder: Path) -> list[str]:
     from training.exports import ExportFormat, export_checkpoint
     from training.networks import build_network
     from training.prediction import Predictor
-    from training.spec import DATASETS, ExperimentSpec
+    from training.spec import ExperimentSpec
 
     dataset = "mnist" if name == "mlp" else "cats_vs_dogs"
     spec = ExperimentSpec.model_validate({"dataset": dataset, "network": name, "epochs": 1})
@@ -90,7 +90,7 @@ def measure(name: str, calls: int, folder: Path) -> list[str]:
     onnx_path = folder / f"{name}.onnx"
     onnx_path.write_bytes(export_checkpoint(checkpoint.read_bytes(), ExportFormat.ONNX).content)
 
-    info = DATASETS[spec.dataset]
+    info = spec.info
     predictor = Predictor.from_file(checkpoint, info, spec.head.activation)  # type: ignore[union-attr]
     threads = os.cpu_count() or 1
     options = onnxruntime.SessionOptions()

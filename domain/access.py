@@ -19,7 +19,6 @@ from models import Artifact, Evaluation, Experiment, RegisteredModel, Sweep, Vis
 from models.queries import best_experiment
 from models.users import User
 from training.bounds import INT32_MAX
-from training.spec import Dataset
 
 # The largest id any row can have: ids are INTEGER columns, 32-bit on PostgreSQL (a larger one in a query is
 # an error there, not an empty answer). A larger id cannot exist, so it is a 404 before the database is asked.
@@ -102,7 +101,7 @@ def visible_sweep(session: Session, user: User, sweep_id: int, *, with_runs: boo
     return sweep
 
 
-def best_visible_experiment(session: Session, user: User, dataset: Dataset) -> Experiment | None:
+def best_visible_experiment(session: Session, user: User, dataset: str) -> Experiment | None:
     """The best succeeded experiment on `dataset` among those the user may see."""
     return best_experiment(session, dataset, owner_id=owner_filter(user))
 

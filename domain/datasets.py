@@ -18,16 +18,20 @@ from sqlalchemy.orm import Session
 
 from domain.access import in_id_range
 from domain.errors import Conflict, Forbidden, Invalid, NotFound
-from models import DatasetStatus, DatasetVersion, Visibility
+from models import DatasetStatus, DatasetVersion, Experiment, Visibility
 from models.base import utcnow
+from models.datasets import TRAINABLE, info_of
+from models.states import Status
 from models.users import User
+from training.spec import DATASET_NAME, DatasetInfo, DatasetLookup, builtin_info
 
 # A short slug: what a URL, a file name and a CLI argument can all carry as it is.
-NAME = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,38}[a-z0-9])?$")
+NAME = re.compile(DATASET_NAME)
 NAME_RULE = "1 to 40 characters: lowercase letters, digits, '-' and '_', starting and ending with a letter or digit"
 # Two uploads under one name at once both read the same highest version; the second is refused by the unique
 # constraint and tries the next number, this many times.
 VERSION_TRIES = 5
+FINISHED = tuple(s for s in Status if s.finished)
 
 
 def check_name(name: str) -> str:
@@ -71,6 +75,44 @@ def all_visible(session: Session, user: User) -> list[DatasetVersion]:
         ~builtin, case((builtin, DatasetVersion.id), else_=0), DatasetVersion.name, DatasetVersion.version
     )
     return list(session.scalars(readable(statement, user)))
+
+
+def check_visible(session: Session, user: User, name: str) -> None:
+    """NotFound unless `name` is a built-in or a dataset the user may see (its default model, its predictions)."""
+    if builtin_info(name) is None:
+        visible_versions(session, user, name)
+
+
+def usable_info(session: Session, user: User, name: str, version: int | None) -> DatasetInfo:
+    """The version of uploaded dataset `name` that a spec of `user` trains on: `version`, or the latest ready one.
+
+    NotFound (a 404, in the words of a missing dataset) for one the user may not see; Invalid (a 422) for a version
+    not ready to train on.
+    """
+    versions = visible_versions(session, user, name)
+    if version is None:
+        trainable = [v for v in versions if v.status in TRAINABLE]
+        if not trainable:
+            latest = versions[-1]
+            raise Invalid(
+                f"dataset {name!r} has no ready version: version {latest.version} is {latest.status}; wait until "
+                f"GET /datasets/{name} says ready (or upload it again if it failed)"
+            )
+        return info_of(trainable[-1])
+    row = next((v for v in versions if v.version == version), None)
+    if row is None:
+        raise NotFound(f"dataset {name!r} has no version {version}; GET /datasets/{name} lists its versions")
+    if row.status not in TRAINABLE:
+        raise Invalid(
+            f"dataset {name}@{version} is {row.status}, not ready to train on; "
+            + ("wait until it is ready" if row.status == DatasetStatus.PROCESSING else "train on another version")
+        )
+    return info_of(row)
+
+
+def lookup_for(session: Session, user: User) -> DatasetLookup:
+    """What validates a spec of `user` against the uploaded dataset it names (training/spec.py `with_datasets`)."""
+    return lambda name, version: usable_info(session, user, name, version)
 
 
 def check_owner(session: Session, user: User, name: str) -> None:
@@ -132,6 +174,16 @@ def delete_version(session: Session, user: User, name: str, version: int) -> Non
         raise Forbidden(f"{name!r} is a built-in dataset: it cannot be deleted")
     if not user.admin and row.owner_id != user.id:
         raise Forbidden(f"dataset {name!r} is another user's public dataset: only its owner or an admin can delete it")
+    in_use = session.scalar(
+        select(func.count(Experiment.id)).where(
+            Experiment.dataset == name, Experiment.dataset_version == version, Experiment.status.not_in(FINISHED)
+        )
+    )
+    if in_use:
+        raise Conflict(
+            f"dataset {name}@{version} is used by {in_use} queued or running experiments: cancel them, or wait "
+            "until they end, then delete it"
+        )
     # A tombstone, not a delete: the number stays taken. Its blobs are no longer referenced.
     row.deleted_at, row.blob_sha256, row.upload_sha256 = utcnow(), None, None
     session.commit()

@@ -34,7 +34,6 @@ from models.change_notices import announce
 from models.registry import ALIAS_LENGTH, NAME_LENGTH, lock_model
 from models.users import User
 from training.results import CHECKPOINT_NAME
-from training.spec import Dataset
 
 # Names go in URLs, and a reference to a version is `name@alias` or `name:3`: neither may hold '@' or ':'.
 NAME_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{NAME_LENGTH - 1}}}$"
@@ -56,8 +55,8 @@ def _changed(model_id: int) -> str:
     return f"model:{model_id}"
 
 
-def _default_changed(dataset: Dataset) -> str:
-    return f"default:{dataset.value}"
+def _default_changed(dataset: str) -> str:
+    return f"default:{dataset}"
 
 
 def parse_ref(ref: str) -> Ref:
@@ -244,29 +243,27 @@ def version_experiment(session: Session, version: ModelVersion) -> Experiment:
     return session.get_one(Experiment, version.experiment_id)
 
 
-def _default_row(session: Session, dataset: Dataset, user_id: int | None) -> DatasetDefault | None:
+def _default_row(session: Session, dataset: str, user_id: int | None) -> DatasetDefault | None:
     owner = DatasetDefault.user_id.is_(None) if user_id is None else DatasetDefault.user_id == user_id
     # The newest setting wins: two admins setting the class-wide default at once leave two rows, and the later reads.
-    statement = select(DatasetDefault).where(DatasetDefault.dataset == dataset.value, owner)
+    statement = select(DatasetDefault).where(DatasetDefault.dataset == dataset, owner)
     return session.scalars(statement.order_by(DatasetDefault.id.desc()).limit(1)).first()
 
 
-def defaults_of(session: Session, user: User, dataset: Dataset) -> tuple[DatasetDefault | None, DatasetDefault | None]:
+def defaults_of(session: Session, user: User, dataset: str) -> tuple[DatasetDefault | None, DatasetDefault | None]:
     """The user's own default model for `dataset`, and the class-wide one an admin set; None where there is none."""
     return _default_row(session, dataset, user.id), _default_row(session, dataset, None)
 
 
-def _checked_for(session: Session, user: User, ref: str, dataset: Dataset) -> tuple[RegisteredModel, Ref]:
+def _checked_for(session: Session, user: User, ref: str, dataset: str) -> tuple[RegisteredModel, Ref]:
     model, version = resolve(session, user, ref)
     trained_on = version_experiment(session, version).dataset
     if trained_on != dataset:
-        raise Conflict(
-            f"{ref} was trained on {trained_on.value}, not {dataset.value}; choose a model of {dataset.value}"
-        )
+        raise Conflict(f"{ref} was trained on {trained_on}, not {dataset}; choose a model of {dataset}")
     return model, parse_ref(ref)
 
 
-def set_default(session: Session, user: User, dataset: Dataset, ref: str, *, for_everyone: bool) -> DatasetDefault:
+def set_default(session: Session, user: User, dataset: str, ref: str, *, for_everyone: bool) -> DatasetDefault:
     """Make `ref` what the user's (or, `for_everyone`, every user's) dataset predictions use, committed.
 
     Only an admin sets the class-wide default, and only to a public model: every user must be able to use it.
@@ -278,9 +275,9 @@ def set_default(session: Session, user: User, dataset: Dataset, ref: str, *, for
         raise Conflict(f"model {model.name!r} is private; the class-wide default must be a public model")
     owner = None if for_everyone else user.id
     owner_is = DatasetDefault.user_id.is_(None) if owner is None else DatasetDefault.user_id == owner
-    session.execute(delete(DatasetDefault).where(DatasetDefault.dataset == dataset.value, owner_is))
+    session.execute(delete(DatasetDefault).where(DatasetDefault.dataset == dataset, owner_is))
     row = DatasetDefault(
-        dataset=dataset.value,
+        dataset=dataset,
         user_id=owner,
         model_id=model.id,
         alias=parsed.alias,
@@ -293,21 +290,21 @@ def set_default(session: Session, user: User, dataset: Dataset, ref: str, *, for
     return row
 
 
-def clear_default(session: Session, user: User, dataset: Dataset, *, for_everyone: bool) -> None:
+def clear_default(session: Session, user: User, dataset: str, *, for_everyone: bool) -> None:
     """Remove the user's own (or the class-wide) default model for `dataset`, committed; NotFound if there is none."""
     if for_everyone and not user.admin:
         raise Forbidden("only an admin removes the class-wide default model")
     row = _default_row(session, dataset, None if for_everyone else user.id)
     if row is None:
         whose = "no class-wide" if for_everyone else "you have no"
-        raise NotFound(f"{whose} default model for {dataset.value}; GET /datasets/{dataset.value}/default-model")
+        raise NotFound(f"{whose} default model for {dataset}; GET /datasets/{dataset}/default-model")
     owner_is = DatasetDefault.user_id.is_(None) if for_everyone else DatasetDefault.user_id == user.id
-    session.execute(delete(DatasetDefault).where(DatasetDefault.dataset == dataset.value, owner_is))
+    session.execute(delete(DatasetDefault).where(DatasetDefault.dataset == dataset, owner_is))
     announce(session, _default_changed(dataset))
     session.commit()
 
 
-def default_version(session: Session, user: User, dataset: Dataset) -> ModelVersion | None:
+def default_version(session: Session, user: User, dataset: str) -> ModelVersion | None:
     """The version the user's predictions on `dataset` use: their own default, else the class-wide one, else None
     (their best experiment, as without a registry). A default that no longer resolves is a Conflict saying so."""
     mine, everyone = defaults_of(session, user, dataset)
@@ -319,11 +316,9 @@ def default_version(session: Session, user: User, dataset: Dataset) -> ModelVers
         _model, version = resolve(session, user, chosen.ref)
     except NotFound as exc:
         raise Conflict(
-            f"{whose} default model for {dataset.value}, {chosen.ref}, does not resolve ({exc.detail}); "
-            f"set another with PUT /datasets/{dataset.value}/default-model"
+            f"{whose} default model for {dataset}, {chosen.ref}, does not resolve ({exc.detail}); "
+            f"set another with PUT /datasets/{dataset}/default-model"
         ) from exc
     if version_experiment(session, version).dataset != dataset:
-        raise Conflict(
-            f"{whose} default model for {dataset.value}, {chosen.ref}, now points at a model of another dataset"
-        )
+        raise Conflict(f"{whose} default model for {dataset}, {chosen.ref}, now points at a model of another dataset")
     return version

@@ -9,7 +9,8 @@ is what a sweep must keep).
 
 The built-ins (mnist, fashion_mnist, cats_vs_dogs) are rows too, public, owned by nobody, `ready` from the
 migration on, with no blob and no content hash yet: their files are still read from the data folder
-(training/datafiles.py) and the experiment table still names them by their `Dataset` value.
+(training/datafiles.py). An experiment names its dataset and the version it trained on (`info_of` is what training
+and serving read of a version).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.base import Base, utcnow
 from models.registry import Visibility
+from training.spec import DatasetInfo, builtin_info, default_network_for
 
 NAME_LENGTH = 64
 
@@ -114,3 +116,41 @@ def referenced_blobs(session: Session) -> set[str]:
     packed = session.scalars(select(DatasetVersion.blob_sha256).where(DatasetVersion.blob_sha256.is_not(None)))
     uploads = session.scalars(select(DatasetVersion.upload_sha256).where(DatasetVersion.upload_sha256.is_not(None)))
     return {sha for sha in (*packed, *uploads) if sha is not None}
+
+
+TRAINABLE = (DatasetStatus.READY, DatasetStatus.DUPLICATE)  # a duplicate's figures and packed arrays are its twin's
+
+
+def info_of(row: DatasetVersion) -> DatasetInfo:
+    """What training and serving need to know about a prepared uploaded version (a built-in's is DATASETS')."""
+    assert row.status in TRAINABLE and row.class_names and row.input_shape and row.counts and row.blob_sha256
+    height, width, channels = row.input_shape
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    test = sum(row.counts.get("test", {}).values())
+    split = f"test ({test:,} images{', held out of the upload' if row.held_out else ''})"
+    return DatasetInfo(
+        name=row.name,
+        class_names=tuple(row.class_names),
+        input_shape=shape,
+        default_network=default_network_for(shape),
+        test_split=split,
+        description=f"{row.name}@{row.version}: {row.images:,} images of {len(row.class_names)} classes, "
+        f"{height}x{width} {row.color_mode} ({row.fit} to fit), uploaded as {row.source_format}.",
+        train_examples=sum(row.counts.get("train", {}).values()),
+        version=row.version,
+        packed_sha256=row.blob_sha256,
+        fit=row.fit or "resize",
+        content_sha256=row.content_sha256,
+    )
+
+
+def recorded_info(session: Session, name: str, version: int | None) -> DatasetInfo:
+    """The dataset version an experiment records (a built-in, or an uploaded version, whoever may see it now: who
+    may use it was checked when the experiment was submitted). LookupError when it is gone or not prepared."""
+    builtin = builtin_info(name)
+    if builtin is not None:
+        return builtin
+    row = session.scalar(select(DatasetVersion).where(DatasetVersion.name == name, DatasetVersion.version == version))
+    if row is None or row.deleted_at is not None or row.status not in TRAINABLE:
+        raise LookupError(f"dataset {name}@{version} was deleted, or is not prepared; train on another version")
+    return info_of(row)

@@ -7,10 +7,9 @@ from sqlalchemy.orm import Session
 
 from models.states import Status
 from models.tables import Experiment
-from training.spec import Dataset
 
 
-def best_experiment(session: Session, dataset: Dataset, owner_id: int | None = None) -> Experiment | None:
+def best_experiment(session: Session, dataset: str, owner_id: int | None = None) -> Experiment | None:
     """The succeeded experiment on `dataset` with the highest validation accuracy (newest on a tie).
 
     With `owner_id`, only that user's experiments compete.

@@ -10,14 +10,18 @@ the spec needs a column (and its migration) and nothing else.
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 from functools import cache
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, Field, TypeAdapter
 from pydantic.fields import FieldInfo
+from sqlalchemy.orm import Session, object_session
 
+from models.datasets import recorded_info
+from models.db import session_scope
 from models.tables import Experiment
-from training.spec import DATASETS, ExperimentSpec, Head, Validation, repeat_seed
+from training.spec import DATASET_CONTEXT, DatasetInfo, ExperimentSpec, Head, Validation, builtin_info, repeat_seed
 
 
 def value_types(field: FieldInfo) -> tuple[Any, ...]:
@@ -114,9 +118,10 @@ def head_of(experiment: Experiment) -> Head:
 def _train_size_of(experiment: Experiment) -> int | None:
     # A row from before train_size was bounded by the training split may ask for more than there is; training
     # took the whole split then (it slices the shuffled split), so the split's size reads it the same way.
-    if experiment.train_size is None:
-        return None
-    return min(experiment.train_size, DATASETS[experiment.dataset].train_examples)
+    builtin = builtin_info(experiment.dataset)
+    if experiment.train_size is None or builtin is None:
+        return experiment.train_size
+    return min(experiment.train_size, builtin.train_examples)
 
 
 # How a field is read back where its column alone does not say it, every read (the answer, the sweep table,
@@ -159,8 +164,29 @@ def stored_spec(experiment: Experiment) -> dict[str, Any]:
     return {name: stored_value(experiment, name) for name in SPEC_COLUMNS}
 
 
-def spec_of(experiment: Experiment) -> ExperimentSpec:
-    """The spec stored in `experiment`, validated again (a row may predate a rule)."""
+def spec_of(experiment: Experiment, session: Session | None = None) -> ExperimentSpec:
+    """The spec stored in `experiment`, validated again (a row may predate a rule), against the dataset version it
+    records (read in `session`, by default the row's own). LookupError when that version is gone."""
     stored = stored_spec(experiment)
     stored.update({name: read(experiment) for name, read in _SPEC_READERS.items()})
-    return ExperimentSpec(**stored)
+    return ExperimentSpec.model_validate(
+        stored, context={DATASET_CONTEXT: _recorded(session or object_session(experiment))}
+    )
+
+
+def _recorded(session: Session | None) -> Callable[[str, int | None], DatasetInfo]:
+    def lookup(name: str, version: int | None) -> DatasetInfo:
+        if session is not None:
+            return recorded_info(session, name, version)
+        with session_scope() as own:  # a row read apart from its session (a cache's, an answer's)
+            return recorded_info(own, name, version)
+
+    return lookup
+
+
+def dataset_info_of(experiment: Experiment, session: Session | None = None) -> DatasetInfo:
+    """The dataset version `experiment` trained on (or will), as training and serving read it."""
+    builtin = builtin_info(experiment.dataset)
+    if builtin is not None:
+        return builtin
+    return _recorded(session or object_session(experiment))(experiment.dataset, experiment.dataset_version)

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Mapped, column_property, deferred, mapped_column, rel
 from models.base import Base, utcnow
 from models.states import Status
 from training.options import Monitor
-from training.spec import Activation, Dataset, Loss, Network, Optimizer, Validation
+from training.spec import Activation, Loss, Network, Optimizer, Validation
 
 
 def _enum(enum_type: type[Any]) -> Enum:
@@ -45,7 +45,10 @@ class Experiment(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str | None] = mapped_column(String(200))
     # The spec, one column per field, so experiments can be filtered and compared in SQL.
-    dataset: Mapped[Dataset] = mapped_column(_enum(Dataset), index=True)
+    # A built-in's or an uploaded dataset's name (domain/datasets.py), and the version it trained on: the built-ins
+    # are version 1. Rows from before uploads were possible were all built-ins, and the migration says version 1.
+    dataset: Mapped[str] = mapped_column(String(40), index=True)
+    dataset_version: Mapped[int | None] = mapped_column(Integer)
     # A preset's name ("mlp"), or a network graph as its JSON object (training/graph/network.py).
     network: Mapped[Network | dict[str, Any]] = mapped_column(JSON)
     optimizer: Mapped[Optimizer] = mapped_column(_enum(Optimizer))

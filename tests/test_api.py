@@ -74,9 +74,9 @@ def epoch_result(epoch: int, offset: float = 0.0) -> EpochResult:
     )
 
 
-def evaluation_for(dataset: Dataset) -> EvaluationResult:
+def evaluation_for(dataset: str) -> EvaluationResult:
     """An evaluation shaped like the real one: labels, an n x n matrix, sklearn's report layout."""
-    labels = list(DATASETS[dataset].class_names)
+    labels = list(DATASETS[Dataset(dataset)].class_names)
     n = len(labels)
     matrix = [[(7 * i + 3 * j) % 11 + (20 if i == j else 0) for j in range(n)] for i in range(n)]
     report: dict[str, Any] = {
@@ -337,7 +337,7 @@ def _values(enum: Any) -> tuple[str, ...]:
 
 
 INVALID_SUBMISSIONS: list[Any] = [
-    pytest.param({"dataset": "cifar"}, ("dataset", *_values(Dataset)), id="unknown-dataset"),
+    pytest.param({"dataset": "CIFAR 10"}, ("dataset", "names no dataset", *_values(Dataset)), id="unknown-dataset"),
     pytest.param({"optimizer": "lbfgs"}, ("optimizer", *_values(Optimizer)), id="unknown-optimizer"),
     pytest.param({"loss": "hinge"}, ("loss", *_values(Loss)), id="unknown-loss"),
     pytest.param(
@@ -499,7 +499,7 @@ def test_list_pagination(client: TestClient) -> None:
         ({"limit": 501}, ("limit", "less than or equal to 500")),
         ({"offset": -1}, ("offset",)),
         ({"status": "done"}, ("status", *_values(Status))),
-        ({"dataset": "cifar"}, ("dataset",)),
+        ({"dataset": "CIFAR 10"}, ("dataset",)),
         ({"optimizer": "lbfgs"}, ("optimizer",)),
     ],
 )
@@ -836,9 +836,18 @@ def test_the_default_prediction_rate_lets_a_loop_over_a_test_set_through(client:
     assert answers == [404] * 15, answers
 
 
-def test_dataset_predictions_on_an_unknown_dataset_are_422(client: TestClient) -> None:
+def test_dataset_predictions_on_an_unknown_dataset_are_404_and_on_no_dataset_name_422(client: TestClient) -> None:
     response = client.post("/datasets/cifar/predictions", files={"file": ("a.png", b"x", "image/png")})
-    assert_unprocessable(response, "dataset", *_values(Dataset))
+    assert response.status_code == 404 and "GET /datasets lists" in response.json()["detail"]
+    response = client.post("/datasets/CIFAR!/predictions", files={"file": ("a.png", b"x", "image/png")})
+    assert_unprocessable(response, "dataset")
+
+
+def test_a_spec_on_an_unknown_dataset_is_a_404_and_stores_nothing(client: TestClient) -> None:
+    before = client.get("/experiments").json()["total"]
+    response = client.post("/experiments", json={"dataset": "cifar"})
+    assert response.status_code == 404 and "dataset 'cifar' does not exist" in response.json()["detail"]
+    assert client.get("/experiments").json()["total"] == before
 
 
 # --- GET /datasets -------------------------------------------------------------------------------------

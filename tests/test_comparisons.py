@@ -15,7 +15,7 @@ from scipy import stats as scipy_stats
 from training import stats
 from training.data import LabelledData, held_out_positions, load_arrays, load_splits, split_training
 from training.results import EpochResult, EvaluationResult
-from training.spec import MAX_REPEATS, ExperimentSpec, Validation, repeat_seed
+from training.spec import MAX_REPEATS, Dataset, ExperimentSpec, Validation, repeat_seed
 from worker import jobs
 
 # --- the held-out split -------------------------------------------------------------------------------------------
@@ -84,7 +84,7 @@ def test_the_held_out_split_is_reproducible_from_the_seed_and_changes_with_it() 
 
 
 def test_load_splits_validates_on_training_images_unless_the_test_split_is_asked_for(data_dir: Path) -> None:
-    train_raw, test_raw = load_arrays(spec().dataset, data_dir)
+    train_raw, test_raw = load_arrays(Dataset(spec().dataset), data_dir)
     held = load_splits(spec(train_size=200, batch_size=50), data_dir)
     assert (held.train_count, held.validation_count) == (180, 20)
     assert held.validation is not held.test

@@ -464,7 +464,7 @@ def test_dataset_rows_come_with_0014_holding_the_built_ins_and_go_with_its_downg
         rows = session.scalars(select(DatasetVersion).order_by(DatasetVersion.name)).all()
         # The built-ins as the app knows them: a migration's copy that drifted from training/spec.py fails here.
         assert {row.name: (row.class_names, row.input_shape) for row in rows} == {
-            info.name.value: (list(info.class_names), list(info.input_shape)) for info in DATASETS.values()
+            str(info.name): (list(info.class_names), list(info.input_shape)) for info in DATASETS.values()
         }
         for row in rows:
             assert (row.version, row.owner_id, row.visibility, row.status) == (1, None, "public", DatasetStatus.READY)
@@ -489,3 +489,30 @@ def test_dataset_rows_come_with_0014_holding_the_built_ins_and_go_with_its_downg
         names = connection.execute(text("SELECT name FROM dataset_version ORDER BY name")).scalars().all()
     engine.dispose()
     assert names == ["cats_vs_dogs", "fashion_mnist", "mnist"]
+
+
+def test_experiments_from_before_0015_trained_on_version_1_of_their_built_in(empty_database: str) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0001")
+    engine = make_engine(empty_database)
+    with engine.begin() as connection:
+        insert_experiment_at_0001(connection, 1, "succeeded")
+    engine.dispose()
+    command.upgrade(config, "0014")
+    assert "dataset_version" not in {c["name"] for c in inspect(make_engine(empty_database)).get_columns("experiment")}
+    command.upgrade(config, "0015")
+    engine = make_engine(empty_database)
+    with engine.begin() as connection:
+        assert connection.execute(text("SELECT dataset, dataset_version FROM experiment")).all() == [("mnist", 1)]
+        # An uploaded dataset's name fits the column that held the built-ins' names.
+        connection.execute(text("UPDATE experiment SET dataset = :name, dataset_version = 3"), {"name": "f" * 40})
+    engine.dispose()
+    with pytest.raises(RuntimeError, match="trained on uploaded datasets"):
+        command.downgrade(config, "0014")
+    engine = make_engine(empty_database)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE experiment SET dataset = 'mnist'"))
+    engine.dispose()
+    command.downgrade(config, "0014")
+    command.upgrade(config, "head")
+    assert schema_drift(empty_database) == []

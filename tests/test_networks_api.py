@@ -235,7 +235,7 @@ def test_the_check_imports_no_tensorflow() -> None:
         "from config import get_settings\n"
         "from models.users import User\n"
         "answer = check_network(NetworkCheck.model_validate({'network': 'convnet', 'dataset': 'cats_vs_dogs'}), "
-        "get_settings(), User())\n"
+        "None, get_settings(), User())\n"  # no session: a built-in's check reads no dataset row
         "print(answer.figures.total_params > 0, 'tensorflow' in sys.modules, 'keras' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

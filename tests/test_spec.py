@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from training.labels import TargetEncoding, encode_labels, predicted_classes, target_encoding
-from training.spec import Activation, ExperimentSpec, Loss, Network
+from training.spec import Activation, DatasetInfo, ExperimentSpec, Loss, Network, default_network_for
 
 HOMEWORK_HEADS = [
     (1, "sigmoid", "binary_crossentropy"),
@@ -53,7 +53,9 @@ def test_every_homework_head_is_accepted_even_the_bad_ones(units: int, activatio
 @pytest.mark.parametrize(
     ("fields", "words"),
     [
-        ({"dataset": "cifar"}, "dataset"),
+        ({"dataset": "CIFAR 10"}, "names no dataset: give a built-in (mnist, fashion_mnist, cats_vs_dogs)"),
+        ({"dataset": "mnist@2"}, "it has version 1 only"),
+        ({"dataset": "cifar@2", "dataset_version": 3}, "give the version once"),
         ({"optimizer": "lbfgs"}, "optimizer"),
         ({"loss": "hinge"}, "loss"),
         ({"head": {"units": 10, "activation": "tanh"}}, "activation"),
@@ -86,6 +88,34 @@ def test_every_homework_head_is_accepted_even_the_bad_ones(units: int, activatio
 )
 def test_what_cannot_run_is_refused_with_the_field_and_the_fix(fields: dict[str, Any], words: str) -> None:
     assert words in refusal(**fields)
+
+
+def test_an_uploaded_dataset_is_checked_against_what_the_lookup_finds() -> None:
+    unchecked = ExperimentSpec.model_validate({"dataset": "flowers@2", "epochs": 2})
+    assert (unchecked.dataset, unchecked.dataset_version, unchecked.resolved) == ("flowers", 2, False)
+    with pytest.raises(LookupError, match="was not checked"):
+        _ = unchecked.info
+    found: list[tuple[str, int | None]] = []
+
+    def lookup(name: str, version: int | None) -> DatasetInfo:
+        found.append((name, version))
+        return DatasetInfo(
+            "flowers", ("rose", "tulip", "daisy"), (64, 64, 3), Network.CONVNET, "test", "", 90, 2, "0" * 64
+        )
+
+    checked = ExperimentSpec.with_datasets(unchecked, lookup)
+    assert found == [("flowers", 2)] and checked.resolved and checked.info.reference == "flowers@2"
+    assert (checked.network, checked.resolved_head.units, checked.epochs) == (Network.CONVNET, 3, 2)
+    with pytest.raises(ValueError, match=r"head\.units must be 3 for flowers"):
+        ExperimentSpec.with_datasets({"dataset": "flowers", "head": {"units": 2, "activation": "softmax"}}, lookup)
+    with pytest.raises(ValueError, match="train_size must be from 1 to 90 for flowers"):
+        ExperimentSpec.with_datasets({"dataset": "flowers", "train_size": 91}, lookup)
+
+
+def test_an_uploaded_datasets_default_network_follows_its_image_size() -> None:
+    assert default_network_for((28, 28)) is Network.MLP
+    assert default_network_for((32, 32, 3)) is Network.MLP  # too small for four convolution and pooling stages
+    assert default_network_for((64, 64, 3)) is Network.CONVNET
 
 
 def test_target_encoding_follows_head_and_loss() -> None:

@@ -34,13 +34,46 @@ from epochal.cli import app as cli_app
 from epochal.cli.spec_options import spec_fields
 from epochal.client.types import Experiment as ClientExperiment
 from epochal.client.types import ExperimentRequest
+from models import DatasetStatus, DatasetVersion
 from models.accounts import create_user
+from models.datasets import info_of
 from models.db import session_scope
 from models.specs import SPEC_COLUMNS, experiment_from_spec, resolved_value, spec_of, stored_value, value_types
 from models.tables import Experiment
-from training.spec import Dataset, ExperimentSpec
+from training.spec import Dataset, DatasetInfo, ExperimentSpec
 
 FIELDS = list(ExperimentSpec.model_fields)
+# An uploaded dataset in two ready versions: what a built-in cannot vary (its version) varies on it.
+UPLOADED = "uploaded"
+
+
+def uploaded_row(version: int, owner_id: int | None = None) -> DatasetVersion:
+    return DatasetVersion(
+        name=UPLOADED,
+        version=version,
+        owner_id=owner_id,
+        status=DatasetStatus.READY,
+        class_names=["a", "b", "c"],
+        counts={"train": {"a": 3, "b": 3, "c": 3}, "test": {"a": 1, "b": 1, "c": 1}},
+        input_shape=[8, 8, 1],
+        fit="resize",
+        color_mode="grayscale",
+        held_out=True,
+        images=12,
+        source_format="zip",
+        blob_sha256=f"{version:064x}",
+        content_sha256=f"{version + 10:064x}",
+    )
+
+
+def uploaded(name: str, version: int | None) -> DatasetInfo:
+    assert name == UPLOADED
+    return info_of(uploaded_row(version or 2))
+
+
+def validated(data: dict[str, Any]) -> ExperimentSpec:
+    """A spec, checked against a built-in or the uploaded dataset above."""
+    return ExperimentSpec.with_datasets(data, uploaded)
 
 
 def _candidates(field: FieldInfo) -> Iterator[Any]:
@@ -55,7 +88,7 @@ def _candidates(field: FieldInfo) -> Iterator[Any]:
         elif kind is float:
             yield from (0.25, 0.5, 0.003)
         elif kind is str:
-            yield "a name"
+            yield from field.examples or ["a name"]
         elif isinstance(kind, type) and issubclass(kind, BaseModel):
             extra = kind.model_config.get("json_schema_extra")
             examples = extra.get("examples") if isinstance(extra, dict) else None
@@ -72,6 +105,8 @@ def _json(spec: ExperimentSpec, name: str) -> Any:
 def variants(name: str) -> list[tuple[ExperimentSpec, ExperimentSpec]]:
     """(a dataset's default spec, the same spec with field `name` changed): two per dataset at most."""
     found = []
+    if name == "dataset_version":
+        return [(validated({"dataset": f"{UPLOADED}@1"}), validated({"dataset": f"{UPLOADED}@2"}))]
     for dataset in Dataset:
         base = ExperimentSpec(dataset=dataset)
         changed = []
@@ -93,6 +128,8 @@ def stored(db: str) -> Iterator[Any]:
     """Writes a spec's row to the database and reads it back in a new session."""
     with session_scope() as session:
         owner_id = create_user(session, "spec-fields")[0].id
+        if session.scalar(select(DatasetVersion.id).where(DatasetVersion.name == UPLOADED)) is None:
+            session.add_all([uploaded_row(1, owner_id), uploaded_row(2, owner_id)])
 
     def store(spec: ExperimentSpec) -> Experiment:
         with session_scope() as session:
@@ -123,7 +160,7 @@ def test_the_field_goes_through_the_row_and_back(name: str, stored: Any) -> None
         assert stored_value(row, name) == resolved_value(spec, name)
         again = spec_of(row)
         assert getattr(again, name) == resolved_value(spec, name)
-        assert again == ExperimentSpec.model_validate({**spec.model_dump(), "learning_rate": again.learning_rate})
+        assert again == validated({**spec.model_dump(), "learning_rate": again.learning_rate})
         assert set(SPEC_COLUMNS[name]) <= set(Experiment.__table__.c.keys())
         # The one it differs from stays as it was: the field alone changed.
         assert stored_value(stored(base), name) != stored_value(row, name)

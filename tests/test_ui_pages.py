@@ -14,7 +14,7 @@ from api.main import app
 from api.serving.model_contract import model_input
 from api.ui import UI_DIR
 from tests.seed import finish
-from training.spec import Dataset
+from training.spec import DATASETS, Dataset
 
 ASSET = re.compile(r"""(?:src|href)=["']([^"']+)["']|url:\s*'([^']+)'""")
 
@@ -68,10 +68,10 @@ def test_a_checkpoint_listing_says_what_input_it_expects(client: TestClient) -> 
 
 
 def test_the_input_contract_follows_the_dataset() -> None:
-    cats = model_input(Dataset.CATS_VS_DOGS)
+    cats = model_input(DATASETS[Dataset.CATS_VS_DOGS])
     assert cats.input_shape == [None, 150, 150, 3]
     assert "RGB" in cats.preprocessing
-    assert model_input(Dataset.FASHION_MNIST).input_shape == [None, 28, 28]
+    assert model_input(DATASETS[Dataset.FASHION_MNIST]).input_shape == [None, 28, 28]
 
 
 def _directives(policy: str) -> dict[str, list[str]]:

@@ -19,7 +19,8 @@ from training.errors import DatasetUnavailable
 from training.holdout import held_out_positions
 from training.images import decode_rgb
 from training.labels import encode_labels, target_encoding
-from training.spec import Dataset, ExperimentSpec
+from training.packed import open_packed
+from training.spec import Dataset, DatasetInfo, ExperimentSpec
 
 CATS_VS_DOGS_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -197,11 +198,29 @@ def decode_images(data: LabelledData, spec: ExperimentSpec) -> LabelledData | No
     return LabelledData(pixels, data.labels)
 
 
-def load_splits(spec: ExperimentSpec, data_dir: Path) -> Splits:
-    """Train, validation and test pipelines for `spec`; validation is the test split unless held out."""
-    train_raw, test_raw = load_raw(spec.dataset, data_dir)
+def load_packed(info: DatasetInfo, packed: Path | None) -> tuple[LabelledData, LabelledData]:
+    """Train and test arrays of an uploaded dataset version, memory-mapped from its packed file."""
+    if packed is None:
+        raise DatasetUnavailable(f"{info.reference} is an uploaded dataset: its packed arrays were not fetched")
+    arrays = open_packed(packed)
+    shape = tuple(arrays.x_train.shape[1:])
+    if arrays.class_names != info.class_names or shape != info.input_shape:
+        raise DatasetUnavailable(
+            f"the packed arrays of {info.reference} hold {shape} images of {len(arrays.class_names)} classes, not the "
+            f"{info.input_shape} images of {info.num_classes} classes its row records; upload it again"
+        )
+    return LabelledData(arrays.x_train, arrays.y_train), LabelledData(arrays.x_test, arrays.y_test)
+
+
+def load_splits(spec: ExperimentSpec, data_dir: Path, packed: Path | None = None) -> Splits:
+    """Train, validation and test pipelines for `spec`; validation is the test split unless held out. A built-in's
+    data comes from `data_dir` (or its download), an uploaded dataset's from `packed`."""
+    if spec.info.builtin:
+        train_raw, test_raw = load_raw(Dataset(spec.dataset), data_dir)
+    else:
+        train_raw, test_raw = load_packed(spec.info, packed)
     train, held_out = split_training(train_raw, spec)
-    files = spec.dataset is Dataset.CATS_VS_DOGS
+    files = spec.dataset == Dataset.CATS_VS_DOGS
     test = _evaluation_pipeline(test_raw, spec, image_files=files)
     validation = test if held_out is None else _evaluation_pipeline(held_out, spec, image_files=files)
     decoded = decode_images(train, spec) if files else None

@@ -20,6 +20,8 @@ from training.image_decode import (
 )
 from training.image_limits import DecodeLimits as DecodeLimits
 from training.spec import DatasetInfo
+from training.uploads.caps import ColorMode, Fit
+from training.uploads.fitting import fit_image
 
 # A light border means a dark digit on paper; MNIST digits are light on black, so such images are inverted.
 LIGHT_BACKGROUND_THRESHOLD = 127
@@ -60,6 +62,11 @@ def preprocess_image(data: bytes, info: DatasetInfo, limits: DecodeLimits | None
     header, in_file = open_for_decoding(data, limits, size)
     original = load_pixels(header, limits)
     image = normalized(original, working_size(size))
+    if not info.builtin:
+        # An uploaded dataset's images were decoded and fitted just so when it was prepared (training/uploads).
+        color = ColorMode.GRAYSCALE if info.is_grayscale else ColorMode.RGB
+        pixels = fit_image(image, (size[0], size[1]), Fit(info.fit), color)
+        return pixels.astype("float32")[np.newaxis]
     if info.is_grayscale:
         return _grayscale_digit(image, info.input_shape)[np.newaxis]
     if _is_plain(original, image, in_file):

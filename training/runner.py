@@ -177,6 +177,7 @@ def run_experiment(
     on_progress: ProgressCallback | None = None,
     progress_every_s: float = 1.0,
     steps_per_execution: int | None = None,
+    packed: Path | None = None,
 ) -> RunResult:
     """Train `spec` to completion (or until stopped), then evaluate the best checkpoint on the test split.
 
@@ -186,11 +187,12 @@ def run_experiment(
     `on_split` hears how many examples train and validate, once the data is split and before training.
     `on_progress` hears how far the current epoch is, at most every `progress_every_s`, with the running
     loss and accuracy. `steps_per_execution` (batches per compiled call) defaults to the faster choice
-    for the network and device; it does not change what is computed.
+    for the network and device; it does not change what is computed. `packed` is the packed arrays of an uploaded
+    dataset (training/packed.py); a built-in's data is read from `data_dir`.
     """
     keras.utils.set_random_seed(spec.seed)
     _set_op_determinism(spec.deterministic)
-    splits = load_splits(spec, data_dir)
+    splits = load_splits(spec, data_dir, packed)
     on_split(splits.train_count, splits.validation_count)
     workdir.mkdir(parents=True, exist_ok=True)
     on_gpu = _on_gpu()

@@ -7,11 +7,12 @@ so the API answers 422 with the reason and the worker re-validates what it reads
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from training.bounds import INT32_MAX, Between
 from training.graph.check import HeadShape, NetworkSummary, summarize
@@ -95,15 +96,31 @@ def repeat_seed(base_seed: int, index: int) -> int:
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What the rest of the service needs to know about a dataset without loading it."""
+    """What the rest of the service needs to know about a dataset without loading it: a built-in's (DATASETS), or
+    a version of one a user uploaded (built from its row by the caller: training knows no database)."""
 
-    name: Dataset
+    name: str
     class_names: tuple[str, ...]
-    input_shape: tuple[int, ...]
+    input_shape: tuple[int, ...]  # (height, width) for grayscale, (height, width, 3) for RGB
     default_network: Network
     test_split: str
     description: str
     train_examples: int  # in the standard training split: the most that train_size can take
+    version: int = 1  # the built-ins are version 1 of their name
+    # The sha256 of an uploaded version's packed arrays (training/packed.py), which the worker fetches; None for a
+    # built-in, read from the data folder or downloaded.
+    packed_sha256: str | None = None
+    fit: str = "resize"  # how an image is fitted to input_shape (training/uploads/fitting.py), predictions too
+    content_sha256: str | None = None  # of an uploaded version's canonical content (training/uploads/canonical.py)
+
+    @property
+    def builtin(self) -> bool:
+        return self.packed_sha256 is None
+
+    @property
+    def reference(self) -> str:
+        """`name@version`, the way a spec names exactly this version."""
+        return f"{self.name}@{self.version}"
 
     @property
     def num_classes(self) -> int:
@@ -158,7 +175,53 @@ DATASETS: dict[Dataset, DatasetInfo] = {
         2_000,
     ),
 }
-MAX_TRAIN_SIZE = max(info.train_examples for info in DATASETS.values())
+# An uploaded dataset may be larger than the built-ins; train_size is bounded by its own training split.
+MAX_TRAIN_SIZE = INT32_MAX
+# `name` or `name@version`: a dataset name is a short slug (domain/datasets.py says which).
+DATASET_NAME = r"^[a-z0-9](?:[a-z0-9_-]{0,38}[a-z0-9])?$"
+DATASET_REFERENCE = DATASET_NAME.removesuffix("$") + r"(?:@[1-9][0-9]{0,8})?$"
+DATASET_CONTEXT = "datasets"
+
+
+def dataset_reference(value: str) -> str:
+    """`value` if it can name a dataset (`name` or `name@version`); ValueError saying what can."""
+    if len(value) > 50 or not re.match(DATASET_REFERENCE, value):
+        builtins = ", ".join(DATASETS)
+        raise ValueError(
+            f"dataset {value!r:.60} names no dataset: give a built-in ({builtins}) or the name of one uploaded to "
+            "POST /datasets (lowercase letters, digits, '-' and '_'), optionally as name@version"
+        )
+    return value
+
+
+def split_reference(value: str) -> tuple[str, int | None]:
+    """`name@version` as (name, version); a bare name as (name, None)."""
+    name, _, version = value.partition("@")
+    return name, int(version) if version else None
+
+
+class DatasetLookup(Protocol):
+    """Finds an uploaded dataset's version for a spec: `version` None means the latest ready one. Raises the
+    caller's own errors (the API's are a 404 for a dataset the caller may not see, a 422 for one not ready), which
+    pass through validation as they are. Passed to validation as `context={DATASET_CONTEXT: lookup}`."""
+
+    def __call__(self, name: str, version: int | None) -> DatasetInfo: ...
+
+
+def builtin_info(name: str) -> DatasetInfo | None:
+    """The built-in dataset called `name`, if one is."""
+    return DATASETS.get(name)  # type: ignore[call-overload]
+
+
+def default_network_for(input_shape: tuple[int, ...]) -> Network:
+    """An uploaded dataset's network when a spec names none: the convnet where its images are large enough for its
+    four convolution and pooling stages (about 46x46 and up), the MLP otherwise."""
+    from training.graph.presets import PRESETS  # it imports this module
+
+    check = summarize(PRESETS[Network.CONVNET], input_shape, 1, HeadShape(2, LayerActivation("softmax")))
+    return Network.MLP if isinstance(check, list) else Network.CONVNET
+
+
 MAX_HEAD_UNITS = 1000
 
 
@@ -179,12 +242,23 @@ class ExperimentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", use_enum_values=False)
 
     name: str | None = Field(default=None, max_length=200)
-    dataset: Dataset
+    dataset: str = Field(
+        json_schema_extra={"pattern": DATASET_REFERENCE, "maxLength": 50},
+        description="A built-in dataset (mnist, fashion_mnist, cats_vs_dogs) or one uploaded to POST /datasets that "
+        "you may use, by name (its latest ready version) or as name@version. GET /datasets lists them.",
+        examples=["mnist"],
+    )
+    dataset_version: Annotated[int, Between(1, INT32_MAX)] | None = Field(
+        default=None,
+        validate_default=True,
+        description="The version of the dataset (also written dataset: name@version). Default: its latest ready "
+        "version, recorded here when the experiment is stored; the built-ins are version 1.",
+    )
     network: Network | NetworkGraph | None = Field(
         default=None,
         description="A preset's name (GET /networks), or a network graph (the one POST /networks/check takes), "
         "checked against the dataset's input before it is queued. Default: mlp for 28x28 sets, convnet for "
-        "cats_vs_dogs.",
+        "cats_vs_dogs; for an uploaded dataset, convnet where its images are about 46x46 or larger, else mlp.",
     )
     optimizer: Optimizer = Optimizer.ADAM
     learning_rate: float | None = Field(default=None, description="Default: the Keras default of the optimizer.")
@@ -198,7 +272,7 @@ class ExperimentSpec(BaseModel):
     train_size: Annotated[int, Between(1, MAX_TRAIN_SIZE)] | None = Field(
         default=None,
         description="Use only the first N training examples (of the shuffled training split; at most its size: "
-        "60,000 for mnist and fashion_mnist, 2,000 for cats_vs_dogs).",
+        "60,000 for mnist and fashion_mnist, 2,000 for cats_vs_dogs, its training split for an uploaded one).",
     )
     validation: Validation = Field(
         default=Validation.HELD_OUT,
@@ -318,12 +392,37 @@ class ExperimentSpec(BaseModel):
             self.validation_split = DEFAULT_VALIDATION_SPLIT
         return self
 
+    _info: DatasetInfo | None = PrivateAttr(default=None)
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_reference(cls, value: str) -> str:
+        return dataset_reference(value)
+
+    @field_validator("dataset_version", mode="before")
+    @classmethod
+    def _version_in_name(cls, value: Any, info: ValidationInfo) -> Any:
+        named = info.data.get("dataset")
+        if isinstance(named, str) and "@" in named:
+            version = int(named.rsplit("@", 1)[1])
+            if value is not None and value != version:
+                raise ValueError(
+                    f"dataset says version {version} and dataset_version says {value}: give the version once"
+                )
+            return version
+        return value
+
     @model_validator(mode="after")
-    def _resolve_defaults_and_check(self) -> ExperimentSpec:
-        info = DATASETS[self.dataset]
+    def _resolve_defaults_and_check(self, validation: ValidationInfo) -> ExperimentSpec:
+        self.dataset = self.dataset.split("@", 1)[0]
+        info = self._dataset_info(validation.context)
+        if info is None:
+            # A dataset users upload is checked once its row is known: see `with_datasets`.
+            return self
+        self._info, self.dataset_version = info, info.version
         if self.network is None:
             self.network = info.default_network
-        if self.network is Network.CONVNET and info.is_grayscale:
+        if self.network is Network.CONVNET and info.builtin and info.is_grayscale:
             raise ValueError(
                 f"network 'convnet' needs 150x150 RGB images; {self.dataset} is 28x28 grayscale: use network 'mlp'"
             )
@@ -363,6 +462,36 @@ class ExperimentSpec(BaseModel):
             raise ValueError("; ".join(f"network: {e}" for e in errors))
         return self
 
+    def _dataset_info(self, context: Any) -> DatasetInfo | None:
+        """The dataset this spec names: a built-in, or what the validation context's lookup finds (None without
+        one: the spec cannot be checked against an uploaded dataset yet)."""
+        builtin = builtin_info(self.dataset)
+        if builtin is not None:
+            if self.dataset_version not in (None, builtin.version):
+                raise ValueError(
+                    f"{self.dataset} is a built-in dataset: it has version {builtin.version} only; drop the version"
+                )
+            return builtin
+        lookup = context.get(DATASET_CONTEXT) if isinstance(context, dict) else None
+        return None if lookup is None else lookup(self.dataset, self.dataset_version)
+
+    @classmethod
+    def with_datasets(cls, spec: dict[str, Any] | BaseModel, lookup: DatasetLookup) -> Any:
+        """`spec` (a body, or a spec validated without a lookup) validated against the dataset it names, found by
+        `lookup`; returns an instance of `cls`."""
+        if isinstance(spec, ExperimentSpec):
+            # What the caller set, with the version the first validation read off `dataset` (name@version).
+            data = {**spec.model_dump(exclude_unset=True), "dataset": spec.dataset}
+            data["dataset_version"] = spec.dataset_version
+        else:
+            data = spec.model_dump(exclude_unset=True) if isinstance(spec, BaseModel) else spec
+        return cls.model_validate(data, context={DATASET_CONTEXT: lookup})
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the spec was checked against its dataset (always, for a built-in)."""
+        return self._info is not None
+
     @staticmethod
     def _class_weights_by_name(weights: dict[str, float], info: DatasetInfo) -> dict[str, float]:
         """`weights` keyed by class name (a key may be the name or the index), in the classes' order."""
@@ -393,7 +522,11 @@ class ExperimentSpec(BaseModel):
 
     @property
     def info(self) -> DatasetInfo:
-        return DATASETS[self.dataset]
+        if self._info is None:
+            raise LookupError(
+                f"the spec naming dataset {self.dataset!r} was not checked against it: validate it with_datasets"
+            )
+        return self._info
 
     @property
     def resolved_head(self) -> Head:

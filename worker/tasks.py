@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 from billiard.common import terminate_handler_fired
@@ -15,7 +17,10 @@ from celery import Task
 from config import DATASET_TASK_NAME, TRAIN_TASK_NAME, get_settings
 from domain.lifecycle import Outcome
 from infra import events
+from infra.blob_cache import BlobCache
+from models.blob_store import DatabaseBlobStore
 from training.results import StopReason
+from training.spec import DatasetInfo
 from worker import jobs
 from worker.celery_app import app
 from worker.epoch_writer import EpochWriter
@@ -80,6 +85,17 @@ def _fail(job: jobs.ClaimedJob, error: str, outcome: str) -> None:
         )
 
 
+@contextlib.contextmanager
+def packed_dataset(info: DatasetInfo) -> Iterator[Path | None]:
+    """An uploaded dataset's packed arrays as a local file, from this host's blob cache (fetched from the database
+    once, checked against its hash), kept while the job trains on it; None for a built-in (the data folder's)."""
+    if info.packed_sha256 is None:
+        yield None
+        return
+    with BlobCache.configured(DatabaseBlobStore()).fetch(info.packed_sha256) as path:
+        yield path
+
+
 def _train(job: jobs.ClaimedJob, heartbeat: Heartbeat) -> str:
     # TensorFlow is imported here, in the job's own child process, never in the prefork parent.
     from training.device import setup_device
@@ -88,11 +104,16 @@ def _train(job: jobs.ClaimedJob, heartbeat: Heartbeat) -> str:
 
     device = setup_device(job.spec.mixed_precision)
     jobs.record_device(job, device.name, device.warnings, library_versions())
-    with tempfile.TemporaryDirectory(prefix=f"epochal-{job.experiment_id}-") as workdir, EpochWriter(job) as epochs:
+    with (
+        tempfile.TemporaryDirectory(prefix=f"epochal-{job.experiment_id}-") as workdir,
+        packed_dataset(job.spec.info) as packed,
+        EpochWriter(job) as epochs,
+    ):
         result = run_experiment(
             job.spec,
             get_settings().data_dir,
             Path(workdir),
+            packed=packed,
             on_epoch_end=epochs.write,
             should_stop=lambda: jobs.cancel_requested(job.experiment_id),
             interrupted=lambda: stop_requested.is_set() or heartbeat.lost.is_set(),

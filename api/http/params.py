@@ -12,6 +12,7 @@ from fastapi import Path, Query
 
 from domain.access import MAX_ID
 from training.bounds import INT64_MAX, Between
+from training.spec import DATASET_NAME
 
 MAX_OFFSET = INT64_MAX  # OFFSET is a 64-bit integer on every supported database
 
@@ -38,3 +39,10 @@ MAX_PAGE = 500
 PageLimit = Annotated[int, Between(1, MAX_PAGE), Query(description="How many to answer at most.")]
 PageOffset = Annotated[int, Between(0, MAX_OFFSET), Query(description="How many of the newest to skip.")]
 QuerySweepId = Annotated[Annotated[int, Between(1, MAX_ID)] | None, Query(description="Only this sweep's.")]
+DatasetFilter = Annotated[
+    str | None,
+    Query(
+        pattern=DATASET_NAME,
+        description="Only those on this dataset (a built-in's or an uploaded one's name).",
+    ),
+]

@@ -42,7 +42,7 @@ from models.db import session_scope
 from models.users import User
 from training.bounds import INT32_MAX, Between
 from training.datafiles import in_data_dir
-from training.spec import DATASETS, Dataset
+from training.spec import DATASETS, Dataset, default_network_for
 from training.uploads import ColorMode, Fit, UploadCaps
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -86,8 +86,13 @@ _NO_FILE = (
 
 
 def _builtin_description(name: str) -> tuple[str, str, Any]:
-    info = DATASETS[Dataset(name)]
+    info = DATASETS[Dataset(name)]  # a built-in row's name is a Dataset value
     return info.description, info.test_split, info.default_network
+
+
+def _shape(stored: list[int]) -> tuple[int, ...]:
+    height, width, channels = stored
+    return (height, width) if channels == 1 else (height, width, channels)
 
 
 def _test_split(row: DatasetVersion) -> str:
@@ -124,10 +129,10 @@ def _listed(session: Session, settings: Settings, user: User, row: DatasetVersio
     return DatasetRead(
         **fields,
         description=f"uploaded: {row.images or 0} images" if row.images else "uploaded",
-        default_network=None,
+        default_network=default_network_for(_shape(row.input_shape)) if row.input_shape else None,
         test_split=_test_split(row),
         in_data_dir=False,
-        best_experiment_id=None,
+        best_experiment_id=best.id if (best := best_visible_experiment(session, user, row.name)) else None,
     )
 
 
@@ -329,13 +334,14 @@ async def upload_dataset(
     return await run_in_threadpool(_created, caller_id, name, visibility, options, upload, settings.default_queue)
 
 
-def _defaults(session: Session, user: User, dataset: Dataset) -> DefaultModelRead:
+def _defaults(session: Session, user: User, dataset: str) -> DefaultModelRead:
+    dataset_rows.check_visible(session, user, dataset)
     mine, everyone = registry.defaults_of(session, user, dataset)
     chosen = mine or everyone
     if chosen is not None:
         serving = f"{'your' if chosen is mine else 'the class-wide'} default model {chosen.ref}"
     else:
-        serving = f"your best succeeded experiment on {dataset.value} by validation accuracy"
+        serving = f"your best succeeded experiment on {dataset} by validation accuracy"
     return DefaultModelRead(
         dataset=dataset,
         mine=None if mine is None else mine.ref,
@@ -344,8 +350,8 @@ def _defaults(session: Session, user: User, dataset: Dataset) -> DefaultModelRea
     )
 
 
-@router.get("/{dataset}/default-model", response_model=DefaultModelRead, responses=responses(422))
-def read_default_model(dataset: Dataset, session: SessionDep, user: CurrentUser) -> DefaultModelRead:
+@router.get("/{dataset}/default-model", response_model=DefaultModelRead, responses=responses(404, 422))
+def read_default_model(dataset: DatasetName, session: SessionDep, user: CurrentUser) -> DefaultModelRead:
     """Which model `/datasets/{dataset}/predictions` uses for you: your own default, else the class-wide one."""
     return _defaults(session, user, dataset)
 
@@ -354,30 +360,32 @@ def read_default_model(dataset: Dataset, session: SessionDep, user: CurrentUser)
     "/{dataset}/default-model", response_model=DefaultModelRead, responses=responses(400, 403, 404, 409, 413, 422)
 )
 def set_default_model(
-    dataset: Dataset, body: DefaultModelSet, session: SessionDep, user: CurrentUser
+    dataset: DatasetName, body: DefaultModelSet, session: SessionDep, user: CurrentUser
 ) -> DefaultModelRead:
     """Set the model your predictions on the dataset use (it changes nobody else's); with `for_everyone` (admins
     only, a public model) the class-wide default for everyone who has not set their own.
 
     409 if the model version was not trained on this dataset.
     """
+    dataset_rows.check_visible(session, user, dataset)
     registry.set_default(session, user, dataset, body.model, for_everyone=body.for_everyone)
     return _defaults(session, user, dataset)
 
 
 @router.delete("/{dataset}/default-model", status_code=status.HTTP_204_NO_CONTENT, responses=responses(403, 404, 422))
 def delete_default_model(
-    dataset: Dataset,
+    dataset: DatasetName,
     session: SessionDep,
     user: CurrentUser,
     for_everyone: Annotated[bool, Query(description="Admins only: remove the class-wide default.")] = False,
 ) -> Response:
     """Remove your default model for the dataset (or, with `for_everyone`, the class-wide one)."""
+    dataset_rows.check_visible(session, user, dataset)
     registry.clear_default(session, user, dataset, for_everyone=for_everyone)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.delete("/{name}/{version}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(403, 404, 422))
+@router.delete("/{name}/{version}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(403, 404, 409, 422))
 def delete_dataset_version(
     name: UploadedName,
     version: Annotated[int, id_path("The version number (GET /datasets/{name} lists them).")],
@@ -385,6 +393,7 @@ def delete_dataset_version(
     user: CurrentUser,
 ) -> Response:
     """Delete one version of your dataset (an admin: of anyone's). The built-ins cannot be deleted (403), nor another
-    user's public dataset (403); another user's private one is a 404. Its blobs are freed by the store's sweep."""
+    user's public dataset (403); another user's private one is a 404; a version queued or running experiments train
+    on is a 409. Its blobs are freed by the store's sweep."""
     dataset_rows.delete_version(session, user, name, version)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

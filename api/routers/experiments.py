@@ -13,7 +13,8 @@ from api.http.auth import AdminUser, BearerKey, CurrentUser, KeyVerifiedRoute, a
 from api.http.deps import SessionDep, SettingsDep, publisher
 from api.http.errors import responses
 from api.http.openapi import file_response
-from api.http.params import ExperimentId, PageLimit, PageOffset, QuerySweepId
+from api.http.params import DatasetFilter, ExperimentId, PageLimit, PageOffset, QuerySweepId
+from api.http.specs import against_datasets
 from api.reports.standings import reads_with_standing
 from api.schemas.experiments import (
     ArtifactRead,
@@ -37,8 +38,8 @@ from domain.quotas import check_active_jobs, check_sweep_size
 from domain.submission import submit
 from infra import events
 from models import Experiment, Sweep, User
-from models.specs import repeated_experiments
-from training.spec import Dataset, Optimizer
+from models.specs import dataset_info_of, repeated_experiments
+from training.spec import Optimizer
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 # POST /experiments verifies the key in the same worker-thread hop as the submission (`as_caller`, api/http/auth.py),
@@ -51,7 +52,7 @@ submissions = APIRouter(prefix="/experiments", tags=["experiments"], route_class
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ExperimentRead,
-    responses=responses(400, 413, 422, 429, 503),
+    responses=responses(400, 404, 413, 422, 429, 503),
 )
 async def create_experiment(
     body: ExperimentCreate, request: Request, key: BearerKey, response: Response
@@ -66,6 +67,7 @@ async def create_experiment(
 
 def _create_experiment(body: ExperimentCreate, response: Response, session: Session, user: User) -> ExperimentRead:
     settings = get_settings()
+    body = against_datasets(session, user, body)
     if body.repeats > 1:
         check_sweep_size(settings, user, body.repeats)
     experiments = repeated_experiments(body, body.repeats)
@@ -89,7 +91,7 @@ def list_experiments(
     settings: SettingsDep,
     user: CurrentUser,
     status_: Annotated[Status | None, Query(alias="status")] = None,
-    dataset: Dataset | None = None,
+    dataset: DatasetFilter = None,
     optimizer: Optimizer | None = None,
     sweep_id: QuerySweepId = None,
     limit: PageLimit = 50,
@@ -180,7 +182,7 @@ def list_artifacts(experiment_id: ExperimentId, session: SessionDep, user: Curre
     """Files the run produced (the best checkpoint), with size and sha256, and what the checkpoint takes as input:
     raw 0..255 pixels as float32, which it rescales itself (feeding it x / 255 scales twice)."""
     experiment = visible_experiment(session, user, experiment_id)
-    contract = model_input(experiment.dataset).model_dump()
+    contract = model_input(dataset_info_of(experiment, session)).model_dump()
     return [
         ArtifactRead(
             name=a.name,

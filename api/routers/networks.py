@@ -12,15 +12,17 @@ from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
 
 from api.http.auth import CurrentUser
-from api.http.deps import SettingsDep
+from api.http.deps import SessionDep, SettingsDep
 from api.http.errors import responses
 from api.schemas.networks import NetworkCheck, NetworkCheckRead, NetworkLimitsRead, NetworkPresetRead
+from domain.datasets import usable_info
+from domain.errors import Invalid
 from domain.submission import network_limits, unreachable_weights
 from training.graph.check import HeadShape, NetworkSummary, over_limits, summarize
 from training.graph.network import GraphError, NetworkGraph
 from training.graph.presets import DESCRIPTIONS, PRESETS
 from training.graph.vocabulary import LayerActivation
-from training.spec import DATASETS, Activation, Head
+from training.spec import DATASETS, Activation, Dataset, Head, builtin_info, split_reference
 
 router = APIRouter(prefix="/networks", tags=["networks"])
 PRESET_BATCH_SIZE = 32
@@ -55,7 +57,7 @@ def list_networks() -> list[NetworkPresetRead]:
             NetworkPresetRead(
                 name=name,
                 description=DESCRIPTIONS[name],
-                default_for=[info.name for info in DATASETS.values() if info.default_network is name],
+                default_for=[Dataset(info.name) for info in DATASETS.values() if info.default_network is name],
                 network=graph,
                 summaries=summaries,
             )
@@ -63,8 +65,10 @@ def list_networks() -> list[NetworkPresetRead]:
     return presets
 
 
-@router.post("/check", response_model=NetworkCheckRead, responses=responses(400, 413, 422))
-def check_network(body: NetworkCheck, settings: SettingsDep, user: CurrentUser) -> NetworkCheckRead:
+@router.post("/check", response_model=NetworkCheckRead, responses=responses(400, 404, 413, 422))
+def check_network(
+    body: NetworkCheck, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> NetworkCheckRead:
     """Check a network against a dataset's input (or a shape) without queueing anything.
 
     200: Keras' summary of the whole network (image, rescaling to 0..1, your layers, the head), its parameters,
@@ -76,7 +80,10 @@ def check_network(body: NetworkCheck, settings: SettingsDep, user: CurrentUser) 
     """
     graph = PRESETS[body.network] if not isinstance(body.network, NetworkGraph) else body.network
     if body.dataset is not None:
-        info = DATASETS[body.dataset]
+        name, version = split_reference(body.dataset)
+        info = builtin_info(name) or usable_info(session, user, name, version)
+        if info.builtin and version not in (None, info.version):
+            raise Invalid(f"{name} is a built-in dataset: it has version {info.version} only; drop the version")
         input_shape = info.input_shape
         head = _head(body.head or Head(units=info.num_classes, activation=Activation.SOFTMAX))
     else:

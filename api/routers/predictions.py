@@ -23,7 +23,16 @@ from api.http.openapi import BINARY
 from api.http.params import ExperimentId
 from api.schemas.predictions import PredictionBatchRead, PredictionRead
 from api.serving.pipeline import ReadImages, best_on, by_id, by_model, capped, predict, read_image
-from training.spec import Dataset
+from training.spec import DATASET_NAME
+
+DatasetPath = Annotated[
+    str,
+    Path(
+        pattern=DATASET_NAME,
+        description="A built-in dataset's name, or an uploaded one's you may use (GET /datasets lists them).",
+        examples=["mnist"],
+    ),
+]
 
 router = APIRouter(tags=["predictions"], route_class=KeyVerifiedRoute)
 
@@ -151,7 +160,7 @@ async def predict_batch_with_experiment(
     responses=PREDICTION_ERRORS,
     openapi_extra=SINGLE_IMAGE_BODY,
 )
-async def predict_with_best(dataset: Dataset, request: Request, key: BearerKey) -> PredictionRead:
+async def predict_with_best(dataset: DatasetPath, request: Request, key: BearerKey) -> PredictionRead:
     """Classify one image with your best succeeded experiment on `dataset` (by validation accuracy).
 
     Send it as a multipart part named `file`, or as the whole body with `Content-Type: image/png` (or
@@ -162,7 +171,7 @@ async def predict_with_best(dataset: Dataset, request: Request, key: BearerKey) 
 
 @router.post("/datasets/{dataset}/predictions/batch", response_model=PredictionBatchRead, responses=PREDICTION_ERRORS)
 async def predict_batch_with_best(
-    dataset: Dataset, files: ImageUploads, request: Request, key: BearerKey
+    dataset: DatasetPath, files: ImageUploads, request: Request, key: BearerKey
 ) -> PredictionBatchRead:
     """Classify several images (`files` parts) with your best succeeded experiment on `dataset`.
 

@@ -23,8 +23,8 @@ from api.reports.tensorboard_export import EpochScalars, Run, logdir_tarball, ru
 from domain.access import visible_evaluation, visible_experiment, visible_sweep
 from models import EpochMetric, Experiment, Sweep
 from models.base import as_utc
-from models.specs import validation_of
-from training.spec import DATASETS, Validation
+from models.specs import dataset_info_of, validation_of
+from training.spec import Validation
 
 router = APIRouter(tags=["reports"])
 
@@ -124,6 +124,13 @@ def plot_history(experiment_id: ExperimentId, session: SessionDep, user: Current
     return _png(content, f"experiment-{experiment_id}-history.png")
 
 
+def _test_split(experiment: Experiment) -> str:
+    try:
+        return dataset_info_of(experiment).test_split
+    except LookupError:  # its dataset version was deleted since: the matrix stays readable
+        return f"the test split of {experiment.dataset}@{experiment.dataset_version}"
+
+
 @router.get(
     "/experiments/{experiment_id}/plots/confusion-matrix.png",
     response_class=Response,
@@ -134,7 +141,7 @@ def plot_confusion_matrix(experiment_id: ExperimentId, session: SessionDep, user
     evaluation = visible_evaluation(session, user, experiment_id)
     experiment = evaluation.experiment
     accuracy = f", accuracy {evaluation.test_accuracy:.4f}" if evaluation.test_accuracy is not None else ""
-    title = f"{_describe(experiment)}\nconfusion matrix on {DATASETS[experiment.dataset].test_split}{accuracy}"
+    title = f"{_describe(experiment)}\nconfusion matrix on {_test_split(experiment)}{accuracy}"
     content = plots.confusion_matrix_png(evaluation.labels, evaluation.confusion_matrix, title)
     return _png(content, f"experiment-{experiment_id}-confusion-matrix.png")
 

@@ -20,6 +20,7 @@ from api.http.auth import BearerKey, CurrentUser, KeyVerifiedRoute, as_caller
 from api.http.deps import SessionDep, publisher
 from api.http.errors import describe_validation_errors, responses
 from api.http.params import PageLimit, PageOffset, SweepId
+from api.http.specs import against_datasets
 from api.reports.standings import reads_with_standing
 from api.reports.sweep_table import STATISTICS, comparison_rows, configuration_rows, sweep_state
 from api.schemas.experiments import ExperimentCreate
@@ -182,7 +183,10 @@ def expand_grid(body: SweepCreate) -> list[ExperimentCreate]:
 
 
 @submissions.post(
-    "", status_code=status.HTTP_202_ACCEPTED, response_model=SweepRead, responses=responses(400, 413, 422, 429, 503)
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=SweepRead,
+    responses=responses(400, 404, 413, 422, 429, 503),
 )
 async def create_sweep(body: SweepCreate, request: Request, key: BearerKey, response: Response) -> SweepRead:
     """Create and queue one experiment per grid combination; nothing is created if any combination is invalid."""
@@ -191,7 +195,7 @@ async def create_sweep(body: SweepCreate, request: Request, key: BearerKey, resp
 
 def _create_sweep(body: SweepCreate, response: Response, session: Session, user: User) -> SweepRead:
     settings = get_settings()
-    expanded = expand_grid(body)
+    expanded = [against_datasets(session, user, spec) for spec in expand_grid(body)]
     check_sweep_size(settings, user, len(expanded) * body.repeats)
     # The sweep and every experiment it creates belong to the caller.
     sweep = Sweep(name=body.name, base=body.base, grid=body.grid, owner_id=user.id)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from training.bounds import Between
 from training.graph.check import NetworkFigures, NetworkLimits, NetworkSummary
 from training.graph.network import EXAMPLE, NetworkGraph
 from training.graph.vocabulary import MAX_IMAGE_SIDE
-from training.spec import MAX_BATCH_SIZE, Dataset, Head, Network
+from training.spec import DATASET_REFERENCE, MAX_BATCH_SIZE, Dataset, Head, Network, dataset_reference
 
 CHECK_EXAMPLE: dict[str, Any] = {"network": EXAMPLE, "dataset": "mnist", "batch_size": 32}
 
@@ -21,7 +21,12 @@ class NetworkCheck(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [CHECK_EXAMPLE]})
 
     network: NetworkGraph | Network = Field(description="A network graph, or the name of a preset (GET /networks).")
-    dataset: Dataset | None = Field(default=None, description="Check against this dataset's input shape and classes.")
+    dataset: str | None = Field(
+        default=None,
+        description="Check against this dataset's input shape and classes: a built-in, or one uploaded that you may "
+        "use, as name or name@version (default its latest ready version).",
+        json_schema_extra={"pattern": DATASET_REFERENCE, "maxLength": 50},
+    )
     input_shape: (
         Annotated[list[Annotated[int, Between(1, MAX_IMAGE_SIDE)]], Field(min_length=1, max_length=3)] | None
     ) = Field(default=None, description="One example's shape (e.g. [150, 150, 3]), instead of a dataset.")
@@ -33,6 +38,11 @@ class NetworkCheck(BaseModel):
     batch_size: Annotated[int, Between(1, MAX_BATCH_SIZE)] = Field(
         default=32, description="For the activation memory of a batch."
     )
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_reference(cls, value: str | None) -> str | None:
+        return None if value is None else dataset_reference(value)
 
     @model_validator(mode="after")
     def _one_input(self) -> NetworkCheck:

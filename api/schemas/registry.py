@@ -14,7 +14,6 @@ from domain.access import MAX_ID
 from domain.registry import NAME_PATTERN
 from models import AliasMove, ModelAlias, ModelVersion, RegisteredModel, Visibility
 from training.bounds import Between
-from training.spec import Dataset
 
 ModelName = Annotated[
     str,
@@ -141,7 +140,7 @@ class DefaultModelSet(BaseModel):
 
 
 class DefaultModelRead(BaseModel):
-    dataset: Dataset
+    dataset: str
     mine: str | None = Field(description="Your own default model for the dataset, as a reference.")
     everyone: str | None = Field(description="The class-wide default an admin set, as a reference.")
     serving: str = Field(

@@ -14,12 +14,14 @@ from api.schemas.experiments import selection_label
 from api.schemas.fields import UtcDatetime
 from api.serving.model_contract import ModelInput, model_input
 from models import Attempt, Experiment
-from models.specs import spec_of, validation_of
-from training.spec import DATASETS, Dataset, Validation
+from models.specs import dataset_info_of, spec_of, validation_of
+from training.spec import Validation
 
 
 class DatasetCard(BaseModel):
-    name: Dataset
+    name: str
+    version: int = Field(description="The version trained on (the built-ins are version 1).")
+    content_sha256: str | None = Field(description="The sha256 of an uploaded version's content; null for a built-in.")
     description: str
 
 
@@ -99,12 +101,15 @@ def model_card(experiment: Experiment, model: str | None = None, version: int | 
     final = next((a for a in reversed(attempts) if a.outcome == "succeeded"), attempts[-1] if attempts else None)
     evaluation = experiment.evaluation
     validation = validation_of(experiment)
+    info = dataset_info_of(experiment)
     return ModelCard(
         model=model,
         version=version,
         experiment_id=experiment.id,
         spec=spec_of(experiment).model_dump(mode="json", exclude_none=True),
-        dataset=DatasetCard(name=experiment.dataset, description=DATASETS[experiment.dataset].description),
+        dataset=DatasetCard(
+            name=info.name, version=info.version, content_sha256=info.content_sha256, description=info.description
+        ),
         figures=Figures(
             validation=validation,
             selected_on=selection_label(validation, experiment.validation_count),
@@ -114,7 +119,7 @@ def model_card(experiment: Experiment, model: str | None = None, version: int | 
             test_accuracy=None if evaluation is None else evaluation.test_accuracy,
             test_loss=None if evaluation is None else evaluation.test_loss,
         ),
-        input=model_input(experiment.dataset),
+        input=model_input(info),
         training=TrainingRecord(
             seed=experiment.seed,
             device=experiment.device,

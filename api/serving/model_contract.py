@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from training.spec import DATASETS, Dataset
+from training.spec import DatasetInfo
 
 INPUT_DTYPE = "float32"
 INPUT_RANGE = (0.0, 255.0)
@@ -24,12 +24,17 @@ class ModelInput(BaseModel):
     preprocessing: str = Field(description="How to turn an image into the network's input.")
 
 
-def model_input(dataset: Dataset) -> ModelInput:
-    info = DATASETS[dataset]
+def model_input(info: DatasetInfo) -> ModelInput:
     height, width = info.input_shape[:2]
-    if info.is_grayscale:
+    if not info.builtin:
+        channels = "grayscale" if info.is_grayscale else "RGB"
+        shape = f"(n, {height}, {width})" if info.is_grayscale else f"(n, {height}, {width}, 3)"
         picture = (
-            f"grayscale {height}x{width}, white strokes on a black background as in {dataset.value} "
+            f"{channels} {height}x{width} ({info.fit} to fit, as {info.reference} was prepared), array shape {shape}"
+        )
+    elif info.is_grayscale:
+        picture = (
+            f"grayscale {height}x{width}, white strokes on a black background as in {info.name} "
             f"(invert a dark-on-light image), array shape (n, {height}, {width})"
         )
     else:

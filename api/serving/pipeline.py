@@ -38,6 +38,7 @@ from api.serving.decode_budget import DECODING
 from api.serving.predictors import ServedModel, get_predictor_cache
 from config import Settings, get_settings
 from domain.access import best_visible_experiment, in_id_range, owned, visible_experiment
+from domain.datasets import check_visible
 from domain.lifecycle import Status
 from domain.quotas import check_prediction_rate
 from domain.registry import default_version, resolve, version_experiment
@@ -47,7 +48,6 @@ from models.db import get_sessionmaker
 from training.errors import ImageTooLarge, InvalidImage
 from training.image_limits import DecodeLimits
 from training.results import CHECKPOINT_NAME
-from training.spec import Dataset
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MiB = 2**20
@@ -149,11 +149,12 @@ def _pinned(session: Session, version: ModelVersion) -> Found:
     return experiment, None if checkpoint is None else (checkpoint[0], version.checkpoint_sha256)
 
 
-def best_on(dataset: Dataset) -> Lookup:
+def best_on(dataset: str) -> Lookup:
     """The caller's default model for `dataset` if they set one, else the class-wide default an admin set, else
     their best succeeded experiment on it by validation accuracy."""
 
     def find(session: Session, user: User) -> Found:
+        check_visible(session, user, dataset)  # another user's private dataset: a 404 as for a missing one
         version = default_version(session, user, dataset)
         if version is not None:
             return _pinned(session, version)
@@ -166,7 +167,7 @@ def best_on(dataset: Dataset) -> Lookup:
         return experiment, _checkpoint(session, experiment)
 
     # Remembered per caller: a default set or cleared, a model changed and an experiment succeeding are announced.
-    return Lookup(find, reference=("dataset", dataset.value))
+    return Lookup(find, reference=("dataset", dataset))
 
 
 def by_model(ref: str) -> Lookup:

@@ -19,8 +19,8 @@ from api.serving.batcher import MicroBatcher
 from api.serving.integrity import verified
 from config import get_settings
 from models import Experiment
+from models.specs import dataset_info_of
 from training.results import CHECKPOINT_NAME
-from training.spec import DATASETS
 
 if TYPE_CHECKING:
     from training.prediction import Predictor
@@ -94,7 +94,7 @@ class PredictorCache:
         with tempfile.TemporaryDirectory(prefix="epochal-predictor-") as folder:
             path = Path(folder) / CHECKPOINT_NAME
             path.write_bytes(content)
-            predictor = Predictor.from_file(path, DATASETS[experiment.dataset], experiment.head_activation)
+            predictor = Predictor.from_file(path, dataset_info_of(experiment), experiment.head_activation)
         predictor.warm_up()
         batcher = MicroBatcher(predictor.predict_batch, self.window_s, self.max_batch)
         return ServedModel(predictor, batcher)

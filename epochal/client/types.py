@@ -43,7 +43,8 @@ class ExperimentRequest(TypedDict, total=False):
     The CLI's `run` options are these fields."""
 
     name: str | None
-    dataset: Required[DatasetName]
+    dataset: Required[str]  # a built-in's DatasetName, or an uploaded dataset's name (or name@version)
+    dataset_version: int | None
     network: NetworkName | NetworkGraph | None
     optimizer: OptimizerName
     learning_rate: float | None
@@ -82,7 +83,8 @@ class Experiment(TypedDict):
     id: int
     name: str | None
     status: Status
-    dataset: DatasetName
+    dataset: str  # a built-in's DatasetName, or an uploaded dataset's name
+    dataset_version: int | None
     network: NetworkName | NetworkGraph
     optimizer: OptimizerName
     learning_rate: float | None
