@@ -765,6 +765,7 @@ def test_a_dataset_is_uploaded_prepared_offered_to_the_form_and_deleted(
     with service.http() as http:
         assert http.get(f"/datasets/{name}").status_code == 404
     form.locator("[name=image_size]").fill("")
+    form.locator("[name=visibility]").select_option("public")
     form.locator("[name=test_fraction]").fill("0.25")
     form.locator("[name=seed]").fill("7")
     form.locator("button[type=submit]").click()
@@ -795,7 +796,7 @@ def test_a_dataset_is_uploaded_prepared_offered_to_the_form_and_deleted(
     row = page.locator(f"#datasets tr[data-name='{name}']")
     classes = f"3: {', '.join(version['class_names'])}"
     shape = " \u00d7 ".join(map(str, version["input_shape"]))
-    expect(row.locator("td")).to_have_text([name, "1", "ready", "private", classes, str(version["images"]), shape])
+    expect(row.locator("td")).to_have_text([name, "1", "ready", "public", classes, str(version["images"]), shape])
     assert page.locator("#view img").count() == 0
     assert page.evaluate("window.__xss") is None
 
@@ -829,6 +830,20 @@ def test_a_dataset_is_uploaded_prepared_offered_to_the_form_and_deleted(
     assert values[:3] == ["mnist", "fashion_mnist", "cats_vs_dogs"] and f"{name}@1" in values[3:], values
     expect(page.locator(f"#sweep-form [name=dataset] option[value='{name}@1']")).to_have_count(1)
     assert page.evaluate("window.__xss") is None
+
+    # Another user reads the public dataset, and has it in their picker, without the controls that delete it.
+    with service.http() as http:
+        other = http.post("/users", json={"name": f"browser-reader-{uuid.uuid4().hex[:8]}"})
+        assert other.status_code == 201, other.text
+    page.fill("#key-input", other.json()["api_key"])
+    page.click("#key-form button[type=submit]")
+    expect(picker.locator(f"option[value='{name}@1']")).to_have_count(1)
+    page.goto(f"/ui/#/datasets/{name}")
+    expect(page.locator("#version-1 [data-status]")).to_have_text("ready")
+    expect(page.locator("#dataset-about")).to_contain_text("Uploaded by user #")
+    expect(page.locator("#dataset-about")).to_contain_text("Read only")
+    expect(page.locator(".delete-version")).to_have_count(0)
+    sign_in(page, service)
 
     # A second upload that is no archive: the version fails, with the problem and the entry it is in.
     page.goto("/ui/#/datasets")
