@@ -729,3 +729,151 @@ def test_clone_fills_the_form_and_submits_a_second_experiment_with_the_same_netw
         with service.http() as http:
             for experiment_id in made:
                 http.post(f"/experiments/{experiment_id}/cancel")
+
+
+# A class whose folder name is markup: the pages must show it as text (and the CSP would refuse its handler).
+HOSTILE_CLASS = "<img src=x onerror=window.__xss=1>"
+
+
+def _samples_route_answers(service: Service, name: str, version: int) -> bool:
+    with service.http() as http:
+        return http.get(f"/datasets/{name}/samples.png", params={"version": version}).status_code == 200
+
+
+def test_a_dataset_is_uploaded_prepared_offered_to_the_form_and_deleted(
+    page: Any, service: Service, tmp_path: Path
+) -> None:
+    from tests.upload_archives import class_files, write_zip
+
+    name = f"browser-shapes-{uuid.uuid4().hex[:8]}"
+    archive = write_zip(tmp_path / "Hand Shapes.zip", class_files({"cat": 6, "dog": 5, HOSTILE_CLASS: 4}, seed=3))
+    broken = tmp_path / "notes.zip"
+    broken.write_bytes(b"not an archive at all, only text")
+    sign_in(page, service)
+    page.click("header nav >> text=Datasets")
+    expect(page.locator("h1")).to_have_text("Datasets")
+    expect(page.locator("#datasets tr[data-name='mnist']")).to_contain_text("ready")  # the built-ins are listed
+
+    form = page.locator("#upload-form")
+    form.locator("[name=file]").set_input_files(str(archive))
+    expect(form.locator("[name=name]")).to_have_value("hand-shapes")  # suggested from the file's name
+    form.locator("[name=name]").fill(name)
+    # An option the API refuses (422): its words next to the option, and nothing stored.
+    form.locator("[name=image_size]").fill("0")
+    form.locator("button[type=submit]").click()
+    expect(form.locator("[data-error-for=image_size]")).to_contain_text("image_size is HEIGHTxWIDTH")
+    with service.http() as http:
+        assert http.get(f"/datasets/{name}").status_code == 404
+    form.locator("[name=image_size]").fill("")
+    form.locator("[name=visibility]").select_option("public")
+    form.locator("[name=test_fraction]").fill("0.25")
+    form.locator("[name=seed]").fill("7")
+    form.locator("button[type=submit]").click()
+
+    # Every byte sent, then the worker's preparation followed until the version is ready.
+    size = archive.stat().st_size
+    expect(page.locator("#upload-progress")).to_have_attribute("data-sent", str(size))
+    expect(page.locator("#upload-progress")).to_have_attribute("max", str(size))
+    expect(page.locator("#upload-sent")).to_contain_text("(100%)")
+    state = page.locator("#upload-state")
+    expect(state.locator("[data-status]")).to_have_text("ready", timeout=TRAINED_S)
+    with service.http() as http:
+        [version] = http.get(f"/datasets/{name}").json()["versions"]
+    assert version["status"] == "ready" and version["options"] == {"test_fraction": 0.25, "seed": 7}, version
+    assert sorted(version["class_names"]) == sorted(["cat", "dog", HOSTILE_CLASS])
+    expect(page.locator("#upload-result")).to_contain_text(f"{version['images']} images")
+    screenshot(page, "dataset-upload")
+
+    def counts_shown(table: Any) -> None:
+        for class_name in version["class_names"]:
+            cells = table.locator("tbody tr").filter(has=page.locator("td", has_text=class_name)).first.locator("td")
+            per_split = [version["counts"][split][class_name] for split in version["counts"]]
+            expect(cells).to_have_text([class_name, *map(str, per_split), str(sum(per_split))])
+        expect(table.locator("tfoot td").last).to_have_text(str(version["images"]))
+
+    counts_shown(page.locator("#upload-counts"))
+    # The list has it once the version settled: its classes (as text: no image made of a class name), images, shape.
+    row = page.locator(f"#datasets tr[data-name='{name}']")
+    classes = f"3: {', '.join(version['class_names'])}"
+    shape = " \u00d7 ".join(map(str, version["input_shape"]))
+    expect(row.locator("td")).to_have_text([name, "1", "ready", "public", classes, str(version["images"]), shape])
+    assert page.locator("#view img").count() == 0
+    assert page.evaluate("window.__xss") is None
+
+    # Its page: the version with its counts per split; the sample grid where the service draws one, read with the key.
+    asked: list[dict[str, str]] = []
+    page.on("request", lambda request: asked.append(request.headers) if "samples.png" in request.url else None)
+    page.click("#uploaded-dataset")
+    expect(page.locator("h1")).to_have_text(f"Datasets / {name}")
+    card = page.locator("#version-1")
+    expect(card.locator("[data-status]")).to_have_text("ready")
+    counts_shown(page.locator("#counts-1"))
+    expect(card).to_contain_text("held out of the upload (0.25, seed 7)")
+    samples = page.locator("#samples-1")
+    if _samples_route_answers(service, name, 1):
+        expect(samples).to_have_attribute("data-state", "shown")
+        expect(samples.locator("img")).to_be_visible()
+    else:  # a service without the route yet: no broken image, no message
+        expect(samples).to_have_attribute("data-state", "absent")
+        expect(samples).to_be_hidden()
+    assert [headers.get("authorization") for headers in asked] == [f"Bearer {service.api_key}"], asked
+    screenshot(page, "dataset")
+
+    # Offered in the experiment form's picker as NAME@VERSION, after the built-ins, which stay as they were.
+    card.get_by_role("link", name="Train on it").click()
+    picker = page.locator("#experiment-form [name=dataset]")
+    expect(picker).to_have_value(f"{name}@1")
+    page.goto("/ui/#/new")
+    expect(picker).to_have_value("mnist")
+    expect(picker.locator(f"option[value='{name}@1']")).to_have_count(1)
+    values = picker.locator("option").evaluate_all("(options) => options.map((o) => o.value)")
+    assert values[:3] == ["mnist", "fashion_mnist", "cats_vs_dogs"] and f"{name}@1" in values[3:], values
+    expect(page.locator(f"#sweep-form [name=dataset] option[value='{name}@1']")).to_have_count(1)
+    assert page.evaluate("window.__xss") is None
+
+    # Another user reads the public dataset, and has it in their picker, without the controls that delete it.
+    with service.http() as http:
+        other = http.post("/users", json={"name": f"browser-reader-{uuid.uuid4().hex[:8]}"})
+        assert other.status_code == 201, other.text
+    page.fill("#key-input", other.json()["api_key"])
+    page.click("#key-form button[type=submit]")
+    expect(picker.locator(f"option[value='{name}@1']")).to_have_count(1)
+    page.goto(f"/ui/#/datasets/{name}")
+    expect(page.locator("#version-1 [data-status]")).to_have_text("ready")
+    expect(page.locator("#dataset-about")).to_contain_text("Uploaded by user #")
+    expect(page.locator("#dataset-about")).to_contain_text("Read only")
+    expect(page.locator(".delete-version")).to_have_count(0)
+    sign_in(page, service)
+
+    # A second upload that is no archive: the version fails, with the problem and the entry it is in.
+    page.goto("/ui/#/datasets")
+    form.locator("[name=file]").set_input_files(str(broken))
+    form.locator("[name=name]").fill(name)
+    form.locator("button[type=submit]").click()
+    expect(state.locator("[data-status]")).to_have_text("failed", timeout=TRAINED_S)
+    with service.http() as http:
+        [error] = http.get(f"/datasets/{name}").json()["versions"][1]["errors"]
+    expect(page.locator("#upload-result .dataset-errors li")).to_have_text(f"{error['entry']}: {error['reason']}")
+    page.goto(f"/ui/#/datasets/{name}")
+    expect(page.locator("#version-2 .dataset-errors li")).to_have_text(f"{error['entry']}: {error['reason']}")
+    expect(page.locator("#version-2 [data-status]")).to_have_text("failed")
+    expect(page.locator("#version-2 .train-on")).to_have_count(0)  # a failed version is not offered
+    screenshot(page, "dataset-failed")
+
+    # Deleting asks first: dismissed, nothing happens; accepted, the version goes.
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.locator("#version-2 .delete-version").click()
+    expect(page.locator("#version-2")).to_be_visible()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#version-2 .delete-version").click()
+    expect(page.locator("#dataset-message")).to_have_text("Version 2 deleted.")
+    expect(page.locator(".dataset-version")).to_have_count(1)
+    # Refused (deleted meanwhile, elsewhere): the API's words on the page.
+    with service.http() as http:
+        assert http.delete(f"/datasets/{name}/1").status_code == 204
+        refusal = http.delete(f"/datasets/{name}/1").json()["detail"]
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#version-1 .delete-version").click()
+    expect(page.locator("#dataset-message")).to_have_text(refusal)
+    expect(page.locator("#dataset-message")).to_have_attribute("role", "alert")
+    expect(page.locator("#no-versions")).to_be_visible()

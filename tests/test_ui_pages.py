@@ -144,3 +144,60 @@ def test_the_dashboard_reads_a_queued_jobs_standing_where_the_api_gives_it(clien
     [row] = [e for e in listed if e["id"] == response.json()["id"]]
     assert row["queue_position"] == client.get(f"/experiments/{row['id']}").json()["queue_position"] >= 1
     assert isinstance(client.get(f"/experiments/{row['id']}").json()["queue_position"], int)
+
+
+MARKUP_SINKS = re.compile(r"\.(innerHTML|outerHTML)\b|insertAdjacentHTML|document\.write|createContextualFragment")
+
+
+def test_no_dashboard_code_writes_markup_from_strings() -> None:
+    # Names, class names and descriptions are users' words: the pages build elements (dom.js h), whose text is text.
+    for script in Path(UI_DIR / "js").glob("*.js"):
+        assert not MARKUP_SINKS.search(script.read_text()), script.name
+
+
+def test_the_datasets_pages_are_served_and_linked(anonymous_client: TestClient) -> None:
+    for module in ("datasets.js", "upload.js"):
+        script = anonymous_client.get(f"/ui/js/{module}")
+        assert script.status_code == 200, module
+        assert "javascript" in script.headers["content-type"]
+        _assert_browser_headers(script)
+    index = anonymous_client.get("/ui/").text
+    assert '<a href="#/datasets">Datasets</a>' in index
+    main = anonymous_client.get("/ui/js/main.js").text
+    assert 'from "./datasets.js"' in main and "renderDataset(view, parts[1])" in main
+
+
+def test_the_datasets_pages_read_fields_the_api_documents() -> None:
+    # What the pages show is the document's: a renamed field would leave an empty column, not an error.
+    document = app.openapi()
+    schemas, paths = document["components"]["schemas"], document["paths"]
+    scripts = {name: (UI_DIR / "js" / name).read_text() for name in ("datasets.js", "upload.js", "submit.js")}
+    listed = {"name", "version", "builtin", "status", "visibility", "class_names", "input_shape"}
+    assert listed <= set(schemas["DatasetRead"]["properties"])
+    for field in listed - {"name"}:
+        assert f"d.{field}" in scripts["datasets.js"] + scripts["submit.js"], field
+    version = {"counts", "errors", "images", "duplicate_of", "held_out", "test_fraction", "seed", "options"}
+    assert version <= set(schemas["DatasetVersionRead"]["properties"])
+    for field in version:
+        assert f"v.{field}" in scripts["datasets.js"] or f"version.{field}" in scripts["upload.js"], field
+    assert {"entry", "reason"} == set(schemas["DatasetError"]["properties"])
+    assert "post" in paths["/datasets"] and "get" in paths["/datasets/{name}"]
+    assert "delete" in paths["/datasets/{name}/{version}"]
+    # The upload's options are the route's query parameters, by name.
+    query = {p["name"] for p in paths["/datasets"]["post"]["parameters"] if p["in"] == "query"}
+    assert query == {"name", "visibility", "image_size", "fit", "color_mode", "test_fraction", "seed"}
+    for option in query - {"name"}:
+        assert f'"{option}"' in scripts["upload.js"], option
+
+
+def test_the_upload_sends_the_key_in_a_header_and_the_samples_are_read_with_it() -> None:
+    # An <img src> or a form post could not send the key: the upload is an XMLHttpRequest with the header, and the
+    # sample grid is fetched with it and shown from a blob: URL (which the CSP's img-src allows).
+    api_js = (UI_DIR / "js" / "api.js").read_text()
+    assert "new XMLHttpRequest()" in api_js and "setRequestHeader" in api_js and "authHeaders(" in api_js
+    datasets_js = (UI_DIR / "js" / "datasets.js").read_text()
+    assert "samples.png?version=" in datasets_js and "URL.createObjectURL" in datasets_js
+    assert not re.search(r"src:\s*`?/datasets", datasets_js)
+    from api.http.browser_headers import POLICY
+
+    assert "blob:" in POLICY["img-src"].split()

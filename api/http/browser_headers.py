@@ -17,7 +17,7 @@ POLICY: dict[str, str] = {
     "script-src": "'self'",
     "style-src": "'self'",
     # data: for the icons the libraries' stylesheets carry inline; blob: for the dashboard's preview of a
-    # dropped image.
+    # dropped image, and a dataset's sample grid (fetched with the key, which an <img src> could not send).
     "img-src": "'self' data: blob:",
     "font-src": "'self'",
     "connect-src": "'self'",

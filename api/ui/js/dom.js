@@ -22,6 +22,14 @@ export const fmt = (value, digits = 4) =>
 
 export const pct = (value) => (value === null || value === undefined ? "–" : `${(value * 100).toFixed(2)}%`);
 
+export function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB"];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
+  return `${unit ? value.toFixed(1) : value} ${units[unit]}`;
+}
+
 export const statusBadge = (status) => h("span", { class: `status status-${status}`, "data-status": status }, status);
 
 const pad = (n) => String(n).padStart(2, "0");

@@ -1,8 +1,9 @@
 // The dashboard's router: #/experiments, #/experiments/ID, #/sweeps, #/sweeps/ID, #/new, #/models,
-// #/models/NAME and #/models/NAME/versions/N (a version's model card).
+// #/models/NAME, #/models/NAME/versions/N (a version's model card), #/datasets and #/datasets/NAME.
 import { forgetKey, getKey, setKey } from "./api.js";
 import { h } from "./dom.js";
 import { renderCard } from "./card.js";
+import { renderDataset, renderDatasets } from "./datasets.js";
 import { renderExperiment } from "./experiment.js";
 import { renderList } from "./list.js";
 import { renderModel, renderModels } from "./models.js";
@@ -16,7 +17,7 @@ function keyState() {
   document.getElementById("key-state").textContent = getKey() ? "key set" : "no key: paste one to start";
 }
 
-// A model's name comes encoded in the hash; a malformed escape is left as typed (the API then answers 404).
+// A model's or a dataset's name comes encoded in the hash; a malformed escape is left as typed (the API then answers 404).
 function decoded(part) {
   try { return decodeURIComponent(part); } catch { return part; }
 }
@@ -42,6 +43,8 @@ function route() {
     stop = renderCard(view, parts[1], Number(parts[3]));
   } else if (parts[0] === "models" && parts[1]) stop = renderModel(view, parts[1]);
   else if (parts[0] === "models") stop = renderModels(view);
+  else if (parts[0] === "datasets" && parts[1]) stop = renderDataset(view, parts[1]);
+  else if (parts[0] === "datasets") stop = renderDatasets(view);
   else stop = renderList(view, params);
   if (typeof stop === "function") cleanup = stop;
 }

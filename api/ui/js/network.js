@@ -2,18 +2,10 @@
 // of preset or a custom graph edited as JSON with its summary beside it, checked as the person types.
 // JSON, not YAML: the dashboard has no build step and no YAML parser vendored, and JSON.parse is the browser's.
 import { api } from "./api.js";
-import { h } from "./dom.js";
+import { bytes, h } from "./dom.js";
 
 const CHECK_DELAY_MS = 400;  // wait for a pause in typing before asking the API
 const count = (n) => Number(n).toLocaleString("en-US");
-
-function bytes(n) {
-  const units = ["B", "KiB", "MiB", "GiB"];
-  let value = n;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
-  return `${unit ? value.toFixed(1) : value} ${units[unit]}`;
-}
 
 // Where in the graph a schema error is: ["body", "network", "NetworkGraph", "layers", 0, "Dense", "units"] reads
 // "layers[0] Dense.units".

@@ -12,6 +12,34 @@ function field(prefix, name, label, control, hint = "") {
     h("span", { class: "muted" }, hint), h("span", { class: "field-error", "data-error-for": name, role: "alert" })));
 }
 const select = (values, chosen) => h("select", {}, values.map((v) => h("option", { value: v, selected: v === chosen }, v)));
+
+// The ready uploads the caller may see (GET /datasets), read once for the page's two forms; none if the list fails.
+const readyUploads = () => api("/datasets")
+  .then((all) => all.filter((d) => !d.builtin && d.status === "ready")).catch(() => []);
+
+// The dataset picker: the built-ins, as they always were, then the ready uploads as NAME@VERSION once read (an
+// upload's name is its owner's words: an option's text, never markup). `hold(value)` makes sure the select has
+// the value, for a clone's or a link's dataset the list has not brought (yet), and picks it.
+function datasetPicker(uploads) {
+  const control = select(FILTERS.dataset, "mnist");
+  const group = h("optgroup", { label: "uploaded" });
+  const has = (value) => [...control.options].some((o) => o.value === value);
+  const add = (value, text = value) => {
+    group.append(h("option", { value, dataset: { upload: "" } }, text));
+    if (!group.parentNode) control.append(group);
+  };
+  uploads.then((ready) => {
+    for (const d of ready) {
+      const value = `${d.name}@${d.version}`;
+      if (!has(value)) add(value, `${value} (${d.class_names.length} classes, ${d.input_shape.join("×")})`);
+    }
+  });
+  const hold = (value) => {
+    if (value && !has(value)) add(value);
+    control.value = value;
+  };
+  return { control, hold };
+}
 const number = (value = "", step = "1") => h("input", { type: "number", value, step });
 
 // The JSON body from the form: empty fields are left out so the API applies its defaults.
@@ -58,17 +86,18 @@ const shown = (k, v) => (k === "head" ? `${v.units} × ${v.activation}` : typeof
 // false is these options' default: not worth a mention, nor sending.
 const OFF_BY_DEFAULT = new Set(["mixed_precision", "deterministic"]);
 
-function experimentForm() {
+function experimentForm(uploads) {
   let carried = {};
   const carriedNote = h("p", { id: "carried", class: "muted" });
   const form = h("form", { class: "spec card", id: "experiment-form", novalidate: true });
   const control = (name) => form.elements.namedItem(name);
   const spec = () => ({ ...carried, ...values(form, NUMERIC) });
   const network = networkEditor(spec);
+  const dataset = datasetPicker(uploads);
   form.append(
     h("h2", {}, "New experiment"),
     field("exp", "name", "name", h("input", { type: "text" })),
-    field("exp", "dataset", "dataset", select(FILTERS.dataset, "mnist")),
+    field("exp", "dataset", "dataset", dataset.control, "a built-in, or an upload of yours or a public one"),
     field("exp", "network", "network", network.control, "custom: edit a preset's graph; its summary follows"),
     network.panel,
     field("exp", "optimizer", "optimizer", select(FILTERS.optimizer, "adam")),
@@ -114,6 +143,7 @@ function experimentForm() {
     source = experiment;
     form.querySelector("h2").textContent = `New experiment, cloned from #${experiment.id}`;
     control("name").value = experiment.name ? `${experiment.name} (clone)` : "";
+    dataset.hold(experiment.dataset);
     for (const name of FORM_FIELDS) control(name).value = experiment[name] ?? "";
     control("repeats").value = 1;
     const kept = (k) => experiment[k] != null && !(OFF_BY_DEFAULT.has(k) && experiment[k] === false);
@@ -121,16 +151,17 @@ function experimentForm() {
     describeCarried();
     return network.set(experiment.network);
   };
+  form.pick = (value) => { dataset.hold(value); recarry(); network.recheck(); };
   return form;
 }
 
-function sweepForm() {
+function sweepForm(uploads) {
   const optimizers = h("span", { id: "sweep-optimizers" }, FILTERS.optimizer.map((o) =>
     h("label", {}, h("input", { type: "checkbox", value: o, checked: ["sgd", "adam"].includes(o) }), o)));
   const form = h("form", { class: "spec card", id: "sweep-form", novalidate: true },
     h("h2", {}, "New sweep: one experiment per optimizer"),
     field("sweep", "name", "name", h("input", { type: "text" })),
-    field("sweep", "dataset", "dataset", select(FILTERS.dataset, "mnist")),
+    field("sweep", "dataset", "dataset", datasetPicker(uploads).control),
     field("sweep", "epochs", "epochs", number(3)),
     field("sweep", "batch_size", "batch size", number(128)),
     field("sweep", "train_size", "train size", number(""), "empty: all training examples"),
@@ -150,10 +181,13 @@ function sweepForm() {
   return form;
 }
 
-// #/new, or #/new?clone=ID: the experiment form filled from experiment ID.
+// #/new, #/new?clone=ID (the experiment form filled from experiment ID) or #/new?dataset=NAME@VERSION (a dataset's
+// page's "Train on it": the experiment form's dataset picked).
 export function renderNew(view, params = new URLSearchParams()) {
-  const form = experimentForm();
-  view.replaceChildren(h("h1", {}, "Train something"), h("div", { class: "grid2" }, form, sweepForm()));
+  const uploads = readyUploads();
+  const form = experimentForm(uploads);
+  view.replaceChildren(h("h1", {}, "Train something"), h("div", { class: "grid2" }, form, sweepForm(uploads)));
+  if (params.get("dataset")) form.pick(params.get("dataset"));
   const source = params.get("clone");
   if (source) {
     api(`/experiments/${Number(source)}`).then(form.fill).catch((error) => {
