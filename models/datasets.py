@@ -122,8 +122,9 @@ TRAINABLE = (DatasetStatus.READY, DatasetStatus.DUPLICATE)  # a duplicate's figu
 
 
 def info_of(row: DatasetVersion) -> DatasetInfo:
-    """What training and serving need to know about a prepared uploaded version (a built-in's is DATASETS')."""
-    assert row.status in TRAINABLE and row.class_names and row.input_shape and row.counts and row.blob_sha256
+    """What training and serving need to know about a prepared uploaded version (a built-in's is DATASETS'). A
+    deleted version has no packed arrays any more: it is described, not trained on."""
+    assert row.status in TRAINABLE and row.class_names and row.input_shape and row.counts
     height, width, channels = row.input_shape
     shape = (height, width) if channels == 1 else (height, width, channels)
     test = sum(row.counts.get("test", {}).values())
@@ -144,13 +145,14 @@ def info_of(row: DatasetVersion) -> DatasetInfo:
     )
 
 
-def recorded_info(session: Session, name: str, version: int | None) -> DatasetInfo:
+def recorded_info(session: Session, name: str, version: int | None, *, to_train: bool = True) -> DatasetInfo:
     """The dataset version an experiment records (a built-in, or an uploaded version, whoever may see it now: who
-    may use it was checked when the experiment was submitted). LookupError when it is gone or not prepared."""
+    may use it was checked when the experiment was submitted). LookupError when it is not prepared, or, `to_train`,
+    deleted (a deleted version still describes what was trained on it: its classes, its input)."""
     builtin = builtin_info(name)
     if builtin is not None:
         return builtin
     row = session.scalar(select(DatasetVersion).where(DatasetVersion.name == name, DatasetVersion.version == version))
-    if row is None or row.deleted_at is not None or row.status not in TRAINABLE:
+    if row is None or row.status not in TRAINABLE or (to_train and row.deleted_at is not None):
         raise LookupError(f"dataset {name}@{version} was deleted, or is not prepared; train on another version")
     return info_of(row)

@@ -174,19 +174,21 @@ def spec_of(experiment: Experiment, session: Session | None = None) -> Experimen
     )
 
 
-def _recorded(session: Session | None) -> Callable[[str, int | None], DatasetInfo]:
+def _recorded(session: Session | None, *, to_train: bool = True) -> Callable[[str, int | None], DatasetInfo]:
     def lookup(name: str, version: int | None) -> DatasetInfo:
         if session is not None:
-            return recorded_info(session, name, version)
+            return recorded_info(session, name, version, to_train=to_train)
         with session_scope() as own:  # a row read apart from its session (a cache's, an answer's)
-            return recorded_info(own, name, version)
+            return recorded_info(own, name, version, to_train=to_train)
 
     return lookup
 
 
 def dataset_info_of(experiment: Experiment, session: Session | None = None) -> DatasetInfo:
-    """The dataset version `experiment` trained on (or will), as training and serving read it."""
+    """The dataset version `experiment` trained on (or will), as serving and the reports read it: also once that
+    version is deleted (its network still serves, its results still read)."""
     builtin = builtin_info(experiment.dataset)
     if builtin is not None:
         return builtin
-    return _recorded(session or object_session(experiment))(experiment.dataset, experiment.dataset_version)
+    lookup = _recorded(session or object_session(experiment), to_train=False)
+    return lookup(experiment.dataset, experiment.dataset_version)

@@ -133,6 +133,9 @@ def test_an_uploaded_dataset_trains_evaluates_and_predicts_with_its_class_names(
     assert http.delete(f"/datasets/greys/{greys['version']}").status_code == 204
     plot = http.get(f"/experiments/{experiment['id']}/plots/confusion-matrix.png")
     assert plot.status_code == 200  # the results stay readable without the dataset
+    assert http.post(f"/experiments/{experiment['id']}/cancel").status_code == 409  # over already
+    prediction = http.post(f"/experiments/{experiment['id']}/predictions", files={"file": ("x.png", image)})
+    assert prediction.status_code == 200  # its network still serves (its input contract was cached with it)
 
 
 def test_a_version_in_use_is_not_deleted_and_a_bad_head_is_a_422(http: httpx.Client, service: Service) -> None:
@@ -146,3 +149,6 @@ def test_a_version_in_use_is_not_deleted_and_a_bad_head_is_a_422(http: httpx.Cli
     refused = http.delete(f"/datasets/greys2/{version['version']}")
     assert refused.status_code == 409 and "cancel them" in refused.json()["detail"]
     assert http.post(f"/experiments/{queued.json()['id']}/cancel").status_code in (200, 202)
+    assert http.delete(f"/datasets/greys2/{version['version']}").status_code == 204
+    retry = http.post(f"/experiments/{queued.json()['id']}/retry")
+    assert retry.status_code == 409 and "cannot be retried" in retry.json()["detail"]

@@ -8,6 +8,7 @@ a key.
 from __future__ import annotations
 
 import ast
+import json
 import re
 from typing import Any
 
@@ -180,7 +181,11 @@ def test_every_route_of_a_private_model_is_404_for_another_user(
         assert client.get("/models/digits").json()["aliases"] == {"production": 1}
 
 
-DATASET_ROUTES = [(method, path, route) for method, path, route in routes() if path.startswith("/datasets/{name}")]
+DATASET_ROUTES = [
+    (method, path, route)
+    for method, path, route in routes()
+    if path.startswith(("/datasets/{name}", "/datasets/{dataset}"))
+]
 
 
 @pytest.fixture
@@ -188,12 +193,39 @@ def admins_dataset(client: TestClient) -> dict[str, Any]:
     """A private uploaded dataset of the admin's (still processing: no worker consumes the tests' queue)."""
     response = client.post("/datasets?name=admins-data", files={"file": ("data.zip", b"PK\x05\x06" + bytes(18))})
     assert response.status_code == 202, response.text
-    return {"name": "admins-data", "version": 1}
+    return {"name": "admins-data", "dataset": "admins-data", "version": 1}
+
+
+def dataset_call(client: TestClient, method: str, route: APIRoute, path: str) -> Any:
+    if method == "PUT" and path.endswith("/default-model"):  # a valid body: the answer is about who asks
+        return client.put(path, json={"model": "digits"})
+    return call(client, method, route, path)
 
 
 def test_the_dataset_walk_covers_every_dataset_route() -> None:
     walked = {(method, path) for method, path, _route in DATASET_ROUTES}
     assert {("GET", "/datasets/{name}"), ("DELETE", "/datasets/{name}/{version}")} <= walked
+    assert ("POST", "/datasets/{dataset}/predictions") in walked
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/experiments", {"dataset": "admins-data"}),
+        ("/experiments", {"dataset": "admins-data@1", "epochs": 1}),
+        ("/sweeps", {"base": {"dataset": "admins-data"}, "grid": {"optimizer": ["adam", "sgd"]}}),
+        ("/networks/check", {"network": "mlp", "dataset": "admins-data"}),
+    ],
+)
+def test_a_spec_naming_another_users_private_dataset_is_404_as_a_missing_one(
+    client: TestClient, other_client: TestClient, admins_dataset: dict[str, Any], path: str, body: dict[str, Any]
+) -> None:
+    before = other_client.get("/experiments").json()["total"]
+    response = other_client.post(path, json=body)
+    missing = other_client.post(path, json=json.loads(json.dumps(body).replace("admins-data", "missing")))
+    assert (response.status_code, missing.status_code) == (404, 404), response.text
+    assert response.json()["detail"] == missing.json()["detail"].replace("'missing'", "'admins-data'")
+    assert other_client.get("/experiments").json()["total"] == before
 
 
 @pytest.mark.parametrize(("method", "path", "route"), DATASET_ROUTES, ids=[f"{m} {p}" for m, p, _ in DATASET_ROUTES])
@@ -208,9 +240,10 @@ def test_every_route_of_a_private_dataset_is_404_for_another_user(
     url = fill(path, admins_dataset)
     if method == "GET":
         assert client.get(url).status_code == 200, url
-    response = call(other_client, method, route, url)
+    response = dataset_call(other_client, method, route, url)
     assert response.status_code == 404, (url, response.status_code, response.text)
-    missing = call(other_client, method, route, fill(path, {**admins_dataset, "name": "missing"}))
+    missing_url = fill(path, {**admins_dataset, "name": "missing", "dataset": "missing"})
+    missing = dataset_call(other_client, method, route, missing_url)
     assert missing.status_code == 404
     assert response.json()["detail"] == missing.json()["detail"].replace("'missing'", "'admins-data'")
     assert [v["version"] for v in client.get("/datasets/admins-data").json()["versions"]] == [1]  # nothing changed

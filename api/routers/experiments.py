@@ -33,12 +33,13 @@ from config import get_settings
 from domain import lifecycle
 from domain.access import owned, visible_artifact, visible_evaluation, visible_experiment
 from domain.dispatch import set_priority
+from domain.errors import Conflict
 from domain.lifecycle import Move, Status
 from domain.quotas import check_active_jobs, check_sweep_size
 from domain.submission import submit
 from infra import events
 from models import Experiment, Sweep, User
-from models.specs import dataset_info_of, repeated_experiments
+from models.specs import dataset_info_of, repeated_experiments, spec_of
 from training.spec import Optimizer
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
@@ -242,6 +243,10 @@ def retry_experiment(
 ) -> ExperimentRead:
     """Queue a failed or cancelled experiment again, from scratch: its old epochs and results are dropped."""
     experiment = visible_experiment(session, user, experiment_id)
+    try:
+        spec_of(experiment, session)
+    except LookupError as exc:  # its dataset version was deleted since it ran: it cannot train again
+        raise Conflict(f"{exc} (experiment {experiment_id} cannot be retried)") from None
     # The quota counts the owner's jobs, also when an admin retries someone else's.
     owner = session.get(User, experiment.owner_id)
     if owner is not None and experiment.status in lifecycle.sources(Move.RETRY):
