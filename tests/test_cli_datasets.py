@@ -145,9 +145,10 @@ def test_ls_and_show_print_what_the_api_has(pushed: tuple[str, Path, Any], servi
     assert parsed(epochal(service, "datasets", "ls", "--json")) == listed
     table = epochal(service, "datasets", "ls")
     assert table.returncode == 0, table.stderr
-    rows = {tuple(cell.strip() for cell in line.split("│")[1:4]) for line in table.stdout.splitlines()}
-    assert ("mnist", "1", "ready") in rows and (name, "1", "ready") in rows, table.stdout
-    assert "built-in, public" in table.stdout and "you, private" in table.stdout and "3: cat, dog, fox" in table.stdout
+    assert next(d for d in listed if d["name"] == name)["images"] == sum(CLASSES.values())
+    rows = {tuple(cell.strip() for cell in line.split("│")[1:8]) for line in table.stdout.splitlines()}
+    assert ("mnist", "1", "ready", "built-in, public", "10: 0, 1, 2, 3, 4, 5, …", "-", "28x28") in rows, table.stdout
+    assert (name, "1", "ready", "you, private", "3: cat, dog, fox", "12", "12x16x3") in rows, table.stdout
 
     assert parsed(epochal(service, "datasets", "show", name, "--json")) == detail
     assert parsed(epochal(service, "datasets", "show", f"{name}@1", "--json")) == detail["versions"][0]
