@@ -22,6 +22,7 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 from epochal.cli.context import connect, err, out, print_json
 from epochal.cli.dataset_views import dataset_status, datasets_table, version_view, versions_table
@@ -173,9 +174,8 @@ def push(
             if as_json:
                 print_json(version)
             else:
-                out.print(
-                    f"{where}: ", dataset_status(version["status"]), f"  (follow it: epochal datasets show {where})"
-                )
+                line = Text(f"{where}: ").append_text(dataset_status(version["status"]))
+                out.print(line.append(f" (follow it: epochal datasets show {where})"))
             return
         err.print(f"uploaded {where}, preparing it", markup=False)
         version = client.wait_dataset(version["name"], version["version"], poll_s=poll)
