@@ -232,3 +232,21 @@ def test_a_terminal_gets_the_progress_bar(service: Service, tmp_path: Path) -> N
     assert process.wait(timeout=60) == 0
     screen = b"".join(chunks).decode(errors="replace")
     assert "packing" in screen and "uploading" in screen and "12/12" in screen, screen
+
+
+@pytest.fixture(scope="module")
+def capped(migrated_database: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """An API whose upload cap is 256 KiB (no worker: nothing it takes gets that far)."""
+    cap = {"EPOCHAL_MAX_UPLOAD_BYTES": str(256 * 1024)}
+    with running_service(tmp_path_factory.mktemp("cli-datasets-capped"), QUEUE, [], env=cap) as running:
+        yield running
+
+
+def test_an_upload_over_the_cap_prints_the_413_while_it_streams(capped: Service, tmp_path: Path) -> None:
+    # Megabytes past the cap: the API answers while the body is still going out, and that answer is what is shown.
+    archive = tmp_path / "big.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("a/0.png", os.urandom(3 * 2**20))
+    result = epochal(capped, "datasets", "push", str(archive), "--name", unique("big"), "--wait")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "error 413" in result.stderr and "EPOCHAL_MAX_UPLOAD_BYTES" in result.stderr, result.stderr
