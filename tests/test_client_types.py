@@ -30,6 +30,9 @@ COMPONENT = {
     "Artifact": "ArtifactRead",
     "Prediction": "PredictionRead",
     "Dataset": "DatasetRead",
+    "DatasetProblem": "DatasetError",
+    "DatasetVersion": "DatasetVersionRead",
+    "DatasetDetail": "DatasetDetail",
     "DependencyState": "DependencyState",
     "Health": "HealthRead",
     "ComparisonRow": "ComparisonRow",
@@ -162,6 +165,9 @@ def test_the_client_type_matches_the_document(name: str, schemas: dict[str, Any]
         ("LossName", "Loss"),
         ("ValidationName", "Validation"),
         ("MonitorName", "Monitor"),
+        ("DatasetState", "DatasetStatus"),
+        ("Fit", "Fit"),
+        ("ColorMode", "ColorMode"),
     ],
 )
 def test_the_vocabularies_are_the_apis(alias: str, component: str, schemas: dict[str, Any]) -> None:

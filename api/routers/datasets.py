@@ -114,6 +114,7 @@ def _listed(session: Session, settings: Settings, user: User, row: DatasetVersio
         "status": row.status,
         "class_names": list(row.class_names or []),
         "input_shape": list(row.input_shape or []),
+        "images": row.images,
     }
     if row.builtin:
         description, test_split, network = _builtin_description(row.name)

@@ -33,6 +33,7 @@ class DatasetRead(BaseModel):
         description="Your best succeeded experiment on it: what dataset predictions use unless a default model is set "
         "(GET /datasets/{dataset}/default-model)."
     )
+    images: int | None = Field(description="An upload's images, train and test together, once prepared; null else.")
 
 
 class DatasetError(BaseModel):

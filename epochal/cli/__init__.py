@@ -5,6 +5,7 @@
     epochal show 3
     epochal models register digits 3 --alias production
     epochal networks check net.yaml --dataset cats_vs_dogs
+    epochal datasets push flowers/ --name flowers --wait
 
 Exit codes: 0 success; 1 an API error (its status and message are printed as they are), a job that did
 not succeed, or a service out of reach; 2 a usage error; 130 interrupted.
@@ -16,7 +17,7 @@ import sys
 
 import typer
 
-from epochal.cli import experiments, models, networks, samples, service, sweeps
+from epochal.cli import datasets, experiments, models, networks, samples, service, sweeps
 from epochal.cli.context import Connection, KeyOption, UrlOption, err, with_connection_options
 from epochal.client import ApiError, EpochalError, RateLimited, Unavailable
 
@@ -39,9 +40,10 @@ experiments.register(app)
 app.add_typer(sweeps.app, name="sweep")
 app.add_typer(models.app, name="models")
 app.add_typer(networks.app, name="networks")
+app.add_typer(datasets.app, name="datasets")
 service.register(app)
 # --url and --key after the command too; not for the server's own commands, which pass their arguments on.
-for group in (app, sweeps.app, models.app, networks.app):
+for group in (app, sweeps.app, models.app, networks.app, datasets.app):
     for command in group.registered_commands:
         if command.callback is not None and command.context_settings is not service.PASSTHROUGH:
             command.callback = with_connection_options(command.callback)

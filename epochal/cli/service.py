@@ -1,4 +1,4 @@
-"""Commands about the service itself: its health and datasets, and the server-side `serve`, `users`, `keys`."""
+"""Commands about the service itself: its health, and the server-side `serve`, `users`, `keys`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from epochal.cli.context import connect, out, print_json
 
@@ -24,28 +23,6 @@ def health(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         return
     database, broker = body["database"]["detail"], body["broker"]["detail"]
     out.print(f"{client.url}: {body['status']} (database: {database}, broker: {broker})")
-
-
-def datasets(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """What can be trained, and your best succeeded experiment on each (what `predict --dataset` uses)."""
-    with connect(ctx) as client:
-        body = client.datasets()
-    if as_json:
-        print_json(body)
-        return
-    table = Table()
-    for name in ("dataset", "classes", "input", "network", "local files", "best experiment"):
-        table.add_column(name)
-    for d in body:
-        table.add_row(
-            d["name"],
-            ", ".join(d["class_names"]),
-            "x".join(map(str, d["input_shape"])),
-            d["default_network"] or "-",
-            "yes" if d["in_data_dir"] else "no (downloaded)",
-            str(d["best_experiment_id"] or "-"),
-        )
-    out.print(table)
 
 
 def _server_command(name: str) -> None:
@@ -73,6 +50,5 @@ def keys(ctx: typer.Context) -> None:
 
 def register(app: typer.Typer) -> None:
     app.command()(health)
-    app.command()(datasets)
     for command in (serve, users, keys):
         app.command(context_settings=PASSTHROUGH, add_help_option=False, rich_help_panel="On the server")(command)

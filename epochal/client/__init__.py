@@ -23,7 +23,7 @@ from epochal.client.errors import (
     WaitTimedOut,
 )
 from epochal.client.follow import Progress
-from epochal.client.http import SWEEP_METRICS, Client, Image
+from epochal.client.http import SWEEP_METRICS, Client, Image, UploadProgress
 from epochal.client.settings import DEFAULT_URL, default_key, default_url
 from epochal.client.sse import Event
 
@@ -44,6 +44,7 @@ __all__ = [
     "RateLimited",
     "Unauthorized",
     "Unavailable",
+    "UploadProgress",
     "WaitTimedOut",
     "default_key",
     "default_url",

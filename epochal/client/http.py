@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
@@ -25,16 +25,21 @@ from epochal.client.retry import retry_delay
 from epochal.client.settings import default_key, default_max_attempts, default_max_retry_wait_s, default_url
 from epochal.client.sse import Event, parse
 from epochal.client.types import (
+    DATASET_SETTLED,
     FINISHED,
     AliasMove,
     Artifact,
+    ColorMode,
     ConfusionMatrix,
     Dataset,
+    DatasetDetail,
+    DatasetVersion,
     EpochMetric,
     Evaluation,
     Experiment,
     ExperimentPage,
     ExportFormat,
+    Fit,
     Health,
     Key,
     Model,
@@ -55,6 +60,8 @@ Image = str | Path | bytes | tuple[str, bytes]
 SWEEP_METRICS = ("val_accuracy", "accuracy", "val_loss", "loss")
 # An event stream is quiet between events but for a keep-alive every 10 s: a read waits longer than that.
 STREAM_TIMEOUT = httpx.Timeout(30.0, read=60.0)
+# An upload's answer comes once its last byte is stored and its version made: longer than a plain request's.
+UPLOAD_TIMEOUT = httpx.Timeout(60.0, read=300.0)
 
 
 def _image_part(image: Image) -> tuple[str, bytes]:
@@ -64,6 +71,40 @@ def _image_part(image: Image) -> tuple[str, bytes]:
         return "image", image
     path = Path(image)
     return path.name, path.read_bytes()
+
+
+# The media type a dataset upload is sent under, from its name; the API reads the format off the first bytes anyway.
+ARCHIVE_TYPES = {
+    ".zip": "application/zip",
+    ".tar": "application/x-tar",
+    ".gz": "application/gzip",
+    ".tgz": "application/gzip",
+}
+UPLOAD_CHUNK = 1024 * 1024
+UploadProgress = Callable[[int, int], None]  # (bytes sent, bytes in all)
+
+
+def archive_media_type(path: Path) -> str:
+    return ARCHIVE_TYPES.get(path.suffix.lower(), "application/octet-stream")
+
+
+class _FileBody:
+    """A request body read from a file a chunk at a time, afresh on each iteration: a retried request (the client
+    builds it again) sends the whole file again instead of an exhausted stream."""
+
+    def __init__(self, path: Path, total: int, progress: UploadProgress | None) -> None:
+        self.path, self.total, self.progress = path, total, progress
+
+    def __iter__(self) -> Iterator[bytes]:
+        sent = 0
+        if self.progress is not None:
+            self.progress(0, self.total)
+        with self.path.open("rb") as stream:
+            while chunk := stream.read(UPLOAD_CHUNK):
+                sent += len(chunk)
+                yield chunk
+                if self.progress is not None:
+                    self.progress(sent, self.total)
 
 
 def _drop_none(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -455,7 +496,71 @@ class Client:
     # --- the rest ---
 
     def datasets(self) -> list[Dataset]:
+        """GET /datasets: one entry per version you may use, the built-ins first."""
         return cast(list[Dataset], self._json("GET", "/datasets"))
+
+    def dataset(self, name: str) -> DatasetDetail:
+        """GET /datasets/{name}: each version, oldest first: status, classes, counts per split, shape, hash, errors."""
+        return cast(DatasetDetail, self._json("GET", f"/datasets/{name}"))
+
+    def dataset_version(self, name: str, version: int) -> DatasetVersion:
+        """One version of `name` (read off GET /datasets/{name}); `NotFound` when it has no such version."""
+        for found in self.dataset(name)["versions"]:
+            if found["version"] == version:
+                return found
+        raise NotFound(404, f"dataset {name!r} has no version {version}; GET /datasets/{name} lists its versions")
+
+    def upload_dataset(
+        self,
+        archive: str | Path,
+        *,
+        name: str,
+        visibility: Visibility = "private",
+        image_size: tuple[int, int] | None = None,
+        fit: Fit | None = None,
+        color_mode: ColorMode | None = None,
+        test_fraction: float | None = None,
+        seed: int | None = None,
+        progress: UploadProgress | None = None,
+    ) -> DatasetVersion:
+        """POST /datasets: a zip or tar (.tar, .tar.gz) of class folders, or an .npz, sent as the whole body and
+        streamed from disk (never held in memory whole). Answered with the new version, `processing`: follow it
+        with `wait_dataset`. `progress(sent, total)` is called as the bytes go out (from 0 again on a retry)."""
+        path = Path(archive)
+        total = path.stat().st_size
+        params = _drop_none(
+            {
+                "name": name,
+                "visibility": visibility,
+                "image_size": None if image_size is None else f"{image_size[0]}x{image_size[1]}",
+                "fit": fit,
+                "color_mode": color_mode,
+                "test_fraction": test_fraction,
+                "seed": seed,
+            }
+        )
+        headers = {"Content-Type": archive_media_type(path), "Content-Length": str(total)}
+        body = _FileBody(path, total, progress)
+        answer = self._json("POST", "/datasets", params=params, content=body, headers=headers, timeout=UPLOAD_TIMEOUT)
+        return cast(DatasetVersion, answer)
+
+    def wait_dataset(
+        self, name: str, version: int, timeout: float | None = None, poll_s: float = 1.0
+    ) -> DatasetVersion:
+        """Block until the version is no longer `processing` (ready, duplicate or failed) and return it;
+        `WaitTimedOut` after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            found = self.dataset_version(name, version)
+            if found["status"] in DATASET_SETTLED:
+                return found
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimedOut(f"dataset {name} version {version} is still {found['status']} after {timeout}s")
+            time.sleep(poll_s if deadline is None else max(0.0, min(poll_s, deadline - time.monotonic())))
+
+    def delete_dataset_version(self, name: str, version: int) -> None:
+        """DELETE /datasets/{name}/{version}, by its owner or an admin; its number is never given again."""
+        self._request("DELETE", f"/datasets/{name}/{version}")
 
     def networks(self) -> list[NetworkPreset]:
         """GET /networks: the presets, each as a graph with its figures on each dataset."""

@@ -210,6 +210,10 @@ class ModelDetail(Model):
 
 
 DatasetState = Literal["processing", "ready", "failed", "duplicate"]
+# A version is settled once it is no longer processing: it never changes after that.
+DATASET_SETTLED: frozenset[str] = frozenset({"ready", "failed", "duplicate"})
+Fit = Literal["resize", "crop", "pad"]
+ColorMode = Literal["grayscale", "rgb"]
 
 
 class Dataset(TypedDict):
@@ -226,6 +230,52 @@ class Dataset(TypedDict):
     test_split: str
     in_data_dir: bool
     best_experiment_id: int | None
+    images: int | None  # an upload's, once prepared; None for a built-in
+
+
+class DatasetProblem(TypedDict):
+    """Why a version failed: the archive member (or array) at fault, or "(the upload)" for the whole of it."""
+
+    entry: str
+    reason: str
+
+
+class DatasetVersion(TypedDict):
+    """One version of a dataset (POST /datasets answers one, `processing`), with what its preparation found."""
+
+    name: str
+    version: int
+    builtin: bool
+    owner_id: int | None
+    visibility: Visibility
+    status: DatasetState
+    errors: list[DatasetProblem]
+    duplicate_of: int | None  # a duplicate's: the ready version whose content it is
+    content_sha256: str | None
+    blob_sha256: str | None
+    options: dict[str, Any]  # what the upload asked for (the rest were defaults)
+    class_names: list[str] | None
+    counts: dict[str, dict[str, int]] | None  # split (train, test) -> class -> images
+    input_shape: list[int] | None
+    fit: str | None
+    color_mode: str | None
+    held_out: bool | None
+    test_fraction: float | None
+    seed: int | None
+    size_bytes: int | None
+    images: int | None
+    upload_bytes: int | None
+    source_format: str | None
+    created_by: int | None
+    created_at: str
+    finished_at: str | None
+
+
+class DatasetDetail(TypedDict):
+    name: str
+    builtin: bool
+    owner_id: int | None
+    versions: list[DatasetVersion]  # oldest first
 
 
 class NetworkFigures(TypedDict):
