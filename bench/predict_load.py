@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 import numpy as np
+import psutil
 from PIL import Image
 
 from bench.load import Result, api_cpu_seconds, closed_loop, http_request, multipart
@@ -66,6 +67,13 @@ class Server:
 
     def cpu_seconds(self) -> float:
         return api_cpu_seconds(self.pid)
+
+    def rss_mib(self) -> float:
+        """The resident memory of the API this script started, its processes together (NaN otherwise)."""
+        if self.pid is None:
+            return float("nan")
+        process = psutil.Process(self.pid)
+        return sum(p.memory_info().rss for p in [process, *process.children(True)]) / 2**20
 
 
 def free_port() -> int:
@@ -448,7 +456,7 @@ def check_runtimes(servers: list[Server], key: str) -> None:
         loaded = ", ".join(f"{runtime} x{count:.0f}" for runtime, count in sorted(loads.items()) if count)
         expected = server.label.split(",")[0]
         note = "" if expected not in RUNTIME_SETTINGS or set(loads) - {expected} == set() else "  NOT AS LABELLED"
-        print(f"{server.label:28s} loaded its networks in: {loaded or 'nothing'}{note}")
+        print(f"{server.label:28s} loaded its networks in: {loaded or 'nothing'}{note}; RSS {server.rss_mib():.0f} MiB")
 
 
 def start_floor(
