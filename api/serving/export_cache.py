@@ -6,6 +6,10 @@ on with the sha256 recorded when it was stored. It is made once however many req
 (single flight per experiment and format); two API processes that miss together both export, and the first to
 store wins (the other's copy is dropped, and its caller gets the stored one). The checkpoint is only ever exported
 from bytes that match its recorded sha256 (api/serving/integrity.py), and a stored export is checked the same way.
+
+Serving through onnxruntime (api/serving/runtimes.py) takes its ONNX export from here too (`for_checkpoint`): the
+stored export of the same checkpoint bytes wherever it is, else one made and stored as a download's would be (and
+counted in the owner's storage the same way), so a checkpoint is exported once, whichever asks first.
 """
 
 from __future__ import annotations
