@@ -32,7 +32,7 @@ from tests.seed import finish
 from training import exports
 from training.exports import FILES, ExportFormat, export_checkpoint
 from training.images import preprocess_image
-from training.onnx_runtime import TOLERANCE, probe_batch
+from training.onnx_runtime import TOLERANCE, OnnxPredictor, probe_batch
 from training.results import CHECKPOINT_NAME
 from training.spec import DATASETS, Activation, Dataset, ExperimentSpec
 
@@ -133,6 +133,7 @@ def test_a_checkpoint_whose_export_agrees_is_served_through_onnxruntime_with_ker
     assert len(set(expected.argmax(axis=1).tolist())) > 1, "a network that answers one class for all proves nothing"
     through_onnx = predicted(client, experiment_id, images)
     assert served(cache).runtime == "onnx"
+    assert isinstance(getattr(served(cache).batcher.call, "__self__", None), OnnxPredictor)  # what the calls run
     assert_answers(through_onnx, expected)
     raw = {"Content-Type": "image/png"}
     single = client.post(f"/experiments/{experiment_id}/predictions", content=images[0], headers=raw)
@@ -175,6 +176,17 @@ def refusing_exporter(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(exports, "_onnx", refuse)
 
 
+def other_input_export() -> bytes:
+    """A real ONNX export of a network that takes 32x32 images: not the MNIST contract's [None, 28, 28]."""
+    import keras
+
+    network = keras.Sequential([keras.Input((32, 32)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / CHECKPOINT_NAME
+        network.save(path)
+        return export_checkpoint(path.read_bytes(), ExportFormat.ONNX).content
+
+
 def without_onnxruntime(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
 
@@ -183,6 +195,7 @@ def without_onnxruntime(monkeypatch: pytest.MonkeyPatch) -> None:
     ("case", "reason"),
     [
         ("disagrees", "differ from Keras' by up to"),
+        ("another input", "takes tensor(float) ["),
         ("export fails", "could not be exported as onnx (ValueError: Unsupported ONNX op"),
         ("no onnxruntime", "onnxruntime is not installed"),
     ],
@@ -201,6 +214,8 @@ def test_a_checkpoint_onnxruntime_cannot_serve_as_keras_is_served_by_keras_with_
     if case == "disagrees":
         # A real ONNX graph with the right input, of another network: what a converter that got an op wrong gives.
         store_onnx(experiment_id, export_checkpoint(other_checkpoint, ExportFormat.ONNX).content)
+    elif case == "another input":
+        store_onnx(experiment_id, other_input_export())
     elif case == "export fails":
         refusing_exporter(monkeypatch)
     else:
