@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import unquote, urlparse
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -124,6 +125,12 @@ class Settings(BaseSettings):
         default=120, ge=0, description="How long a worker retries a database write before giving the attempt up."
     )
     predictor_cache_size: int = Field(default=4, ge=1, description="Trained networks the API keeps loaded.")
+    # Which runtime a loaded network's predictions go through (api/serving/runtimes.py). auto: its ONNX export through
+    # onnxruntime where that answers as Keras does to 1e-5 on a probe batch, Keras otherwise (logged with the reason).
+    serving_runtime: Literal["auto", "keras"] = Field(
+        default="auto",
+        description="auto: onnxruntime on the ONNX export where it equals Keras, else Keras; keras: only Keras.",
+    )
     # Keys and experiments a prediction needs, held by each API process between requests (api/http/hot_cache.py):
     # invalidated on change through the broker, and dropped whenever that channel is lost; this bounds the rest.
     serving_cache_ttl_s: float = Field(

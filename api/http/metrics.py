@@ -49,6 +49,13 @@ PREDICTION_LOOKUPS = Counter(
     ["source"],
     registry=REGISTRY,
 )
+NETWORK_LOADS = Counter(
+    "epochal_prediction_network_loads",
+    "Networks loaded for predictions, by the runtime their calls go through: 'onnx' (onnxruntime on the checked ONNX "
+    "export) or 'keras' (the fallback; the API's log says why).",
+    ["runtime"],
+    registry=REGISTRY,
+)
 # Queue waits run from seconds (a free slot) to hours (behind a class's sweeps).
 WAIT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0, 12 * 3600.0)
 UNMATCHED = "<unmatched>"  # a path no route matched: one label, so scanners cannot blow up the label set

@@ -12,7 +12,10 @@ class PredictionRead(BaseModel):
     probabilities: dict[str, float] | None = Field(
         description="Per-class probabilities; null for relu/linear heads, whose outputs are raw scores."
     )
-    outputs: list[float] = Field(description="The network's raw output units.")
+    outputs: list[float] = Field(
+        description="The network's raw output units, as its Keras checkpoint computes them (to 1e-5 where the "
+        "API serves it through onnxruntime on its ONNX export, which it does only after checking that agreement)."
+    )
 
 
 class PredictionBatchRead(BaseModel):

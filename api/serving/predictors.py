@@ -3,6 +3,8 @@
 Each cached network comes with its micro-batcher (api/serving/batcher.py). A network is loaded once however
 many requests miss the cache together (single flight per checkpoint), warmed up before it is served,
 and only from bytes whose sha256 matches the one recorded when the worker wrote them (api/serving/integrity.py).
+Its calls go through onnxruntime on its checked ONNX export, or through Keras (api/serving/runtimes.py): decided
+once per checkpoint, at load, so a checkpoint is exported at most once however many first requests wait for it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from api.serving.batcher import MicroBatcher
 from api.serving.integrity import verified
+from api.serving.runtimes import KERAS, choose_runtime
 from config import get_settings
 from models import Experiment
 from models.specs import dataset_info_of
@@ -28,10 +31,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ServedModel:
-    """A loaded network and the batcher its calls go through."""
+    """A loaded network and the batcher its calls go through, in `runtime` (onnx or keras)."""
 
-    predictor: Predictor
+    predictor: Predictor  # decodes the uploads and reads the outputs whatever the runtime; the Keras network
     batcher: MicroBatcher
+    runtime: str = KERAS
 
 
 class PredictorCache:
@@ -96,8 +100,10 @@ class PredictorCache:
             path.write_bytes(content)
             predictor = Predictor.from_file(path, dataset_info_of(experiment), experiment.head_activation)
         predictor.warm_up()
-        batcher = MicroBatcher(predictor.predict_batch, self.window_s, self.max_batch)
-        return ServedModel(predictor, batcher)
+        setting = get_settings().serving_runtime
+        runtime = choose_runtime(setting, experiment.id, experiment.dataset, sha256, content, predictor)
+        batcher = MicroBatcher(runtime.call, self.window_s, self.max_batch)
+        return ServedModel(predictor, batcher, runtime.name)
 
 
 _cache: PredictorCache | None = None
