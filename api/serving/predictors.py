@@ -101,7 +101,7 @@ class PredictorCache:
             predictor = Predictor.from_file(path, dataset_info_of(experiment), experiment.head_activation)
         predictor.warm_up()
         setting = get_settings().serving_runtime
-        runtime = choose_runtime(setting, experiment.id, experiment.dataset, sha256, content, predictor)
+        runtime = choose_runtime(setting, experiment.id, predictor.info, sha256, content, predictor)
         batcher = MicroBatcher(runtime.call, self.window_s, self.max_batch)
         return ServedModel(predictor, batcher, runtime.name)
 

@@ -28,7 +28,7 @@ from api.serving.integrity import ArtifactCorrupt
 from api.serving.model_contract import model_input
 from training.exports import ExportFailed, ExportFormat
 from training.onnx_runtime import ModelCall, OnnxPredictor, disagreement, shape_mismatch
-from training.spec import Dataset
+from training.spec import DatasetInfo
 
 if TYPE_CHECKING:
     from training.prediction import Predictor
@@ -48,7 +48,7 @@ class Runtime:
 
 
 def choose_runtime(
-    setting: str, experiment_id: int, dataset: Dataset, sha256: str, checkpoint: bytes, predictor: Predictor
+    setting: str, experiment_id: int, dataset: DatasetInfo, sha256: str, checkpoint: bytes, predictor: Predictor
 ) -> Runtime:
     """The runtime to serve `predictor`'s network with, the checkpoint's bytes (`checkpoint`, checked against `sha256`)
     exported to ONNX if it has no export yet. Blocking (an export takes a fraction of a second to seconds)."""
@@ -67,7 +67,7 @@ def choose_runtime(
 
 
 def _onnx_or_keras(
-    experiment_id: int, dataset: Dataset, sha256: str, checkpoint: bytes, predictor: Predictor
+    experiment_id: int, dataset: DatasetInfo, sha256: str, checkpoint: bytes, predictor: Predictor
 ) -> Runtime:
     try:
         import onnxruntime  # noqa: F401
