@@ -3,8 +3,8 @@
 A user sees the built-ins, every public dataset and their own (an admin sees all); another user's private dataset
 is `NotFound` with the same words as a missing one. A name belongs to the first user to upload under it: another
 user's upload under a name they can see is refused (409), and under one they cannot see too, since one name has
-one owner (so a private name is known to be taken, as a registered model's is). Sharing with named users may come
-later.
+one owner (so a private name is known to be taken, as a registered model's is). The owner (or an admin) may share a
+private dataset with named users, who then see and use it as their own but cannot change it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from domain.access import in_id_range
 from domain.errors import Conflict, Forbidden, Invalid, NotFound
-from models import DatasetStatus, DatasetVersion, Experiment, Visibility
+from models import DatasetShare, DatasetStatus, DatasetVersion, Experiment, Visibility
 from models.base import utcnow
 from models.datasets import TRAINABLE, info_of
 from models.states import Status
@@ -46,11 +46,13 @@ def readable(statement: Select[Any], user: User) -> Select[Any]:
     statement = statement.where(DatasetVersion.deleted_at.is_(None))
     if user.admin:
         return statement
+    shared_with_user = select(DatasetShare.name).where(DatasetShare.user_id == user.id)
     return statement.where(
         or_(
             DatasetVersion.owner_id.is_(None),
             DatasetVersion.owner_id == user.id,
             DatasetVersion.visibility == Visibility.PUBLIC,
+            DatasetVersion.name.in_(shared_with_user),
         )
     )
 
@@ -160,6 +162,55 @@ def new_version(
             continue
         return row
     raise Conflict(f"uploads under {name!r} kept racing for a version number; send yours again")
+
+
+def _changeable(session: Session, user: User, name: str) -> list[DatasetVersion]:
+    """The versions of `name`, if the user may change who sees it (its owner, or an admin). NotFound for a dataset
+    they cannot see; Forbidden for a built-in, or for one they see without owning it."""
+    versions = visible_versions(session, user, name)
+    if versions[0].builtin:
+        raise Forbidden(f"{name!r} is a built-in dataset: every user sees it already")
+    if not user.admin and versions[0].owner_id != user.id:
+        raise Forbidden(f"dataset {name!r} is another user's: only its owner or an admin can share it")
+    return versions
+
+
+def shares_of(session: Session, user: User, name: str) -> list[DatasetShare]:
+    """Who the dataset is shared with, by its owner or an admin (the users it is shared with see the dataset, not
+    each other)."""
+    _changeable(session, user, name)
+    return list(session.scalars(select(DatasetShare).where(DatasetShare.name == name).order_by(DatasetShare.user_id)))
+
+
+def share(session: Session, user: User, name: str, with_user_id: int) -> None:
+    """Share every version of `name` with user `with_user_id` (idempotent), committed."""
+    versions = _changeable(session, user, name)
+    if not in_id_range(with_user_id) or session.get(User, with_user_id) is None:
+        raise NotFound(f"user {with_user_id} does not exist; GET /users lists them (ask an admin for the id)")
+    if with_user_id == versions[0].owner_id:
+        raise Invalid(f"user {with_user_id} owns {name!r}: there is nobody to share it with")
+    exists = select(DatasetShare.id).where(DatasetShare.name == name, DatasetShare.user_id == with_user_id)
+    if session.scalar(exists) is None:
+        session.add(DatasetShare(name=name, user_id=with_user_id, shared_by=user.id))
+        try:
+            session.commit()
+        except IntegrityError:  # the same share, made at the same moment: it is there
+            session.rollback()
+
+
+def unshare(session: Session, user: User, name: str, with_user_id: int) -> None:
+    """Stop sharing `name` with user `with_user_id`, committed; NotFound if it was not shared with them. Their
+    experiments on it stay theirs, but they cannot train on it again."""
+    _changeable(session, user, name)
+    row = (
+        session.scalar(select(DatasetShare).where(DatasetShare.name == name, DatasetShare.user_id == with_user_id))
+        if in_id_range(with_user_id)
+        else None
+    )
+    if row is None:
+        raise NotFound(f"dataset {name!r} is not shared with user {with_user_id}; GET /datasets/{name}/shares")
+    session.delete(row)
+    session.commit()
 
 
 def delete_version(session: Session, user: User, name: str, version: int) -> None:

@@ -2,7 +2,7 @@
 
 from models.base import Base
 from models.blobs import Blob, BlobChunk
-from models.datasets import DatasetStatus, DatasetVersion
+from models.datasets import DatasetShare, DatasetStatus, DatasetVersion
 from models.registry import AliasMove, DatasetDefault, ModelAlias, ModelVersion, RegisteredModel, Visibility
 from models.roles import RoleLease, RolePass
 from models.tables import Artifact, Attempt, EpochMetric, Evaluation, Experiment, ResumeState, Sweep
@@ -17,6 +17,7 @@ __all__ = [
     "Blob",
     "BlobChunk",
     "DatasetDefault",
+    "DatasetShare",
     "DatasetStatus",
     "DatasetVersion",
     "EpochMetric",

@@ -111,6 +111,20 @@ class DatasetVersion(Base):
         self.blob_sha256 = blob_sha256
 
 
+class DatasetShare(Base):
+    """A private dataset shared with one named user: they may see and use every version of the name (train on it,
+    predict with it), not change it. Shares belong to the name, as the name belongs to one owner."""
+
+    __tablename__ = "dataset_share"
+    __table_args__ = (UniqueConstraint("name", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    shared_by: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 def referenced_blobs(session: Session) -> set[str]:
     """Every blob a dataset row needs: what a sweep of the blob store must keep (uploads still being prepared too)."""
     packed = session.scalars(select(DatasetVersion.blob_sha256).where(DatasetVersion.blob_sha256.is_not(None)))

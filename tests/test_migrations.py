@@ -516,3 +516,27 @@ def test_experiments_from_before_0015_trained_on_version_1_of_their_built_in(emp
     command.downgrade(config, "0014")
     command.upgrade(config, "head")
     assert schema_drift(empty_database) == []
+
+
+def test_dataset_shares_come_with_0016_and_go_with_its_downgrade(empty_database: str) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0015")
+    assert "dataset_share" not in table_names(empty_database)
+    command.upgrade(config, "0016")
+    engine = make_engine(empty_database)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO \"user\" (id, name, admin, created_at) VALUES (1, 'a', false, :now), (2, 'b', false, :now)"
+            ),
+            {"now": datetime.now(UTC)},
+        )
+        share = "INSERT INTO dataset_share (name, user_id, shared_by, created_at) VALUES ('flowers', 2, 1, :now)"
+        connection.execute(text(share), {"now": datetime.now(UTC)})
+    with pytest.raises(IntegrityError), engine.begin() as connection:  # one share per name and user
+        connection.execute(text(share), {"now": datetime.now(UTC)})
+    engine.dispose()
+    command.downgrade(config, "0015")
+    assert "dataset_share" not in table_names(empty_database)
+    command.upgrade(config, "head")
+    assert schema_drift(empty_database) == []

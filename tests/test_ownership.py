@@ -193,7 +193,7 @@ def admins_dataset(client: TestClient) -> dict[str, Any]:
     """A private uploaded dataset of the admin's (still processing: no worker consumes the tests' queue)."""
     response = client.post("/datasets?name=admins-data", files={"file": ("data.zip", b"PK\x05\x06" + bytes(18))})
     assert response.status_code == 202, response.text
-    return {"name": "admins-data", "dataset": "admins-data", "version": 1}
+    return {"name": "admins-data", "dataset": "admins-data", "version": 1, "user_id": 1}
 
 
 def dataset_call(client: TestClient, method: str, route: APIRoute, path: str) -> Any:

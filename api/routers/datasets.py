@@ -25,7 +25,7 @@ from api.http.deps import SessionDep, SettingsDep
 from api.http.errors import responses
 from api.http.openapi import BINARY
 from api.http.params import id_path
-from api.schemas.datasets import DatasetDetail, DatasetError, DatasetRead, DatasetVersionRead
+from api.schemas.datasets import DatasetDetail, DatasetError, DatasetRead, DatasetShareRead, DatasetVersionRead
 from api.schemas.registry import DefaultModelRead, DefaultModelSet
 from config import Settings, get_settings
 from domain import datasets as dataset_rows
@@ -193,6 +193,35 @@ def read_dataset(name: DatasetName, session: SessionDep, user: CurrentUser) -> D
     return DatasetDetail(
         name=name, builtin=first.builtin, owner_id=first.owner_id, versions=[version_read(v) for v in versions]
     )
+
+
+@router.get("/{name}/shares", response_model=list[DatasetShareRead], responses=responses(403, 404, 422))
+def list_dataset_shares(name: DatasetName, session: SessionDep, user: CurrentUser) -> list[DatasetShareRead]:
+    """Who your private dataset is shared with (an admin: anyone's). 403 for a built-in, or for another user's
+    dataset you see without owning it; 404 for one you cannot see."""
+    return [
+        DatasetShareRead.model_validate(s, from_attributes=True) for s in dataset_rows.shares_of(session, user, name)
+    ]
+
+
+ShareUserId = Annotated[int, id_path("The user to share it with (GET /users lists them; ask an admin for the id).")]
+
+
+@router.put("/{name}/shares/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(403, 404, 422))
+def share_dataset(name: DatasetName, user_id: ShareUserId, session: SessionDep, user: CurrentUser) -> Response:
+    """Share every version of your dataset (one uploaded since too) with one user: they see it in their lists, train
+    on it and predict with it, and change nothing. Idempotent. 404 for a user or dataset that does not exist (or that
+    you cannot see), 403 for a built-in or another user's dataset, 422 for its owner."""
+    dataset_rows.share(session, user, name, user_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.delete("/{name}/shares/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(403, 404, 422))
+def unshare_dataset(name: DatasetName, user_id: ShareUserId, session: SessionDep, user: CurrentUser) -> Response:
+    """Stop sharing your dataset with one user: it is a 404 for them again, as the dataset of a spec too (their
+    experiments on it stay theirs). 404 if it was not shared with them."""
+    dataset_rows.unshare(session, user, name, user_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 def _image_size(text: str | None) -> list[int] | None:

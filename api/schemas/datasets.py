@@ -84,3 +84,11 @@ class DatasetDetail(BaseModel):
     builtin: bool
     owner_id: int | None
     versions: list[DatasetVersionRead]
+
+
+class DatasetShareRead(BaseModel):
+    """One user a private dataset is shared with: they see and use every version of it, and change nothing."""
+
+    user_id: int
+    shared_by: int | None
+    created_at: datetime
