@@ -35,19 +35,31 @@ def class_positions(labels: np.ndarray, label: int | None) -> np.ndarray:
     return np.flatnonzero(np.asarray(labels) == label)
 
 
+def builtin_files(dataset: Dataset, data_dir: Path) -> Path:
+    """The built-in's file (or folder) in the data folder; DatasetUnavailable saying what to put there if absent."""
+    path = local_path(dataset, data_dir)
+    if dataset is Dataset.CATS_VS_DOGS and not has_image_folder_layout(path):
+        raise DatasetUnavailable(
+            f"cats_vs_dogs is not in the data folder: put the cats_and_dogs_filtered images at {path.name}/ as "
+            "train/{cats,dogs}/*.jpg and validation/{cats,dogs}/*.jpg, or set EPOCHAL_DATA_DIR to the folder "
+            "that holds cats_vs_dogs/"
+        )
+    if dataset is not Dataset.CATS_VS_DOGS and not path.is_file():
+        raise DatasetUnavailable(
+            f"{dataset} is not in the data folder: put {path.name} (keys x_train, y_train, x_test, y_test, as "
+            "keras.datasets writes them) there, or set EPOCHAL_DATA_DIR to the folder that holds it"
+        )
+    return path
+
+
 def builtin_samples(dataset: Dataset, data_dir: Path, classes: int, per_class: int) -> list[list[np.ndarray]]:
     """The first `per_class` train images of each class of a built-in, read from the data folder.
 
     DatasetUnavailable (saying where to put the files) when they are not there: this reads no download.
     """
     if dataset is Dataset.CATS_VS_DOGS:
-        return _image_folder_samples(local_path(dataset, data_dir), per_class)
-    path = local_path(dataset, data_dir)
-    if not path.is_file():
-        raise DatasetUnavailable(
-            f"{dataset} is not in the data folder: put {path.name} (keys x_train, y_train, x_test, y_test, as "
-            "keras.datasets writes them) there, or set EPOCHAL_DATA_DIR to the folder that holds it"
-        )
+        return _image_folder_samples(builtin_files(dataset, data_dir), per_class)
+    path = builtin_files(dataset, data_dir)
     with np.load(path) as arrays:
         labels = np.asarray(arrays["y_train"])
     wanted = first_per_class(labels, classes, per_class)
@@ -84,12 +96,6 @@ def _npz_rows(path: Path, key: str, wanted: set[int]) -> dict[int, np.ndarray]:
 def _image_folder_samples(root: Path, per_class: int) -> list[list[np.ndarray]]:
     """The first `per_class` files of each class folder of cats vs dogs' train split, read as training reads them:
     RGB, resized to the input shape (with Pillow here: close to, not bit for bit, TensorFlow's bilinear resize)."""
-    if not has_image_folder_layout(root):
-        raise DatasetUnavailable(
-            f"cats_vs_dogs is not in the data folder: put the cats_and_dogs_filtered images at {root.name}/ as "
-            "train/{cats,dogs}/*.jpg and validation/{cats,dogs}/*.jpg, or set EPOCHAL_DATA_DIR to the folder "
-            "that holds cats_vs_dogs/"
-        )
     height, width = DATASETS[Dataset.CATS_VS_DOGS].input_shape[:2]
     samples = []
     for class_dir in CATS_VS_DOGS_CLASS_DIRS:

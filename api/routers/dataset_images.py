@@ -26,9 +26,8 @@ from domain import dataset_images
 from domain.errors import NotFound
 from models import DatasetVersion
 from training.bounds import INT32_MAX, Between
-from training.datafiles import local_path
 from training.errors import DatasetUnavailable
-from training.samples import builtin_samples
+from training.samples import builtin_files, builtin_samples
 from training.spec import DATASETS, Dataset
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -82,15 +81,13 @@ def _builtin_grid(
 
 def _builtin_samples(request: Request, row: DatasetVersion, data_dir: FilePath, per_class: int) -> Response:
     dataset = Dataset(row.name)
-    path = local_path(dataset, data_dir)
     try:
-        stamp = path.stat().st_mtime_ns
+        stamp = builtin_files(dataset, data_dir).stat().st_mtime_ns
         content = _builtin_grid(dataset, data_dir, stamp, per_class, tuple(row.class_names or ()))
-    except (DatasetUnavailable, FileNotFoundError) as exc:
-        reason = str(exc) if isinstance(exc, DatasetUnavailable) else f"{dataset} is not in the data folder"
+    except DatasetUnavailable as exc:
         raise NotFound(
-            f"{reason}. This service does not download a built-in to show it: once the files are there (training "
-            "reads them from there too), ask again."
+            f"{exc}. Its samples are not downloaded to be shown: once its files are there (training reads them "
+            "from there first too), ask again."
         ) from exc
     etag = f'"{row.name}-v{row.version}-{stamp:x}-{per_class}-{STYLE}"'
     return _png(request, lambda: content, etag, AN_HOUR)
