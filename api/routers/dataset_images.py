@@ -201,7 +201,9 @@ def read_dataset_image(
     name: DatasetName,
     split: Annotated[Split, Path(description="train or test.", examples=["train"])],
     index: Annotated[
-        int, Between(0, INT32_MAX), Path(description="Its position in the split (GET /datasets/{name}/images).")
+        int,
+        Between(0, INT32_MAX),
+        Path(description="Its position in the split (GET /datasets/{name}/images).", examples=[0]),
     ],
     request: Request,
     session: SessionDep,
