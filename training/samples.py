@@ -52,6 +52,16 @@ def builtin_files(dataset: Dataset, data_dir: Path) -> Path:
     return path
 
 
+def builtin_stamp(dataset: Dataset, data_dir: Path) -> int:
+    """When the built-in's files last changed (ns): its `.npz`, or cats vs dogs' train folders (a file added or
+    removed there changes its folder's time, not the dataset folder's)."""
+    path = builtin_files(dataset, data_dir)
+    if dataset is Dataset.CATS_VS_DOGS:
+        folders = (path, *(path / "train" / class_dir for class_dir in CATS_VS_DOGS_CLASS_DIRS))
+        return max(folder.stat().st_mtime_ns for folder in folders)
+    return path.stat().st_mtime_ns
+
+
 def builtin_samples(dataset: Dataset, data_dir: Path, classes: int, per_class: int) -> list[list[np.ndarray]]:
     """The first `per_class` train images of each class of a built-in, read from the data folder.
 

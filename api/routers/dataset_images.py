@@ -27,7 +27,7 @@ from domain.errors import NotFound
 from models import DatasetVersion
 from training.bounds import INT32_MAX, Between
 from training.errors import DatasetUnavailable
-from training.samples import builtin_files, builtin_samples
+from training.samples import builtin_samples, builtin_stamp
 from training.spec import DATASETS, Dataset
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -82,7 +82,7 @@ def _builtin_grid(
 def _builtin_samples(request: Request, row: DatasetVersion, data_dir: FilePath, per_class: int) -> Response:
     dataset = Dataset(row.name)
     try:
-        stamp = builtin_files(dataset, data_dir).stat().st_mtime_ns
+        stamp = builtin_stamp(dataset, data_dir)
         content = _builtin_grid(dataset, data_dir, stamp, per_class, tuple(row.class_names or ()))
     except DatasetUnavailable as exc:
         raise NotFound(
