@@ -142,11 +142,12 @@ class Settings(BaseSettings):
     serving_cache_bytes: int = Field(
         default=4 * 2**20, ge=0, description="Memory each of those in-process caches may take (entries x their size)."
     )
-    # What a worker keeps of the blobs (datasets) it fetched from the store, on its own disk (infra/blob_cache.py).
+    # What a worker (or an API process showing a dataset's images) keeps of the blobs it fetched from the store, on
+    # its own disk (infra/blob_cache.py).
     blob_cache_dir: Path | None = Field(
         default=None,
-        description="Folder of the worker's local cache of blobs; default: blob-cache in the state folder. Processes "
-        "of one host may share it.",
+        description="Folder of the local cache of blobs (of the workers and the API); default: blob-cache in the "
+        "state folder. Processes of one host may share it.",
     )
     blob_cache_bytes: int = Field(
         default=10 * 2**30,

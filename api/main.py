@@ -15,6 +15,7 @@ from api.http.request_limits import BodySizeLimit, StorableText
 from api.roles import take_roles
 from api.routers import (
     backprop,
+    dataset_images,
     datasets,
     events,
     experiments,
@@ -85,7 +86,8 @@ def create_app() -> FastAPI:
     app.add_middleware(BrowserHeaders)
     # One dependency guards every router but health's: a route added to any of them needs a key. Checking
     # the key reads the database, so any of these routes can also answer 503 when the database is down.
-    for module in (experiments, sweeps, reports, datasets, networks, backprop, registry, users, metrics):
+    guarded = (experiments, sweeps, reports, datasets, dataset_images, networks, backprop, registry, users, metrics)
+    for module in guarded:
         app.include_router(module.router, dependencies=[Depends(current_user)], responses=responses(401, 503))
     # The prediction and submission routes verify the key in the same worker-thread hop as their work (api/http/auth.py
     # says how they keep the same answers); without a key they are a 401 here already, as every other route.

@@ -1,4 +1,5 @@
-"""A worker's local copy of the blobs it uses, fetched once from the store and bounded in bytes.
+"""A process's local copy of the blobs it uses (a worker's, or the API's), fetched once from the store and bounded
+in bytes.
 
     cache = BlobCache.configured(DatabaseBlobStore())
     with cache.fetch(sha256) as path:  # a verified file, kept while the block runs

@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from api.main import app
-from models import Experiment
+from models import DatasetVersion, Experiment
 from models.db import session_scope
 from tests.seed import finish, png
 from tests.support import ROOT
@@ -190,10 +192,18 @@ DATASET_ROUTES = [
 
 @pytest.fixture
 def admins_dataset(client: TestClient) -> dict[str, Any]:
-    """A private uploaded dataset of the admin's (still processing: no worker consumes the tests' queue)."""
-    response = client.post("/datasets?name=admins-data", files={"file": ("data.zip", b"PK\x05\x06" + bytes(18))})
+    """A private uploaded dataset of the admin's, prepared (so that its images answer its owner)."""
+    from tests.upload_archives import class_files, write_zip
+    from worker.datasets import prepare
+
+    with tempfile.TemporaryDirectory() as folder:
+        archive = write_zip(Path(folder) / "data.zip", class_files({"cat": 2, "dog": 3}, size=(8, 8)))
+        response = client.post("/datasets?name=admins-data", files={"file": ("data.zip", archive.read_bytes())})
     assert response.status_code == 202, response.text
-    return {"name": "admins-data", "dataset": "admins-data", "version": 1, "user_id": 1}
+    with session_scope() as session:
+        row_id = session.scalars(select(DatasetVersion.id).where(DatasetVersion.name == "admins-data")).one()
+    assert prepare(row_id) == "ready"
+    return {"name": "admins-data", "dataset": "admins-data", "version": 1, "split": "train", "index": 0, "user_id": 1}
 
 
 def dataset_call(client: TestClient, method: str, route: APIRoute, path: str) -> Any:
@@ -204,7 +214,13 @@ def dataset_call(client: TestClient, method: str, route: APIRoute, path: str) ->
 
 def test_the_dataset_walk_covers_every_dataset_route() -> None:
     walked = {(method, path) for method, path, _route in DATASET_ROUTES}
-    assert {("GET", "/datasets/{name}"), ("DELETE", "/datasets/{name}/{version}")} <= walked
+    assert {
+        ("GET", "/datasets/{name}"),
+        ("DELETE", "/datasets/{name}/{version}"),
+        ("GET", "/datasets/{name}/samples.png"),
+        ("GET", "/datasets/{name}/images"),
+        ("GET", "/datasets/{name}/images/{split}/{index}.png"),
+    } <= walked
     assert ("POST", "/datasets/{dataset}/predictions") in walked
 
 

@@ -26,7 +26,9 @@ import httpx
 import pytest
 
 from tests.seed import finish, fresh_database, small_network_h5
-from tests.support import Service, migrate_to_head, service_env
+from tests.support import ROOT, Service, migrate_to_head, service_env
+from tests.test_dataset_rows import zip_bytes
+from tests.upload_archives import class_files
 
 pytestmark = [pytest.mark.e2e, pytest.mark.schemathesis]
 
@@ -83,11 +85,35 @@ def seed_models(service: Service) -> None:
         for alias in ("production", "retired"):
             assert http.put(f"/models/digits/aliases/{alias}", json={"version": 1}).status_code == 200
         assert http.put("/datasets/mnist/default-model", json={"model": "digits"}).status_code == 200
-        # The uploaded dataset the delete's example names (version 1): nobody prepares it, it stays processing.
+        # The uploaded dataset the examples of its image routes and of the delete name (version 1), prepared here
+        # (no worker consumes the queue) so that its images are there to read.
         if http.get("/datasets/flowers").status_code == 404:
-            body, zip_type = b"PK\x05\x06" + bytes(18), {"Content-Type": "application/zip"}
-            created = http.post("/datasets?name=flowers", content=body, headers=zip_type)
+            body = zip_bytes(class_files({"daisy": 3, "rose": 4}, size=(8, 8)))
+            created = http.post("/datasets?name=flowers", content=body, headers={"Content-Type": "application/zip"})
             assert created.status_code == 202, created.text
+            prepared = subprocess.run(
+                [sys.executable, "-c", PREPARE, "flowers"],
+                env=service.env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert prepared.stdout.split() == ["ready"], prepared.stdout + prepared.stderr
+
+
+# The worker's preparation of version 1 of a dataset, in a process on the service's database.
+PREPARE = """
+import sys
+from sqlalchemy import select
+from models import DatasetVersion
+from models.db import session_scope
+from worker.datasets import prepare
+with session_scope() as session:
+    named = (DatasetVersion.name == sys.argv[1], DatasetVersion.version == 1)
+    row_id = session.scalars(select(DatasetVersion.id).where(*named)).one()
+print(prepare(row_id))
+"""
 
 
 def test_the_api_keeps_its_openapi_contract(service: Service, tmp_path: Path) -> None:

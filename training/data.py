@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from training.datafiles import CATS_VS_DOGS_CLASS_DIRS, has_image_folder_layout, local_path
+from training.datafiles import CATS_VS_DOGS_CLASS_DIRS, IMAGE_SUFFIXES, has_image_folder_layout, local_path
 from training.errors import DatasetUnavailable
 from training.holdout import held_out_positions
 from training.images import decode_rgb
@@ -23,7 +23,6 @@ from training.packed import open_packed
 from training.spec import Dataset, DatasetInfo, ExperimentSpec
 
 CATS_VS_DOGS_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 @dataclass(frozen=True)

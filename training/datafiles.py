@@ -8,6 +8,7 @@ from training.spec import Dataset
 
 CATS_VS_DOGS_CLASS_DIRS = ("cats", "dogs")  # alphabetical: cat = 0, dog = 1, as Keras' directory loader does
 CATS_VS_DOGS_SPLITS = ("train", "validation")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what the cats vs dogs folders are read for
 
 
 def local_path(dataset: Dataset, data_dir: Path) -> Path:

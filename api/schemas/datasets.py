@@ -92,3 +92,29 @@ class DatasetShareRead(BaseModel):
     user_id: int
     shared_by: int | None
     created_at: datetime
+
+
+class DatasetImageRead(BaseModel):
+    """One stored image of a dataset version: where it is in its split, its class, and where its PNG is."""
+
+    index: int = Field(description="Its position in the split (what the PNG's URL names).")
+    split: str = Field(description="train or test.")
+    class_name: str = Field(serialization_alias="class", description="Its class's name.")
+    label: int = Field(description="Its class's index in `class_names`.")
+    url: str = Field(description="The image as PNG, its pixels as stored.")
+
+
+class DatasetImagePage(BaseModel):
+    """A page of a version's images of one split (of one class, or all), in the split's order."""
+
+    name: str
+    version: int
+    split: str
+    class_name: str | None = Field(
+        serialization_alias="class", description="The class paged through; null for every class."
+    )
+    items: list[DatasetImageRead]
+    total: int = Field(description="How many images the split has (of the class, if one was named).")
+    offset: int
+    limit: int
+    next_offset: int | None = Field(description="The offset of the next page; null on the last one.")
