@@ -72,3 +72,22 @@ def test_sharing_names_a_user_that_exists_and_is_not_the_owner_and_never_a_built
     assert client.put(f"/datasets/{NAME}/shares/{owner}").status_code == 422
     assert client.put(f"/datasets/mnist/shares/{other_id(other_client)}").status_code == 403
     assert client.get(f"/datasets/{NAME}/shares").json() == []
+
+
+def test_a_sweep_over_an_uploaded_dataset_records_its_version_in_every_run(
+    client: TestClient, private_dataset: dict[str, Any]
+) -> None:
+    body = {"base": {"dataset": NAME, "epochs": 1}, "grid": {"optimizer": ["adam", "sgd"], "batch_size": [8, 16]}}
+    created = client.post("/sweeps", json=body)
+    assert created.status_code == 202, created.text
+    runs = created.json()["experiments"]
+    assert len(runs) == 4
+    for run in runs:
+        read = client.get(f"/experiments/{run['id']}").json()
+        assert (read["dataset"], read["dataset_version"], read["head"]["units"]) == (NAME, 1, 3)
+    bad = client.post(
+        "/sweeps", json={**body, "base": {"dataset": NAME, "head": {"units": 2, "activation": "softmax"}}}
+    )
+    assert bad.status_code == 422 and "head.units must be 3" in bad.text
+    for run in runs:
+        client.post(f"/experiments/{run['id']}/cancel")
