@@ -30,6 +30,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     select,
+    update,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -114,3 +115,19 @@ def referenced_blobs(session: Session) -> set[str]:
     packed = session.scalars(select(DatasetVersion.blob_sha256).where(DatasetVersion.blob_sha256.is_not(None)))
     uploads = session.scalars(select(DatasetVersion.upload_sha256).where(DatasetVersion.upload_sha256.is_not(None)))
     return {sha for sha in (*packed, *uploads) if sha is not None}
+
+
+def lock_name(session: Session, name: str) -> None:
+    """Hold every version of `name` until the session commits: what settles a version as ready or a duplicate of
+    another reads the name's ready versions after this, so two finishes of the same content take turns.
+
+    PostgreSQL locks the name's rows (in id order: two lockers never deadlock). SQLite has no row locks but one
+    writer: a no-op write takes its write lock now, before the read that follows, which then sees every commit
+    made before it (a read first would run on its own and could miss the other finish's commit).
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(DatasetVersion).where(DatasetVersion.name == name).values(name=DatasetVersion.name))
+        return
+    session.execute(
+        select(DatasetVersion.id).where(DatasetVersion.name == name).order_by(DatasetVersion.id).with_for_update()
+    )

@@ -385,3 +385,57 @@ def test_a_worker_prepares_an_uploaded_zip_and_fails_a_hostile_one(service: Serv
         assert upload(http, "hostile", HOSTILE).status_code == 202
         failed = wait_finished(http, "hostile", 1, service)
         assert failed["status"] == "failed" and failed["errors"][0]["entry"] == "../evil.png"
+
+
+@pytest.mark.skipif(
+    not get_settings().database_url.startswith("postgresql"),
+    reason="PostgreSQL only: the other finish is seen waiting on its lock in pg_stat_activity",
+)
+def test_two_versions_of_the_same_content_finishing_at_once_end_one_ready_and_one_duplicate(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each finish read "no ready version of this content yet" before the other committed: both ended ready.
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import text
+
+    upload(client, "twins", THREE_CLASSES)
+    upload(client, "twins", THREE_CLASSES)
+    ids = [row_of("twins", 1).id, row_of("twins", 2).id]
+    settle = DatasetVersion.settle_ready
+    first_in, done = threading.Lock(), threading.Event()
+
+    def other_is_waiting_on_a_lock() -> bool:
+        with session_scope() as session:
+            waiting = session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                )
+            )
+        return bool(waiting)
+
+    def held_settle(row: DatasetVersion, blob: str | None, duplicate_of: int | None) -> None:
+        # The first finish to get here waits, its transaction open, until the other one is blocked behind it (or,
+        # were nothing held, has finished on its own): the race made certain, not left to timing.
+        if first_in.acquire(blocking=False):
+            while not (done.is_set() or other_is_waiting_on_a_lock()):
+                time.sleep(0.02)
+        settle(row, blob, duplicate_of)
+
+    monkeypatch.setattr(DatasetVersion, "settle_ready", held_settle)
+
+    def prepared(row_id: int) -> str:
+        try:
+            return prepare(row_id)
+        finally:
+            done.set()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(prepared, ids))
+    assert sorted(outcomes) == ["duplicate", "ready"]
+    versions = client.get("/datasets/twins").json()["versions"]
+    ready = next(v for v in versions if v["status"] == "ready")
+    duplicate = next(v for v in versions if v["status"] == "duplicate")
+    assert duplicate["duplicate_of"] == ready["version"] and duplicate["blob_sha256"] == ready["blob_sha256"]

@@ -27,6 +27,7 @@ from config import Settings, get_settings
 from infra.blob_store import BlobStore, file_chunks
 from models import DatasetStatus, DatasetVersion
 from models.blob_store import DatabaseBlobStore
+from models.datasets import lock_name
 from models.db import session_scope
 from training.image_limits import DecodeLimits
 from training.uploads import PreparedDataset, UploadCaps, UploadOptions, UploadRefused, ingest
@@ -116,7 +117,13 @@ def _finish_failed(dataset_id: int, errors: list[dict[str, str]]) -> str:
 def _finish_ready(dataset_id: int, prepared: PreparedDataset, blob: str) -> str:
     with session_scope() as session:
         row = session.get(DatasetVersion, dataset_id)
-        if row is None or row.status != DatasetStatus.PROCESSING or row.deleted_at is not None:
+        if row is None:
+            return "skipped"
+        # Two versions of the same content finishing at once would each find no ready one and both end ready:
+        # the name's rows are held until this commits, and the row read again under the lock.
+        lock_name(session, row.name)
+        session.refresh(row)
+        if row.status != DatasetStatus.PROCESSING or row.deleted_at is not None:
             return "skipped"  # finished by an earlier delivery of the task, or deleted meanwhile
         same = session.execute(
             select(DatasetVersion.version, DatasetVersion.blob_sha256).where(
