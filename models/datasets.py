@@ -84,6 +84,11 @@ class DatasetVersion(Base):
     created_by: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Its preparation as a lease (domain/preparations.py): how many were started, until when the one under way is
+    # presumed alive (renewed by the process preparing it), and when the reaper last published it again.
+    prepare_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    prepare_lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    prepare_published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # A deleted version stays as this tombstone, hidden from every read and holding no blob, so that its number is
     # never given to other content.
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -97,12 +102,13 @@ class DatasetVersion(Base):
         """Refused or broken: `errors` says what and where. Its upload is no longer referenced (the sweep frees it)."""
         assert self.status == DatasetStatus.PROCESSING
         self.status, self.errors, self.upload_sha256, self.finished_at = DatasetStatus.FAILED, errors, None, utcnow()
+        self.prepare_lease_expires_at = None
 
     def settle_ready(self, blob_sha256: str | None, duplicate_of: int | None) -> None:
         """Prepared (its figures set already): ready with its packed arrays, or a duplicate of an earlier version
         (whose packed arrays `blob_sha256` then is: the same content, stored once)."""
         assert self.status == DatasetStatus.PROCESSING
-        self.upload_sha256, self.finished_at = None, utcnow()
+        self.upload_sha256, self.finished_at, self.prepare_lease_expires_at = None, utcnow(), None
         if duplicate_of is not None:
             self.status, self.duplicate_of = DatasetStatus.DUPLICATE, duplicate_of
         else:

@@ -341,50 +341,101 @@ def test_delete_by_the_owner_or_an_admin_and_never_a_built_in(client: TestClient
     assert unset.status_code == 404 and "no default model for mnist" in unset.json()["detail"]
 
 
-# With a real worker process: the upload is prepared by the `prepare_dataset` task the API queued.
-QUEUE = "e2e-datasets"
+def committed_without_its_task(client: TestClient | httpx.Client, name: str) -> int:
+    """A version committed `processing` as POST /datasets commits one, its task never published (the API died
+    between its commit and its publish, or the broker lost the message)."""
+    from domain import datasets as dataset_rows
+    from models import Visibility
+    from models.users import User
+
+    me = client.get("/me").json()["id"]
+    stored = DatabaseBlobStore().put([THREE_CLASSES])
+    with session_scope() as session:
+        caller = session.get_one(User, me)
+        row = dataset_rows.new_version(session, caller, name, Visibility.PRIVATE, {}, stored, len(THREE_CLASSES))
+        return row.id
 
 
-@pytest.fixture(scope="module")
-def service(migrated_database: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    from tests.support import empty_all_tables
-
-    empty_all_tables()
-    with running_service(tmp_path_factory.mktemp("datasets"), QUEUE, ["prep"]) as running:
-        yield running
+def no_training(_experiment_id: int, _queue: str) -> None:
+    pass
 
 
-def wait_finished(http: httpx.Client, name: str, version: int, service: Service) -> dict[str, Any]:
-    deadline = time.monotonic() + 120
-    while True:
-        found: dict[str, Any] = http.get(f"/datasets/{name}").json()["versions"][version - 1]
-        if found["status"] != "processing":
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{name} v{version} still processing\n{service.logs()}")
-        time.sleep(0.3)
+def test_a_version_whose_task_was_lost_is_published_again_past_the_grace_and_prepared(client: TestClient) -> None:
+    # It stayed processing for good: nothing would ever prepare it, and its upload counted against the quota.
+    from datetime import timedelta
+
+    from models.base import as_utc
+    from upkeep import reaper
+
+    row_id = committed_without_its_task(client, "lost")
+    settings = get_settings()
+    grace = timedelta(seconds=settings.prepare_grace_s)
+    created = as_utc(row_of("lost", 1).created_at)
+    published: list[tuple[int, str]] = []
+
+    def publish_dataset(dataset_id: int, queue: str) -> None:
+        published.append((dataset_id, queue))
+
+    def pass_at(now: Any) -> reaper.ReapReport:
+        return reaper.reap(no_training, now=now, publish_dataset=publish_dataset)
+
+    # Within the grace its message may still be on its way: left alone.
+    assert pass_at(created + grace / 2).republished_datasets == []
+    report = pass_at(created + grace + timedelta(seconds=1))
+    assert report.republished_datasets == [row_id] and "republished_datasets" in report.summary()
+    assert published == [(row_id, settings.default_queue)]
+    # At most once a grace: the message published may be waiting behind other jobs.
+    assert pass_at(created + grace * 1.5).republished_datasets == []
+    assert pass_at(created + grace * 2 + timedelta(seconds=2)).republished_datasets == [row_id]
+    # What the published task runs prepares it; a duplicate delivery, and later passes, find it settled.
+    assert prepare(published[0][0]) == "ready"
+    assert prepare(published[1][0]) == "skipped"
+    assert row_of("lost", 1).status == DatasetStatus.READY
+    later = pass_at(created + grace * 10)
+    assert later.republished_datasets == [] and later.failed_datasets == []
 
 
-@pytest.mark.e2e
-def test_a_worker_prepares_an_uploaded_zip_and_fails_a_hostile_one(service: Service, tmp_path: Path) -> None:
-    archive = write_zip(tmp_path / "three.zip", class_files(CLASSES, size=(12, 16), channels=3))
-    with service.http() as http, archive.open("rb") as stream:
-        created = http.post("/datasets?name=pets&visibility=public", files={"file": ("three.zip", stream)})
-        assert created.status_code == 202, created.text
-        ready = wait_finished(http, "pets", 1, service)
-        assert ready["status"] == "ready", ready
-        assert ready["class_names"] == ["cat", "dog", "fox"]
-        assert ready["color_mode"] == "rgb" and ready["input_shape"] == [12, 16, 3]
-        totals = {name: ready["counts"]["train"][name] + ready["counts"]["test"][name] for name in CLASSES}
-        assert totals == CLASSES and ready["images"] == sum(CLASSES.values())
-        assert ready["held_out"] and ready["test_fraction"] == 0.2 and ready["seed"] == 42
-        assert len(ready["content_sha256"]) == 64
-        listed = {d["name"]: d for d in http.get("/datasets").json()}
-        assert listed["pets"]["status"] == "ready" and listed["pets"]["class_names"] == ["cat", "dog", "fox"]
+def test_a_version_whose_preparations_are_all_lost_fails_after_the_attempt_cap_saying_so(client: TestClient) -> None:
+    # An upload that kills its worker (out of memory) every time would otherwise be published again for good.
+    from datetime import timedelta
 
-        assert upload(http, "hostile", HOSTILE).status_code == 202
-        failed = wait_finished(http, "hostile", 1, service)
-        assert failed["status"] == "failed" and failed["errors"][0]["entry"] == "../evil.png"
+    from domain import preparations
+    from models.base import as_utc
+    from upkeep import reaper
+
+    row_id = committed_without_its_task(client, "killer")
+    settings = get_settings()
+    published: list[int] = []
+
+    def pass_at(now: Any) -> reaper.ReapReport:
+        return reaper.reap(
+            no_training, now=now, publish_dataset=lambda dataset_id, _queue: published.append(dataset_id)
+        )
+
+    now = as_utc(row_of("killer", 1).created_at) + timedelta(seconds=settings.prepare_grace_s + 1)
+    for attempt in range(1, settings.max_attempts + 1):
+        with session_scope() as session:  # a worker starts preparing it...
+            assert preparations.claim(session, row_id, now) == attempt
+        # ...and while its lease is live, no pass publishes it and another delivery does nothing.
+        assert pass_at(now + timedelta(seconds=1)).republished_datasets == []
+        with session_scope() as session:
+            assert preparations.claim(session, row_id, now + timedelta(seconds=1)) is None
+        # Its worker dies: the lease lapses, unrenewed.
+        now += timedelta(seconds=settings.lease_s + settings.prepare_grace_s + 1)
+        report = pass_at(now)
+        if attempt < settings.max_attempts:
+            assert (report.republished_datasets, report.failed_datasets) == ([row_id], [])
+        else:
+            assert (report.republished_datasets, report.failed_datasets) == ([], [row_id])
+    assert published == [row_id] * (settings.max_attempts - 1)
+    row = row_of("killer", 1)
+    assert row.status == DatasetStatus.FAILED and row.upload_sha256 is None and row.prepare_lease_expires_at is None
+    version = client.get("/datasets/killer").json()["versions"][0]
+    assert version["status"] == "failed" and version["errors"][0]["entry"] == "(the upload)"
+    reason = version["errors"][0]["reason"]
+    assert f"{settings.max_attempts} preparations" in reason and "EPOCHAL_MAX_ATTEMPTS" in reason
+    assert prepare(row_id) == "skipped"  # a late delivery changes nothing
+    assert pass_at(now + timedelta(days=1)).failed_datasets == []
 
 
 @pytest.mark.skipif(
@@ -439,3 +490,63 @@ def test_two_versions_of_the_same_content_finishing_at_once_end_one_ready_and_on
     ready = next(v for v in versions if v["status"] == "ready")
     duplicate = next(v for v in versions if v["status"] == "duplicate")
     assert duplicate["duplicate_of"] == ready["version"] and duplicate["blob_sha256"] == ready["blob_sha256"]
+
+
+# With a real worker process: the upload is prepared by the `prepare_dataset` task the API queued.
+QUEUE = "e2e-datasets"
+
+
+@pytest.fixture(scope="module")
+def service(migrated_database: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    from tests.support import empty_all_tables
+
+    empty_all_tables()
+    with running_service(tmp_path_factory.mktemp("datasets"), QUEUE, ["prep"]) as running:
+        yield running
+
+
+def wait_finished(http: httpx.Client, name: str, version: int, service: Service) -> dict[str, Any]:
+    deadline = time.monotonic() + 120
+    while True:
+        found: dict[str, Any] = http.get(f"/datasets/{name}").json()["versions"][version - 1]
+        if found["status"] != "processing":
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} v{version} still processing\n{service.logs()}")
+        time.sleep(0.3)
+
+
+@pytest.mark.e2e
+def test_a_worker_prepares_an_uploaded_zip_and_fails_a_hostile_one(service: Service, tmp_path: Path) -> None:
+    archive = write_zip(tmp_path / "three.zip", class_files(CLASSES, size=(12, 16), channels=3))
+    with service.http() as http, archive.open("rb") as stream:
+        created = http.post("/datasets?name=pets&visibility=public", files={"file": ("three.zip", stream)})
+        assert created.status_code == 202, created.text
+        ready = wait_finished(http, "pets", 1, service)
+        assert ready["status"] == "ready", ready
+        assert ready["class_names"] == ["cat", "dog", "fox"]
+        assert ready["color_mode"] == "rgb" and ready["input_shape"] == [12, 16, 3]
+        totals = {name: ready["counts"]["train"][name] + ready["counts"]["test"][name] for name in CLASSES}
+        assert totals == CLASSES and ready["images"] == sum(CLASSES.values())
+        assert ready["held_out"] and ready["test_fraction"] == 0.2 and ready["seed"] == 42
+        assert len(ready["content_sha256"]) == 64
+        listed = {d["name"]: d for d in http.get("/datasets").json()}
+        assert listed["pets"]["status"] == "ready" and listed["pets"]["class_names"] == ["cat", "dog", "fox"]
+
+        assert upload(http, "hostile", HOSTILE).status_code == 202
+        failed = wait_finished(http, "hostile", 1, service)
+        assert failed["status"] == "failed" and failed["errors"][0]["entry"] == "../evil.png"
+
+
+@pytest.mark.e2e
+def test_a_version_whose_task_was_lost_is_prepared_by_a_worker_once_the_reaper_publishes_it(service: Service) -> None:
+    # The service's processes take the reaper role, with a grace of seconds (tests/support.py FAST_RECOVERY).
+    with service.http() as http:
+        row_id = committed_without_its_task(http, "orphan")
+        ready = wait_finished(http, "orphan", 1, service)
+    assert ready["status"] == "ready", ready
+    assert ready["class_names"] == ["cat", "dog", "fox"]
+    with session_scope() as session:
+        row = session.get_one(DatasetVersion, row_id)
+        # Published by the reaper (never by the API), and prepared by one attempt.
+        assert row.prepare_published_at is not None and row.prepare_attempts == 1
