@@ -548,3 +548,35 @@ def test_versions_from_before_0015_count_no_preparation_and_its_downgrade_keeps_
     engine.dispose()
     command.upgrade(config, "head")
     assert schema_drift(empty_database) == []
+
+
+def test_users_from_before_0016_keep_the_service_wide_storage_quota_and_its_downgrade_keeps_them(
+    empty_database: str,
+) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0015")
+    engine = make_engine(empty_database)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO \"user\" (id, name, admin, max_network_params, created_at) VALUES (1, 'a', false, 7, :now)"
+            ),
+            {"now": datetime.now(UTC)},
+        )
+    engine.dispose()
+    command.upgrade(config, "0016")
+    engine = make_engine(empty_database)
+    with engine.begin() as connection:
+        assert connection.execute(text('SELECT max_storage_bytes FROM "user"')).scalars().all() == [None]
+        # Past 32 bits: quotas run to terabytes.
+        connection.execute(text('UPDATE "user" SET max_storage_bytes = :bytes'), {"bytes": 5 * 2**40})
+        assert connection.execute(text('SELECT max_storage_bytes FROM "user"')).scalars().all() == [5 * 2**40]
+    engine.dispose()
+    command.downgrade(config, "0015")
+    engine = make_engine(empty_database)
+    with engine.connect() as connection:
+        assert "max_storage_bytes" not in {c["name"] for c in inspect(engine).get_columns("user")}
+        assert connection.execute(text('SELECT max_network_params FROM "user"')).scalars().all() == [7]
+    engine.dispose()
+    command.upgrade(config, "head")
+    assert schema_drift(empty_database) == []

@@ -37,6 +37,7 @@ from epochal.client.types import (
     ExportFormat,
     Health,
     Key,
+    Me,
     Model,
     ModelDetail,
     ModelVersion,
@@ -498,8 +499,9 @@ class Client:
 
     # --- users and keys ---
 
-    def me(self) -> User:
-        return cast(User, self._json("GET", "/me"))
+    def me(self) -> Me:
+        """Who you are: your keys, quota overrides, and what you store against your storage quota."""
+        return cast(Me, self._json("GET", "/me"))
 
     def users(self) -> list[User]:
         """Admin only, as every route below."""
