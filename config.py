@@ -102,7 +102,16 @@ class Settings(BaseSettings):
         default=300, gt=0, description="A queued job nobody claimed is published again after this (then backing off)."
     )
     max_attempts: int = Field(
-        default=3, ge=1, description="A job whose attempts are lost (worker died, no heartbeat) this often fails."
+        default=3,
+        ge=1,
+        description="A job whose attempts are lost (worker died, no heartbeat) this often fails; so does a dataset "
+        "version whose preparations are.",
+    )
+    prepare_grace_s: float = Field(
+        default=600,
+        gt=0,
+        description="A dataset version still processing this long with no live preparation (its message lost, its "
+        "worker dead) is published again by the reaper, at most once per this.",
     )
     progress_interval_s: float = Field(
         default=1.0, ge=0, description="How often a training job publishes its progress within an epoch."

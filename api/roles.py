@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from config import get_settings
 from infra import invalidation
-from infra.task_publisher import enqueue_training
+from infra.task_publisher import enqueue_dataset, enqueue_training
 from models.base import utcnow
 from upkeep.dispatcher import dispatcher_keeper
 from upkeep.keeper import RoleKeeper
@@ -32,7 +32,10 @@ async def take_roles(app: FastAPI) -> AsyncIterator[None]:
     changes = invalidation.listener().start()
     keepers: list[RoleKeeper] = []
     if get_settings().take_roles:
-        keepers = [reaper_keeper(enqueue_training, "api").start(), dispatcher_keeper(enqueue_training, "api").start()]
+        keepers = [
+            reaper_keeper(enqueue_training, "api", enqueue_dataset).start(),
+            dispatcher_keeper(enqueue_training, "api").start(),
+        ]
     try:
         yield
     finally:

@@ -1,8 +1,8 @@
-"""Per-user quotas and rate limits: active jobs, experiments per sweep, predictions per second.
+"""Per-user quotas and rate limits: active jobs, experiments per sweep, predictions per second, bytes stored.
 
-Each limit is a setting (EPOCHAL_MAX_ACTIVE_JOBS, EPOCHAL_MAX_SWEEP_EXPERIMENTS,
-EPOCHAL_PREDICTIONS_PER_SECOND) that a user row may override. Over a limit: `QuotaExceeded` (a 429) with
-when to ask again and a message naming the limit and its setting.
+Each limit is a setting (EPOCHAL_MAX_ACTIVE_JOBS, EPOCHAL_MAX_SWEEP_EXPERIMENTS, EPOCHAL_PREDICTIONS_PER_SECOND,
+EPOCHAL_MAX_STORAGE_BYTES) that a user row may override. Over a limit: `QuotaExceeded` (a 429) with when to ask
+again and a message naming the limit and its setting.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from config import Settings
 from domain.errors import QuotaExceeded
-from domain.usage import storage_bytes
+from domain.usage import storage_bytes, storage_quota
 from models import Experiment
 from models.states import ACTIVE
 from models.users import User
@@ -117,13 +117,14 @@ STORAGE_RETRY_AFTER_S = 3600  # space comes back when the user deletes something
 
 
 def check_storage(session: Session, settings: Settings, user: User, adding: int) -> None:
-    """QuotaExceeded if storing `adding` more bytes would take the user past EPOCHAL_MAX_STORAGE_BYTES (their
-    checkpoints, resume states and datasets; GET /users/{id}/usage shows the figure)."""
-    used, limit = storage_bytes(session, user), settings.max_storage_bytes
+    """QuotaExceeded if storing `adding` more bytes would take the user past their storage quota (their
+    max_storage_bytes, else EPOCHAL_MAX_STORAGE_BYTES): their checkpoints, resume states and datasets together;
+    GET /me and GET /users/{id}/usage show the figures."""
+    used, limit = storage_bytes(session, user), storage_quota(settings, user)
     if used + adding > limit and (adding > 0 or used >= limit):
         raise too_many(
             f"storage quota: you store {used:,} bytes and this would add {adding:,}; the limit is {limit:,} bytes per "
-            "user (EPOCHAL_MAX_STORAGE_BYTES), checkpoints and datasets together. Delete datasets you no longer "
-            "need (DELETE /datasets/{name}/{version}), or ask an admin",
+            "user (EPOCHAL_MAX_STORAGE_BYTES, or the user's max_storage_bytes), checkpoints and datasets together. "
+            "Delete datasets you no longer need (DELETE /datasets/{name}/{version}), or ask an admin",
             STORAGE_RETRY_AFTER_S,
         )

@@ -54,10 +54,15 @@ def usage_of(session: Session, settings: Settings, user: User) -> Usage:
         worker_seconds=total,
         recent_worker_seconds=recent,
         storage_bytes=storage_bytes(session, user),
-        max_storage_bytes=settings.max_storage_bytes,
+        max_storage_bytes=storage_quota(settings, user),
         max_running_jobs=user.max_running_jobs or settings.max_running_jobs,
         priority=user.priority or 0,
     )
+
+
+def storage_quota(settings: Settings, user: User) -> int:
+    """The most bytes the user may store: their own quota, else EPOCHAL_MAX_STORAGE_BYTES."""
+    return user.max_storage_bytes or settings.max_storage_bytes
 
 
 def storage_bytes(session: Session, user: User) -> int:

@@ -31,6 +31,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     select,
+    update,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -85,6 +86,11 @@ class DatasetVersion(Base):
     created_by: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Its preparation as a lease (domain/preparations.py): how many were started, until when the one under way is
+    # presumed alive (renewed by the process preparing it), and when the reaper last published it again.
+    prepare_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    prepare_lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    prepare_published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # A deleted version stays as this tombstone, hidden from every read and holding no blob, so that its number is
     # never given to other content.
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -98,12 +104,13 @@ class DatasetVersion(Base):
         """Refused or broken: `errors` says what and where. Its upload is no longer referenced (the sweep frees it)."""
         assert self.status == DatasetStatus.PROCESSING
         self.status, self.errors, self.upload_sha256, self.finished_at = DatasetStatus.FAILED, errors, None, utcnow()
+        self.prepare_lease_expires_at = None
 
     def settle_ready(self, blob_sha256: str | None, duplicate_of: int | None) -> None:
         """Prepared (its figures set already): ready with its packed arrays, or a duplicate of an earlier version
         (whose packed arrays `blob_sha256` then is: the same content, stored once)."""
         assert self.status == DatasetStatus.PROCESSING
-        self.upload_sha256, self.finished_at = None, utcnow()
+        self.upload_sha256, self.finished_at, self.prepare_lease_expires_at = None, utcnow(), None
         if duplicate_of is not None:
             self.status, self.duplicate_of = DatasetStatus.DUPLICATE, duplicate_of
         else:
@@ -170,3 +177,19 @@ def recorded_info(session: Session, name: str, version: int | None, *, to_train:
     if row is None or row.status not in TRAINABLE or (to_train and row.deleted_at is not None):
         raise LookupError(f"dataset {name}@{version} was deleted, or is not prepared; train on another version")
     return info_of(row)
+
+
+def lock_name(session: Session, name: str) -> None:
+    """Hold every version of `name` until the session commits: what settles a version as ready or a duplicate of
+    another reads the name's ready versions after this, so two finishes of the same content take turns.
+
+    PostgreSQL locks the name's rows (in id order: two lockers never deadlock). SQLite has no row locks but one
+    writer: a no-op write takes its write lock now, before the read that follows, which then sees every commit
+    made before it (a read first would run on its own and could miss the other finish's commit).
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(DatasetVersion).where(DatasetVersion.name == name).values(name=DatasetVersion.name))
+        return
+    session.execute(
+        select(DatasetVersion.id).where(DatasetVersion.name == name).order_by(DatasetVersion.id).with_for_update()
+    )

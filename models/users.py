@@ -28,6 +28,8 @@ class User(Base):
     max_network_params: Mapped[int | None] = mapped_column(BigInteger)
     max_network_flops: Mapped[int | None] = mapped_column(BigInteger)
     max_network_activation_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # How many bytes they may store, checkpoints and datasets together (EPOCHAL_MAX_STORAGE_BYTES when NULL).
+    max_storage_bytes: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     keys: Mapped[list[ApiKey]] = relationship(back_populates="user", order_by="ApiKey.id")

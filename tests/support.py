@@ -206,6 +206,7 @@ FAST_RECOVERY = {
     "EPOCHAL_HEARTBEAT_S": "0.5",
     "EPOCHAL_REAPER_INTERVAL_S": "1",
     "EPOCHAL_REPUBLISH_AFTER_S": "10",
+    "EPOCHAL_PREPARE_GRACE_S": "2",
     "EPOCHAL_DISPATCH_INTERVAL_S": "1",
     # As many slots as the tests' workers could ever take: the dispatcher then releases at once, as submission
     # used to publish at once. The dispatch tests set their own.

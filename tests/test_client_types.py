@@ -40,6 +40,8 @@ COMPONENT = {
     "Key": "KeyRead",
     "NewKey": "KeyCreated",
     "User": "UserRead",
+    "Me": "MeRead",
+    "Storage": "StorageRead",
     "NewUser": "UserCreated",
     "Model": "ModelRead",
     "ModelVersion": "VersionRead",

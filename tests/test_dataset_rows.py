@@ -341,6 +341,157 @@ def test_delete_by_the_owner_or_an_admin_and_never_a_built_in(client: TestClient
     assert unset.status_code == 404 and "no default model for mnist" in unset.json()["detail"]
 
 
+def committed_without_its_task(client: TestClient | httpx.Client, name: str) -> int:
+    """A version committed `processing` as POST /datasets commits one, its task never published (the API died
+    between its commit and its publish, or the broker lost the message)."""
+    from domain import datasets as dataset_rows
+    from models import Visibility
+    from models.users import User
+
+    me = client.get("/me").json()["id"]
+    stored = DatabaseBlobStore().put([THREE_CLASSES])
+    with session_scope() as session:
+        caller = session.get_one(User, me)
+        row = dataset_rows.new_version(session, caller, name, Visibility.PRIVATE, {}, stored, len(THREE_CLASSES))
+        return row.id
+
+
+def no_training(_experiment_id: int, _queue: str) -> None:
+    pass
+
+
+def test_a_version_whose_task_was_lost_is_published_again_past_the_grace_and_prepared(client: TestClient) -> None:
+    # It stayed processing for good: nothing would ever prepare it, and its upload counted against the quota.
+    from datetime import timedelta
+
+    from models.base import as_utc
+    from upkeep import reaper
+
+    row_id = committed_without_its_task(client, "lost")
+    settings = get_settings()
+    grace = timedelta(seconds=settings.prepare_grace_s)
+    created = as_utc(row_of("lost", 1).created_at)
+    published: list[tuple[int, str]] = []
+
+    def publish_dataset(dataset_id: int, queue: str) -> None:
+        published.append((dataset_id, queue))
+
+    def pass_at(now: Any) -> reaper.ReapReport:
+        return reaper.reap(no_training, now=now, publish_dataset=publish_dataset)
+
+    # Within the grace its message may still be on its way: left alone.
+    assert pass_at(created + grace / 2).republished_datasets == []
+    report = pass_at(created + grace + timedelta(seconds=1))
+    assert report.republished_datasets == [row_id] and "republished_datasets" in report.summary()
+    assert published == [(row_id, settings.default_queue)]
+    # At most once a grace: the message published may be waiting behind other jobs.
+    assert pass_at(created + grace * 1.5).republished_datasets == []
+    assert pass_at(created + grace * 2 + timedelta(seconds=2)).republished_datasets == [row_id]
+    # What the published task runs prepares it; a duplicate delivery, and later passes, find it settled.
+    assert prepare(published[0][0]) == "ready"
+    assert prepare(published[1][0]) == "skipped"
+    assert row_of("lost", 1).status == DatasetStatus.READY
+    later = pass_at(created + grace * 10)
+    assert later.republished_datasets == [] and later.failed_datasets == []
+
+
+def test_a_version_whose_preparations_are_all_lost_fails_after_the_attempt_cap_saying_so(client: TestClient) -> None:
+    # An upload that kills its worker (out of memory) every time would otherwise be published again for good.
+    from datetime import timedelta
+
+    from domain import preparations
+    from models.base import as_utc
+    from upkeep import reaper
+
+    row_id = committed_without_its_task(client, "killer")
+    settings = get_settings()
+    published: list[int] = []
+
+    def pass_at(now: Any) -> reaper.ReapReport:
+        return reaper.reap(
+            no_training, now=now, publish_dataset=lambda dataset_id, _queue: published.append(dataset_id)
+        )
+
+    now = as_utc(row_of("killer", 1).created_at) + timedelta(seconds=settings.prepare_grace_s + 1)
+    for attempt in range(1, settings.max_attempts + 1):
+        with session_scope() as session:  # a worker starts preparing it...
+            assert preparations.claim(session, row_id, now) == attempt
+        # ...and while its lease is live, no pass publishes it and another delivery does nothing.
+        assert pass_at(now + timedelta(seconds=1)).republished_datasets == []
+        with session_scope() as session:
+            assert preparations.claim(session, row_id, now + timedelta(seconds=1)) is None
+        # Its worker dies: the lease lapses, unrenewed.
+        now += timedelta(seconds=settings.lease_s + settings.prepare_grace_s + 1)
+        report = pass_at(now)
+        if attempt < settings.max_attempts:
+            assert (report.republished_datasets, report.failed_datasets) == ([row_id], [])
+        else:
+            assert (report.republished_datasets, report.failed_datasets) == ([], [row_id])
+    assert published == [row_id] * (settings.max_attempts - 1)
+    row = row_of("killer", 1)
+    assert row.status == DatasetStatus.FAILED and row.upload_sha256 is None and row.prepare_lease_expires_at is None
+    version = client.get("/datasets/killer").json()["versions"][0]
+    assert version["status"] == "failed" and version["errors"][0]["entry"] == "(the upload)"
+    reason = version["errors"][0]["reason"]
+    assert f"{settings.max_attempts} preparations" in reason and "EPOCHAL_MAX_ATTEMPTS" in reason
+    assert prepare(row_id) == "skipped"  # a late delivery changes nothing
+    assert pass_at(now + timedelta(days=1)).failed_datasets == []
+
+
+@pytest.mark.skipif(
+    not get_settings().database_url.startswith("postgresql"),
+    reason="PostgreSQL only: the other finish is seen waiting on its lock in pg_stat_activity",
+)
+def test_two_versions_of_the_same_content_finishing_at_once_end_one_ready_and_one_duplicate(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each finish read "no ready version of this content yet" before the other committed: both ended ready.
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import text
+
+    upload(client, "twins", THREE_CLASSES)
+    upload(client, "twins", THREE_CLASSES)
+    ids = [row_of("twins", 1).id, row_of("twins", 2).id]
+    settle = DatasetVersion.settle_ready
+    first_in, done = threading.Lock(), threading.Event()
+
+    def other_is_waiting_on_a_lock() -> bool:
+        with session_scope() as session:
+            waiting = session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                )
+            )
+        return bool(waiting)
+
+    def held_settle(row: DatasetVersion, blob: str | None, duplicate_of: int | None) -> None:
+        # The first finish to get here waits, its transaction open, until the other one is blocked behind it (or,
+        # were nothing held, has finished on its own): the race made certain, not left to timing.
+        if first_in.acquire(blocking=False):
+            while not (done.is_set() or other_is_waiting_on_a_lock()):
+                time.sleep(0.02)
+        settle(row, blob, duplicate_of)
+
+    monkeypatch.setattr(DatasetVersion, "settle_ready", held_settle)
+
+    def prepared(row_id: int) -> str:
+        try:
+            return prepare(row_id)
+        finally:
+            done.set()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(prepared, ids))
+    assert sorted(outcomes) == ["duplicate", "ready"]
+    versions = client.get("/datasets/twins").json()["versions"]
+    ready = next(v for v in versions if v["status"] == "ready")
+    duplicate = next(v for v in versions if v["status"] == "duplicate")
+    assert duplicate["duplicate_of"] == ready["version"] and duplicate["blob_sha256"] == ready["blob_sha256"]
+
+
 # With a real worker process: the upload is prepared by the `prepare_dataset` task the API queued.
 QUEUE = "e2e-datasets"
 
@@ -385,3 +536,17 @@ def test_a_worker_prepares_an_uploaded_zip_and_fails_a_hostile_one(service: Serv
         assert upload(http, "hostile", HOSTILE).status_code == 202
         failed = wait_finished(http, "hostile", 1, service)
         assert failed["status"] == "failed" and failed["errors"][0]["entry"] == "../evil.png"
+
+
+@pytest.mark.e2e
+def test_a_version_whose_task_was_lost_is_prepared_by_a_worker_once_the_reaper_publishes_it(service: Service) -> None:
+    # The service's processes take the reaper role, with a grace of seconds (tests/support.py FAST_RECOVERY).
+    with service.http() as http:
+        row_id = committed_without_its_task(http, "orphan")
+        ready = wait_finished(http, "orphan", 1, service)
+    assert ready["status"] == "ready", ready
+    assert ready["class_names"] == ["cat", "dog", "fox"]
+    with session_scope() as session:
+        row = session.get_one(DatasetVersion, row_id)
+        # Published by the reaper (never by the API), and prepared by one attempt.
+        assert row.prepare_published_at is not None and row.prepare_attempts == 1

@@ -452,33 +452,54 @@ def test_users_from_before_0012_keep_the_service_wide_network_limits_and_its_dow
 
 
 def test_dataset_rows_come_with_0014_holding_the_built_ins_and_go_with_its_downgrade(empty_database: str) -> None:
-    from models.datasets import DatasetStatus, DatasetVersion
+    from sqlalchemy import JSON, column, insert, table
+
     from training.spec import DATASETS
 
     config = alembic_config(empty_database)
     command.upgrade(config, "0013")
     assert "dataset_version" not in table_names(empty_database)
-    command.upgrade(config, "0014")  # read below through the ORM: a later revision of dataset_version reads with SQL
+    command.upgrade(config, "0014")
+    # Read and written as 0014 made the table (the ORM's model has columns of later revisions).
+    versions = table(
+        "dataset_version",
+        *(column(name) for name in ("id", "name", "version", "owner_id", "visibility", "status", "created_by")),
+        *(column(name) for name in ("content_sha256", "blob_sha256", "upload_sha256", "created_at")),
+        column("class_names", JSON),
+        column("input_shape", JSON),
+        column("errors", JSON),
+        column("options", JSON),
+    )
     engine = make_engine(empty_database)
-    with Session(engine) as session:
-        rows = session.scalars(select(DatasetVersion).order_by(DatasetVersion.name)).all()
+    with engine.begin() as connection:
+        rows = connection.execute(select(versions).order_by(versions.c.name)).all()
         # The built-ins as the app knows them: a migration's copy that drifted from training/spec.py fails here.
         assert {row.name: (row.class_names, row.input_shape) for row in rows} == {
             str(info.name): (list(info.class_names), list(info.input_shape)) for info in DATASETS.values()
         }
         for row in rows:
-            assert (row.version, row.owner_id, row.visibility, row.status) == (1, None, "public", DatasetStatus.READY)
-            assert row.content_sha256 is None and row.blob_sha256 is None and row.builtin
-        session.execute(
+            assert (row.version, row.owner_id, row.visibility, row.status) == (1, None, "public", "ready")
+            assert row.content_sha256 is None and row.blob_sha256 is None
+        connection.execute(
             text("INSERT INTO \"user\" (id, name, admin, created_at) VALUES (1, 'a', false, :now)"),
             {"now": datetime.now(UTC)},
         )
-        session.add(DatasetVersion(name="flowers", version=1, owner_id=1, created_by=1, upload_sha256="b" * 64))
-        session.commit()
-        # One version number per name: a second version 1 is refused by the database itself.
-        session.add(DatasetVersion(name="flowers", version=1, owner_id=1, created_by=1))
-        with pytest.raises(IntegrityError):
-            session.commit()
+        upload = {
+            "name": "flowers",
+            "version": 1,
+            "owner_id": 1,
+            "created_by": 1,
+            "visibility": "private",
+            "status": "processing",
+            "errors": [],
+            "options": {},
+            "upload_sha256": "b" * 64,
+            "created_at": datetime.now(UTC),
+        }
+        connection.execute(insert(versions).values(**upload))
+    # One version number per name: a second version 1 is refused by the database itself.
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(insert(versions).values(**upload))
     engine.dispose()
     command.downgrade(config, "0013")
     assert "dataset_version" not in table_names(empty_database)
@@ -538,5 +559,75 @@ def test_dataset_shares_come_with_0016_and_go_with_its_downgrade(empty_database:
     engine.dispose()
     command.downgrade(config, "0015")
     assert "dataset_share" not in table_names(empty_database)
+    command.upgrade(config, "head")
+    assert schema_drift(empty_database) == []
+
+
+def test_versions_from_before_0017_count_no_preparation_and_its_downgrade_keeps_them(empty_database: str) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0016")
+    engine = make_engine(empty_database)
+    with engine.begin() as connection:
+        now = datetime.now(UTC)
+        connection.execute(
+            text("INSERT INTO \"user\" (id, name, admin, created_at) VALUES (1, 'a', false, :now)"), {"now": now}
+        )
+        connection.execute(
+            text(
+                "INSERT INTO dataset_version (id, name, version, owner_id, visibility, status, errors, options, "
+                "upload_sha256, created_at) VALUES (10, 'flowers', 1, 1, 'private', 'processing', '[]', '{}', :sha, "
+                ":now)"
+            ),
+            {"sha": "b" * 64, "now": now},
+        )
+    engine.dispose()
+    command.upgrade(config, "0017")
+    leases = "SELECT prepare_attempts, prepare_lease_expires_at, prepare_published_at FROM dataset_version WHERE id=10"
+    engine = make_engine(empty_database)
+    with engine.begin() as connection:
+        # A version processing already has no attempt counted and no lease: the reaper may publish it again.
+        assert [tuple(row) for row in connection.execute(text(leases))] == [(0, None, None)]
+        connection.execute(text("UPDATE dataset_version SET prepare_attempts = 2 WHERE id = 10"))
+    engine.dispose()
+    command.downgrade(config, "0016")
+    engine = make_engine(empty_database)
+    with engine.connect() as connection:
+        columns = {c["name"] for c in inspect(engine).get_columns("dataset_version")}
+        assert not {"prepare_attempts", "prepare_lease_expires_at", "prepare_published_at"} & columns
+        kept = "SELECT status, upload_sha256 FROM dataset_version WHERE id = 10"
+        assert [tuple(row) for row in connection.execute(text(kept))] == [("processing", "b" * 64)]
+    engine.dispose()
+    command.upgrade(config, "head")
+    assert schema_drift(empty_database) == []
+
+
+def test_users_from_before_0018_keep_the_service_wide_storage_quota_and_its_downgrade_keeps_them(
+    empty_database: str,
+) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0017")
+    engine = make_engine(empty_database)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO \"user\" (id, name, admin, max_network_params, created_at) VALUES (1, 'a', false, 7, :now)"
+            ),
+            {"now": datetime.now(UTC)},
+        )
+    engine.dispose()
+    command.upgrade(config, "0018")
+    engine = make_engine(empty_database)
+    with engine.begin() as connection:
+        assert connection.execute(text('SELECT max_storage_bytes FROM "user"')).scalars().all() == [None]
+        # Past 32 bits: quotas run to terabytes.
+        connection.execute(text('UPDATE "user" SET max_storage_bytes = :bytes'), {"bytes": 5 * 2**40})
+        assert connection.execute(text('SELECT max_storage_bytes FROM "user"')).scalars().all() == [5 * 2**40]
+    engine.dispose()
+    command.downgrade(config, "0017")
+    engine = make_engine(empty_database)
+    with engine.connect() as connection:
+        assert "max_storage_bytes" not in {c["name"] for c in inspect(engine).get_columns("user")}
+        assert connection.execute(text('SELECT max_network_params FROM "user"')).scalars().all() == [7]
+    engine.dispose()
     command.upgrade(config, "head")
     assert schema_drift(empty_database) == []

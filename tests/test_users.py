@@ -356,3 +356,41 @@ def test_network_limit_overrides_are_bounded(client: TestClient, other_client: T
         assert response.status_code == 422, response.text
     set_quota(client, user_id, max_network_activation_bytes=2**53)  # past what INTEGER holds: the column is BIGINT
     assert me(other_client).json()["max_network_activation_bytes"] == 2**53
+
+
+def test_the_storage_quota_is_set_per_user_by_an_admin_and_get_me_shows_it_with_what_they_store(
+    client: TestClient, other_client: TestClient
+) -> None:
+    # It was one setting for everyone: a user who needed more could only be helped by raising it for all.
+    from tests.test_dataset_rows import THREE_CLASSES, upload
+
+    user_id = other_user_id(other_client)
+    default = get_settings().max_storage_bytes
+    shown = me(other_client).json()
+    assert shown["max_storage_bytes"] is None and shown["storage"] == {"used_bytes": 0, "quota_bytes": default}
+    assert {"id", "name", "admin", "keys", "max_active_jobs", "created_at"} <= shown.keys()  # its fields stay
+    # Below the floor the setting has too, or not a whole number of bytes: refused, saying what is allowed.
+    for value in (10, 1.5, 2**53 + 1):
+        refused = client.patch(f"/users/{user_id}", json={"max_storage_bytes": value})
+        assert refused.status_code == 422 and "max_storage_bytes" in refused.text, refused.text
+    # Only an admin sets it.
+    assert other_client.patch(f"/users/{user_id}", json={"max_storage_bytes": 2**40}).status_code == 403
+    room = len(THREE_CLASSES) + 100
+    set_quota(client, user_id, max_storage_bytes=room)
+    assert me(other_client).json()["storage"]["quota_bytes"] == room
+    assert next(u for u in client.get("/users").json() if u["id"] == user_id)["max_storage_bytes"] == room
+    assert client.get(f"/users/{user_id}/usage").json()["max_storage_bytes"] == room
+    # The quota check counts against their own quota: one upload fits, a second one does not.
+    assert upload(other_client, "theirs", THREE_CLASSES).status_code == 202
+    assert me(other_client).json()["storage"] == {"used_bytes": len(THREE_CLASSES), "quota_bytes": room}
+    assert_429(upload(other_client, "theirs", THREE_CLASSES), "max_storage_bytes", f"{room:,} bytes")
+    # Past the setting itself, and past 32 bits: the column is BIGINT.
+    set_quota(client, user_id, max_storage_bytes=default * 4)
+    assert me(other_client).json()["storage"]["quota_bytes"] == default * 4
+    assert upload(other_client, "theirs", THREE_CLASSES).status_code == 202
+    # Null goes back to the service-wide setting; an admin's own quota was never touched.
+    set_quota(client, user_id, max_storage_bytes=None)
+    assert me(other_client).json()["storage"]["quota_bytes"] == default
+    assert me(client).json()["storage"]["quota_bytes"] == default
+    created = create_user(client, "dora", max_storage_bytes=4096)
+    assert created["max_storage_bytes"] == 4096

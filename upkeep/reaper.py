@@ -16,6 +16,10 @@ a conditional update, so two reapers never act twice on the same attempt.
 3. Stored blobs that no dataset row references (an upload once prepared, a deleted version's arrays, a put that
    was killed) are freed once idle for `EPOCHAL_BLOB_SWEEP_GRACE_S`, at most once a grace's tenth: without it every
    upload stayed in the database for good, a failed one too.
+4. An uploaded dataset version still `processing` past `EPOCHAL_PREPARE_GRACE_S` with no live preparation (the
+   broker lost its message, the API died between its commit and its publish, a worker died preparing it) has its
+   `prepare_dataset` published again, at most once a grace; one whose `EPOCHAL_MAX_ATTEMPTS` started preparations
+   were all lost is failed, its errors saying so (domain/preparations.py).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 
 from config import get_settings
-from domain import lifecycle
+from domain import lifecycle, preparations
 from domain.lifecycle import Outcome, Status
 from infra import events
 from models import Attempt, Experiment, attempt_sessions
@@ -55,6 +59,8 @@ class ReapReport:
     cancelled: list[int] = field(default_factory=list)
     published: list[int] = field(default_factory=list)
     freed_blobs: list[str] = field(default_factory=list)
+    republished_datasets: list[int] = field(default_factory=list)
+    failed_datasets: list[int] = field(default_factory=list)
 
     def summary(self) -> str:
         """What the pass did, in a few words, for the record of passes."""
@@ -158,8 +164,38 @@ def _republish_due(now: datetime, publish: Publish, report: ReapReport) -> None:
         report.published.append(experiment_id)
 
 
-def reap(publish: Publish, now: datetime | None = None) -> ReapReport:
-    """One pass: settle every running job with an expired lease, then publish every queued job that is due."""
+def _recover_preparations(now: datetime, publish_dataset: Publish, report: ReapReport) -> None:
+    """Publish again each dataset version whose preparation is stranded; fail those whose attempts are spent."""
+    settings = get_settings()
+    with session_scope() as session:
+        stranded = preparations.stranded(session, now)
+    for version in stranded:
+        if version.attempts >= settings.max_attempts:
+            with session_scope() as session:
+                failed = preparations.fail_exhausted(session, version, now)
+            if failed:
+                log.warning("dataset version %s: %s", version.id, preparations.exhausted_reason(version.attempts))
+                report.failed_datasets.append(version.id)
+            continue
+        last = version.published_at
+        if last is not None and (now - as_utc(last)).total_seconds() < settings.prepare_grace_s:
+            continue  # published again less than a grace ago: its message may still be waiting for a worker
+        try:
+            publish_dataset(version.id, settings.default_queue)
+        except Exception as exc:
+            log.warning("dataset version %s: could not publish (%s); next pass tries again", version.id, exc)
+            return  # the broker is down: the rest would fail the same way
+        # Published first, noted second: a reaper that dies in between publishes once more, which is harmless.
+        with session_scope() as session:
+            preparations.mark_published(session, version, now)
+        log.warning("dataset version %s: no live preparation; published again", version.id)
+        report.republished_datasets.append(version.id)
+
+
+def reap(publish: Publish, now: datetime | None = None, publish_dataset: Publish | None = None) -> ReapReport:
+    """One pass: settle every running job with an expired lease, publish every queued job that is due, free idle
+    blobs and recover stranded dataset preparations (through `publish_dataset`; without one, they are not looked
+    at)."""
     now = now or utcnow()
     report = ReapReport()
     with session_scope() as session:
@@ -172,6 +208,8 @@ def reap(publish: Publish, now: datetime | None = None) -> ReapReport:
         _reap_expired(experiment_id, now, report)
     _republish_due(now, publish, report)
     _sweep_blobs(now, report)
+    if publish_dataset is not None:
+        _recover_preparations(now, publish_dataset, report)
     return report
 
 
@@ -198,7 +236,12 @@ def _sweep_blobs(now: datetime, report: ReapReport) -> None:
         )
 
 
-def reaper_keeper(publish: Publish, name: str) -> RoleKeeper:
-    """The keeper of the reaper role for this process (`name`: what it is, e.g. "api" or a worker's node name)."""
+def reaper_keeper(publish: Publish, name: str, publish_dataset: Publish) -> RoleKeeper:
+    """The keeper of the reaper role for this process (`name`: what it is, e.g. "api" or a worker's node name);
+    `publish` sends a training job, `publish_dataset` a dataset version's preparation."""
     settings = get_settings()
-    return RoleKeeper(REAPER_ROLE, lambda: reap(publish).summary(), settings.reaper_interval_s, holder_name(name))
+
+    def one_pass() -> str:
+        return reap(publish, publish_dataset=publish_dataset).summary()
+
+    return RoleKeeper(REAPER_ROLE, one_pass, settings.reaper_interval_s, holder_name(name))

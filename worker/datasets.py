@@ -5,11 +5,12 @@ The packed form is one uncompressed tar of the prepared folder (x_train.npy, y_t
 manifest.json), written deterministically (sorted names, zero times and owners), so the same content packs to the
 same blob and a training worker can later fetch it through its blob cache and memory-map the arrays it unpacks.
 
-Idempotent: nothing is written to the row until the end, in one transaction that only changes a `processing` row.
-A task killed midway leaves the row `processing` and its upload referenced; the redelivered task (the queue acks
-late) starts again from the upload, and what the killed one had put is either the same blob (content-addressed)
-or unreferenced garbage the store's sweep frees. Either way the row ends without `upload_sha256`: nothing
-references the upload any more, and the sweep frees it.
+Idempotent: nothing is written to the row until the end, in one transaction that only changes a `processing` row,
+but the claim of a lease (domain/preparations.py) held while it prepares. A task killed midway leaves the row
+`processing` and its upload referenced; once its lease has lapsed, the redelivered task (the queue acks late) or
+the reaper's publish of it starts again from the upload, and what the killed one had put is either the same blob
+(content-addressed) or unreferenced garbage the store's sweep frees. Either way the row ends without
+`upload_sha256`: nothing references the upload any more, and the sweep frees it.
 """
 
 from __future__ import annotations
@@ -24,13 +25,17 @@ from typing import Any
 from sqlalchemy import select
 
 from config import Settings, get_settings
+from domain import preparations
 from infra.blob_store import BlobStore, file_chunks
 from models import DatasetStatus, DatasetVersion
+from models.base import utcnow
 from models.blob_store import DatabaseBlobStore
+from models.datasets import lock_name
 from models.db import session_scope
 from training.image_limits import DecodeLimits
 from training.uploads import PreparedDataset, UploadCaps, UploadOptions, UploadRefused, ingest
 from training.uploads.errors import WHOLE_UPLOAD
+from worker.preparation_lease import PreparationLease
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +65,18 @@ def prepare(dataset_id: int, store: BlobStore | None = None) -> str:
     skipped."""
     store = store or DatabaseBlobStore()
     with session_scope() as session:
-        row = session.get(DatasetVersion, dataset_id)
-        if row is None or row.status != DatasetStatus.PROCESSING or row.upload_sha256 is None or row.deleted_at:
+        # Claimed first: a duplicate message (the reaper's, a redelivery) while another preparation is live, or one
+        # for a version settled already, does nothing.
+        attempt = preparations.claim(session, dataset_id, utcnow())
+        row = None if attempt is None else session.get(DatasetVersion, dataset_id)
+        if attempt is None or row is None or row.upload_sha256 is None:
             return "skipped"
         upload, options = row.upload_sha256, dict(row.options)
+    with PreparationLease(dataset_id, attempt, get_settings().heartbeat_s):
+        return _prepare(dataset_id, upload, options, store)
+
+
+def _prepare(dataset_id: int, upload: str, options: dict[str, Any], store: BlobStore) -> str:
     try:
         with tempfile.TemporaryDirectory(prefix=f"epochal-dataset-{dataset_id}-") as workdir:
             source = Path(workdir) / "upload"
@@ -116,7 +129,13 @@ def _finish_failed(dataset_id: int, errors: list[dict[str, str]]) -> str:
 def _finish_ready(dataset_id: int, prepared: PreparedDataset, blob: str) -> str:
     with session_scope() as session:
         row = session.get(DatasetVersion, dataset_id)
-        if row is None or row.status != DatasetStatus.PROCESSING or row.deleted_at is not None:
+        if row is None:
+            return "skipped"
+        # Two versions of the same content finishing at once would each find no ready one and both end ready:
+        # the name's rows are held until this commits, and the row read again under the lock.
+        lock_name(session, row.name)
+        session.refresh(row)
+        if row.status != DatasetStatus.PROCESSING or row.deleted_at is not None:
             return "skipped"  # finished by an earlier delivery of the task, or deleted meanwhile
         same = session.execute(
             select(DatasetVersion.version, DatasetVersion.blob_sha256).where(

@@ -17,7 +17,7 @@ import logging
 import os
 from typing import Any
 
-from config import TRAIN_TASK_NAME, get_settings
+from config import DATASET_TASK_NAME, TRAIN_TASK_NAME, get_settings
 from models.db import hold_no_idle_connections, own_engine_after_fork
 from upkeep.dispatcher import dispatcher_keeper
 from upkeep.keeper import TICKING, RoleKeeper
@@ -40,8 +40,11 @@ def start_role_keepers(sender: Any = None, **_kwargs: Any) -> None:
         # into the message, which the worker that runs it obeys over its own (EPOCHAL_TASK_TIME_LIMIT_S is per worker).
         app.send_task(TRAIN_TASK_NAME, args=[experiment_id], queue=queue, time_limit=None, soft_time_limit=None)
 
+    def publish_dataset(dataset_id: int, queue: str) -> None:
+        app.send_task(DATASET_TASK_NAME, args=[dataset_id], queue=queue, time_limit=None, soft_time_limit=None)
+
     name = sender.hostname or "worker"
-    _keepers.extend([reaper_keeper(publish, name).start(), dispatcher_keeper(publish, name).start()])
+    _keepers.extend([reaper_keeper(publish, name, publish_dataset).start(), dispatcher_keeper(publish, name).start()])
 
 
 def stop_role_keepers(**_kwargs: Any) -> None:

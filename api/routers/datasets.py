@@ -346,8 +346,8 @@ async def upload_dataset(
     x_train/y_train (x_test/y_test). Answered 202 with the new version, `processing`; poll GET /datasets/{name}
     until it is `ready` (or `failed`, with each problem and the entry it is in). A new upload under your name is
     its next version. 409 if the name is a built-in's or another user's; 413 over EPOCHAL_MAX_UPLOAD_BYTES (nothing
-    is kept); 429 past your storage quota (EPOCHAL_MAX_STORAGE_BYTES; GET /users/{id}/usage shows it); 503 if the
-    broker does not take the job.
+    is kept); 429 past your storage quota (your max_storage_bytes, else EPOCHAL_MAX_STORAGE_BYTES; GET /me shows it
+    and what you store); 503 if the broker does not take the job.
     """
     dataset_rows.check_name(name)
     sides = _image_size(image_size)

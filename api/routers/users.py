@@ -13,19 +13,31 @@ from api.http.auth import AdminUser, CurrentUser
 from api.http.deps import SessionDep, SettingsDep
 from api.http.errors import responses
 from api.http.params import KeyId, UserId
-from api.schemas.accounts import KeyCreated, KeyRead, QuotaOverrides, UsageRead, UserCreate, UserCreated, UserRead
+from api.schemas.accounts import (
+    KeyCreated,
+    KeyRead,
+    MeRead,
+    QuotaOverrides,
+    StorageRead,
+    UsageRead,
+    UserCreate,
+    UserCreated,
+    UserRead,
+)
 from domain import accounts
 from domain.errors import NotFound
-from domain.usage import usage_of
+from domain.usage import storage_bytes, storage_quota, usage_of
 from models.users import User
 
 router = APIRouter(tags=["users"])
 
 
-@router.get("/me", response_model=UserRead)
-def read_me(user: CurrentUser) -> UserRead:
-    """The user whose key this request carries, with their keys and quota overrides."""
-    return UserRead.of(user)
+@router.get("/me", response_model=MeRead)
+def read_me(session: SessionDep, settings: SettingsDep, user: CurrentUser) -> MeRead:
+    """The user whose key this request carries, with their keys, quota overrides, and what they store against
+    their storage quota."""
+    storage = StorageRead(used_bytes=storage_bytes(session, user), quota_bytes=storage_quota(settings, user))
+    return MeRead(**UserRead.of(user).model_dump(), storage=storage)
 
 
 @router.get("/users", response_model=list[UserRead], responses=responses(403))

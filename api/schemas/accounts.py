@@ -16,6 +16,8 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$"
 Quota = Annotated[int, Between(1, 1_000_000)]  # far above any sensible limit, far below what the column holds
 # A network's figures run to billions (FLOPs, bytes); 2**53 is exact in every JSON client, and fits BIGINT.
 NetworkLimit = Annotated[int, Between(1, 2**53)]
+# Bytes stored: from the setting's own floor (EPOCHAL_MAX_STORAGE_BYTES is at least 1024) to what JSON holds exactly.
+StorageLimit = Annotated[int, Between(1024, 2**53)]
 
 
 class QuotaOverrides(BaseModel):
@@ -42,6 +44,10 @@ class QuotaOverrides(BaseModel):
     max_network_activation_bytes: NetworkLimit | None = Field(
         default=None,
         description="EPOCHAL_MAX_NETWORK_ACTIVATION_BYTES: most activation memory of one training batch of theirs",
+    )
+    max_storage_bytes: StorageLimit | None = Field(
+        default=None,
+        description="EPOCHAL_MAX_STORAGE_BYTES: most bytes they store (checkpoints, resume states, datasets)",
     )
 
 
@@ -88,6 +94,7 @@ class UserRead(BaseModel):
     max_network_params: int | None
     max_network_flops: int | None
     max_network_activation_bytes: int | None
+    max_storage_bytes: int | None
     created_at: UtcDatetime
     keys: list[KeyRead]
 
@@ -105,9 +112,27 @@ class UserRead(BaseModel):
             max_network_params=user.max_network_params,
             max_network_flops=user.max_network_flops,
             max_network_activation_bytes=user.max_network_activation_bytes,
+            max_storage_bytes=user.max_storage_bytes,
             created_at=user.created_at,
             keys=[KeyRead.of(k) for k in user.keys],
         )
+
+
+class StorageRead(BaseModel):
+    """What a user stores against their storage quota."""
+
+    used_bytes: int = Field(
+        description="Bytes they store: their jobs' checkpoints and resume states, their datasets' packed arrays and "
+        "the uploads being prepared."
+    )
+    quota_bytes: int = Field(
+        description="Their storage quota in effect: their max_storage_bytes, else EPOCHAL_MAX_STORAGE_BYTES. An "
+        "upload past it is refused (429)."
+    )
+
+
+class MeRead(UserRead):
+    storage: StorageRead = Field(description="What you store, and your storage quota.")
 
 
 class UserCreated(UserRead):
@@ -129,6 +154,9 @@ class UsageRead(BaseModel):
         description="Bytes they store: their jobs' checkpoints and resume states, their datasets' packed arrays "
         "and the uploads being prepared."
     )
-    max_storage_bytes: int = Field(description="Their storage quota (EPOCHAL_MAX_STORAGE_BYTES): uploads past it: 429.")
+    max_storage_bytes: int = Field(
+        description="Their storage quota in effect (their max_storage_bytes, else EPOCHAL_MAX_STORAGE_BYTES): uploads "
+        "past it: 429."
+    )
     max_running_jobs: int = Field(description="How many of their jobs may run at once (their cap in effect).")
     priority: int = Field(description="Their priority, added to each of their jobs' own.")

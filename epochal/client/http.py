@@ -42,6 +42,7 @@ from epochal.client.types import (
     Fit,
     Health,
     Key,
+    Me,
     Model,
     ModelDetail,
     ModelVersion,
@@ -603,8 +604,9 @@ class Client:
 
     # --- users and keys ---
 
-    def me(self) -> User:
-        return cast(User, self._json("GET", "/me"))
+    def me(self) -> Me:
+        """Who you are: your keys, quota overrides, and what you store against your storage quota."""
+        return cast(Me, self._json("GET", "/me"))
 
     def users(self) -> list[User]:
         """Admin only, as every route below."""

@@ -390,8 +390,18 @@ class User(TypedDict):
     max_network_params: int | None
     max_network_flops: int | None
     max_network_activation_bytes: int | None
+    max_storage_bytes: int | None
     created_at: str
     keys: list[Key]
+
+
+class Storage(TypedDict):
+    used_bytes: int
+    quota_bytes: int
+
+
+class Me(User):
+    storage: Storage
 
 
 class NewUser(User):
