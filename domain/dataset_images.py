@@ -21,47 +21,23 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy.orm import Session
 
-from domain.access import in_id_range
-from domain.datasets import visible_versions
+from domain.datasets import ready_version
 from domain.errors import Conflict, Invalid, NotFound, Unavailable
 from infra.blob_cache import BlobCache
 from infra.blob_store import BlobError
-from models import DatasetStatus, DatasetVersion
+from models import DatasetVersion
 from models.blob_store import DatabaseBlobStore
 from models.users import User
 from training.packed import PackedDataset, PackedDatasetInvalid, open_packed
 from training.samples import class_positions, first_per_class
 
-SHOWABLE = (DatasetStatus.READY, DatasetStatus.DUPLICATE)
 SPLITS = ("train", "test")
 
 
 def showable_version(session: Session, user: User, name: str, version: int | None) -> DatasetVersion:
-    """Version `version` of `name` (None: the latest ready one) if the user may see it and it is ready.
-
-    NotFound for a dataset they cannot see or a version it does not have; Conflict for one not ready yet, or failed.
-    """
-    versions = visible_versions(session, user, name)
-    if version is None:
-        ready = [row for row in versions if row.status in SHOWABLE]
-        if not ready:
-            latest = versions[-1]
-            raise Conflict(
-                f"dataset {name!r} has no ready version yet (version {latest.version} is {latest.status}); "
-                f"GET /datasets/{name} shows where each stands"
-            )
-        return ready[-1]
-    row = next((v for v in versions if v.version == version), None) if in_id_range(version) else None
-    if row is None:
-        raise NotFound(f"dataset {name!r} has no version {version}; GET /datasets/{name} lists its versions")
-    if row.status not in SHOWABLE:
-        then = (
-            "its errors say why; upload it again"
-            if row.status == DatasetStatus.FAILED
-            else "try again once it is ready (GET /datasets/{name} shows its status)"
-        )
-        raise Conflict(f"dataset {name!r} version {version} is not ready: it is {row.status}; {then}")
-    return row
+    """Version `version` of `name` (None: the latest ready one) if the user may see it and it is ready; NotFound
+    for a dataset they cannot see or a version it does not have, Conflict for one not ready yet, or failed."""
+    return ready_version(session, user, name, version)
 
 
 def check_stored(row: DatasetVersion) -> str:

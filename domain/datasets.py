@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from domain.access import in_id_range
-from domain.errors import Conflict, Forbidden, Invalid, NotFound
+from domain.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from models import DatasetShare, DatasetStatus, DatasetVersion, Experiment, Visibility
 from models.base import utcnow
 from models.datasets import TRAINABLE, info_of
@@ -85,31 +85,42 @@ def check_visible(session: Session, user: User, name: str) -> None:
         visible_versions(session, user, name)
 
 
-def usable_info(session: Session, user: User, name: str, version: int | None) -> DatasetInfo:
-    """The version of uploaded dataset `name` that a spec of `user` trains on: `version`, or the latest ready one.
+def ready_version(
+    session: Session, user: User, name: str, version: int | None, not_ready: type[DomainError] = Conflict
+) -> DatasetVersion:
+    """Version `version` of `name` (None: the latest ready one) if the user may see it and it is ready (a duplicate
+    is: it has its twin's arrays).
 
-    NotFound (a 404, in the words of a missing dataset) for one the user may not see; Invalid (a 422) for a version
-    not ready to train on.
+    NotFound for a dataset they cannot see (in the words of a missing one) or a version it does not have;
+    `not_ready` (a 409 unless the caller says otherwise) for one still processing, or failed.
     """
     versions = visible_versions(session, user, name)
     if version is None:
-        trainable = [v for v in versions if v.status in TRAINABLE]
-        if not trainable:
+        ready = [row for row in versions if row.status in TRAINABLE]
+        if not ready:
             latest = versions[-1]
-            raise Invalid(
-                f"dataset {name!r} has no ready version: version {latest.version} is {latest.status}; wait until "
-                f"GET /datasets/{name} says ready (or upload it again if it failed)"
+            raise not_ready(
+                f"dataset {name!r} has no ready version yet (version {latest.version} is {latest.status}); "
+                f"GET /datasets/{name} shows where each stands"
             )
-        return info_of(trainable[-1])
-    row = next((v for v in versions if v.version == version), None)
+        return ready[-1]
+    row = next((v for v in versions if v.version == version), None) if in_id_range(version) else None
     if row is None:
         raise NotFound(f"dataset {name!r} has no version {version}; GET /datasets/{name} lists its versions")
     if row.status not in TRAINABLE:
-        raise Invalid(
-            f"dataset {name}@{version} is {row.status}, not ready to train on; "
-            + ("wait until it is ready" if row.status == DatasetStatus.PROCESSING else "train on another version")
+        then = (
+            "its errors say why; upload it again"
+            if row.status == DatasetStatus.FAILED
+            else f"try again once it is ready (GET /datasets/{name} shows its status)"
         )
-    return info_of(row)
+        raise not_ready(f"dataset {name!r} version {version} is not ready: it is {row.status}; {then}")
+    return row
+
+
+def usable_info(session: Session, user: User, name: str, version: int | None) -> DatasetInfo:
+    """The version of uploaded dataset `name` that a spec of `user` trains on: `version`, or the latest ready one.
+    A version not ready to train on is Invalid (a 422, as the spec's other checks)."""
+    return info_of(ready_version(session, user, name, version, not_ready=Invalid))
 
 
 def lookup_for(session: Session, user: User) -> DatasetLookup:
