@@ -9,7 +9,9 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from PIL import Image
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -133,3 +135,24 @@ def _finish(session: Session, experiment_id: int, epochs: int, val_accuracy: flo
     )
     experiment.status = Status.SUCCEEDED
     experiment.best_epoch, experiment.best_val_accuracy = epochs, val_accuracy
+
+
+def noise_digits(count: int, seed: int = 3) -> list[bytes]:
+    """`count` different 28x28 grayscale PNGs of noise, so an answer given to the wrong request would show."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(count):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), mode="L").save(buffer, format="PNG")
+        images.append(buffer.getvalue())
+    return images
+
+
+def submitted_and_succeeded(client: Any, checkpoint: bytes, **finished: Any) -> int:
+    """An mnist experiment submitted through `client` (the API in-process, or over HTTP) and marked succeeded with
+    `checkpoint` as its best network (the figures of `finish`, or those given)."""
+    response = client.post("/experiments", json={"dataset": "mnist", "epochs": 2})
+    assert response.status_code == 202, response.text
+    experiment_id = int(response.json()["id"])
+    finish(experiment_id, checkpoint=checkpoint, **finished)
+    return experiment_id

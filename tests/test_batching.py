@@ -32,7 +32,7 @@ from api.serving.predictors import PredictorCache, ServedModel
 from config import get_settings
 from infra.invalidation import listener
 from tests.image_corpus import deep_png
-from tests.seed import finish
+from tests.seed import finish, noise_digits
 from tests.support import bearer, counted_work
 from training.results import CHECKPOINT_NAME
 
@@ -177,17 +177,6 @@ def succeeded_with_checkpoint(client: TestClient, content: bytes) -> int:
     return experiment_id
 
 
-def digits(count: int) -> list[bytes]:
-    """`count` different 28x28 PNGs, so an answer given to the wrong request would show."""
-    rng = np.random.default_rng(3)
-    images = []
-    for _ in range(count):
-        buffer = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (28, 28), dtype="uint8"), mode="L").save(buffer, format="PNG")
-        images.append(buffer.getvalue())
-    return images
-
-
 def single(client: TestClient, path: str, image: bytes) -> dict[str, Any]:
     response = client.post(path, files={"file": ("digit.png", image, "image/png")})
     assert response.status_code == 200, response.text
@@ -239,7 +228,7 @@ def test_the_batch_route_answers_in_order_as_the_single_route_does(
     client: TestClient, network_h5: bytes, cache: PredictorCache
 ) -> None:
     experiment_id = succeeded_with_checkpoint(client, network_h5)
-    images = digits(IMAGES)
+    images = noise_digits(IMAGES)
     for base in (f"/experiments/{experiment_id}/predictions", "/datasets/mnist/predictions"):
         expected = [single(client, base, image) for image in images]
         assert len({e["label"] for e in expected}) > 1, "a network that answers the same for anything proves nothing"
@@ -258,7 +247,7 @@ def test_concurrent_requests_are_gathered_into_one_call_with_the_same_answers(
 ) -> None:
     experiment_id = succeeded_with_checkpoint(client, network_h5)
     path = f"/experiments/{experiment_id}/predictions"
-    images = digits(IMAGES)
+    images = noise_digits(IMAGES)
     expected = [single(client, path, image) for image in images]  # one call each: nothing overlaps
     model = served(cache)
     model.batcher.batch_sizes.clear()
@@ -281,7 +270,7 @@ def test_many_first_requests_load_the_network_once(
 ) -> None:
     experiment_id = succeeded_with_checkpoint(client, network_h5)
     path = f"/experiments/{experiment_id}/predictions"
-    image = digits(1)[0]
+    image = noise_digits(1)[0]
     entered = threading.Semaphore(0)
     release = threading.Event()
     load = PredictorCache._load
@@ -317,7 +306,7 @@ def test_a_batch_with_one_bad_image_fails_naming_that_part(
     client: TestClient, network_h5: bytes, cache: PredictorCache
 ) -> None:
     experiment_id = succeeded_with_checkpoint(client, network_h5)
-    images = digits(3)
+    images = noise_digits(3)
     files = [
         ("files", ("a.png", images[0], "image/png")),
         ("files", ("b.png", images[1], "image/png")),
@@ -332,7 +321,7 @@ def test_an_image_sent_as_the_whole_body_gets_the_multipart_answer(
     client: TestClient, network_h5: bytes, cache: PredictorCache
 ) -> None:
     experiment_id = succeeded_with_checkpoint(client, network_h5)
-    image = digits(1)[0]
+    image = noise_digits(1)[0]
     for path in (f"/experiments/{experiment_id}/predictions", "/datasets/mnist/predictions"):
         as_part = single(client, path, image)
         as_body = client.post(path, content=image, headers={"Content-Type": "image/png"})
@@ -360,7 +349,7 @@ def test_a_raw_body_that_is_no_image_or_too_big_is_refused_saying_why(client: Te
 def test_a_batch_over_the_cap_is_413_and_one_without_files_422(client: TestClient, network_h5: bytes) -> None:
     experiment_id = succeeded_with_checkpoint(client, network_h5)
     path = f"/experiments/{experiment_id}/predictions/batch"
-    response = batch(client, path, digits(1) * 65)
+    response = batch(client, path, noise_digits(1) * 65)
     assert response.status_code == 413, response.text
     assert "at most 64 images; this one has 65" in response.json()["detail"]
     response = client.post(path, data={"other": "x"}, files={"file": ("a.png", b"x", "image/png")})
@@ -371,7 +360,7 @@ def test_a_batch_over_the_cap_is_413_and_one_without_files_422(client: TestClien
 def test_a_batch_counts_each_image_against_the_rate_limit(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(get_settings(), "predictions_per_second", 4)
     monkeypatch.setattr(SharedMovingWindow, "PREFIX", f"epochal:test-rate:{uuid.uuid4().hex}:")  # no earlier hits
-    images = digits(3)
+    images = noise_digits(3)
     # Nothing trained: 404, but counted, like the single route.
     assert batch(client, "/datasets/mnist/predictions/batch", images).status_code == 404
     limited = batch(client, "/datasets/mnist/predictions/batch", images)
@@ -387,7 +376,7 @@ def test_the_network_is_traced_once_for_every_batch_size(
 ) -> None:
     experiment_id = succeeded_with_checkpoint(client, network_h5)
     for count in (1, 3, 7):
-        assert batch(client, f"/experiments/{experiment_id}/predictions/batch", digits(count)).status_code == 200
+        assert batch(client, f"/experiments/{experiment_id}/predictions/batch", noise_digits(count)).status_code == 200
     # Warmed up at load on a zero input, and never traced again: the input signature has no batch size.
     assert served(cache).predictor._call.experimental_get_tracing_count() == 1
 
@@ -429,10 +418,10 @@ def test_a_prediction_the_process_knows_nothing_of_is_two_queries_and_two_hops_t
 ) -> None:
     experiment_id = succeeded_with_checkpoint(client, network_h5)
     path = f"/experiments/{experiment_id}/predictions"
-    single(client, path, digits(1)[0])  # loads the network, and records the key's first use
+    single(client, path, noise_digits(1)[0])  # loads the network, and records the key's first use
     forget_callers_and_experiments()  # as in a process that has not seen this key and this experiment yet
     with counted_work() as work:
-        single(client, path, digits(1)[0])
+        single(client, path, noise_digits(1)[0])
     statements, hops = work.statements, work.hops
     # The key with its user, then the experiment with its checkpoint's sha256 (no attempts, no evaluation).
     assert len(statements) == 2, "\n".join(s[:90] for s in statements)
@@ -448,9 +437,9 @@ def test_a_warm_prediction_reads_no_database_no_redis_and_hops_once_for_its_mode
     assert listener().wait_live(10), "the API's invalidation listener never subscribed"
     experiment_id = succeeded_with_checkpoint(client, network_h5)
     path = f"/experiments/{experiment_id}/predictions"
-    expected = [single(client, path, image) for image in digits(3)]  # the first fills the caches
+    expected = [single(client, path, image) for image in noise_digits(3)]  # the first fills the caches
     with counted_work() as work, redis_commands() as commands:
-        answers = [single(client, path, image) for image in digits(3)]
+        answers = [single(client, path, image) for image in noise_digits(3)]
     for got, want in zip(answers, expected, strict=True):
         assert_same(got, want)
     assert work.statements == []
@@ -461,7 +450,7 @@ def test_a_warm_prediction_reads_no_database_no_redis_and_hops_once_for_its_mode
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(listener(), "live", lambda: False)
         with counted_work() as deaf:
-            for image in digits(2):
+            for image in noise_digits(2):
                 single(client, path, image)
     assert len([s for s in deaf.statements if "FROM api_key" in s]) == 2, deaf.statements
 
@@ -476,7 +465,7 @@ def test_a_revoked_key_is_refused_on_its_next_prediction(
     second = client.post(f"/users/{me['id']}/keys")
     assert second.status_code == 201, second.text
     token, key_id = second.json()["api_key"], second.json()["id"]
-    image = {"file": ("digit.png", digits(1)[0], "image/png")}
+    image = {"file": ("digit.png", noise_digits(1)[0], "image/png")}
     for _ in range(2):  # the second from memory
         assert client.post(path, files=image, headers=bearer(token)).status_code == 200
     with counted_work() as work:
@@ -494,7 +483,7 @@ def test_what_a_batch_takes_decoded_is_bounded_before_anything_is_decoded(
     experiment_id = succeeded_with_checkpoint(client, network_h5)
     path = f"/experiments/{experiment_id}/predictions/batch"
     # One image over its own cap: named, with the size it would fit at.
-    response = batch(client, path, [*digits(1), deep_png()])
+    response = batch(client, path, [*noise_digits(1), deep_png()])
     assert response.status_code == 413, response.text
     assert response.json()["detail"].startswith("files[1] ('d1.png'): this image is 6000 x 6600 pixels of 16-bit grey")
     assert "resize it to at most" in response.json()["detail"]
@@ -516,12 +505,12 @@ def test_a_process_decoding_its_most_at_once_answers_503_with_retry_after(
     path = f"/experiments/{experiment_id}/predictions"
     capacity = get_settings().max_decoding_bytes
     with DECODING.reserve(capacity, capacity):  # what other requests' images hold while they decode
-        response = client.post(path, files={"file": ("digit.png", digits(1)[0], "image/png")})
+        response = client.post(path, files={"file": ("digit.png", noise_digits(1)[0], "image/png")})
     assert response.status_code == 503, response.text
     assert response.headers["Retry-After"] == "1"
     assert "EPOCHAL_MAX_DECODING_BYTES" in response.json()["detail"]
     assert DECODING.in_use == 0
-    single(client, path, digits(1)[0])  # given back: served again
+    single(client, path, noise_digits(1)[0])  # given back: served again
 
 
 def test_a_lowered_prediction_rate_applies_from_the_next_prediction(
@@ -534,14 +523,14 @@ def test_a_lowered_prediction_rate_applies_from_the_next_prediction(
     # An empty window first: the test before took a twentieth of 100 000 from the shared window for a user of the
     # same id (the tables were emptied, the ids start again), more than 1000 within the last second.
     time.sleep(1.1)
-    for image in digits(3):  # the last two from memory, the rate counted from this process's allowance
+    for image in noise_digits(3):  # the last two from memory, the rate counted from this process's allowance
         single(client, path, image)
     me = client.get("/me").json()
     assert client.patch(f"/users/{me['id']}", json={"predictions_per_second": 1}).status_code == 200
     try:
         time.sleep(1.1)  # an empty window: the first prediction under the new limit passes, the second does not
-        single(client, path, digits(1)[0])
-        refused = client.post(path, files={"file": ("digit.png", digits(1)[0], "image/png")})
+        single(client, path, noise_digits(1)[0])
+        refused = client.post(path, files={"file": ("digit.png", noise_digits(1)[0], "image/png")})
         assert refused.status_code == 429, refused.text
         assert "at most 1 predictions per second" in refused.json()["detail"]
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import subprocess
 import sys
@@ -13,13 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 from sqlalchemy import update
 
 from api.serving.export_cache import get_export_cache
 from models import Artifact
 from models.db import session_scope
-from tests.seed import finish
+from tests.seed import noise_digits, submitted_and_succeeded
 from training.exports import INPUT_NAME
 from training.images import preprocess_image
 from training.results import CHECKPOINT_NAME
@@ -52,29 +50,11 @@ def trained_checkpoint(data_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     return result.checkpoint.read_bytes()
 
 
-def digits(count: int) -> list[bytes]:
-    rng = np.random.default_rng(3)
-    images = []
-    for _ in range(count):
-        buffer = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), mode="L").save(buffer, format="PNG")
-        images.append(buffer.getvalue())
-    return images
-
-
-def succeeded(client: TestClient, checkpoint: bytes) -> int:
-    response = client.post("/experiments", json={"dataset": "mnist", "epochs": 1})
-    assert response.status_code == 202, response.text
-    experiment_id = int(response.json()["id"])
-    finish(experiment_id, checkpoint=checkpoint)
-    return experiment_id
-
-
 def test_each_export_loads_in_its_own_tool_and_predicts_as_the_api(
     client: TestClient, trained_checkpoint: bytes, tmp_path: Path
 ) -> None:
-    experiment_id = succeeded(client, trained_checkpoint)
-    images = digits(4)
+    experiment_id = submitted_and_succeeded(client, trained_checkpoint)
+    images = noise_digits(4)
     files = [("files", (f"{i}.png", data, "image/png")) for i, data in enumerate(images)]
     answered = client.post(f"/experiments/{experiment_id}/predictions/batch", files=files)
     assert answered.status_code == 200, answered.text
@@ -109,7 +89,7 @@ def test_each_export_loads_in_its_own_tool_and_predicts_as_the_api(
 
 
 def test_a_second_download_is_served_from_the_stored_export(client: TestClient, trained_checkpoint: bytes) -> None:
-    experiment_id = succeeded(client, trained_checkpoint)
+    experiment_id = submitted_and_succeeded(client, trained_checkpoint)
     cache = get_export_cache()
     before = cache.made
     first = client.get(f"/experiments/{experiment_id}/exports/onnx")
@@ -127,7 +107,7 @@ def test_a_second_download_is_served_from_the_stored_export(client: TestClient, 
 def test_exports_are_the_owners_and_need_a_succeeded_experiment(
     client: TestClient, other_client: TestClient, trained_checkpoint: bytes
 ) -> None:
-    experiment_id = succeeded(client, trained_checkpoint)
+    experiment_id = submitted_and_succeeded(client, trained_checkpoint)
     other = other_client.get(f"/experiments/{experiment_id}/exports/keras")
     assert other.status_code == 404 and "does not exist" in other.json()["detail"]
     queued = client.post("/experiments", json={"dataset": "mnist", "epochs": 1}).json()["id"]
@@ -137,7 +117,7 @@ def test_exports_are_the_owners_and_need_a_succeeded_experiment(
 
 
 def test_a_checkpoint_that_fails_its_check_or_its_export_is_409(client: TestClient, trained_checkpoint: bytes) -> None:
-    experiment_id = succeeded(client, trained_checkpoint)
+    experiment_id = submitted_and_succeeded(client, trained_checkpoint)
     with session_scope() as session:
         session.execute(
             update(Artifact)
@@ -146,6 +126,6 @@ def test_a_checkpoint_that_fails_its_check_or_its_export_is_409(client: TestClie
         )
     response = client.get(f"/experiments/{experiment_id}/exports/keras")
     assert response.status_code == 409 and "integrity" in response.json()["detail"]
-    junk = succeeded(client, b"not a network")
+    junk = submitted_and_succeeded(client, b"not a network")
     refused = client.get(f"/experiments/{junk}/exports/onnx")
     assert refused.status_code == 409 and "cannot be exported as onnx" in refused.json()["detail"]

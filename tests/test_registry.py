@@ -17,7 +17,7 @@ from api.serving import predictors
 from domain import registry
 from models import Artifact, User
 from models.db import get_sessionmaker, session_scope
-from tests.seed import finish, png, small_network_h5
+from tests.seed import png, small_network_h5, submitted_and_succeeded
 from tests.support import ADMIN
 from training.results import CHECKPOINT_NAME
 
@@ -27,14 +27,6 @@ IMAGE = {"file": ("digit.png", png(), "image/png")}
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return small_network_h5(tmp_path_factory.mktemp("network"))
-
-
-def succeeded(client: TestClient, checkpoint: bytes) -> int:
-    response = client.post("/experiments", json={"dataset": "mnist", "epochs": 2})
-    assert response.status_code == 202, response.text
-    experiment_id = int(response.json()["id"])
-    finish(experiment_id, checkpoint=checkpoint)
-    return experiment_id
 
 
 def create(client: TestClient, name: str, **fields: Any) -> dict[str, Any]:
@@ -61,7 +53,7 @@ def promote(client: TestClient, name: str, alias: str, version: int) -> dict[str
 def test_versions_are_numbered_from_experiments_and_pinned_to_their_checkpoint(
     client: TestClient, network: bytes
 ) -> None:
-    first, second = succeeded(client, network), succeeded(client, network)
+    first, second = submitted_and_succeeded(client, network), submitted_and_succeeded(client, network)
     created = create(client, "digits", description="the MNIST reference")
     assert created["owner"] == ADMIN and created["visibility"] == "private" and created["latest_version"] is None
     assert [register(client, "digits", e)["number"] for e in (first, second, first)] == [1, 2, 3]
@@ -95,10 +87,10 @@ def test_only_a_succeeded_experiment_with_a_checkpoint_of_your_own_becomes_a_ver
     queued = other_client.post("/experiments", json={"dataset": "mnist", "epochs": 2}).json()["id"]
     response = other_client.post("/models/mine/versions", json={"experiment_id": queued})
     assert response.status_code == 409 and "is queued" in response.json()["detail"], response.text
-    admins = succeeded(client, network)  # another user's experiment: as if it did not exist
+    admins = submitted_and_succeeded(client, network)  # another user's experiment: as if it did not exist
     response = other_client.post("/models/mine/versions", json={"experiment_id": admins})
     assert response.status_code == 404 and "does not exist" in response.json()["detail"]
-    without = succeeded(other_client, network)
+    without = submitted_and_succeeded(other_client, network)
     with session_scope() as session:
         session.query(Artifact).filter(Artifact.experiment_id == without).delete()
     response = other_client.post("/models/mine/versions", json={"experiment_id": without})
@@ -109,7 +101,7 @@ def test_only_a_succeeded_experiment_with_a_checkpoint_of_your_own_becomes_a_ver
 def test_aliases_move_and_every_move_is_kept(client: TestClient, network: bytes) -> None:
     create(client, "digits")
     for _ in range(3):
-        register(client, "digits", succeeded(client, network))
+        register(client, "digits", submitted_and_succeeded(client, network))
     assert promote(client, "digits", "production", 1)["from_version"] is None
     assert promote(client, "digits", "production", 3) | {"moved_at": None} == {
         "alias": "production",
@@ -134,7 +126,7 @@ def test_aliases_move_and_every_move_is_kept(client: TestClient, network: bytes)
 
 
 def test_predictions_by_name_alias_and_version(client: TestClient, network: bytes) -> None:
-    experiments = [succeeded(client, network) for _ in range(2)]
+    experiments = [submitted_and_succeeded(client, network) for _ in range(2)]
     create(client, "digits")
     for experiment_id in experiments:
         register(client, "digits", experiment_id)
@@ -174,7 +166,7 @@ def test_a_version_serves_only_the_checkpoint_it_was_registered_with(
     client: TestClient, network: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(predictors, "_cache", None)  # a fresh cache: the network is read from the database again
-    experiment_id = succeeded(client, network)
+    experiment_id = submitted_and_succeeded(client, network)
     create(client, "digits")
     register(client, "digits", experiment_id)
     with session_scope() as session:  # the stored bytes change after registration (and so does their sha256 row)
@@ -188,7 +180,7 @@ def test_a_version_serves_only_the_checkpoint_it_was_registered_with(
 def test_a_private_model_is_another_users_404_and_a_public_one_is_read_only_to_them(
     client: TestClient, other_client: TestClient, network: bytes
 ) -> None:
-    experiment_id = succeeded(client, network)
+    experiment_id = submitted_and_succeeded(client, network)
     for name, visibility in (("hidden", "private"), ("shared", "public")):
         create(client, name, visibility=visibility)
         register(client, name, experiment_id)
@@ -201,7 +193,7 @@ def test_a_private_model_is_another_users_404_and_a_public_one_is_read_only_to_t
     assert other_client.get("/models/shared/versions/1/card").status_code == 200
     assert other_client.post("/models/shared/predictions", files=IMAGE).json()["experiment_id"] == experiment_id
     # ...changed by its owner or an admin only.
-    mine = succeeded(other_client, network)
+    mine = submitted_and_succeeded(other_client, network)
     refusals = [
         other_client.put("/models/shared/aliases/production", json={"version": 1}),
         other_client.delete("/models/shared/aliases/production"),
@@ -220,7 +212,7 @@ def test_a_private_model_is_another_users_404_and_a_public_one_is_read_only_to_t
 
 
 def test_deleting_a_model_leaves_its_experiments(client: TestClient, network: bytes) -> None:
-    experiment_id = succeeded(client, network)
+    experiment_id = submitted_and_succeeded(client, network)
     create(client, "digits")
     register(client, "digits", experiment_id)
     promote(client, "digits", "production", 1)
@@ -263,7 +255,7 @@ def test_concurrent_promotions_of_one_alias_end_with_one_winner_and_every_move_r
     create(client, "digits")
     count = 6
     for _ in range(count):
-        register(client, "digits", succeeded(client, network))
+        register(client, "digits", submitted_and_succeeded(client, network))
     promote(client, "digits", "production", 1)
     moves = _at_once(
         lambda i: _as_admin(lambda s, u: registry.set_alias(s, u, "digits", "production", i + 1).id), count
@@ -282,7 +274,7 @@ def test_concurrent_promotions_of_one_alias_end_with_one_winner_and_every_move_r
 def test_concurrent_registrations_take_distinct_numbers(client: TestClient, network: bytes) -> None:
     create(client, "digits")
     count = 6
-    experiments = [succeeded(client, network) for _ in range(count)]
+    experiments = [submitted_and_succeeded(client, network) for _ in range(count)]
     numbers = _at_once(
         lambda i: _as_admin(lambda s, u: registry.register_version(s, u, "digits", experiments[i]).number), count
     )
@@ -292,7 +284,7 @@ def test_concurrent_registrations_take_distinct_numbers(client: TestClient, netw
 
 
 def test_the_card_of_a_version(client: TestClient, network: bytes, tmp_path: Path) -> None:
-    experiment_id = succeeded(client, network)
+    experiment_id = submitted_and_succeeded(client, network)
     create(client, "digits")
     register(client, "digits", experiment_id)
     card = client.get("/models/digits/versions/1/card").json()
@@ -310,10 +302,11 @@ def test_the_card_of_a_version(client: TestClient, network: bytes, tmp_path: Pat
 def test_dataset_predictions_use_your_default_model_else_the_class_wide_one_else_your_best(
     client: TestClient, other_client: TestClient, network: bytes
 ) -> None:
-    admins_best = succeeded(client, network)
-    theirs_best, theirs_other = succeeded(other_client, network), succeeded(other_client, network)
+    admins_best = submitted_and_succeeded(client, network)
+    theirs_best = submitted_and_succeeded(other_client, network)
+    theirs_other = submitted_and_succeeded(other_client, network)
     create(client, "reference", visibility="public")
-    register(client, "reference", succeeded(client, network))
+    register(client, "reference", submitted_and_succeeded(client, network))
     reference = client.get("/models/reference/versions/1").json()["experiment_id"]
     promote(client, "reference", "production", 1)
     create(other_client, "mine")

@@ -7,7 +7,6 @@ loaded from the same bytes, on the inputs the API decodes.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import sys
 import tempfile
@@ -20,7 +19,6 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from api.serving import export_cache, predictors
 from api.serving.export_cache import get_export_cache
@@ -28,7 +26,7 @@ from api.serving.predictors import PredictorCache, ServedModel
 from config import get_settings
 from models import Artifact
 from models.db import session_scope
-from tests.seed import finish
+from tests.seed import noise_digits, submitted_and_succeeded
 from training import exports
 from training.exports import FILES, ExportFormat, export_checkpoint
 from training.images import preprocess_image
@@ -74,24 +72,6 @@ def cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[PredictorCache]:
     yield fresh
 
 
-def digits(count: int) -> list[bytes]:
-    rng = np.random.default_rng(7)
-    images = []
-    for _ in range(count):
-        buffer = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), mode="L").save(buffer, format="PNG")
-        images.append(buffer.getvalue())
-    return images
-
-
-def succeeded(client: TestClient, content: bytes) -> int:
-    response = client.post("/experiments", json={"dataset": "mnist", "epochs": 1})
-    assert response.status_code == 202, response.text
-    experiment_id = int(response.json()["id"])
-    finish(experiment_id, checkpoint=content)
-    return experiment_id
-
-
 def predicted(client: TestClient, experiment_id: int, images: list[bytes]) -> list[dict[str, Any]]:
     files = [("files", (f"{i}.png", data, "image/png")) for i, data in enumerate(images)]
     response = client.post(f"/experiments/{experiment_id}/predictions/batch", files=files)
@@ -127,8 +107,8 @@ def assert_answers(answers: list[dict[str, Any]], expected: np.ndarray) -> None:
 def test_a_checkpoint_whose_export_agrees_is_served_through_onnxruntime_with_keras_answers(
     client: TestClient, checkpoint: bytes, cache: PredictorCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    experiment_id = succeeded(client, checkpoint)
-    images = digits(IMAGES)
+    experiment_id = submitted_and_succeeded(client, checkpoint)
+    images = noise_digits(IMAGES)
     expected = keras_outputs(checkpoint, images)
     assert len(set(expected.argmax(axis=1).tolist())) > 1, "a network that answers one class for all proves nothing"
     through_onnx = predicted(client, experiment_id, images)
@@ -210,7 +190,7 @@ def test_a_checkpoint_onnxruntime_cannot_serve_as_keras_is_served_by_keras_with_
     case: str,
     reason: str,
 ) -> None:
-    experiment_id = succeeded(client, checkpoint)
+    experiment_id = submitted_and_succeeded(client, checkpoint)
     if case == "disagrees":
         # A real ONNX graph with the right input, of another network: what a converter that got an op wrong gives.
         store_onnx(experiment_id, export_checkpoint(other_checkpoint, ExportFormat.ONNX).content)
@@ -220,7 +200,7 @@ def test_a_checkpoint_onnxruntime_cannot_serve_as_keras_is_served_by_keras_with_
         refusing_exporter(monkeypatch)
     else:
         without_onnxruntime(monkeypatch)
-    images = digits(IMAGES)
+    images = noise_digits(IMAGES)
     with caplog.at_level(logging.WARNING, logger="api.serving.runtimes"):
         answers = predicted(client, experiment_id, images)
     assert served(cache).runtime == "keras"
@@ -246,8 +226,8 @@ def test_concurrent_first_requests_export_a_checkpoint_once_and_a_reload_exports
     client: TestClient, checkpoint: bytes, cache: PredictorCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Two experiments with the same checkpoint bytes (a model registered twice, say): one export for both.
-    experiments = [succeeded(client, checkpoint), succeeded(client, checkpoint)]
-    image = digits(1)
+    experiments = [submitted_and_succeeded(client, checkpoint), submitted_and_succeeded(client, checkpoint)]
+    image = noise_digits(1)
     exported: list[int] = []
     entered, release = threading.Event(), threading.Event()
     export = export_cache.export_checkpoint
