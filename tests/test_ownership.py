@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from api.main import app
-from models import Experiment
+from models import DatasetVersion, Experiment
 from models.db import session_scope
 from tests.seed import finish, png
 from tests.support import ROOT
@@ -185,15 +185,23 @@ DATASET_ROUTES = [(method, path, route) for method, path, route in routes() if p
 
 @pytest.fixture
 def admins_dataset(client: TestClient) -> dict[str, Any]:
-    """A private uploaded dataset of the admin's (still processing: no worker consumes the tests' queue)."""
+    """A private uploaded dataset of the admin's, settled (failed: an empty zip) by the worker's step run here, so
+    that its event stream answers its owner at once (a `processing` one stays open: no worker consumes the tests'
+    queue)."""
+    from worker.datasets import prepare
+
     response = client.post("/datasets?name=admins-data", files={"file": ("data.zip", b"PK\x05\x06" + bytes(18))})
     assert response.status_code == 202, response.text
+    with session_scope() as session:
+        row_id = session.scalars(select(DatasetVersion.id).where(DatasetVersion.name == "admins-data")).one()
+    assert prepare(row_id) == "failed"
     return {"name": "admins-data", "version": 1}
 
 
 def test_the_dataset_walk_covers_every_dataset_route() -> None:
     walked = {(method, path) for method, path, _route in DATASET_ROUTES}
-    assert {("GET", "/datasets/{name}"), ("DELETE", "/datasets/{name}/{version}")} <= walked
+    needed = ("/datasets/{name}", "/datasets/{name}/versions/{version}/events")
+    assert {("GET", path) for path in needed} | {("DELETE", "/datasets/{name}/{version}")} <= walked
 
 
 @pytest.mark.parametrize(("method", "path", "route"), DATASET_ROUTES, ids=[f"{m} {p}" for m, p, _ in DATASET_ROUTES])
