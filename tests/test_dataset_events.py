@@ -5,6 +5,7 @@ the job streams' resume, slots and closing, and the ownership rule of GET /datas
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,10 +105,29 @@ def test_an_upload_publishes_processing_then_the_worker_step_its_progress_and_re
     assert prepare(again) == "skipped" and stream(again) == before
 
 
-def test_a_settled_version_answers_its_final_status_at_once(client: TestClient) -> None:
+def test_a_settled_version_answers_its_final_status_at_once(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api.routers import events as routes
+
+    # Its stream holds its final event already, so nothing is waited for: were the terminal statuses a job's, `ready`
+    # would not be one, and the relay would wait this long for it.
+    monkeypatch.setattr(routes, "FINAL_EVENT_GRACE_S", 60.0)
     assert upload(client, "bad", HOSTILE).status_code == 202
-    assert prepare(row_of("bad", 1).id) == "failed"
-    response = client.get("/datasets/bad/versions/1/events")
+    assert upload(client, "good", THREE_CLASSES).status_code == 202
+    assert prepare(row_of("bad", 1).id) == "failed" and prepare(row_of("good", 1).id) == "ready"
+    answers: dict[str, Any] = {}
+
+    def read_both() -> None:
+        for name in ("bad", "good"):
+            answers[name] = client.get(f"/datasets/{name}/versions/1/events")
+
+    reader = threading.Thread(target=read_both, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert not reader.is_alive(), "a settled version's stream waited for an event it had relayed"
+    assert parse(answers["good"].text)[-2]["data"]["status"] == "ready"
+    response = answers["bad"]
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
     relayed = parse(response.text)
     statuses = [e["data"]["status"] for e in relayed if e["event"] == "status"]
