@@ -4,11 +4,11 @@ dataset version's progress while a worker prepares it and its final status.
 The worker, the reaper and the API append events to Redis streams (infra/events.py); these routes
 relay them. Each event's `id` is its stream entry id: a client that reconnects with `Last-Event-ID`
 continues right after the last event it saw, without gaps or repeats. The stream closes after the
-terminal status (of the experiment, of the sweep's last experiment, or of the dataset version), and in any case after
-EPOCHAL_EVENTS_MAX_S, when a client reconnects (EventSource does so by itself), and within
-EPOCHAL_STREAM_RECHECK_S of its key being revoked. Plain HTTP clients can poll GET /experiments/{id}
-instead. An open stream holds no database connection; each user, and each process, may have only so
-many open (api/streams/slots.py).
+terminal status (of the experiment, of the sweep's last experiment, or of the dataset version), and in any case
+after EPOCHAL_EVENTS_MAX_S, when a client reconnects (EventSource does so by itself), and within
+EPOCHAL_STREAM_RECHECK_S of its key being revoked. Plain HTTP clients can poll GET /experiments/{id} (or
+GET /datasets/{name}) instead. An open stream holds no database connection; each user, and each process, may have
+only so many open (api/streams/slots.py).
 """
 
 from __future__ import annotations
