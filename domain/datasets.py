@@ -70,6 +70,16 @@ def visible_versions(session: Session, user: User, name: str) -> list[DatasetVer
     return versions
 
 
+def visible_version(session: Session, user: User, name: str, version: int) -> DatasetVersion:
+    """Version `version` of `name`, if the user may see it; NotFound otherwise (another user's private dataset in
+    the words of a missing one)."""
+    versions = visible_versions(session, user, name)
+    row = next((v for v in versions if v.version == version), None) if in_id_range(version) else None
+    if row is None:
+        raise NotFound(f"dataset {name!r} has no version {version}; GET /datasets/{name} lists its versions")
+    return row
+
+
 def all_visible(session: Session, user: User) -> list[DatasetVersion]:
     """Every dataset version the user may see: built-ins first (as they were declared), then by name and version."""
     builtin = DatasetVersion.owner_id.is_(None)
@@ -228,10 +238,7 @@ def delete_version(session: Session, user: User, name: str, version: int) -> Non
     """Delete one version, by its owner or an admin. The built-ins are refused (403); the blobs it referenced are
     freed by the blob store's sweep, once nothing else references them. Its number is not given again, and the
     name stays the owner's."""
-    versions = visible_versions(session, user, name)
-    row = next((v for v in versions if v.version == version), None) if in_id_range(version) else None
-    if row is None:
-        raise NotFound(f"dataset {name!r} has no version {version}; GET /datasets/{name} lists its versions")
+    row = visible_version(session, user, name, version)
     if row.builtin:
         raise Forbidden(f"{name!r} is a built-in dataset: it cannot be deleted")
     if not user.admin and row.owner_id != user.id:

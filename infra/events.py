@@ -1,6 +1,7 @@
-"""Job events on Redis streams: published by the worker, the reaper and the API; relayed by the API as SSE.
+"""Live events on Redis streams: published by the worker, the reaper and the API; relayed by the API as SSE.
 
-One stream per experiment and one per sweep (an experiment's events go to both), in the broker's
+One stream per experiment and one per sweep (an experiment's events go to both), and one per uploaded dataset
+version (its `progress` while a worker prepares it, and its `status`), in the broker's
 Redis, each entry an event name and a JSON payload. A stream entry id is the SSE event id, so a
 client that reconnects with `Last-Event-ID` continues exactly after the last event it saw. Streams
 are capped in length, and expire a day after the last terminal event.
@@ -34,6 +35,8 @@ STREAM_MAXLEN = 5000  # approximate: a long job's progress events trim its oldes
 KEEP_FINISHED_S = 24 * 3600
 # The lifecycle's FINISHED, as the events spell them (infra knows no models; tests/test_lifecycle.py compares them).
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+# A dataset version's settled statuses (models/datasets.py DatasetStatus, but `processing`).
+DATASET_TERMINAL_STATUSES = frozenset({"ready", "duplicate", "failed"})
 # Pub/sub channel that wakes the dispatcher (upkeep/dispatcher.py): a job was queued or a slot freed. Best effort:
 # a lost nudge only waits for the dispatcher's next regular pass.
 DISPATCH_CHANNEL = "epochal:dispatch"
@@ -45,6 +48,11 @@ def experiment_stream(experiment_id: int) -> str:
 
 def sweep_stream(sweep_id: int) -> str:
     return f"epochal:events:sweep:{sweep_id}"
+
+
+def dataset_stream(dataset_id: int) -> str:
+    """The stream of one dataset version (by its row id: a name's versions are rows of their own)."""
+    return f"epochal:events:dataset:{dataset_id}"
 
 
 def redis_url(broker_url: str) -> str:
@@ -144,3 +152,36 @@ def status(experiment_id: int, sweep_id: int | None, new_status: str, **details:
         pipeline.execute()
     except (redis.RedisError, OSError, ValueError) as exc:
         log.warning("experiment %s: status event not published (%s)", experiment_id, type(exc).__name__)
+
+
+def _dataset_append(pipeline: Any, dataset_id: int, event: str, data: dict[str, Any]) -> None:
+    payload = json.dumps({"dataset_id": dataset_id, **data}, allow_nan=False, default=str)
+    stream = dataset_stream(dataset_id)
+    pipeline.xadd(stream, {"event": event, "data": payload}, maxlen=STREAM_MAXLEN, approximate=True)
+    if event == "status" and data.get("status") in DATASET_TERMINAL_STATUSES:
+        pipeline.expire(stream, KEEP_FINISHED_S)
+
+
+def dataset_processing(dataset_id: int, data: dict[str, Any]) -> None:
+    """A new version is `processing` (`data`, its status event): drop a stream left over under its id (a database
+    reset under the same broker reuses ids), then publish it. Called before its preparation is queued, so that the
+    worker's events come after it."""
+    try:
+        pipeline = redis_client().pipeline(transaction=False)
+        pipeline.delete(dataset_stream(dataset_id))
+        _dataset_append(pipeline, dataset_id, "status", data)
+        pipeline.execute()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        log.warning("dataset version %s: processing event not published (%s)", dataset_id, type(exc).__name__)
+
+
+def dataset_event(dataset_id: int, event: str, data: dict[str, Any]) -> bool:
+    """Append one event (`progress`, or a `status`: a settled one starts the stream's expiry); whether it was."""
+    try:
+        pipeline = redis_client().pipeline(transaction=False)
+        _dataset_append(pipeline, dataset_id, event, data)
+        pipeline.execute()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        log.warning("dataset version %s: %s event not published (%s)", dataset_id, event, type(exc).__name__)
+        return False
+    return True

@@ -132,6 +132,21 @@ class DatasetShare(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+def status_event(row: DatasetVersion) -> dict[str, Any]:
+    """A version's status as its `status` event carries it (infra/events.py): what the worker publishes once it
+    settled the row and what a stream that finds the row settled closes with are the same words."""
+    event: dict[str, Any] = {"name": row.name, "version": row.version, "status": str(row.status)}
+    if row.status == DatasetStatus.FAILED:
+        event["errors"] = [dict(error) for error in row.errors or []]
+    if row.status == DatasetStatus.DUPLICATE:
+        event["duplicate_of"] = row.duplicate_of
+    if row.status in (DatasetStatus.READY, DatasetStatus.DUPLICATE):
+        event["images"] = row.images
+    if row.deleted_at is not None:
+        event["deleted"] = True
+    return event
+
+
 def referenced_blobs(session: Session) -> set[str]:
     """Every blob a dataset row needs: what a sweep of the blob store must keep (uploads still being prepared too)."""
     packed = session.scalars(select(DatasetVersion.blob_sha256).where(DatasetVersion.blob_sha256.is_not(None)))

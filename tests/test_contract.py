@@ -113,7 +113,11 @@ def test_every_answer_that_is_not_json_says_what_it_is(method: str, path: str, o
 
 def test_the_event_streams_are_text_and_the_downloads_bytes() -> None:
     paths = app.openapi()["paths"]
-    for path in ("/experiments/{experiment_id}/events", "/sweeps/{sweep_id}/events"):
+    for path in (
+        "/experiments/{experiment_id}/events",
+        "/sweeps/{sweep_id}/events",
+        "/datasets/{name}/versions/{version}/events",
+    ):
         assert list(paths[path]["get"]["responses"]["200"]["content"]) == ["text/event-stream"]
     downloads = {
         "/experiments/{experiment_id}/artifacts/{name}": "application/x-hdf5",

@@ -220,6 +220,7 @@ def test_the_dataset_walk_covers_every_dataset_route() -> None:
         ("GET", "/datasets/{name}/samples.png"),
         ("GET", "/datasets/{name}/images"),
         ("GET", "/datasets/{name}/images/{split}/{index}.png"),
+        ("GET", "/datasets/{name}/versions/{version}/events"),
     } <= walked
     assert ("POST", "/datasets/{dataset}/predictions") in walked
 

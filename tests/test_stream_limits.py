@@ -9,15 +9,18 @@ Streams are raw sockets, so holding many open costs no threads, and closing one 
 from __future__ import annotations
 
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from api.main import app
@@ -25,6 +28,7 @@ from api.streams import access as stream_access
 from api.streams.slots import PROCESS_STREAMS
 from config import get_settings
 from infra import events
+from models import DatasetVersion
 from models.accounts import find_key
 from models.db import get_engine, session_scope
 from tests.support import bearer, free_port, new_key
@@ -219,11 +223,44 @@ def test_a_stream_closes_soon_after_its_key_is_revoked(
 
 def test_the_event_routes_document_every_status_they_answer(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
-    for path in ("/experiments/{experiment_id}/events", "/sweeps/{sweep_id}/events"):
+    for path in (
+        "/experiments/{experiment_id}/events",
+        "/sweeps/{sweep_id}/events",
+        "/datasets/{name}/versions/{version}/events",
+    ):
         documented = paths[path]["get"]["responses"]
         assert {"200", "401", "404", "422", "429", "503"} <= set(documented), path
         assert "EPOCHAL_MAX_STREAMS_PER_USER" in documented["429"]["description"]
         assert "EPOCHAL_MAX_STREAMS_PER_PROCESS" in documented["503"]["description"]
+
+
+def test_a_dataset_versions_stream_takes_a_slot_follows_its_preparation_and_gives_the_slot_back(
+    live_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.upload_archives import class_files, write_zip
+    from worker.datasets import prepare
+
+    monkeypatch.setattr(get_settings(), "max_streams_per_user", 1)
+    key = new_key(STREAMER)
+    archive = write_zip(Path(tempfile.mkdtemp()) / "pets.zip", class_files({"cat": 20, "dog": 20}))
+    created = httpx.post(
+        f"{live_api}/datasets?name=pets", content=archive.read_bytes(), headers=bearer(key), timeout=DEADLINE_S
+    )
+    assert created.status_code == 202, created.text
+    stream = open_stream(live_api, "/datasets/pets/versions/1/events", key)
+    assert stream.status == 200
+    stream.read_until(b'"status": "processing"')  # no worker serves the tests' queue: it waits, open
+    refused = open_stream(live_api, f"/experiments/{queued_experiment(live_api, key)}/events", key)
+    assert refused.status == 429, "the dataset's stream holds the user's one slot"
+    refused.close()
+    with session_scope() as session:
+        dataset_id = session.scalars(select(DatasetVersion.id).where(DatasetVersion.name == "pets")).one()
+    assert prepare(dataset_id) == "ready"  # the worker's step, here: the open stream relays it as it happens
+    text = stream.read_to_end().decode()
+    assert "event: progress" in text and '"status": "ready"' in text, text
+    assert text.rindex('"final": true') > text.rindex("event: progress"), "it closes after the final status"
+    wait_until(lambda: PROCESS_STREAMS.open == 0, "the slot of a finished dataset stream was not given back")
+    assert open_stream(live_api, "/datasets/pets/versions/1/events", key).status == 200  # and it is free again
 
 
 def test_a_stream_whose_key_cannot_be_checked_closes_saying_why(live_api: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -193,3 +193,81 @@ def test_a_subset_of_the_real_cats_vs_dogs_folders(tmp_path: Path, data_dir: Pat
     assert prepared.counts == {"train": {"cats": 6, "dogs": 6}, "test": {"cats": 6, "dogs": 6}}
     assert prepared.input_shape[:2] == (64, 64)
     assert np.load(tmp_path / "ds" / "x_train.npy").std() > 10  # real photographs, not blank
+
+
+Call = tuple[str, int, int | None]
+
+
+def checked_calls(calls: list[Call]) -> dict[str, list[Call]]:
+    """The calls by stage, each stage's `done` checked to only grow and to end at its total."""
+    stages: dict[str, list[Call]] = {}
+    for call in calls:
+        stages.setdefault(call[0], []).append(call)
+    for stage, seen in stages.items():
+        done = [d for _s, d, _t in seen]
+        assert done == sorted(done) and done[0] == 0, (stage, done)
+        assert seen[-1][1] == seen[-1][2], f"{stage} does not end at its total: {seen[-1]}"
+        assert all(t is None or t == seen[-1][2] for _s, _d, t in seen), f"{stage}'s total changed: {seen}"
+    return stages
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar", "npz"])
+def test_progress_is_told_per_stage_growing_to_its_total_and_changes_nothing(tmp_path: Path, kind: str) -> None:
+    classes = {"cat": 30, "dog": 25, "fox": 35}
+    files = class_files(classes, size=(10, 12))
+    if kind == "zip":
+        source = write_zip(tmp_path / "up.zip", files, folders=("cat/", "dog/", "fox/"))
+    elif kind == "tar":
+        source = write_tar(tmp_path / "up.tar.gz", files, compression="gz")
+    else:
+        rng = np.random.default_rng(3)
+        source = tmp_path / "up.npz"
+        np.savez(source, x_train=noise(rng, 90, 10, 12).reshape(90, 10, 12), y_train=np.arange(90) % 3)
+    calls: list[Call] = []
+    told = ingest(source, tmp_path / "told", on_progress=lambda *call: calls.append(call))
+    stages = checked_calls(calls)
+    assert list(stages) == ["checking", "train", "test"]
+    last_check = max(i for i, call in enumerate(calls) if call[0] == "checking")
+    assert last_check < min(i for i, call in enumerate(calls) if call[0] != "checking"), "checking ends first"
+    entries = {"zip": 93, "tar": 90, "npz": 2}[kind]  # a zip's folder entries are entries too; an .npz has arrays
+    assert stages["checking"][-1] == ("checking", entries, entries)
+    if kind == "zip":  # its central directory gives the count from the first entry on
+        assert all(total == entries for _s, done, total in stages["checking"] if done)
+    if kind == "tar":  # a stream: the count is known at its end only
+        assert all(total is None for _s, _d, total in stages["checking"][:-1])
+    for split in ("train", "test"):
+        assert stages[split][-1][1] == sum(told.counts[split].values())
+        assert len(stages[split]) > 5, "a stage of 90 images is told more than its start and its end"
+    # Told or not, the content is the same.
+    assert ingest(source, tmp_path / "untold").sha256 == told.sha256
+
+
+def test_stage_progress_reports_every_share_or_half_second_and_its_end() -> None:
+    from training.uploads.progress import REPORT_EVERY_S, StageProgress
+
+    now = [100.0]
+    calls: list[Call] = []
+    still = StageProgress(lambda *call: calls.append(call), "train", 1000, clock=lambda: now[0])
+    for _ in range(1000):
+        still.step()
+    still.end()
+    # The clock stands still: the start, then one call per twentieth, the last of which is the end.
+    assert calls[0] == ("train", 0, 1000) and calls[-1] == ("train", 1000, 1000)
+    assert [d for _s, d, _t in calls[1:]] == list(range(50, 1001, 50))
+    calls.clear()
+    slow = StageProgress(lambda *call: calls.append(call), "checking", None, clock=lambda: now[0])
+    for _ in range(3):
+        now[0] += REPORT_EVERY_S
+        slow.step()
+    slow.end()
+    slow.end()
+    assert calls == [
+        ("checking", 0, None),
+        ("checking", 1, None),
+        ("checking", 2, None),
+        ("checking", 3, None),
+        ("checking", 3, 3),
+    ]
+    silent = StageProgress(None, "train", 10)
+    silent.step()
+    assert silent.done == 0  # without a callback nothing is counted

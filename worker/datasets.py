@@ -35,6 +35,7 @@ from models.db import session_scope
 from training.image_limits import DecodeLimits
 from training.uploads import PreparedDataset, UploadCaps, UploadOptions, UploadRefused, ingest
 from training.uploads.errors import WHOLE_UPLOAD
+from worker.dataset_events import ProgressPublisher, publish_settled
 from worker.preparation_lease import PreparationLease
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,14 @@ def upload_options(options: dict[str, Any]) -> UploadOptions:
 
 def prepare(dataset_id: int, store: BlobStore | None = None) -> str:
     """Prepare dataset version `dataset_id` if it is `processing`; how it ended: ready, duplicate, failed or
-    skipped."""
+    skipped. Its progress and its settled status are published on its event stream."""
+    outcome = _claimed_and_prepared(dataset_id, store)
+    if outcome != "skipped":  # a skipped one was settled (and published) by an earlier delivery, or deleted
+        publish_settled(dataset_id)
+    return outcome
+
+
+def _claimed_and_prepared(dataset_id: int, store: BlobStore | None) -> str:
     store = store or DatabaseBlobStore()
     with session_scope() as session:
         # Claimed first: a duplicate message (the reaper's, a redelivery) while another preparation is live, or one
@@ -73,15 +81,16 @@ def prepare(dataset_id: int, store: BlobStore | None = None) -> str:
             return "skipped"
         upload, options = row.upload_sha256, dict(row.options)
     with PreparationLease(dataset_id, attempt, get_settings().heartbeat_s):
-        return _prepare(dataset_id, upload, options, store)
+        return _prepare_upload(dataset_id, upload, options, store)
 
 
-def _prepare(dataset_id: int, upload: str, options: dict[str, Any], store: BlobStore) -> str:
+def _prepare_upload(dataset_id: int, upload: str, options: dict[str, Any], store: BlobStore) -> str:
     try:
         with tempfile.TemporaryDirectory(prefix=f"epochal-dataset-{dataset_id}-") as workdir:
             source = Path(workdir) / "upload"
             _fetch(store, upload, source)
-            prepared = ingest(source, Path(workdir) / "prepared", upload_options(options), upload_caps(get_settings()))
+            caps, progress = upload_caps(get_settings()), ProgressPublisher(dataset_id)
+            prepared = ingest(source, Path(workdir) / "prepared", upload_options(options), caps, progress)
             source.unlink()  # the disk it took is the arrays' now
             packed = pack(prepared.path, Path(workdir) / "packed.tar")
             with packed.open("rb") as stream:

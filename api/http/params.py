@@ -34,6 +34,10 @@ ExperimentId = Annotated[int, id_path("An experiment id (yours, unless you are a
 SweepId = Annotated[int, id_path("A sweep id (yours, unless you are an admin).")]
 UserId = Annotated[int, id_path("A user id, as GET /users lists them.")]
 KeyId = Annotated[int, id_path("A key id, as GET /users lists them.")]
+DatasetName = Annotated[
+    str, Path(description="A dataset's name (GET /datasets lists them).", max_length=100, examples=["mnist"])
+]
+DatasetVersionNumber = Annotated[int, id_path("The version number (GET /datasets/{name} lists them).")]
 # Lists are read a page at a time, newest first. Past 64 bits an OFFSET is a database error, not an empty page.
 MAX_PAGE = 500
 PageLimit = Annotated[int, Between(1, MAX_PAGE), Query(description="How many to answer at most.")]

@@ -24,7 +24,7 @@ from api.http.auth import CurrentUser
 from api.http.deps import SessionDep, SettingsDep
 from api.http.errors import responses
 from api.http.openapi import BINARY
-from api.http.params import id_path
+from api.http.params import DatasetName, DatasetVersionNumber, id_path
 from api.schemas.datasets import DatasetDetail, DatasetError, DatasetRead, DatasetShareRead, DatasetVersionRead
 from api.schemas.registry import DefaultModelRead, DefaultModelSet
 from config import Settings, get_settings
@@ -33,11 +33,13 @@ from domain import registry
 from domain.access import best_visible_experiment
 from domain.errors import Unavailable
 from domain.quotas import check_storage
+from infra import events
 from infra.blob_store import file_chunks
 from infra.task_publisher import BrokerUnavailable, enqueue_dataset
 from models import DatasetStatus, DatasetVersion, Visibility
 from models.base import as_utc
 from models.blob_store import DatabaseBlobStore
+from models.datasets import status_event
 from models.db import session_scope
 from models.users import User
 from training.bounds import INT32_MAX, Between
@@ -175,9 +177,6 @@ def list_datasets(session: SessionDep, settings: SettingsDep, user: CurrentUser)
     return [_listed(session, settings, user, row) for row in dataset_rows.all_visible(session, user)]
 
 
-DatasetName = Annotated[
-    str, Path(description="A dataset's name (GET /datasets lists them).", max_length=100, examples=["mnist"])
-]
 # The delete's example is an upload: a built-in cannot be deleted.
 UploadedName = Annotated[
     str,
@@ -286,6 +285,8 @@ def _created(
         # Counted once its size is known: what is refused here is no dataset's, and the reaper's sweep frees it.
         check_storage(session, get_settings(), caller, store.size(upload))
         row = dataset_rows.new_version(session, caller, name, visibility, options, upload, store.size(upload))
+        # Before its preparation is queued, so that the worker's events follow it on the version's stream.
+        events.dataset_processing(row.id, status_event(row))
         try:
             enqueue_dataset(row.id, queue)
         except BrokerUnavailable as exc:
@@ -293,6 +294,7 @@ def _created(
             # is told to send it again.
             row.settle_failed([{"entry": "(the upload)", "reason": f"{exc}; upload it again"}])
             session.commit()
+            events.dataset_event(row.id, "status", status_event(row))
             raise Unavailable(str(exc)) from exc
         return version_read(row)
 
@@ -343,7 +345,8 @@ async def upload_dataset(
     ] = None,
 ) -> DatasetVersionRead:
     """Upload a dataset: a zip or tar of class folders (optionally under train/ and test/), or an .npz of
-    x_train/y_train (x_test/y_test). Answered 202 with the new version, `processing`; poll GET /datasets/{name}
+    x_train/y_train (x_test/y_test). Answered 202 with the new version, `processing`; follow
+    GET /datasets/{name}/versions/{version}/events (its progress, then its final status), or poll GET /datasets/{name},
     until it is `ready` (or `failed`, with each problem and the entry it is in). A new upload under your name is
     its next version. 409 if the name is a built-in's or another user's; 413 over EPOCHAL_MAX_UPLOAD_BYTES (nothing
     is kept); 429 past your storage quota (your max_storage_bytes, else EPOCHAL_MAX_STORAGE_BYTES; GET /me shows it
@@ -418,7 +421,7 @@ def delete_default_model(
 @router.delete("/{name}/{version}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(403, 404, 409, 422))
 def delete_dataset_version(
     name: UploadedName,
-    version: Annotated[int, id_path("The version number (GET /datasets/{name} lists them).")],
+    version: DatasetVersionNumber,
     session: SessionDep,
     user: CurrentUser,
 ) -> Response:

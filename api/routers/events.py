@@ -1,13 +1,14 @@
-"""Live events as Server-Sent Events: status changes, finished epochs and progress within an epoch.
+"""Live events as Server-Sent Events: a job's status changes, finished epochs and progress within an epoch, and a
+dataset version's progress while a worker prepares it and its final status.
 
 The worker, the reaper and the API append events to Redis streams (infra/events.py); these routes
 relay them. Each event's `id` is its stream entry id: a client that reconnects with `Last-Event-ID`
 continues right after the last event it saw, without gaps or repeats. The stream closes after the
-terminal status (of the experiment, or of the sweep's last experiment), and in any case after
-EPOCHAL_EVENTS_MAX_S, when a client reconnects (EventSource does so by itself), and within
-EPOCHAL_STREAM_RECHECK_S of its key being revoked. Plain HTTP clients can poll GET /experiments/{id}
-instead. An open stream holds no database connection; each user, and each process, may have only so
-many open (api/streams/slots.py).
+terminal status (of the experiment, of the sweep's last experiment, or of the dataset version), and in any case
+after EPOCHAL_EVENTS_MAX_S, when a client reconnects (EventSource does so by itself), and within
+EPOCHAL_STREAM_RECHECK_S of its key being revoked. Plain HTTP clients can poll GET /experiments/{id} (or
+GET /datasets/{name}) instead. An open stream holds no database connection; each user, and each process, may have
+only so many open (api/streams/slots.py).
 """
 
 from __future__ import annotations
@@ -29,11 +30,19 @@ from starlette.concurrency import run_in_threadpool
 from api.http.auth import KeyVerifiedRoute
 from api.http.deps import SettingsDep
 from api.http.errors import responses
-from api.http.params import ExperimentId, SweepId
-from api.streams.access import FollowedExperiment, FollowedSweep, Follower
+from api.http.params import DatasetName, DatasetVersionNumber, ExperimentId, SweepId
+from api.streams.access import FollowedDatasetVersion, FollowedExperiment, FollowedSweep, Follower
 from config import Settings
-from infra.events import TERMINAL_STATUSES, experiment_stream, redis_url, sweep_stream
-from models import Experiment, Sweep
+from infra.events import (
+    DATASET_TERMINAL_STATUSES,
+    TERMINAL_STATUSES,
+    dataset_stream,
+    experiment_stream,
+    redis_url,
+    sweep_stream,
+)
+from models import DatasetStatus, DatasetVersion, Experiment, Sweep
+from models.datasets import status_event
 from models.db import session_scope
 
 # The key is verified by the routes' own dependency (api/streams/access.py), in a session closed before streaming;
@@ -42,31 +51,46 @@ router = APIRouter(tags=["events"], route_class=KeyVerifiedRoute)
 
 # Stream entry ids: milliseconds-sequence. Anything else in Last-Event-ID starts from the beginning.
 ENTRY_ID = r"^\d{1,20}-\d{1,20}$"
+
+
 # The body is text in the Server-Sent Events format, not one JSON object. `itemSchema` (OpenAPI 3.2's word for it,
 # which Schemathesis reads) describes one event, and `schema` the whole body, left open: a generator that took
 # `schema` for one event decoded the stream as JSON and crashed on its first line; given no type, it returns text.
-EVENT_STREAM: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "A text/event-stream (Server-Sent Events) of `status`, `epoch` and `progress` events. Each "
-        "event is an `id:` line (its stream entry id, for Last-Event-ID), an `event:` line and a `data:` line "
-        "holding a JSON object, then a blank line; a `: keep-alive` comment comes every 10 s of silence.",
-        "content": {
-            "text/event-stream": {
-                "schema": {"description": "The whole stream, as text: one event after another."},
-                "itemSchema": {
-                    "type": "object",
-                    "properties": {
-                        "event": {"type": "string", "enum": ["status", "epoch", "progress"]},
-                        "id": {"type": "string", "pattern": ENTRY_ID},
-                        "data": {"type": "string", "contentMediaType": "application/json"},
+def event_stream_doc(kinds: list[str], example: str) -> dict[int | str, dict[str, Any]]:
+    """The 200 of an event route: a text/event-stream of the events `kinds`."""
+    named = ", ".join(f"`{kind}`" for kind in kinds[:-1]) + f" and `{kinds[-1]}`"
+    return {
+        200: {
+            "description": f"A text/event-stream (Server-Sent Events) of {named} events. Each "
+            "event is an `id:` line (its stream entry id, for Last-Event-ID), an `event:` line and a `data:` line "
+            "holding a JSON object, then a blank line; a `: keep-alive` comment comes every 10 s of silence.",
+            "content": {
+                "text/event-stream": {
+                    "schema": {"description": "The whole stream, as text: one event after another."},
+                    "itemSchema": {
+                        "type": "object",
+                        "properties": {
+                            "event": {"type": "string", "enum": kinds},
+                            "id": {"type": "string", "pattern": ENTRY_ID},
+                            "data": {"type": "string", "contentMediaType": "application/json"},
+                        },
+                        "required": ["event", "data"],
                     },
-                    "required": ["event", "data"],
-                },
-                "example": 'id: 1764612000000-0\nevent: status\ndata: {"experiment_id": 1, "status": "running"}\n\n',
-            }
-        },
+                    "example": example,
+                }
+            },
+        }
     }
-}
+
+
+EVENT_STREAM = event_stream_doc(
+    ["status", "epoch", "progress"],
+    'id: 1764612000000-0\nevent: status\ndata: {"experiment_id": 1, "status": "running"}\n\n',
+)
+DATASET_EVENT_STREAM = event_stream_doc(
+    ["status", "progress"],
+    'id: 1764612000000-0\nevent: progress\ndata: {"dataset_id": 4, "stage": "train", "done": 480, "total": 1200}\n\n',
+)
 KEEP_ALIVE_MS = 10_000
 FINAL_EVENT_GRACE_S = 2.0
 LastEventId = Annotated[
@@ -97,9 +121,11 @@ async def _relay(
     ended: Callable[[], dict[str, Any] | None],
     follower: Follower,
     settings: Settings,
+    terminal: frozenset[str] = TERMINAL_STATUSES,
 ) -> AsyncIterator[str]:
     """Replay `stream` after `cursor`, then follow it until `ended()` gives the final status, or max_s passes,
-    or the follower's key stops being valid (checked every EPOCHAL_STREAM_RECHECK_S)."""
+    or the follower's key stops being valid (checked every EPOCHAL_STREAM_RECHECK_S). `terminal` are the statuses
+    its final `status` event can have (a job's, or a dataset version's)."""
     client = aioredis.Redis.from_url(redis_url(settings.broker_url), socket_timeout=KEEP_ALIVE_MS / 1000 + 5)
     deadline = time.monotonic() + settings.events_max_s
     recheck_s = settings.stream_recheck_s
@@ -123,7 +149,7 @@ async def _relay(
                     yield ": closed: the API key of this stream was revoked (or its user removed)\n\n"
                     return
                 if final is not None:
-                    async for line in _closing(client, stream, cursor, final):
+                    async for line in _closing(client, stream, cursor, final, terminal):
                         yield line
                     return
                 next_check, unchecked = time.monotonic() + recheck_s, False
@@ -133,7 +159,7 @@ async def _relay(
                     # Caught up. The job may be over: its final event was relayed, or expired with its stream.
                     final = await run_in_threadpool(ended)
                     if final is not None:
-                        async for line in _closing(client, stream, cursor, final):
+                        async for line in _closing(client, stream, cursor, final, terminal):
                             yield line
                         return
                     unchecked = False
@@ -155,8 +181,15 @@ async def _relay(
             await client.aclose()
 
 
-async def _closing(client: aioredis.Redis, stream: str, cursor: str, final: dict[str, Any]) -> AsyncIterator[str]:
-    """The job is over in the database: relay what is left of its stream, then the final status.
+async def _closing(
+    client: aioredis.Redis,
+    stream: str,
+    cursor: str,
+    final: dict[str, Any],
+    terminal: frozenset[str] = TERMINAL_STATUSES,
+) -> AsyncIterator[str]:
+    """The job (or dataset version) is over in the database: relay what is left of its stream, then the final
+    status.
 
     A terminal status is published just after it is committed, so the database can say "over" a moment before the
     stream holds that event. Waiting up to FINAL_EVENT_GRACE_S for it keeps a live client's events (and their ids)
@@ -170,7 +203,7 @@ async def _closing(client: aioredis.Redis, stream: str, cursor: str, final: dict
             cursor = entry_id
             yield _sse(event, data, entry_id)
         latest: Any = await client.xrevrange(stream, count=1)
-        if not latest or (latest[0][0].decode() == cursor and _is_terminal(latest[0][1])):
+        if not latest or (latest[0][0].decode() == cursor and _is_terminal(latest[0][1], terminal)):
             break
         block_ms = int((deadline - time.monotonic()) * 1000)
         if block_ms <= 0:
@@ -178,11 +211,11 @@ async def _closing(client: aioredis.Redis, stream: str, cursor: str, final: dict
     yield _sse("status", json.dumps(final))
 
 
-def _is_terminal(fields: dict[bytes, bytes]) -> bool:
+def _is_terminal(fields: dict[bytes, bytes], terminal: frozenset[str]) -> bool:
     if fields.get(b"event") != b"status":
         return False
     try:
-        return json.loads(fields.get(b"data", b"{}")).get("status") in TERMINAL_STATUSES
+        return json.loads(fields.get(b"data", b"{}")).get("status") in terminal
     except (ValueError, AttributeError):
         return False
 
@@ -229,6 +262,20 @@ def _sweep_ended(sweep_id: int) -> Callable[[], dict[str, Any] | None]:
     return ended
 
 
+def _dataset_version_ended(dataset_id: int) -> Callable[[], dict[str, Any] | None]:
+    def ended() -> dict[str, Any] | None:
+        with session_scope() as session:
+            row = session.get(DatasetVersion, dataset_id)
+            if row is None:  # not even a tombstone (a database reset): nothing more will happen to it
+                return {"dataset_id": dataset_id, "status": "deleted", "deleted": True, "final": True}
+            if row.status == DatasetStatus.PROCESSING and row.deleted_at is None:
+                return None
+            # Settled, or deleted while it was being prepared (then it stays `processing`, with `deleted`).
+            return {"dataset_id": dataset_id, **status_event(row), "final": True}
+
+    return ended
+
+
 def _event_stream(
     stream: str,
     ended: Callable[[], dict[str, Any] | None],
@@ -236,26 +283,32 @@ def _event_stream(
     settings: Settings,
     last_event_id: str | None,
     after: str | None,
+    terminal: frozenset[str] = TERMINAL_STATUSES,
 ) -> StreamingResponse:
-    body = _relay(stream, _start(last_event_id, after), ended, follower, settings)
+    body = _relay(stream, _start(last_event_id, after), ended, follower, settings, terminal)
     # No caching, and no buffering in a reverse proxy: each event must reach the client as it happens.
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
 
-STREAM_ERRORS: dict[int | str, dict[str, Any]] = {
-    **responses(401, 404, 422),
-    429: {
-        **responses(429)[429],
-        "description": "You have EPOCHAL_MAX_STREAMS_PER_USER live event streams open already: close one "
-        "(`Retry-After` says when to try again), or poll GET /experiments/{id}.",
-    },
-    503: {
-        **responses(503)[503],
-        "description": "The database or the broker is unavailable, or this API process relays "
-        "EPOCHAL_MAX_STREAMS_PER_PROCESS streams already; try again after `Retry-After` seconds.",
-    },
-}
+def stream_errors(poll: str) -> dict[int | str, dict[str, Any]]:
+    """The errors of an event route, whose plain-HTTP alternative is polling `poll`."""
+    return {
+        **responses(401, 404, 422),
+        429: {
+            **responses(429)[429],
+            "description": "You have EPOCHAL_MAX_STREAMS_PER_USER live event streams open already: close one "
+            f"(`Retry-After` says when to try again), or poll {poll}.",
+        },
+        503: {
+            **responses(503)[503],
+            "description": "The database or the broker is unavailable, or this API process relays "
+            "EPOCHAL_MAX_STREAMS_PER_PROCESS streams already; try again after `Retry-After` seconds.",
+        },
+    }
+
+
+STREAM_ERRORS = stream_errors("GET /experiments/{id}")
 
 
 @router.get(
@@ -290,3 +343,28 @@ async def sweep_events(
 ) -> StreamingResponse:
     """Follow every experiment of a sweep live (each event names its `experiment_id`); ends when all have ended."""
     return _event_stream(sweep_stream(sweep_id), _sweep_ended(sweep_id), follower, settings, last_event_id, after)
+
+
+@router.get(
+    "/datasets/{name}/versions/{version}/events",
+    response_class=StreamingResponse,
+    responses={**DATASET_EVENT_STREAM, **stream_errors("GET /datasets/{name}")},
+)
+async def dataset_version_events(
+    name: DatasetName,
+    version: DatasetVersionNumber,
+    follower: FollowedDatasetVersion,
+    settings: SettingsDep,
+    last_event_id: LastEventId = None,
+    after: AfterQuery = None,
+) -> StreamingResponse:
+    """Follow one dataset version while a worker prepares it: its `status` (`processing` when it was uploaded),
+    `progress` (`stage` checking, then train and test, with `done` of `total`: entries checked, then images decoded
+    and fitted; `total` is null while a streamed archive's entries are being counted), and the final `status`:
+    `ready` or `duplicate` (with `images`, and `duplicate_of`) or `failed` with its `errors` (each `entry` and
+    `reason`), after which the stream closes. A version settled already answers its final status at once; one
+    deleted meanwhile closes with `deleted: true`. Another user's private dataset is a 404, as a missing one."""
+    ended = _dataset_version_ended(follower.row_id)
+    return _event_stream(
+        dataset_stream(follower.row_id), ended, follower, settings, last_event_id, after, DATASET_TERMINAL_STATUSES
+    )

@@ -119,7 +119,7 @@ def acquire(settings: Settings, user_id: int) -> StreamSlot:
             detail=(
                 f"you have {open_now} live event streams open, the most one user may have "
                 f"(EPOCHAL_MAX_STREAMS_PER_USER={cap}); close one (a dashboard tab, a `--watch`) to free its slot, "
-                "or poll GET /experiments/{id} instead"
+                "or poll what you follow (GET /experiments/{id}, GET /datasets/{name}) instead"
             ),
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
@@ -129,7 +129,8 @@ def acquire(settings: Settings, user_id: int) -> StreamSlot:
             status_code=503,
             detail=(
                 f"this API process already relays {settings.max_streams_per_process} live event streams "
-                "(EPOCHAL_MAX_STREAMS_PER_PROCESS); try again in a few seconds, or poll GET /experiments/{id}"
+                "(EPOCHAL_MAX_STREAMS_PER_PROCESS); try again in a few seconds, or poll what you follow "
+                "(GET /experiments/{id}, GET /datasets/{name})"
             ),
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )

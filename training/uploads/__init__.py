@@ -6,5 +6,15 @@ from training.uploads.canonical import PreparedDataset
 from training.uploads.caps import ColorMode, Fit, UploadCaps, UploadOptions
 from training.uploads.errors import UploadRefused
 from training.uploads.ingest import ingest
+from training.uploads.progress import ProgressCallback
 
-__all__ = ["ColorMode", "Fit", "PreparedDataset", "UploadCaps", "UploadOptions", "UploadRefused", "ingest"]
+__all__ = [
+    "ColorMode",
+    "Fit",
+    "PreparedDataset",
+    "ProgressCallback",
+    "UploadCaps",
+    "UploadOptions",
+    "UploadRefused",
+    "ingest",
+]

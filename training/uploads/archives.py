@@ -82,13 +82,15 @@ def sniff(path: Path) -> Format:
 
 @dataclass
 class Entry:
-    """One member of an archive: its name as stored, its cleaned path, whether it is a folder, and its bytes
-    (`read()`, counted against the caps; for a tar, only while the iteration stands on it)."""
+    """One member of an archive: its name as stored, its cleaned path, whether it is a folder, its bytes (`read()`,
+    counted against the caps; for a tar, only while the iteration stands on it), and how many entries the archive
+    has when that is known before reading them (a zip's central directory; None for a tar, a stream)."""
 
     name: str
     path: str
     is_folder: bool
     read: Callable[[], bytes]
+    entries: int | None = None
 
 
 def _too_many(caps: UploadCaps, name: str) -> UploadRefused:
@@ -159,7 +161,7 @@ def _zip_entries(path: Path, caps: UploadCaps, names: NameRegister) -> Iterator[
                     except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, ValueError) as exc:
                         raise UploadRefused(info.filename, f"the entry is damaged ({exc}); archive it again") from exc
 
-                yield Entry(info.filename, path_, info.is_dir(), read)
+                yield Entry(info.filename, path_, info.is_dir(), read, len(infos))
 
 
 def _decompressed(raw: CountingFile, fmt: Format) -> Readable:

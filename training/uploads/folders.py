@@ -21,6 +21,7 @@ from training.uploads.fitting import default_size, fit_image, is_grey, upright_s
 from training.uploads.layout import Layout, arrange
 from training.uploads.names import is_junk
 from training.uploads.plan import check_image_size, check_size, plan
+from training.uploads.progress import CHECKING, ProgressCallback, StageProgress
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -57,10 +58,12 @@ def _is_image_entry(name: str, path: str) -> bool:
     raise UploadRefused(name, "this is not a PNG or JPEG image; class folders hold images only: remove it")
 
 
-def survey(source: Path, fmt: Format, caps: UploadCaps) -> Survey:
+def survey(source: Path, fmt: Format, caps: UploadCaps, on_progress: ProgressCallback | None = None) -> Survey:
     """The first pass: every entry checked, each image's header read (nothing decoded)."""
     found = Survey()
+    checked = StageProgress(on_progress, CHECKING, None)
     for entry in entries(source, fmt, caps):
+        checked.step(entry.entries)
         if is_junk(entry.path):
             if not entry.is_folder:
                 found.skipped.append(entry.name)
@@ -76,6 +79,7 @@ def survey(source: Path, fmt: Format, caps: UploadCaps) -> Survey:
             raise _refused_image(entry.name, exc) from exc
         found.sizes[entry.path] = upright_size(header)
         found.grey[entry.path] = is_grey(header)
+    checked.end()
     return found
 
 
@@ -86,9 +90,16 @@ def _decoded(name: str, data: bytes, caps: UploadCaps, size: tuple[int, int]) ->
         raise _refused_image(name, exc) from exc
 
 
-def read_folders(source: Path, fmt: Format, dest: Path, options: UploadOptions, caps: UploadCaps) -> PreparedDataset:
+def read_folders(
+    source: Path,
+    fmt: Format,
+    dest: Path,
+    options: UploadOptions,
+    caps: UploadCaps,
+    on_progress: ProgressCallback | None = None,
+) -> PreparedDataset:
     """The archive at `source` (of format `fmt`) prepared into `dest`."""
-    found = survey(source, fmt, caps)
+    found = survey(source, fmt, caps, on_progress)
     layout: Layout = arrange(list(found.sizes), found.folders, caps)
     held_out = not layout.has_test_split
     chosen, defaults = options.resolve(
@@ -107,6 +118,7 @@ def read_folders(source: Path, fmt: Format, dest: Path, options: UploadOptions, 
     slot = {image.path: (where.split[i], where.position[i], int(labels[i])) for i, image in enumerate(layout.images)}
     with staging(dest) as folder:
         arrays = CanonicalArrays(folder, where.counts, shape)
+        fitted = {split: StageProgress(on_progress, split, count) for split, count in where.counts.items()}
         written = 0
         for entry in entries(source, fmt, caps):
             if entry.path not in slot or entry.is_folder:
@@ -114,9 +126,12 @@ def read_folders(source: Path, fmt: Format, dest: Path, options: UploadOptions, 
             split, position, index = slot[entry.path]
             image = _decoded(entry.name, entry.read(), caps, size)
             arrays.put(split, position, fit_image(image, size, chosen.fit, chosen.color_mode), index)
+            fitted[split].step()
             written += 1
         if written != len(slot):
             raise UploadRefused(str(source.name), "the archive changed while it was read; upload it again")
+        for progress in fitted.values():
+            progress.end()
         sha256, size_bytes = arrays.finish(layout.classes)
         prepared = PreparedDataset(
             path=dest,

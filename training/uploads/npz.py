@@ -20,6 +20,7 @@ from training.uploads.errors import WHOLE_UPLOAD, UploadRefused
 from training.uploads.fitting import default_size, fit_image
 from training.uploads.measure import Budget, MeasuredReader
 from training.uploads.plan import SPLITS, check_image_size, check_size, plan
+from training.uploads.progress import CHECKING, ProgressCallback, StageProgress
 
 KEYS = ("x_train", "y_train", "x_test", "y_test", "class_names")
 LAYOUT = "an .npz holds x_train and y_train (and x_test with y_test, and class_names), as keras.datasets loads them"
@@ -108,13 +109,18 @@ def _to_pil(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels)  # uint8 [H, W] is "L", [H, W, 3] is "RGB"
 
 
-def read_npz(source: Path, dest: Path, options: UploadOptions, caps: UploadCaps) -> PreparedDataset:
+def read_npz(
+    source: Path, dest: Path, options: UploadOptions, caps: UploadCaps, on_progress: ProgressCallback | None = None
+) -> PreparedDataset:
     """The .npz at `source` prepared into `dest`."""
     infos: dict[str, zipfile.ZipInfo] = {}
+    checked = StageProgress(on_progress, CHECKING, None)
     for entry in entries(source, Format.NPZ, caps):  # names, kinds and count checked as for any zip
+        checked.step(entry.entries)
         key = entry.path.removesuffix(".npy")
         if key not in KEYS:
             raise UploadRefused(entry.name, f"unknown array '{key}'; {LAYOUT}")
+    checked.end()
     with zipfile.ZipFile(source) as z:
         for info in z.infolist():
             infos[info.filename.removeprefix("./").removesuffix(".npy")] = info
@@ -168,6 +174,7 @@ def read_npz(source: Path, dest: Path, options: UploadOptions, caps: UploadCaps)
         as_is = size == (in_h, in_w) and grey == (chosen.color_mode is ColorMode.GRAYSCALE)
         with staging(dest) as folder:
             arrays = CanonicalArrays(folder, where.counts, shape)
+            fitted = {split: StageProgress(on_progress, split, count) for split, count in where.counts.items()}
             item = 0
             for s in present:
                 header, stream = npz.header(f"x_{s}")
@@ -178,7 +185,10 @@ def read_npz(source: Path, dest: Path, options: UploadOptions, caps: UploadCaps)
                     if not as_is:
                         pixels = fit_image(_to_pil(pixels), size, chosen.fit, chosen.color_mode)
                     arrays.put(where.split[item], where.position[item], pixels, int(all_labels[item]))
+                    fitted[where.split[item]].step()
                     item += 1
+            for progress in fitted.values():
+                progress.end()
             sha256, size_bytes = arrays.finish(names)
             prepared = PreparedDataset(
                 path=dest,
