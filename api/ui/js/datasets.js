@@ -130,8 +130,8 @@ export function renderDataset(view, name) {
   const message = h("p", { id: "dataset-message", "aria-live": "polite" });
   const versions = h("div", { id: "dataset-versions" }, h("p", { class: "muted" }, "Loading…"));
   const sharing = h("div");
-  view.replaceChildren(h("h1", {}, h("a", { href: "#/datasets" }, "Datasets"), " / ", name), about, message, versions,
-    sharing);
+  view.replaceChildren(h("h1", {}, h("a", { href: "#/datasets" }, "Datasets"), " / ", name), about, message, sharing,
+    versions);
   let alive = true;
   let timer = null;
   // Kept across the reads while a version is prepared, so an open browser stays on its page.

@@ -22,8 +22,11 @@ export function imageBrowser(name, v) {
   const next = h("button", { type: "button", class: "images-next", disabled: true,
     onclick: () => show(offset + THUMBS) }, "next >");
 
+  // `data-state` on each image says what it came to: asked, shown or failed (its caption then says so).
   function thumb(item) {
-    const img = h("img", { alt: `${item.class} image ${item.index} (${item.split})`, title: `${item.split} #${item.index}` });
+    const img = h("img", { alt: `${item.class} image ${item.index} (${item.split})`, title: `${item.split} #${item.index}`,
+      dataset: { state: "asked" } });
+    const caption = h("figcaption", { class: "muted" }, `#${item.index}`);
     api(item.url, { raw: true }).then(async (response) => {
       const url = URL.createObjectURL(await response.blob());
       img.addEventListener("load", () => URL.revokeObjectURL(url), { once: true });
@@ -31,9 +34,11 @@ export function imageBrowser(name, v) {
       img.dataset.state = "shown";
     }).catch((error) => {
       img.dataset.state = "failed";
-      img.alt = `image ${item.index} could not be read: ${error.message}`;
+      img.title = `image ${item.index} could not be read: ${error.message}`;
+      caption.className = "error";
+      caption.textContent = `#${item.index} unread`;
     });
-    return h("figure", { dataset: { index: item.index } }, img, h("figcaption", { class: "muted" }, `#${item.index}`));
+    return h("figure", { dataset: { index: item.index } }, img, caption);
   }
 
   async function show(from) {

@@ -34,14 +34,18 @@ export function sharesCard(name, user) {
     }
   }
 
+  // Resolves true once the API took the change; a refusal is shown and resolves false.
   async function change(method, id, done) {
+    let took = false;
     try {
       await api(datasetPath(name, `/shares/${id}`), { method });
       say("ok", done);
+      took = true;
     } catch (error) {
       say("error", error.message);  // 404 (no such user, or not shared with them), 403, 422 (its owner): the API's words
     }
     load();
+    return took;
   }
   const unshare = (id) => change("DELETE", id, `No longer shared with ${userText(id)}.`);
 
@@ -49,7 +53,7 @@ export function sharesCard(name, user) {
     event.preventDefault();
     const id = Number(input.value);
     if (!Number.isInteger(id) || id < 1) return say("error", "Give the user's id: a whole number from 1 (GET /users lists them).");
-    change("PUT", id, `Shared with ${userText(id)}.`).then(() => { input.value = ""; });
+    change("PUT", id, `Shared with ${userText(id)}.`).then((took) => { if (took) form.reset(); });
   });
 
   // An admin picks from every user; an owner types the id they were given.
