@@ -997,6 +997,19 @@ def test_an_upload_is_browsed_trained_on_shared_and_unshared(page: Any, service:
     page.goto("/ui/#/new")
     expect(picker.locator(f"option[value='{name}@1']")).to_have_count(1)
 
+    # A dataset of their own, they share themselves (no admin's list of users: they type the id), and a share
+    # the API refuses (with its owner) is its words on the page.
+    own = f"browser-own-{uuid.uuid4().hex[:8]}"
+    with service.http(key=friend_key) as http:
+        assert http.post("/datasets", params={"name": own}, content=archive.read_bytes()).status_code == 202
+        refusal = http.put(f"/datasets/{own}/shares/{friend_id}").json()["detail"]
+    page.goto(f"/ui/#/datasets/{own}")
+    expect(sharing.locator("tbody")).to_have_text("Shared with no one.")
+    expect(sharing.locator("#share-pick")).to_have_count(0)
+    sharing.locator("[name=user_id]").fill(str(friend_id))
+    sharing.locator("#share-form button[type=submit]").click()
+    expect(page.locator("#share-message")).to_have_text(refusal)
+
     # Unshared, it is gone from their picker.
     sign_in(page, service)
     page.goto(f"/ui/#/datasets/{name}")
