@@ -877,3 +877,148 @@ def test_a_dataset_is_uploaded_prepared_offered_to_the_form_and_deleted(
     expect(page.locator("#dataset-message")).to_have_text(refusal)
     expect(page.locator("#dataset-message")).to_have_attribute("role", "alert")
     expect(page.locator("#no-versions")).to_be_visible()
+
+
+def test_an_upload_is_browsed_trained_on_shared_and_unshared(page: Any, service: Service, tmp_path: Path) -> None:
+    from tests.upload_archives import class_files, write_zip
+
+    # Made through the API (the upload form has its own test): three classes of small noise, one named as markup,
+    # and enough images of each for two pages of thumbnails.
+    name = f"browser-trio-{uuid.uuid4().hex[:8]}"
+    classes = ["circle", "square", HOSTILE_CLASS]
+    archive = write_zip(tmp_path / "trio.zip", class_files(dict.fromkeys(classes, 36), size=(8, 8), seed=5))
+    with service.http() as http:
+        made = http.post("/datasets", params={"name": name}, content=archive.read_bytes())
+        assert made.status_code == 202, made.text
+        other = http.post("/users", json={"name": f"browser-friend-{uuid.uuid4().hex[:8]}"})
+        assert other.status_code == 201, other.text
+    friend_id, friend_key = other.json()["id"], other.json()["api_key"]
+
+    # Its page follows the worker's preparation until the version is ready.
+    sign_in(page, service)
+    page.goto(f"/ui/#/datasets/{name}")
+    expect(page.locator("#version-1 [data-status]")).to_have_text("ready", timeout=TRAINED_S)
+    with service.http() as http:
+        [version] = http.get(f"/datasets/{name}").json()["versions"]
+    train = version["counts"]["train"]
+    assert sorted(version["class_names"]) == sorted(classes) and min(train.values()) > 24, version
+
+    # The image browser: nothing read until it is opened; then a page of one class's thumbnails, each read with
+    # the key and shown from a blob: URL, and the next page and back.
+    asked: list[dict[str, str]] = []
+    page.on("request", lambda request: asked.append(request.headers) if "/images/" in request.url else None)
+    browser_box = page.locator("#images-1")
+    grid = browser_box.locator(".thumbs")
+    expect(grid).to_have_attribute("data-state", "idle")
+    browser_box.locator("summary").click()
+    browser_box.locator("[name=split]").select_option("train")
+    browser_box.locator("[name=class]").select_option(HOSTILE_CLASS)
+    expect(grid).to_have_attribute("data-state", "shown")
+    thumbs = grid.locator("img")
+    expect(thumbs).to_have_count(24)
+    expect(grid.locator("img[data-state=shown]")).to_have_count(24)
+    assert all(src.startswith("blob:") for src in thumbs.evaluate_all("(images) => images.map((i) => i.src)"))
+    expect(browser_box).to_contain_text(f"1-24 of {train[HOSTILE_CLASS]}")
+    with service.http() as http:
+        listed = http.get(f"/datasets/{name}/images", params={"class": HOSTILE_CLASS, "limit": 200}).json()
+    indices = [str(item["index"]) for item in listed["items"]]
+    expect(grid.locator("figure").first).to_have_attribute("data-index", indices[0])
+    expect(browser_box.locator(".images-previous")).to_be_disabled()
+    browser_box.locator(".images-next").click()
+    expect(grid).to_have_attribute("data-offset", "24")
+    expect(thumbs).to_have_count(train[HOSTILE_CLASS] - 24)
+    expect(grid.locator("figure").first).to_have_attribute("data-index", indices[24])
+    expect(browser_box.locator(".images-next")).to_be_disabled()
+    browser_box.locator(".images-previous").click()
+    expect(grid).to_have_attribute("data-offset", "0")
+    expect(thumbs).to_have_count(24)
+    assert asked and all(h.get("authorization") == f"Bearer {service.api_key}" for h in asked)
+    expect(grid.locator("img[data-state=shown]")).to_have_count(24)
+    assert page.evaluate("window.__xss") is None
+    browser_box.scroll_into_view_if_needed()
+    screenshot(page, "dataset-images")
+
+    # Trained on from the experiment form's picker: the worker reads the upload, the results carry its class names.
+    page.goto("/ui/#/new")
+    form = page.locator("#experiment-form")
+    form.locator("[name=dataset]").select_option(f"{name}@1")
+    fill(page, "#experiment-form", {"name": "browser trio", "epochs": "2", "batch_size": "16"})
+    form.locator("button[type=submit]").click()
+    expect(page.locator("h1")).to_contain_text("Experiment #")
+    experiment_id = int(page.url.rsplit("/", 1)[1])
+    expect(page.locator("#status [data-status]")).to_have_text("succeeded", timeout=TRAINED_S)
+    with service.http() as http:
+        experiment = http.get(f"/experiments/{experiment_id}").json()
+        labels = http.get(f"/experiments/{experiment_id}/evaluation").json()["confusion_matrix"]["labels"]
+    assert (experiment["dataset"], experiment["dataset_version"]) == (name, 1), experiment
+    assert sorted(labels) == sorted(classes), labels
+    matrix = page.locator("#confusion-matrix")
+    expect(matrix.locator("thead th")).to_have_text(["true \\ predicted", *labels])
+    expect(matrix.locator("tbody th")).to_have_text(labels)
+    expect(page.locator("#classification-report")).to_contain_text(HOSTILE_CLASS)
+    assert page.evaluate("window.__xss") is None
+    matrix.scroll_into_view_if_needed()
+    screenshot(page, "upload-results")
+
+    # The experiment list's dataset filter offers the upload, and keeps the experiment on it.
+    page.goto("/ui/#/experiments")
+    page.locator(".filters [name=dataset]").select_option(name)
+    expect(page.locator("#experiments tbody tr")).to_have_count(1)
+    expect(page.locator(f"#experiments tr[data-id='{experiment_id}']")).to_be_visible()
+
+    # Shared through its page. A refusal is shown in the API's words; the admin picks the user from the list.
+    page.goto(f"/ui/#/datasets/{name}")
+    sharing = page.locator("#dataset-sharing")
+    expect(sharing.locator("tbody")).to_have_text("Shared with no one.")
+    with service.http() as http:
+        refusal = http.put(f"/datasets/{name}/shares/99999999").json()["detail"]
+    sharing.locator("[name=user_id]").fill("99999999")
+    sharing.locator("#share-form button[type=submit]").click()
+    expect(page.locator("#share-message")).to_have_text(refusal)
+    expect(page.locator("#share-message")).to_have_attribute("role", "alert")
+    expect(sharing.locator("[name=user_id]")).to_have_value("99999999")  # left to be corrected
+    sharing.locator("#share-pick").select_option(str(friend_id))
+    expect(sharing.locator("[name=user_id]")).to_have_value(str(friend_id))
+    sharing.locator("#share-form button[type=submit]").click()
+    expect(page.locator("#share-message")).to_have_text(f"Shared with {other.json()['name']} (#{friend_id}).")
+    expect(sharing.locator("[name=user_id]")).to_have_value("")  # the form is cleared for the next
+    expect(sharing.locator(f"tr[data-user-id='{friend_id}']")).to_contain_text("you")  # shared by
+    with service.http() as http:
+        assert [s["user_id"] for s in http.get(f"/datasets/{name}/shares").json()] == [friend_id]
+    screenshot(page, "dataset-sharing")
+
+    # The friend finds it in their picker, and on its page no sharing controls.
+    picker = page.locator("#experiment-form [name=dataset]")
+    page.fill("#key-input", friend_key)
+    page.click("#key-form button[type=submit]")
+    expect(page.locator("#version-1 [data-status]")).to_have_text("ready")
+    expect(page.locator("#dataset-about")).to_contain_text("Read only")
+    expect(page.locator("#dataset-sharing")).to_have_count(0)
+    page.goto("/ui/#/new")
+    expect(picker.locator(f"option[value='{name}@1']")).to_have_count(1)
+
+    # A dataset of their own, they share themselves (no admin's list of users: they type the id), and a share
+    # the API refuses (with its owner) is its words on the page.
+    own = f"browser-own-{uuid.uuid4().hex[:8]}"
+    with service.http(key=friend_key) as http:
+        assert http.post("/datasets", params={"name": own}, content=archive.read_bytes()).status_code == 202
+        refusal = http.put(f"/datasets/{own}/shares/{friend_id}").json()["detail"]
+    page.goto(f"/ui/#/datasets/{own}")
+    expect(sharing.locator("tbody")).to_have_text("Shared with no one.")
+    expect(sharing.locator("#share-pick")).to_have_count(0)
+    sharing.locator("[name=user_id]").fill(str(friend_id))
+    sharing.locator("#share-form button[type=submit]").click()
+    expect(page.locator("#share-message")).to_have_text(refusal)
+
+    # Unshared, it is gone from their picker.
+    sign_in(page, service)
+    page.goto(f"/ui/#/datasets/{name}")
+    sharing.locator(f"tr[data-user-id='{friend_id}'] .unshare").click()
+    expect(page.locator("#share-message")).to_contain_text("No longer shared with")
+    expect(sharing.locator("tbody")).to_have_text("Shared with no one.")
+    page.fill("#key-input", friend_key)
+    page.click("#key-form button[type=submit]")
+    expect(page.locator("#no-versions")).to_be_visible()
+    page.goto("/ui/#/new")
+    expect(picker).to_have_attribute("data-uploads", re.compile(r"^\d+$"))  # the list of uploads was read
+    expect(picker.locator(f"option[value='{name}@1']")).to_have_count(0)

@@ -201,3 +201,38 @@ def test_the_upload_sends_the_key_in_a_header_and_the_samples_are_read_with_it()
     from api.http.browser_headers import POLICY
 
     assert "blob:" in POLICY["img-src"].split()
+
+
+def test_the_sharing_and_the_image_browser_use_routes_and_fields_the_api_documents(
+    anonymous_client: TestClient,
+) -> None:
+    document = app.openapi()
+    schemas, paths = document["components"]["schemas"], document["paths"]
+    shares_js = (UI_DIR / "js" / "shares.js").read_text()
+    images_js = (UI_DIR / "js" / "images.js").read_text()
+    datasets_js = (UI_DIR / "js" / "datasets.js").read_text()
+    for module in ("shares.js", "images.js"):
+        assert anonymous_client.get(f"/ui/js/{module}").status_code == 200, module
+        assert f'from "./{module}"' in datasets_js, module
+    # Sharing: the list, then PUT and DELETE of one user's share; an admin's pick comes from GET /users.
+    assert "get" in paths["/datasets/{name}/shares"]
+    assert {"put", "delete"} <= set(paths["/datasets/{name}/shares/{user_id}"])
+    assert "get" in paths["/users"]
+    assert 'datasetPath(name, "/shares")' in shares_js and "datasetPath(name, `/shares/${id}`)" in shares_js
+    assert '"PUT"' in shares_js and '"DELETE"' in shares_js and 'api("/users")' in shares_js
+    for field in schemas["DatasetShareRead"]["properties"]:
+        assert f"s.{field}" in shares_js, field
+    # The browser: a page of one class of one split, by the route's own query parameters and answer's fields.
+    query = {p["name"] for p in paths["/datasets/{name}/images"]["get"]["parameters"] if p["in"] == "query"}
+    assert query == {"version", "split", "class", "offset", "limit"}
+    for parameter in query:
+        assert re.search(rf"\b{parameter}:", images_js), parameter
+    page = schemas["DatasetImagePage"]["properties"]
+    for field in ("items", "total", "next_offset"):
+        assert field in page and f"page.{field}" in images_js, field
+    item = schemas["DatasetImageRead"]["properties"]
+    for field in ("index", "split", "class", "url"):
+        assert field in item and f"item.{field}" in images_js, field
+    # Each image is read with the key and shown from a blob: URL; never an <img src> naming the route.
+    assert "api(item.url, { raw: true })" in images_js and "URL.createObjectURL" in images_js
+    assert not re.search(r"src:\s*`?/datasets", images_js)

@@ -1,10 +1,13 @@
 // The datasets' pages: #/datasets (every version you may use, from GET /datasets, and the upload form) and
 // #/datasets/NAME (GET /datasets/{name}: each version's status, classes, images per class of each split, the
-// problems of a failed one, a grid of sample images, and deleting a version for its owner or an admin).
+// problems of a failed one, a grid of sample images and a browser of its images, deleting a version, and who it is
+// shared with, for its owner or an admin).
 // Names and class names are the uploaders' words: they only ever become text (dom.js h), never markup.
 import { api, datasetPath, whoAmI } from "./api.js";
 import { clockTime, h, statusBadge } from "./dom.js";
+import { imageBrowser } from "./images.js";
 import { showError } from "./list.js";
+import { maySeeShares, sharesCard } from "./shares.js";
 import { countsTable, errorsList, shape, uploadCard } from "./upload.js";
 
 const POLL_MS = 2000;  // how often a dataset page reads its versions again while one is being prepared
@@ -102,7 +105,7 @@ function facts(v) {
   return h("table", { class: "facts" }, h("tbody", {}, rows.map(([k, x]) => h("tr", {}, h("th", {}, k), h("td", {}, x)))));
 }
 
-function versionCard(dataset, v, user, remove) {
+function versionCard(dataset, v, user, remove, browserOf) {
   const parts = [h("h2", {}, `Version ${v.version} `, statusBadge(v.status), " ", visibility(v.visibility),
     mayDelete(v, user) ? [" ", h("button", { type: "button", class: "delete-version",
       onclick: () => remove(v.version) }, "delete")] : "")];
@@ -117,7 +120,7 @@ function versionCard(dataset, v, user, remove) {
   if (v.status === "ready") {
     parts.push(h("p", {}, h("a", { href: `#/new?dataset=${encodeURIComponent(v.builtin ? v.name : `${v.name}@${v.version}`)}`,
       class: "train-on" }, "Train on it")));
-    if (!v.builtin) parts.push(samplesView(dataset.name, v.version));
+    if (!v.builtin) parts.push(samplesView(dataset.name, v.version), browserOf(v));
   }
   return h("div", { class: "card dataset-version", id: `version-${v.version}`, dataset: { version: v.version } }, parts);
 }
@@ -126,9 +129,17 @@ export function renderDataset(view, name) {
   const about = h("div", { id: "dataset-about" });
   const message = h("p", { id: "dataset-message", "aria-live": "polite" });
   const versions = h("div", { id: "dataset-versions" }, h("p", { class: "muted" }, "Loading…"));
-  view.replaceChildren(h("h1", {}, h("a", { href: "#/datasets" }, "Datasets"), " / ", name), about, message, versions);
+  const sharing = h("div");
+  view.replaceChildren(h("h1", {}, h("a", { href: "#/datasets" }, "Datasets"), " / ", name), about, message, sharing,
+    versions);
   let alive = true;
   let timer = null;
+  // Kept across the reads while a version is prepared, so an open browser stays on its page.
+  const browsers = new Map();
+  const browserOf = (v) => {
+    if (!browsers.has(v.version)) browsers.set(v.version, imageBrowser(name, v));
+    return browsers.get(v.version);
+  };
   const say = (cls, text) => {
     message.className = cls;
     if (cls === "error") message.setAttribute("role", "alert"); else message.removeAttribute("role");
@@ -155,12 +166,14 @@ export function renderDataset(view, name) {
       about.replaceChildren(h("p", {}, dataset.builtin ? "Built into the service." : `Uploaded by ${owner}. `,
         dataset.builtin || dataset.versions.some((v) => mayDelete(v, user)) ? ""
           : h("span", { class: "muted" }, "Read only: only its owner or an admin deletes a version.")));
-      versions.replaceChildren(...dataset.versions.map((v) => versionCard(dataset, v, user, remove)));
+      versions.replaceChildren(...dataset.versions.map((v) => versionCard(dataset, v, user, remove, browserOf)));
+      if (maySeeShares(dataset, user) && !sharing.childElementCount) sharing.append(sharesCard(name, user));
       if (dataset.versions.some((v) => v.status === "processing")) timer = setTimeout(load, POLL_MS);
     } catch (error) {
       if (!alive) return;
       if (error.status === 404) {
         about.replaceChildren();
+        sharing.replaceChildren();
         versions.replaceChildren(h("p", { class: "muted", id: "no-versions" }, `No version of ${name} you may see is left. `,
           h("a", { href: "#/datasets" }, "All datasets")));
       } else showError(versions, error);

@@ -1,5 +1,6 @@
 // The experiment list: one page at a time from the API's limit/offset (it stays quick at thousands of
-// experiments), filtered by status, dataset and optimizer, refreshed every few seconds for live status.
+// experiments), filtered by status, dataset (a built-in or an upload) and optimizer, refreshed every few seconds
+// for live status.
 import { api } from "./api.js";
 import { fmt, h, pct, standing, statusBadge } from "./dom.js";
 
@@ -16,16 +17,31 @@ export function showError(container, error) {
   container.replaceChildren(h("p", { class: "error", role: "alert" }, `${error.message}${hint}`));
 }
 
+// The dataset filter's uploads: each uploaded name the caller may see (GET /datasets; experiments record the name,
+// the version apart), after the built-ins, and the one filtered on even where the list no longer has it.
+function uploadedNames(select, chosen) {
+  api("/datasets").catch(() => []).then((all) => {
+    const names = new Set(all.filter((d) => !d.builtin).map((d) => d.name));
+    if (chosen && !FILTERS.dataset.includes(chosen)) names.add(chosen);
+    if (!names.size) return;
+    select.append(h("optgroup", { label: "uploaded" },
+      [...names].sort().map((v) => h("option", { value: v, selected: v === chosen, dataset: { upload: "" } }, v))));
+  });
+}
+
 function filterBar(params) {
   const go = (changes) => {
     const next = new URLSearchParams(params);
     for (const [k, v] of Object.entries(changes)) (v ? next.set(k, v) : next.delete(k));
     location.hash = `#/experiments?${next}`;
   };
-  return h("div", { class: "filters" }, Object.entries(FILTERS).map(([name, values]) =>
-    h("label", {}, `${name} `, h("select", { name, onchange: (e) => go({ [name]: e.target.value, offset: "" }) },
+  return h("div", { class: "filters" }, Object.entries(FILTERS).map(([name, values]) => {
+    const select = h("select", { name, onchange: (e) => go({ [name]: e.target.value, offset: "" }) },
       h("option", { value: "" }, "any"),
-      values.map((v) => h("option", { value: v, selected: params.get(name) === v }, v))))));
+      values.map((v) => h("option", { value: v, selected: params.get(name) === v }, v)));
+    if (name === "dataset") uploadedNames(select, params.get(name));
+    return h("label", {}, `${name} `, select);
+  }));
 }
 
 function row(e) {

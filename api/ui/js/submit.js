@@ -33,6 +33,7 @@ function datasetPicker(uploads) {
       const value = `${d.name}@${d.version}`;
       if (!has(value)) add(value, `${value} (${d.class_names.length} classes, ${d.input_shape.join("×")})`);
     }
+    control.dataset.uploads = String(ready.length);  // read: how many were offered
   });
   const hold = (value) => {
     if (value && !has(value)) add(value);
