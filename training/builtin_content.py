@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
@@ -60,7 +61,7 @@ def arrays_sha256(
 
 def image_files_sha256(root: Path, files: Sequence[Path], class_names: Sequence[str]) -> str:
     """The content hash of image files below `root`, as the module's docstring defines it."""
-    relative = sorted((path.relative_to(root).as_posix(), path) for path in files)
+    relative = sorted((_below(root, path), path) for path in files)
     header = {"class_names": list(class_names), "files": len(relative)}
     digest = hashlib.sha256(IMAGE_FOLDERS_PREFIX)
     digest.update(json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
@@ -82,9 +83,17 @@ def files_key(root: Path, files: Sequence[Path]) -> tuple[str, tuple[tuple[str, 
     """An image folder's key: every file's path below `root`, size and modification time."""
     entries = []
     for path in files:
-        stat = path.stat()
-        entries.append((path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns))
+        stat = os.stat(path)
+        entries.append((_below(root, path), stat.st_size, stat.st_mtime_ns))
     return str(root.resolve()), tuple(sorted(entries))
+
+
+def _below(root: Path, path: Path) -> str:
+    # What Path.relative_to(root).as_posix() answers, at a fraction of its cost for thousands of files.
+    prefix, name = os.path.join(root, ""), os.fspath(path)
+    if not name.startswith(prefix):
+        raise ValueError(f"{name} is not below {root}")
+    return name[len(prefix) :].replace(os.sep, "/")
 
 
 def cached_sha256(key: Hashable, compute: Callable[[], str]) -> str:
