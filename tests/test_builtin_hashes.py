@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -104,6 +105,26 @@ def test_the_first_recorded_hash_stays(db: str) -> None:
         assert record_builtin_hash(session, "fashion_mnist", "b" * 64) == "a" * 64  # another host's: not written
         assert record_builtin_hash(session, "mnist", "c" * 64) == "c" * 64  # each built-in has its own
         assert record_builtin_hash(session, "flowers", "d" * 64) is None  # not a built-in: no row, nothing written
+
+
+def test_of_two_readers_at_once_the_first_to_commit_wins_and_both_agree(db: str) -> None:
+    from models.datasets import record_builtin_hash
+    from models.db import session_scope
+
+    answers: dict[str, str | None] = {}
+    with ThreadPoolExecutor(1) as pool, session_scope() as first:
+        answers["first"] = record_builtin_hash(first, "mnist", "a" * 64)  # written, not yet committed
+
+        def second() -> None:
+            with session_scope() as session:  # before the commit, its UPDATE waits for the row lock
+                answers["second"] = record_builtin_hash(session, "mnist", "b" * 64)
+
+        waiting = pool.submit(second)
+        first.commit()
+        waiting.result(timeout=60)
+    assert answers == {"first": "a" * 64, "second": "a" * 64}
+    with session_scope() as session:
+        assert record_builtin_hash(session, "mnist", "c" * 64) == "a" * 64
 
 
 @pytest.fixture(scope="module")
