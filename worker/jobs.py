@@ -163,9 +163,7 @@ def record_device(job: ClaimedJob, device: str, warnings: list[str], libraries: 
     def write() -> None:
         with session_scope() as session:
             _as_attempt(session, job)
-            experiment = session.get_one(Experiment, job.experiment_id)
-            if experiment.attempt != job.attempt or experiment.status is not Status.RUNNING:
-                raise Superseded(f"experiment {job.experiment_id}: attempt {job.attempt} was superseded")
+            experiment = _running_experiment(session, job)
             experiment.device = device
             _add_warnings(experiment, warnings)
             session.execute(
@@ -182,6 +180,14 @@ def record_device(job: ClaimedJob, device: str, warnings: list[str], libraries: 
             )
 
     with_db_retry(write, "recording the device")
+
+
+def _running_experiment(session: Session, job: ClaimedJob) -> Experiment:
+    """The job's experiment, while this attempt is the one running it; Superseded otherwise."""
+    experiment = session.get_one(Experiment, job.experiment_id)
+    if experiment.attempt != job.attempt or experiment.status is not Status.RUNNING:
+        raise Superseded(f"experiment {job.experiment_id}: attempt {job.attempt} was superseded")
+    return experiment
 
 
 def _add_warnings(experiment: Experiment, warnings: list[str]) -> None:
@@ -206,9 +212,7 @@ def record_content_hash(job: ClaimedJob, sha256: str, host: str) -> None:
                 f"/datasets/{name} records: the data folder (or download) it was read from holds other data than the "
                 "one first read, and these results are of that other data"
             )
-            experiment = session.get_one(Experiment, job.experiment_id)
-            if experiment.attempt != job.attempt or experiment.status is not Status.RUNNING:
-                raise Superseded(f"experiment {job.experiment_id}: attempt {job.attempt} was superseded")
+            experiment = _running_experiment(session, job)
             _add_warnings(experiment, [warning])
             return warning
 
