@@ -8,13 +8,15 @@ the upload as it arrived; once `ready`, `blob_sha256` is its prepared arrays pac
 is what a sweep must keep).
 
 The built-ins (mnist, fashion_mnist, cats_vs_dogs) are rows too, public, owned by nobody, `ready` from the
-migration on, with no blob and no content hash yet: their files are still read from the data folder
-(training/datafiles.py). An experiment names its dataset and the version it trained on (`info_of` is what training
+migration on, with no blob: their files are still read from the data folder or the public download
+(training/datafiles.py), and their content hash is null until a worker first reads them (`record_builtin_hash`; the
+migration reads no data file). An experiment names its dataset and the version it trained on (`info_of` is what training
 and serving read of a version).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -38,6 +40,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from models.base import Base, utcnow
 from models.registry import Visibility
 from training.spec import DatasetInfo, builtin_info, default_network_for
+
+BUILTIN_VERSION = 1  # a built-in's one row
 
 NAME_LENGTH = 64
 
@@ -158,7 +162,8 @@ TRAINABLE = (DatasetStatus.READY, DatasetStatus.DUPLICATE)  # a duplicate's figu
 
 
 def info_of(row: DatasetVersion) -> DatasetInfo:
-    """What training and serving need to know about a prepared uploaded version (a built-in's is DATASETS'). A
+    """What training and serving need to know about a prepared uploaded version (a built-in's is DATASETS', with its
+    row's content hash: `builtin_recorded_info`). A
     deleted version has no packed arrays any more: it is described, not trained on."""
     assert row.status in TRAINABLE and row.class_names and row.input_shape and row.counts
     height, width, channels = row.input_shape
@@ -181,11 +186,36 @@ def info_of(row: DatasetVersion) -> DatasetInfo:
     )
 
 
+def _builtin_row(name: str) -> tuple[Any, ...]:
+    return (DatasetVersion.name == name, DatasetVersion.owner_id.is_(None), DatasetVersion.version == BUILTIN_VERSION)
+
+
+def record_builtin_hash(session: Session, name: str, sha256: str) -> str | None:
+    """Record `sha256` as built-in `name`'s content hash unless one is recorded already, and return the one the row
+    holds now (another than `sha256` when another host's data was read first). One conditional UPDATE: of workers
+    reading the data at once, the first to commit wins and the others find its hash."""
+    session.execute(
+        update(DatasetVersion)
+        .where(*_builtin_row(name), DatasetVersion.content_sha256.is_(None))
+        .values(content_sha256=sha256)
+    )
+    return session.scalar(select(DatasetVersion.content_sha256).where(*_builtin_row(name)))
+
+
+def builtin_recorded_info(session: Session, name: str) -> DatasetInfo | None:
+    """Built-in `name`'s DatasetInfo with the content hash its row records (null until a worker read its data)."""
+    builtin = builtin_info(name)
+    if builtin is None:
+        return None
+    sha256 = session.scalar(select(DatasetVersion.content_sha256).where(*_builtin_row(name)))
+    return dataclasses.replace(builtin, content_sha256=sha256)
+
+
 def recorded_info(session: Session, name: str, version: int | None, *, to_train: bool = True) -> DatasetInfo:
     """The dataset version an experiment records (a built-in, or an uploaded version, whoever may see it now: who
     may use it was checked when the experiment was submitted). LookupError when it is not prepared, or, `to_train`,
     deleted (a deleted version still describes what was trained on it: its classes, its input)."""
-    builtin = builtin_info(name)
+    builtin = builtin_recorded_info(session, name)
     if builtin is not None:
         return builtin
     row = session.scalar(select(DatasetVersion).where(DatasetVersion.name == name, DatasetVersion.version == version))

@@ -192,3 +192,12 @@ def dataset_info_of(experiment: Experiment, session: Session | None = None) -> D
         return builtin
     lookup = _recorded(session or object_session(experiment), to_train=False)
     return lookup(experiment.dataset, experiment.dataset_version)
+
+
+def described_dataset_of(experiment: Experiment, session: Session | None = None) -> DatasetInfo:
+    """`dataset_info_of`, with a built-in's content hash as its row records it (the model card's): one more read,
+    which the other callers (serving, the reports) have no use for."""
+    info = dataset_info_of(experiment, session)
+    if not info.builtin:
+        return info
+    return _recorded(session or object_session(experiment), to_train=False)(info.name, info.version)

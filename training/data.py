@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from training.builtin_content import arrays_sha256, cached_sha256, file_key, files_key, image_files_sha256
 from training.datafiles import CATS_VS_DOGS_CLASS_DIRS, IMAGE_SUFFIXES, has_image_folder_layout, local_path
 from training.errors import DatasetUnavailable
 from training.holdout import held_out_positions
@@ -33,6 +34,7 @@ class Splits:
     test_labels: np.ndarray
     train_count: int
     validation_count: int
+    content_sha256: str | None = None  # a built-in's, of the data as read here (training/builtin_content.py)
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,25 @@ def load_raw(dataset: Dataset, data_dir: Path) -> tuple[LabelledData, LabelledDa
     if dataset is Dataset.CATS_VS_DOGS:
         return load_image_folders(data_dir)
     return load_arrays(dataset, data_dir)
+
+
+def builtin_content_sha256(info: DatasetInfo, data_dir: Path, train: LabelledData, test: LabelledData) -> str:
+    """The content hash of a built-in's data as `load_raw` read it (training/builtin_content.py), kept per process
+    for the file or folder it came from."""
+    if info.name == Dataset.CATS_VS_DOGS:
+        files = [Path(str(p)) for p in (*train.inputs, *test.inputs)]
+        # <root>/<split>/<class>/<file>, as _image_folder_split lists them
+        root = files[0].parents[2] if files else local_path(Dataset.CATS_VS_DOGS, data_dir)
+        return cached_sha256(files_key(root, files), lambda: image_files_sha256(root, files, info.class_names))
+    local = local_path(Dataset(info.name), data_dir)
+    # What load_arrays read: the data file when there is one, else the download (the same all process long).
+    key = ("file", *file_key(local)) if local.is_file() else ("download", info.name)
+    return cached_sha256(
+        key,
+        lambda: arrays_sha256(
+            info.class_names, info.input_shape, (train.inputs, train.labels), (test.inputs, test.labels)
+        ),
+    )
 
 
 def split_training(train: LabelledData, spec: ExperimentSpec) -> tuple[LabelledData, LabelledData | None]:
@@ -213,9 +234,11 @@ def load_packed(info: DatasetInfo, packed: Path | None) -> tuple[LabelledData, L
 
 def load_splits(spec: ExperimentSpec, data_dir: Path, packed: Path | None = None) -> Splits:
     """Train, validation and test pipelines for `spec`; validation is the test split unless held out. A built-in's
-    data comes from `data_dir` (or its download), an uploaded dataset's from `packed`."""
+    data comes from `data_dir` (or its download), with its content hash; an uploaded dataset's from `packed`."""
+    content_sha256 = None
     if spec.info.builtin:
         train_raw, test_raw = load_raw(Dataset(spec.dataset), data_dir)
+        content_sha256 = builtin_content_sha256(spec.info, data_dir, train_raw, test_raw)
     else:
         train_raw, test_raw = load_packed(spec.info, packed)
     train, held_out = split_training(train_raw, spec)
@@ -230,4 +253,5 @@ def load_splits(spec: ExperimentSpec, data_dir: Path, packed: Path | None = None
         test_labels=np.asarray(test_raw.labels, dtype="int64"),
         train_count=len(train),
         validation_count=len(test_raw) if held_out is None else len(held_out),
+        content_sha256=content_sha256,
     )

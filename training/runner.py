@@ -178,6 +178,7 @@ def run_experiment(
     progress_every_s: float = 1.0,
     steps_per_execution: int | None = None,
     packed: Path | None = None,
+    on_content_hash: Callable[[str], None] = lambda sha256: None,
 ) -> RunResult:
     """Train `spec` to completion (or until stopped), then evaluate the best checkpoint on the test split.
 
@@ -188,11 +189,14 @@ def run_experiment(
     `on_progress` hears how far the current epoch is, at most every `progress_every_s`, with the running
     loss and accuracy. `steps_per_execution` (batches per compiled call) defaults to the faster choice
     for the network and device; it does not change what is computed. `packed` is the packed arrays of an uploaded
-    dataset (training/packed.py); a built-in's data is read from `data_dir`.
+    dataset (training/packed.py); a built-in's data is read from `data_dir`, and `on_content_hash` hears the content
+    sha256 of what was read (training/builtin_content.py), once, before training.
     """
     keras.utils.set_random_seed(spec.seed)
     _set_op_determinism(spec.deterministic)
     splits = load_splits(spec, data_dir, packed)
+    if splits.content_sha256 is not None:
+        on_content_hash(splits.content_sha256)
     on_split(splits.train_count, splits.validation_count)
     workdir.mkdir(parents=True, exist_ok=True)
     on_gpu = _on_gpu()

@@ -31,6 +31,7 @@ from infra.version import service_version
 from models import Artifact, Attempt, EpochMetric, Evaluation, Experiment, ResumeState, attempt_sessions
 from models.base import utcnow
 from models.change_notices import announce
+from models.datasets import record_builtin_hash
 from models.db import rows_changed, session_scope
 from models.specs import spec_of
 from training.results import CHECKPOINT_NAME, EpochResult, EvaluationResult, ResumePoint
@@ -162,12 +163,9 @@ def record_device(job: ClaimedJob, device: str, warnings: list[str], libraries: 
     def write() -> None:
         with session_scope() as session:
             _as_attempt(session, job)
-            experiment = session.get_one(Experiment, job.experiment_id)
-            if experiment.attempt != job.attempt or experiment.status is not Status.RUNNING:
-                raise Superseded(f"experiment {job.experiment_id}: attempt {job.attempt} was superseded")
+            experiment = _running_experiment(session, job)
             experiment.device = device
-            new = [w for w in warnings if w not in experiment.warnings]  # a resumed attempt repeats them
-            experiment.warnings = [*experiment.warnings, *new]
+            _add_warnings(experiment, warnings)
             session.execute(
                 update(Attempt)
                 .where(Attempt.experiment_id == job.experiment_id, Attempt.number == job.attempt)
@@ -182,6 +180,45 @@ def record_device(job: ClaimedJob, device: str, warnings: list[str], libraries: 
             )
 
     with_db_retry(write, "recording the device")
+
+
+def _running_experiment(session: Session, job: ClaimedJob) -> Experiment:
+    """The job's experiment, while this attempt is the one running it; Superseded otherwise."""
+    experiment = session.get_one(Experiment, job.experiment_id)
+    if experiment.attempt != job.attempt or experiment.status is not Status.RUNNING:
+        raise Superseded(f"experiment {job.experiment_id}: attempt {job.attempt} was superseded")
+    return experiment
+
+
+def _add_warnings(experiment: Experiment, warnings: list[str]) -> None:
+    new = [w for w in warnings if w not in experiment.warnings]  # a resumed attempt repeats them
+    experiment.warnings = [*experiment.warnings, *new]
+
+
+def record_content_hash(job: ClaimedJob, sha256: str, host: str) -> None:
+    """Record the content hash of the built-in data this attempt read on its dataset's row, if none is yet (the
+    first reader's stays); when the row holds another, the data `host` read is not what the dataset records: a
+    warning on the experiment says so, and the job goes on."""
+    name = job.spec.info.name
+
+    def write() -> str | None:
+        with session_scope() as session:
+            _as_attempt(session, job)
+            recorded = record_builtin_hash(session, name, sha256)
+            if recorded in (None, sha256):
+                return None
+            warning = (
+                f"the {name} data read on {host} has content sha256 {sha256}, not the {recorded} that GET "
+                f"/datasets/{name} records: the data folder (or download) it was read from holds other data than the "
+                "one first read, and these results are of that other data"
+            )
+            experiment = _running_experiment(session, job)
+            _add_warnings(experiment, [warning])
+            return warning
+
+    warning = with_db_retry(write, "recording the dataset's content hash")
+    if warning is not None:
+        log.warning("experiment %s: %s", job.experiment_id, warning)
 
 
 def record_split(job: ClaimedJob, train_count: int, validation_count: int) -> None:

@@ -46,7 +46,7 @@ def train_experiment(self: Task, experiment_id: int) -> str:
     settings = get_settings()
     try:
         with Heartbeat(job, settings.heartbeat_s) as heartbeat:
-            return _train(job, heartbeat)
+            return _train(job, heartbeat, self.request.hostname or "unknown")
     except jobs.Superseded as exc:
         log.warning("experiment %s: %s; this attempt stops without writing", experiment_id, exc)
         return "superseded"
@@ -96,7 +96,7 @@ def packed_dataset(info: DatasetInfo) -> Iterator[Path | None]:
         yield path
 
 
-def _train(job: jobs.ClaimedJob, heartbeat: Heartbeat) -> str:
+def _train(job: jobs.ClaimedJob, heartbeat: Heartbeat, host: str) -> str:
     # TensorFlow is imported here, in the job's own child process, never in the prefork parent.
     from training.device import setup_device
     from training.runner import run_experiment
@@ -119,6 +119,7 @@ def _train(job: jobs.ClaimedJob, heartbeat: Heartbeat) -> str:
             interrupted=lambda: stop_requested.is_set() or heartbeat.lost.is_set(),
             resume=job.resume,
             on_split=lambda train_count, validation_count: jobs.record_split(job, train_count, validation_count),
+            on_content_hash=lambda sha256: jobs.record_content_hash(job, sha256, host),
             on_progress=lambda epoch, batch, batches, loss, accuracy: events.publish(
                 job.experiment_id,
                 job.sweep_id,

@@ -117,6 +117,7 @@ def _listed(session: Session, settings: Settings, user: User, row: DatasetVersio
         "class_names": list(row.class_names or []),
         "input_shape": list(row.input_shape or []),
         "images": row.images,
+        "content_sha256": row.content_sha256,
     }
     if row.builtin:
         description, test_split, network = _builtin_description(row.name)

@@ -34,6 +34,10 @@ class DatasetRead(BaseModel):
         "(GET /datasets/{dataset}/default-model)."
     )
     images: int | None = Field(description="An upload's images, train and test together, once prepared; null else.")
+    content_sha256: str | None = Field(
+        description="The sha256 of its content: an upload's once prepared, a built-in's once a worker first read its "
+        "data (from its data folder or the download); null until then."
+    )
 
 
 class DatasetError(BaseModel):
@@ -56,7 +60,9 @@ class DatasetVersionRead(BaseModel):
     errors: list[DatasetError]
     duplicate_of: int | None
     content_sha256: str | None = Field(
-        description="The sha256 of the canonical content; null until prepared (and for the built-ins, for now)."
+        description="The sha256 of the canonical content; null until prepared. A built-in's is recorded when a worker "
+        "first reads its data, null until then: mnist's and fashion_mnist's is the hash an upload of their arrays "
+        "gets, cats_vs_dogs' is of its image files."
     )
     blob_sha256: str | None = Field(description="The blob of its packed arrays; null unless ready (and for built-ins).")
     options: dict[str, object] = Field(description="The options the upload asked for (the rest were defaults).")

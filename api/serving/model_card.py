@@ -14,14 +14,17 @@ from api.schemas.experiments import selection_label
 from api.schemas.fields import UtcDatetime
 from api.serving.model_contract import ModelInput, model_input
 from models import Attempt, Experiment
-from models.specs import dataset_info_of, spec_of, validation_of
+from models.specs import described_dataset_of, spec_of, validation_of
 from training.spec import Validation
 
 
 class DatasetCard(BaseModel):
     name: str
     version: int = Field(description="The version trained on (the built-ins are version 1).")
-    content_sha256: str | None = Field(description="The sha256 of an uploaded version's content; null for a built-in.")
+    content_sha256: str | None = Field(
+        description="The sha256 of the version's content (GET /datasets/{name} has it too); a built-in's is recorded "
+        "when a worker first reads its data, null until then."
+    )
     description: str
 
 
@@ -101,7 +104,7 @@ def model_card(experiment: Experiment, model: str | None = None, version: int | 
     final = next((a for a in reversed(attempts) if a.outcome == "succeeded"), attempts[-1] if attempts else None)
     evaluation = experiment.evaluation
     validation = validation_of(experiment)
-    info = dataset_info_of(experiment)
+    info = described_dataset_of(experiment)
     return ModelCard(
         model=model,
         version=version,

@@ -231,6 +231,7 @@ class Dataset(TypedDict):
     in_data_dir: bool
     best_experiment_id: int | None
     images: int | None  # an upload's, once prepared; None for a built-in
+    content_sha256: str | None  # an upload's once prepared, a built-in's once a worker read its data
 
 
 class DatasetProblem(TypedDict):
