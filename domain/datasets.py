@@ -205,9 +205,9 @@ def shares_of(session: Session, user: User, name: str) -> list[DatasetShare]:
 
 def share(session: Session, user: User, name: str, with_user_id: int) -> None:
     """Share every version of `name` with user `with_user_id` (idempotent), committed."""
-    versions = _changeable(session, user, name)
     if not in_id_range(with_user_id) or session.get(User, with_user_id) is None:
         raise NotFound(f"user {with_user_id} does not exist; GET /users lists them (ask an admin for the id)")
+    versions = _changeable(session, user, name)
     if with_user_id == versions[0].owner_id:
         raise Invalid(f"user {with_user_id} owns {name!r}: there is nobody to share it with")
     exists = select(DatasetShare.id).where(DatasetShare.name == name, DatasetShare.user_id == with_user_id)
@@ -222,12 +222,10 @@ def share(session: Session, user: User, name: str, with_user_id: int) -> None:
 def unshare(session: Session, user: User, name: str, with_user_id: int) -> None:
     """Stop sharing `name` with user `with_user_id`, committed; NotFound if it was not shared with them. Their
     experiments on it stay theirs, but they cannot train on it again."""
+    if not in_id_range(with_user_id):  # no user can have it: never a query the database would overflow on
+        raise NotFound(f"dataset {name!r} is not shared with user {with_user_id}; GET /datasets/{name}/shares")
     _changeable(session, user, name)
-    row = (
-        session.scalar(select(DatasetShare).where(DatasetShare.name == name, DatasetShare.user_id == with_user_id))
-        if in_id_range(with_user_id)
-        else None
-    )
+    row = session.scalar(select(DatasetShare).where(DatasetShare.name == name, DatasetShare.user_id == with_user_id))
     if row is None:
         raise NotFound(f"dataset {name!r} is not shared with user {with_user_id}; GET /datasets/{name}/shares")
     session.delete(row)

@@ -185,8 +185,10 @@ def test_bad_queries_are_422s_saying_what_to_send(client: TestClient) -> None:
         response = client.get("/datasets/strict/images", params=params)
         assert response.status_code == 422, (params, response.text)
         assert next(iter(params)) in response.json()["message"]
-    for path in ("/datasets/strict/images/validation/0.png", "/datasets/strict/images/train/-1.png"):
-        assert client.get(path).status_code == 422, path
+    assert client.get("/datasets/strict/images/validation/0.png").status_code == 422  # no such split
+    # A position no image can have is an image that does not exist, as a path id is (api/http/params.id_path).
+    negative = client.get("/datasets/strict/images/train/-1.png")
+    assert negative.status_code == 404 and "indexes 0 to" in negative.json()["detail"]
     assert client.get("/datasets/strict/samples.png?per_class=9").status_code == 422
     # Past the end, or a version it does not have: a 404 that says what there is.
     past = client.get(f"/datasets/strict/images/test/{sum(TEST.values())}.png")

@@ -299,7 +299,7 @@ def test_a_job_whose_child_is_terminated_mid_training_is_given_back_not_failed(
 
     experiment_id = submit(client)
 
-    def terminated_inside_tensorflow(job: jobs.ClaimedJob, _heartbeat: object) -> str:
+    def terminated_inside_tensorflow(job: jobs.ClaimedJob, *_: object) -> str:
         monkeypatch.setattr(common, "_should_have_exited", [True])  # what billiard's handler sets before exiting
         raise TypeError("Cannot find minimum value of <dtype: 'int32'>.")
 

@@ -100,8 +100,13 @@ def seed_models(service: Service) -> None:
                 timeout=120,
             )
             assert prepared.stdout.split() == ["ready"], prepared.stdout + prepared.stderr
+        # flowers shared with a second user, the shares' example (user 2, made by the first seed, before any run):
+        # their delete has one to remove.
+        assert http.post("/users", json={"name": "classmate"}).status_code in (201, 409)
+        assert http.put(f"/datasets/flowers/shares/{SHARE_EXAMPLE}").status_code == 204
 
 
+SHARE_EXAMPLE = 2  # the user id in the shares routes' examples (api/routers/datasets.py)
 # The worker's preparation of version 1 of a dataset, in a process on the service's database.
 PREPARE = """
 import sys

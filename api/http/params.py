@@ -17,7 +17,7 @@ from training.spec import DATASET_NAME
 MAX_OFFSET = INT64_MAX  # OFFSET is a 64-bit integer on every supported database
 
 
-def id_path(description: str) -> Any:
+def id_path(description: str, example: int = 1) -> Any:
     """A path id: its range is in the document, but an id outside it is a 404, not a 422.
 
     Such an id is a resource that does not exist, checked by `domain.access.in_id_range` in the lookup; it must
@@ -25,7 +25,7 @@ def id_path(description: str) -> Any:
     """
     return Path(
         description=f"{description} From 1 to {MAX_ID}: any other number is a 404, as for an id not in use.",
-        examples=[1],
+        examples=[example],
         json_schema_extra={"minimum": 1, "maximum": MAX_ID},
     )
 

@@ -202,8 +202,13 @@ def read_dataset_image(
     split: Annotated[Split, Path(description="train or test.", examples=["train"])],
     index: Annotated[
         int,
-        Between(0, INT32_MAX),
-        Path(description="Its position in the split (GET /datasets/{name}/images).", examples=[0]),
+        # As a path id (api/http/params.id_path): a position no image can have is an image that does not exist, a
+        # 404 (stored_image says which positions there are), not a 422.
+        Path(
+            description="Its position in the split (GET /datasets/{name}/images).",
+            examples=[0],
+            json_schema_extra={"minimum": 0, "maximum": INT32_MAX},
+        ),
     ],
     request: Request,
     session: SessionDep,

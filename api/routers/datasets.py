@@ -196,7 +196,7 @@ def read_dataset(name: DatasetName, session: SessionDep, user: CurrentUser) -> D
 
 
 @router.get("/{name}/shares", response_model=list[DatasetShareRead], responses=responses(403, 404, 422))
-def list_dataset_shares(name: DatasetName, session: SessionDep, user: CurrentUser) -> list[DatasetShareRead]:
+def list_dataset_shares(name: UploadedName, session: SessionDep, user: CurrentUser) -> list[DatasetShareRead]:
     """Who your private dataset is shared with (an admin: anyone's). 403 for a built-in, or for another user's
     dataset you see without owning it; 404 for one you cannot see."""
     return [
@@ -204,11 +204,13 @@ def list_dataset_shares(name: DatasetName, session: SessionDep, user: CurrentUse
     ]
 
 
-ShareUserId = Annotated[int, id_path("The user to share it with (GET /users lists them; ask an admin for the id).")]
+ShareUserId = Annotated[
+    int, id_path("The user to share it with (GET /users lists them; ask an admin for the id).", example=2)
+]
 
 
 @router.put("/{name}/shares/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(403, 404, 422))
-def share_dataset(name: DatasetName, user_id: ShareUserId, session: SessionDep, user: CurrentUser) -> Response:
+def share_dataset(name: UploadedName, user_id: ShareUserId, session: SessionDep, user: CurrentUser) -> Response:
     """Share every version of your dataset (one uploaded since too) with one user: they see it in their lists, train
     on it and predict with it, and change nothing. Idempotent. 404 for a user or dataset that does not exist (or that
     you cannot see), 403 for a built-in or another user's dataset, 422 for its owner."""
@@ -217,7 +219,7 @@ def share_dataset(name: DatasetName, user_id: ShareUserId, session: SessionDep, 
 
 
 @router.delete("/{name}/shares/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(403, 404, 422))
-def unshare_dataset(name: DatasetName, user_id: ShareUserId, session: SessionDep, user: CurrentUser) -> Response:
+def unshare_dataset(name: UploadedName, user_id: ShareUserId, session: SessionDep, user: CurrentUser) -> Response:
     """Stop sharing your dataset with one user: it is a 404 for them again, as the dataset of a spec too (their
     experiments on it stay theirs). 404 if it was not shared with them."""
     dataset_rows.unshare(session, user, name, user_id)

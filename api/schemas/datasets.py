@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from api.schemas.fields import UtcDatetime
 from models import DatasetStatus, Visibility
 from training.spec import Network
 
@@ -97,7 +98,7 @@ class DatasetShareRead(BaseModel):
 
     user_id: int
     shared_by: int | None
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class DatasetImageRead(BaseModel):
