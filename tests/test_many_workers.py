@@ -21,9 +21,16 @@ JOBS = 6
 EPOCHS = 2
 
 
+HEALTHY_LEASES = {"EPOCHAL_LEASE_S": "60", "EPOCHAL_HEARTBEAT_S": "2"}
+
+
 @pytest.fixture(scope="module")
 def two_workers(migrated_database: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    with running_service(tmp_path_factory.mktemp("many"), QUEUE, WORKERS) as running:
+    # These tests are about claims, not recovery: a lease long enough that a heartbeat delayed on a loaded machine
+    # (CI runs two suites at once) never hands a healthy job to the other worker, which "claimed once" would count
+    # as a second claim. Recovery from a lost lease is tests/test_reliability.py's.
+    workdir = tmp_path_factory.mktemp("many")
+    with running_service(workdir, QUEUE, WORKERS, env=HEALTHY_LEASES) as running:
         yield running
 
 
