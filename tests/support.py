@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -326,3 +327,34 @@ def counted_work() -> Iterator[Work]:
             yield work
         finally:
             event.remove(engine, "before_cursor_execute", record)
+
+
+def parse_events(lines: Iterable[str], stop_after: int | None = None) -> list[dict[str, Any]]:
+    """Server-Sent Events from their lines: each `{"id", "event", "data"}` (data decoded from JSON), comments
+    skipped; at most `stop_after`."""
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    for line in [*lines, ""]:  # a body that ends without its blank line still ends its last event
+        if line.startswith("id: "):
+            current["id"] = line[4:]
+        elif line.startswith("event: "):
+            current["event"] = line[7:]
+        elif line.startswith("data: "):
+            current["data"] = json.loads(line[6:])
+        elif line == "" and "event" in current:
+            events.append(current)
+            current = {}
+            if stop_after is not None and len(events) >= stop_after:
+                break
+    return events
+
+
+def read_events(
+    http: httpx.Client, path: str, last_event_id: str | None = None, stop_after: int | None = None
+) -> list[dict[str, Any]]:
+    """The events of one SSE connection, until the server closes it (or `stop_after` events were read)."""
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    with http.stream("GET", path, headers=headers) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        return parse_events(response.iter_lines(), stop_after)

@@ -10,14 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
 
 from api.routers.events import _dataset_version_ended
 from infra import events
-from tests.support import OTHER, Service, new_key, running_service
+from tests.support import OTHER, Service, new_key, parse_events, read_events, running_service
 from tests.test_dataset_rows import HOSTILE, THREE_CLASSES, row_of, upload, zip_bytes
 from tests.upload_archives import class_files, write_zip
 from worker import dataset_events
@@ -29,23 +28,6 @@ MANY = {"cat": 40, "dog": 35, "fox": 45}  # enough images for a stage to report 
 def stream(dataset_id: int) -> list[tuple[str, dict[str, Any]]]:
     entries: Any = events.redis_client().xrange(events.dataset_stream(dataset_id))
     return [(fields[b"event"].decode(), json.loads(fields[b"data"])) for _id, fields in entries]
-
-
-def parse(text: str) -> list[dict[str, Any]]:
-    """The events of a whole SSE body."""
-    parsed = []
-    for block in text.split("\n\n"):
-        event: dict[str, Any] = {}
-        for line in block.splitlines():
-            if line.startswith("id: "):
-                event["id"] = line[4:]
-            elif line.startswith("event: "):
-                event["event"] = line[7:]
-            elif line.startswith("data: "):
-                event["data"] = json.loads(line[6:])
-        if "event" in event:
-            parsed.append(event)
-    return parsed
 
 
 def check_progress(progress: list[dict[str, Any]]) -> dict[str, list[tuple[int, int | None]]]:
@@ -126,10 +108,10 @@ def test_a_settled_version_answers_its_final_status_at_once(
     reader.start()
     reader.join(timeout=10)
     assert not reader.is_alive(), "a settled version's stream waited for an event it had relayed"
-    assert parse(answers["good"].text)[-2]["data"]["status"] == "ready"
+    assert parse_events(answers["good"].text.splitlines())[-2]["data"]["status"] == "ready"
     response = answers["bad"]
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
-    relayed = parse(response.text)
+    relayed = parse_events(response.text.splitlines())
     statuses = [e["data"]["status"] for e in relayed if e["event"] == "status"]
     assert statuses == ["processing", "failed", "failed"]  # the stream's own, then the database's final word
     final = relayed[-1]
@@ -137,7 +119,7 @@ def test_a_settled_version_answers_its_final_status_at_once(
     assert [e["entry"] for e in final["data"]["errors"]] == ["../evil.png"]
     assert relayed[-2]["data"]["errors"] == final["data"]["errors"]
     # A built-in is ready from the start: its stream is its final status alone.
-    builtin = parse(client.get("/datasets/mnist/versions/1/events").text)
+    builtin = parse_events(client.get("/datasets/mnist/versions/1/events").text.splitlines())
     assert [(e["data"]["status"], e["data"]["final"]) for e in builtin] == [("ready", True)]
 
 
@@ -146,7 +128,7 @@ def test_a_lost_stream_still_closes_with_the_status_of_the_row(client: TestClien
     dataset_id = row_of("lost", 1).id
     assert prepare(dataset_id) == "ready"
     events.redis_client().delete(events.dataset_stream(dataset_id))  # expired, or never published
-    relayed = parse(client.get("/datasets/lost/versions/1/events").text)
+    relayed = parse_events(client.get("/datasets/lost/versions/1/events").text.splitlines())
     assert [(e["data"]["status"], e["data"]["final"]) for e in relayed] == [("ready", True)]
 
 
@@ -242,28 +224,6 @@ def service(migrated_database: str, broker_url: str, tmp_path_factory: pytest.Te
     empty_all_tables()
     with running_service(tmp_path_factory.mktemp("dataset-events"), QUEUE, ["prep"]) as running:
         yield running
-
-
-def read_events(http: httpx.Client, path: str, last_event_id: str | None = None, stop_after: int | None = None) -> Any:
-    """The events of one SSE connection, until the server closes it (or `stop_after` events were read)."""
-    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-    found: list[dict[str, Any]] = []
-    current: dict[str, Any] = {}
-    with http.stream("GET", path, headers=headers) as response:
-        assert response.status_code == 200, response.read()
-        for line in response.iter_lines():
-            if line.startswith("id: "):
-                current["id"] = line[4:]
-            elif line.startswith("event: "):
-                current["event"] = line[7:]
-            elif line.startswith("data: "):
-                current["data"] = json.loads(line[6:])
-            elif line == "" and "event" in current:
-                found.append(current)
-                current = {}
-                if stop_after is not None and len(found) >= stop_after:
-                    break
-    return found
 
 
 @pytest.mark.e2e

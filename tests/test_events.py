@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support import Service, running_service, wait_until_finished
+from tests.support import Service, read_events, running_service, wait_until_finished
 
 pytestmark = pytest.mark.e2e
 
@@ -37,31 +36,6 @@ def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
 def http(service: Service) -> Iterator[httpx.Client]:
     with service.http(timeout=120) as client:
         yield client
-
-
-def read_events(
-    http: httpx.Client, path: str, last_event_id: str | None = None, stop_after: int | None = None
-) -> list[dict[str, Any]]:
-    """The events of one SSE connection, until the server closes it (or `stop_after` events were read)."""
-    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-    events: list[dict[str, Any]] = []
-    current: dict[str, Any] = {}
-    with http.stream("GET", path, headers=headers) as response:
-        assert response.status_code == 200, response.read()
-        assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if line.startswith("id: "):
-                current["id"] = line[4:]
-            elif line.startswith("event: "):
-                current["event"] = line[7:]
-            elif line.startswith("data: "):
-                current["data"] = json.loads(line[6:])
-            elif line == "" and "event" in current:
-                events.append(current)
-                current = {}
-                if stop_after is not None and len(events) >= stop_after:
-                    break
-    return events
 
 
 @pytest.fixture(scope="module")
