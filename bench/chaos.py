@@ -49,7 +49,6 @@ import random
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -69,6 +68,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: epochal.commands and tests.datagen live at the root
 
+from bench.processes import free_port  # noqa: E402
 from epochal.commands import with_this_python  # noqa: E402
 from tests.invariants import check_job, find_target  # noqa: E402
 
@@ -128,12 +128,6 @@ def wait_until(check: Callable[[], Any], timeout_s: float, interval_s: float = 0
             return None
         reap_zombies()
         time.sleep(interval_s)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def when(text: str | None) -> float | None:

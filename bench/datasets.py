@@ -40,6 +40,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from bench.processes import free_port, wait_healthy
 from epochal.cli.packing import dataset_files, pack
 from epochal.client import Client
 from epochal.commands import api_argv, with_this_python
@@ -134,28 +135,6 @@ def idle_kib(pid: int, seconds: float = 1.0) -> int:
         samples.append(status_kib(pid, "VmRSS"))
         time.sleep(0.02)
     return int(statistics.median(samples))
-
-
-def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url} exited with {process.returncode} before answering")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer /health in {timeout_s} s")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def send_raw(client: Client, archive: Path, name: str) -> int:

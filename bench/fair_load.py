@@ -49,7 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 
-from bench.predict_load import free_port, stop_all, wait_healthy
+from bench.predict_load import stop_all
+from bench.processes import free_port, wait_healthy
 from epochal.commands import with_this_python, worker_argv
 from tests.datagen import write_mnist
 

@@ -44,6 +44,7 @@ import psutil
 from PIL import Image
 
 from bench.load import Result, api_cpu_seconds, closed_loop, http_request, multipart
+from bench.processes import free_port, wait_healthy
 from epochal.commands import api_argv, with_this_python
 from tests.datagen import write_mnist
 
@@ -74,28 +75,6 @@ class Server:
             return float("nan")
         process = psutil.Process(self.pid)
         return sum(p.memory_info().rss for p in [process, *process.children(True)]) / 2**20
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the process serving {url} exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} did not become healthy in {timeout_s:.0f}s")
 
 
 def mnist_pngs(data_dir: Path | None, count: int) -> list[bytes]:

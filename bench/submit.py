@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 
 from bench.load import Result, api_cpu_seconds, closed_loop, http_request
+from bench.processes import wait_healthy
 from epochal.commands import api_argv, with_this_python
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,20 +80,6 @@ def clean_up(url: str, key: str, queue: str, broker_url: str | None) -> int:
         for start in range(0, len(cancelled), 500):
             broker.delete(*(experiment_stream(i) for i in cancelled[start : start + 500]))
     return len(cancelled)
-
-
-def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the API for {url} exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} did not become healthy")
 
 
 def start_api(cwd: Path, env: dict[str, str], port: int, processes: int = 1) -> subprocess.Popen[bytes]:
