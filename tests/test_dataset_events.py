@@ -14,8 +14,9 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from api.routers.events import _dataset_version_ended
+from api.routers.events import SETTLED_AT, _dataset_version_ended
 from infra import events
+from models.base import as_utc
 from tests.support import OTHER, Service, new_key, parse_events, read_events, running_service
 from tests.test_dataset_rows import HOSTILE, THREE_CLASSES, row_of, upload, zip_bytes
 from tests.upload_archives import class_files, write_zip
@@ -138,7 +139,10 @@ def test_a_version_deleted_while_processing_closes_its_stream(client: TestClient
     ended = _dataset_version_ended(dataset_id)
     assert ended() is None  # processing: the stream follows it
     assert client.delete("/datasets/gone/1").status_code == 204
-    assert ended() == {
+    final, deleted_at = ended(), row_of("gone", 1).deleted_at
+    assert final is not None and deleted_at is not None
+    assert as_utc(final.pop(SETTLED_AT)) == as_utc(deleted_at)  # since when: how long to wait for its last events
+    assert final == {
         "dataset_id": dataset_id,
         "name": "gone",
         "version": 1,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -86,11 +87,14 @@ def test_a_submission_the_broker_refuses_ends_its_stream_failed(
     assert "could not be queued" in published[-1][1]["error"]
 
 
-def _closing_lines(experiment_id: int, cursor: str, then: Callable[[], None] | None = None) -> list[str]:
-    """What a stream relays once the database says the job is over, with `then` run 0.3 s into it."""
+def _closing_lines(
+    experiment_id: int, cursor: str, then: Callable[[], None] | None = None, settled_at: datetime | None = None
+) -> list[str]:
+    """What a stream relays once the database says the job is over (since `settled_at`, or a time it does not
+    know), with `then` run 0.3 s into it."""
     from api.routers import events as routes
 
-    final = {"experiment_id": experiment_id, "status": "succeeded", "final": True}
+    final = {"experiment_id": experiment_id, "status": "succeeded", "final": True, routes.SETTLED_AT: settled_at}
 
     async def relay() -> list[str]:
         reader = aioredis.Redis.from_url(events.redis_url(get_settings().broker_url))
@@ -155,3 +159,18 @@ def test_a_lost_terminal_event_ends_the_stream_with_the_database_status(
     events.publish(experiment_id, None, "epoch", {"epoch": 1})
     lines = _closing_lines(experiment_id, _last_id(experiment_id))
     assert len(lines) == 1 and json.loads(lines[0].split("data: ")[1])["final"] is True
+
+
+def test_a_job_that_ended_long_ago_ends_its_stream_at_once_without_its_terminal_event(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The grace is for an end committed a moment ago, whose event may still be on its way: not for every later
+    # viewer of a job whose final event was lost.
+    from api.routers import events as routes
+
+    monkeypatch.setattr(routes, "FINAL_EVENT_GRACE_S", 60.0)  # a wait would outlast the relay's 10 s bound
+    experiment_id = _fresh(7_000_004)
+    events.publish(experiment_id, None, "epoch", {"epoch": 1})
+    long_ago = datetime.now(UTC) - timedelta(minutes=5)
+    lines = _closing_lines(experiment_id, _last_id(experiment_id), settled_at=long_ago)
+    assert [json.loads(line.split("data: ")[1]) for line in lines] == [lines_final(experiment_id)]

@@ -17,7 +17,8 @@ import json
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import datetime
 from typing import Annotated, Any
 
 import anyio
@@ -42,6 +43,7 @@ from infra.events import (
     sweep_stream,
 )
 from models import DatasetStatus, DatasetVersion, Experiment, Sweep
+from models.base import as_utc, utcnow
 from models.datasets import status_event
 from models.db import session_scope
 
@@ -93,6 +95,7 @@ DATASET_EVENT_STREAM = event_stream_doc(
 )
 KEEP_ALIVE_MS = 10_000
 FINAL_EVENT_GRACE_S = 2.0
+SETTLED_AT = "_settled_at"  # in an `ended()` answer, when its end was committed; never sent to the client
 LastEventId = Annotated[
     str | None,
     Header(alias="Last-Event-ID", description="Continue after this event id (sent by EventSource on reconnect)."),
@@ -192,11 +195,13 @@ async def _closing(
     status.
 
     A terminal status is published just after it is committed, so the database can say "over" a moment before the
-    stream holds that event. Waiting up to FINAL_EVENT_GRACE_S for it keeps a live client's events (and their ids)
-    the same as a replay's; past that the event is taken as lost (publishing is best effort), and the final status
-    from the database ends the stream alone.
+    stream holds that event. Waiting up to FINAL_EVENT_GRACE_S after the end was committed (`final`'s SETTLED_AT)
+    for it keeps a live client's events (and their ids) the same as a replay's; past that the event is taken as lost
+    (publishing is best effort), and the final status from the database ends the stream alone. So a stream opened
+    on a job long over never waits.
     """
-    deadline = time.monotonic() + FINAL_EVENT_GRACE_S
+    final = dict(final)
+    deadline = time.monotonic() + _grace_left(final.pop(SETTLED_AT, None))
     block_ms: int | None = None  # the first read does not wait
     while True:
         for entry_id, event, data in _decoded(await client.xread({stream: cursor}, count=500, block=block_ms)):
@@ -209,6 +214,14 @@ async def _closing(
         if block_ms <= 0:
             break
     yield _sse("status", json.dumps(final))
+
+
+def _grace_left(settled_at: datetime | None) -> float:
+    """How much of FINAL_EVENT_GRACE_S is left since the end was committed (all of it when that time is unknown)."""
+    if settled_at is None:
+        return FINAL_EVENT_GRACE_S
+    since = (utcnow() - as_utc(settled_at)).total_seconds()
+    return min(FINAL_EVENT_GRACE_S, max(0.0, FINAL_EVENT_GRACE_S - since))
 
 
 def _is_terminal(fields: dict[bytes, bytes], terminal: frozenset[str]) -> bool:
@@ -245,7 +258,8 @@ def _experiment_ended(experiment_id: int) -> Callable[[], dict[str, Any] | None]
             experiment = session.get(Experiment, experiment_id)
             if experiment is None or not experiment.status.finished:
                 return None
-            return {"experiment_id": experiment_id, "status": str(experiment.status), "final": True}
+            final = {"experiment_id": experiment_id, "status": str(experiment.status), "final": True}
+            return {**final, SETTLED_AT: experiment.finished_at}
 
     return ended
 
@@ -257,7 +271,8 @@ def _sweep_ended(sweep_id: int) -> Callable[[], dict[str, Any] | None]:
             if sweep is None or not all(e.status.finished for e in sweep.experiments):
                 return None
             statuses = {e.id: str(e.status) for e in sweep.experiments}
-            return {"sweep_id": sweep_id, "status": "finished", "experiments": statuses, "final": True}
+            final = {"sweep_id": sweep_id, "status": "finished", "experiments": statuses, "final": True}
+            return {**final, SETTLED_AT: _latest(e.finished_at for e in sweep.experiments)}
 
     return ended
 
@@ -271,9 +286,18 @@ def _dataset_version_ended(dataset_id: int) -> Callable[[], dict[str, Any] | Non
             if row.status == DatasetStatus.PROCESSING and row.deleted_at is None:
                 return None
             # Settled, or deleted while it was being prepared (then it stays `processing`, with `deleted`).
-            return {"dataset_id": dataset_id, **status_event(row), "final": True}
+            settled_at = row.deleted_at or row.finished_at
+            return {"dataset_id": dataset_id, **status_event(row), "final": True, SETTLED_AT: settled_at}
 
     return ended
+
+
+def _latest(times: Iterable[datetime | None]) -> datetime | None:
+    """The latest of `times`; None when any is unknown (the grace is then waited in full)."""
+    known = list(times)
+    if not known or any(t is None for t in known):
+        return None
+    return max(as_utc(t) for t in known if t is not None)
 
 
 def _event_stream(
