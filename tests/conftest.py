@@ -153,19 +153,24 @@ BACKEND_INDEPENDENT = {
     "test_cli",
     "test_client",
     "test_client_parts",
+    "test_cli_datasets",  # the CLI over HTTP; the datasets' storage on each backend is test_dataset_rows' and others'
     "test_cluster",  # hosts of its own: PostgreSQL and Redis on a data host, whatever the suite runs on
     "test_compose",
     "test_contract",
     "test_generated_client",
     "test_homework_quick",
     "test_images",
+    "test_launcher",  # `serve` on its own embedded defaults, whatever the suite runs on
     "test_layering",
+    "test_network_backbones",
     "test_network_graph",
+    "test_packed",
     "test_pipeline",
     "test_resume",
     "test_serve_operations",  # `serve` on its own embedded defaults, whatever the suite runs on
     "test_spec",
     "test_training",
+    "test_training_options",
     "test_ui_pages",
     "test_upload_hostile",
     "test_uploads",
