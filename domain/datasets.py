@@ -23,7 +23,7 @@ from models.base import utcnow
 from models.datasets import TRAINABLE, info_of
 from models.states import Status
 from models.users import User
-from training.spec import DATASET_NAME, DatasetInfo, DatasetLookup, builtin_info
+from training.spec import DATASET_NAME, DATASETS, DatasetInfo, DatasetLookup, builtin_info
 
 # A short slug: what a URL, a file name and a CLI argument can all carry as it is.
 NAME = re.compile(DATASET_NAME)
@@ -232,6 +232,28 @@ def unshare(session: Session, user: User, name: str, with_user_id: int) -> None:
     session.commit()
 
 
+def hold_versions(session: Session, experiments: list[Experiment]) -> None:
+    """Inside a submission's transaction, after its rows were flushed: lock the dataset versions they train on
+    against a delete until the commit, and refuse (Conflict) a version deleted since the spec was checked.
+
+    With `delete_version`, which tombstones before it counts who uses the version, one of the two always sees the
+    other: a delete that came first is seen here, a submission that came first is counted there. On PostgreSQL the
+    share lock waits for a delete in progress; on SQLite the flushed insert already holds the one write lock.
+    """
+    # A built-in is never deleted: a submission on one (the homework's) costs no statement more.
+    pairs = {(e.dataset, e.dataset_version) for e in experiments if e.dataset not in DATASETS}
+    if not pairs:
+        return
+    named = or_(*((DatasetVersion.name == name) & (DatasetVersion.version == version) for name, version in pairs))
+    rows = session.scalars(select(DatasetVersion).where(named).with_for_update(read=True))
+    gone = sorted(f"{row.name}@{row.version}" for row in rows if row.deleted_at is not None)
+    if gone:
+        raise Conflict(
+            f"dataset {', '.join(gone)} was deleted while this was submitted: GET /datasets/{gone[0].split('@')[0]} "
+            "lists the versions left; submit again naming one of them"
+        )
+
+
 def delete_version(session: Session, user: User, name: str, version: int) -> None:
     """Delete one version, by its owner or an admin. The built-ins are refused (403); the blobs it referenced are
     freed by the blob store's sweep, once nothing else references them. Its number is not given again, and the
@@ -241,16 +263,19 @@ def delete_version(session: Session, user: User, name: str, version: int) -> Non
         raise Forbidden(f"{name!r} is a built-in dataset: it cannot be deleted")
     if not user.admin and row.owner_id != user.id:
         raise Forbidden(f"dataset {name!r} is another user's public dataset: only its owner or an admin can delete it")
+    # A tombstone, not a delete: the number stays taken. Its blobs are no longer referenced. Written before the
+    # count, so that a submission on this version either is counted or sees the tombstone (`hold_versions`).
+    row.deleted_at, row.blob_sha256, row.upload_sha256 = utcnow(), None, None
+    session.flush()
     in_use = session.scalar(
         select(func.count(Experiment.id)).where(
             Experiment.dataset == name, Experiment.dataset_version == version, Experiment.status.not_in(FINISHED)
         )
     )
     if in_use:
+        session.rollback()
         raise Conflict(
             f"dataset {name}@{version} is used by {in_use} queued or running experiments: cancel them, or wait "
             "until they end, then delete it"
         )
-    # A tombstone, not a delete: the number stays taken. Its blobs are no longer referenced.
-    row.deleted_at, row.blob_sha256, row.upload_sha256 = utcnow(), None, None
     session.commit()

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from config import Settings, get_settings
 from domain import lifecycle
-from domain.errors import Invalid, QuotaExceeded, Unavailable
+from domain.datasets import hold_versions
+from domain.errors import Conflict, Invalid, QuotaExceeded, Unavailable
 from domain.quotas import check_active_jobs
 from models import Experiment, Sweep, User
 from models.base import utcnow
@@ -122,13 +123,14 @@ def submit(
     if new_sweep is not None:
         session.add(new_sweep)
     session.add_all(experiments)
-    if quota_of is not None:
-        session.flush()
-        try:
+    session.flush()
+    try:
+        hold_versions(session, experiments)
+        if quota_of is not None:
             check_active_jobs(session, settings, quota_of, adding=len(experiments), inserted=True)
-        except QuotaExceeded:
-            session.rollback()
-            raise
+    except (Conflict, QuotaExceeded):
+        session.rollback()
+        raise
     session.commit()
     publisher.queued_afresh([(e.id, e.sweep_id) for e in experiments], new_sweep.id if new_sweep is not None else None)
     try:

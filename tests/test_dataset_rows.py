@@ -4,6 +4,7 @@ and deleted by who may; another user's private dataset a 404 everywhere."""
 from __future__ import annotations
 
 import io
+import threading
 import time
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -13,10 +14,13 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
+from api.http import specs
 from config import get_settings
-from models import Blob, BlobChunk, DatasetStatus, DatasetVersion
+from domain import submission
+from models import Blob, BlobChunk, DatasetStatus, DatasetVersion, Experiment
+from models.base import utcnow
 from models.blob_store import DatabaseBlobStore
 from models.datasets import referenced_blobs
 from models.db import session_scope
@@ -550,3 +554,65 @@ def test_a_version_whose_task_was_lost_is_prepared_by_a_worker_once_the_reaper_p
         row = session.get_one(DatasetVersion, row_id)
         # Published by the reaper (never by the API), and prepared by one attempt.
         assert row.prepare_published_at is not None and row.prepare_attempts == 1
+
+
+def ready(client: TestClient, name: str) -> None:
+    assert upload(client, name, zip_bytes(class_files(CLASSES, seed=len(name)))).status_code == 202
+    assert prepare(row_of(name, 1).id) == "ready"
+
+
+def experiments_on(name: str) -> int:
+    with session_scope() as session:
+        return session.scalar(select(func.count(Experiment.id)).where(Experiment.dataset == name)) or 0
+
+
+def test_a_version_deleted_after_a_spec_was_checked_refuses_the_submission_and_stores_nothing(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The delete lands between the spec's check against the dataset and the submission's insert.
+    ready(client, "raced")
+    checked = specs.lookup_for
+
+    def lookup_then_deleted(session: Any, user: Any) -> Any:
+        lookup = checked(session, user)
+
+        def then_deleted(name: str, version: int | None) -> Any:
+            info = lookup(name, version)
+            with session_scope() as other:  # another request's delete, committed meanwhile
+                other.execute(update(DatasetVersion).where(DatasetVersion.name == name).values(deleted_at=utcnow()))
+            return info
+
+        return then_deleted
+
+    monkeypatch.setattr(specs, "lookup_for", lookup_then_deleted)
+    refused = client.post("/experiments", json={"dataset": "raced", "epochs": 1})
+    assert refused.status_code == 409, refused.text
+    assert "raced@1 was deleted while this was submitted" in refused.json()["detail"]
+    assert experiments_on("raced") == 0
+
+
+def test_a_delete_during_a_submission_on_its_version_waits_for_it_and_is_refused(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ready(client, "busy")
+    deletes: list[httpx.Response] = []
+    held = submission.hold_versions
+
+    def hold_then_delete_meanwhile(session: Any, experiments: Any) -> None:
+        held(session, experiments)
+        deleting = threading.Thread(target=lambda: deletes.append(client.delete("/datasets/busy/1")))
+        deleting.start()
+        deleting.join(timeout=1.0)
+        # Until this submission commits, the delete waits: for the version's lock (PostgreSQL) or the write lock
+        # (SQLite). Had it counted the version's users first, it would have found none and deleted it.
+        assert deleting.is_alive() and not deletes
+
+    monkeypatch.setattr(submission, "hold_versions", hold_then_delete_meanwhile)
+    submitted = client.post("/experiments", json={"dataset": "busy", "epochs": 1})
+    assert submitted.status_code == 202, submitted.text
+    deadline = time.monotonic() + 30
+    while not deletes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [d.status_code for d in deletes] == [409], [d.text for d in deletes]
+    assert "used by 1 queued or running experiments" in deletes[0].json()["detail"]
+    assert row_of("busy", 1).deleted_at is None and experiments_on("busy") == 1

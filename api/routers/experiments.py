@@ -53,7 +53,7 @@ submissions = APIRouter(prefix="/experiments", tags=["experiments"], route_class
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ExperimentRead,
-    responses=responses(400, 404, 413, 422, 429, 503),
+    responses=responses(400, 404, 409, 413, 422, 429, 503),
 )
 async def create_experiment(
     body: ExperimentCreate, request: Request, key: BearerKey, response: Response

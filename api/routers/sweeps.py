@@ -186,7 +186,7 @@ def expand_grid(body: SweepCreate) -> list[ExperimentCreate]:
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=SweepRead,
-    responses=responses(400, 404, 413, 422, 429, 503),
+    responses=responses(400, 404, 409, 413, 422, 429, 503),
 )
 async def create_sweep(body: SweepCreate, request: Request, key: BearerKey, response: Response) -> SweepRead:
     """Create and queue one experiment per grid combination; nothing is created if any combination is invalid."""
