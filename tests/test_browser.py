@@ -964,7 +964,7 @@ def test_an_upload_is_browsed_trained_on_shared_and_unshared(page: Any, service:
     page.goto("/ui/#/experiments")
     page.locator(".filters [name=dataset]").select_option(name)
     expect(page.locator("#experiments tbody tr")).to_have_count(1)
-    expect(page.locator(f"#experiments tr[data-id='{experiment_id}']")).to_be_visible()
+    expect(page.locator(f"#experiments tr[data-id='{experiment_id}'] td.dataset")).to_have_text(f"{name}@1")
 
     # Shared through its page. A refusal is shown in the API's words; the admin picks the user from the list.
     page.goto(f"/ui/#/datasets/{name}")

@@ -30,6 +30,13 @@ export function bytes(n) {
   return `${unit ? value.toFixed(1) : value} ${units[unit]}`;
 }
 
+export const BUILTIN_DATASETS = ["mnist", "fashion_mnist", "cats_vs_dogs"];
+
+// An experiment's dataset as a spec names it: an upload with the version it trained on ("flowers@2"), a built-in
+// (one version only) by its name alone.
+export const datasetLabel = (e) =>
+  (BUILTIN_DATASETS.includes(e.dataset) || !e.dataset_version ? e.dataset : `${e.dataset}@${e.dataset_version}`);
+
 export const statusBadge = (status) => h("span", { class: `status status-${status}`, "data-status": status }, status);
 
 const pad = (n) => String(n).padStart(2, "0");

@@ -1,7 +1,7 @@
 // One experiment: its spec and status, live curves from the event stream while it trains, then its test
 // evaluation, its checkpoint with the input contract, registering it as a model, and predictions on a dropped image.
 import { api } from "./api.js";
-import { fmt, h, pct, standing, statusBadge } from "./dom.js";
+import { datasetLabel, fmt, h, pct, standing, statusBadge } from "./dom.js";
 import { showError } from "./list.js";
 import { checkBody, checkErrors, errorView, summaryView } from "./network.js";
 import { drawCurves, evaluationCard, modelCard, predictionCard } from "./results.js";
@@ -18,7 +18,7 @@ const networkName = (n) => (typeof n === "string" ? n : `custom graph of ${n.lay
 
 function specTable(e) {
   const options = OPTIONS.filter((k) => e[k] != null).map((k) => [k.replaceAll("_", " "), shown(e[k])]);
-  const rows = [["dataset", e.dataset], ["network", networkName(e.network)], ["optimizer", e.optimizer],
+  const rows = [["dataset", datasetLabel(e)], ["network", networkName(e.network)], ["optimizer", e.optimizer],
     ["learning rate", e.learning_rate ?? "Keras default"], ["head", `${e.head.units} × ${e.head.activation}`],
     ["loss", e.loss], ["epochs × batch", `${e.epochs} × ${e.batch_size}`], ["train size", e.train_size ?? "all"],
     ...options, ["best epoch chosen on", e.selected_on], ["seed", e.seed], ["device", e.device ?? "–"], ["worker", e.worker ?? "–"]];

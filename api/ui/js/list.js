@@ -2,13 +2,13 @@
 // experiments), filtered by status, dataset (a built-in or an upload) and optimizer, refreshed every few seconds
 // for live status.
 import { api } from "./api.js";
-import { fmt, h, pct, standing, statusBadge } from "./dom.js";
+import { BUILTIN_DATASETS, datasetLabel, fmt, h, pct, standing, statusBadge } from "./dom.js";
 
 export const PAGE = 25;
 const REFRESH_MS = 3000;
 export const FILTERS = {
   status: ["queued", "running", "succeeded", "failed", "cancelled"],
-  dataset: ["mnist", "fashion_mnist", "cats_vs_dogs"],
+  dataset: BUILTIN_DATASETS,
   optimizer: ["sgd", "sgd_nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw"],
 };
 
@@ -50,7 +50,7 @@ function row(e) {
   return h("tr", { dataset: { id: e.id } },
     h("td", {}, h("a", { href: `#/experiments/${e.id}` }, `#${e.id}`)),
     h("td", {}, e.name || ""), h("td", {}, statusBadge(e.status), place && [" ", place]),
-    h("td", {}, e.dataset), h("td", {}, e.optimizer),
+    h("td", { class: "dataset" }, datasetLabel(e)), h("td", {}, e.optimizer),
     h("td", { class: "num" }, `${s.epochs_done}/${e.epochs}`), h("td", { class: "num" }, pct(s.best_val_accuracy)),
     h("td", { class: "num" }, pct(s.test_accuracy)), h("td", { class: "num" }, fmt(s.test_loss)),
     h("td", {}, e.sweep_id ? h("a", { href: `#/sweeps/${e.sweep_id}` }, `sweep ${e.sweep_id}`) : ""));
