@@ -177,9 +177,16 @@ BACKEND_INDEPENDENT = {
 }
 
 
+# Of those, these run once in CI's PostgreSQL + Redis suite instead (suite 1 runs `-m "not in_suite_2"`): the two
+# suites run side by side, and the longer one decides when CI ends. They bring their own data (or hosts).
+IN_SUITE_2 = {"test_cli_datasets", "test_cluster", "test_homework_quick"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.path.stem in BACKEND_INDEPENDENT:
+        if item.path.stem in IN_SUITE_2:
+            item.add_marker(pytest.mark.in_suite_2)
+        elif item.path.stem in BACKEND_INDEPENDENT:
             item.add_marker(pytest.mark.backend_independent)
 
 
