@@ -131,13 +131,14 @@ class Listener:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            if self._thread.is_alive():
+            if self._thread.is_alive() and self.live():  # not live: it waits on the stop flag, or cannot be reached
                 self._wake_up()
             self._thread.join(timeout=5)
         self._lose()
 
     def _wake_up(self) -> None:
-        # Best effort: a listener that cannot be woken still notices the stop within half a heartbeat.
+        # Best effort, on a broker that answered a moment ago: a listener that cannot be woken still notices the
+        # stop within half a heartbeat.
         try:
             client = self._client()
             try:
