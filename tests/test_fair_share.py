@@ -78,9 +78,9 @@ class DepthWatch:
         self._thread.join(5)
 
 
-def submit(service: Service, key: str, queue: str, repeats: int = 1) -> list[int]:
+def submit(service: Service, key: str, queue: str, repeats: int = 1, **fields: Any) -> list[int]:
     with service.http(key=key) as http:
-        response = http.post("/experiments", json={**TINY, "queue": queue, "repeats": repeats})
+        response = http.post("/experiments", json={**TINY, "queue": queue, "repeats": repeats, **fields})
         assert response.status_code == 202, response.text
         body = response.json()
         if body["sweep_id"] is None:
@@ -141,10 +141,14 @@ def test_a_user_at_their_running_cap_leaves_the_other_slot_to_someone_else(servi
         ada_id = http.get("/me").json()["id"]
     with service.http() as admin:
         assert admin.patch(f"/users/{ada_id}", json={"max_running_jobs": 1}).status_code == 200
-    mine = submit(service, ada, CAP, repeats=3)
+    # Ada's first job is long enough for Bob's submission to land while it runs, however slow the API is to answer;
+    # her next two are as short as Bob's.
+    mine = submit(service, ada, CAP, epochs=25) + submit(service, ada, CAP, repeats=2)
     (theirs,) = submit(service, bob, CAP)
     jobs = finished(service, [*mine, theirs])
     assert not overlapping([jobs[i] for i in mine]), "at most one of Ada's jobs ran at a time"
+    created = datetime.fromisoformat(jobs[theirs]["created_at"])
+    assert created < span(jobs[mine[0]])[1], "Bob's job was submitted while Ada's first ran: what is tested here"
     # Bob's job took the second slot while Ada's waited for her first to end.
     assert span(jobs[theirs])[0] < span(jobs[mine[1]])[0], {i: span(b) for i, b in jobs.items()}
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from api.main import app
@@ -345,8 +345,11 @@ BODY = st.fixed_dictionaries(
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=BODY)
-def test_fuzzed_networks_are_answered_200_or_422_never_500(api: TestClient, body: dict[str, Any]) -> None:
+@example(body={"network": {"layers": [{"type": "MaxPooling2D"}]}, "dataset": "nope"})  # a sound network, no dataset
+def test_fuzzed_networks_are_answered_200_404_or_422_never_500(api: TestClient, body: dict[str, Any]) -> None:
     response = api.post(CHECK, json=body)
-    assert response.status_code in (200, 422), (body, response.status_code, response.text[:500])
+    assert response.status_code in (200, 404, 422), (body, response.status_code, response.text[:500])
+    if response.status_code == 404:  # only a dataset nobody has, as for a submission naming it
+        assert body.get("dataset") == "nope" and "'nope' does not exist" in response.json()["detail"], response.text
     if response.status_code == 422:
         assert response.json()["message"]
