@@ -45,9 +45,9 @@ from PIL import Image
 
 from bench.load import Result, api_cpu_seconds, closed_loop, http_request, multipart
 from bench.predict_load import UNLIMITED, start_api, stop_all, train_one
-from bench.processes import free_port, wait_healthy
 from tests.datagen import write_mnist
 from tests.image_corpus import deep_png
+from tests.processes import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 2**20

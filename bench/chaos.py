@@ -68,9 +68,9 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: epochal.commands and tests.datagen live at the root
 
-from bench.processes import free_port  # noqa: E402
 from epochal.commands import with_this_python  # noqa: E402
 from tests.invariants import check_job, find_target  # noqa: E402
+from tests.processes import free_port  # noqa: E402
 
 FAULTS = (
     *("child-kill", "child-freeze", "worker-kill", "service-kill", "broker-drop", "reaper-kill", "dispatcher-kill"),

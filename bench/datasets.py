@@ -40,10 +40,10 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.processes import free_port, wait_healthy
 from epochal.cli.packing import dataset_files, pack
 from epochal.client import Client
 from epochal.commands import api_argv, with_this_python
+from tests.processes import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = 10

@@ -50,9 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 
 from bench.predict_load import stop_all
-from bench.processes import free_port, wait_healthy
 from epochal.commands import with_this_python, worker_argv
 from tests.datagen import write_mnist
+from tests.processes import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUE = "training"  # serve's default queue

@@ -44,9 +44,9 @@ import psutil
 from PIL import Image
 
 from bench.load import Result, api_cpu_seconds, closed_loop, http_request, multipart
-from bench.processes import free_port, wait_healthy
 from epochal.commands import api_argv, with_this_python
 from tests.datagen import write_mnist
+from tests.processes import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 UNLIMITED = "1000000000"  # the per-user prediction rate: what is measured here is the service, not the quota

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 
 from bench.load import Result, api_cpu_seconds, closed_loop, http_request
-from bench.processes import wait_healthy
 from epochal.commands import api_argv, with_this_python
+from tests.processes import wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_QUEUE = "epochal-bench-submit"

@@ -28,6 +28,7 @@ from epochal.commands import api_argv, with_this_python, worker_argv
 from models import Base
 from models.accounts import key_for
 from models.db import get_engine, make_engine, session_scope
+from tests.processes import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 FINISHED = {"succeeded", "failed", "cancelled"}
@@ -122,12 +123,6 @@ def send_whole_then_read(base_url: str, head: bytes, body_chunks: Iterable[bytes
     return answer
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Service:
     """The API and its workers as real processes, started with the same commands as production."""
@@ -163,15 +158,10 @@ class Service:
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
         self._spawn("api", with_this_python(api_argv("127.0.0.1", port)))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"the API did not become healthy:\n{self.logs()}")
+        try:
+            wait_healthy(self.base_url, self.process("api"), timeout_s=60)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}:\n{self.logs()}") from None
 
     def wait_for_workers(self, count: int, timeout_s: float = 60) -> None:
         """Block until `count` workers answer a ping, so a submitted job is not waiting on a cold start."""
@@ -268,15 +258,13 @@ def start_serve(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 90
-    while True:
-        if time.monotonic() > deadline:
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", serve, timeout_s=90)
+    except RuntimeError as exc:
+        with suppress(ProcessLookupError):  # it may have exited already: what the log says is the point
             os.killpg(serve.pid, signal.SIGKILL)
-            raise AssertionError((tmp_path / log_name).read_text(errors="replace"))
-        with suppress(httpx.TransportError):
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                return serve
-        time.sleep(0.3)
+        raise AssertionError(f"{exc}\n{(tmp_path / log_name).read_text(errors='replace')}") from None
+    return serve
 
 
 def wait_until_finished(

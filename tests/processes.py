@@ -1,4 +1,5 @@
-"""What the benches that start the service share: a free loopback port, and waiting for a started API to answer."""
+"""Starting the service as processes, for the tests and the benches alike: a free loopback port, and waiting for a
+started API to answer. Light on purpose: a bench imports it before it has set up its settings."""
 
 from __future__ import annotations
 
